@@ -1,0 +1,27 @@
+# User-facing commands. The build itself is CMake's (CMakeLists.txt).
+#   make demo          build and run the tour of the seed's lessons
+#   make test          install test dependencies, build, run every suite
+#                      plain, under ASan+UBSan and under TSan
+#   make bench         run the benchmarks (QUICK=1 for a short run)
+BUILD ?= build
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all build demo test bench clean
+
+all: build
+
+build:
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	@./$(BUILD)/examples/tour
+
+test:
+	@tests/all.sh
+
+bench: build
+	@./$(BUILD)/bench/weft_bench $(if $(QUICK),--quick)
+
+clean:
+	rm -rf build build-asan build-tsan build*.log

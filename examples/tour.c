@@ -1,0 +1,63 @@
+/* The tour: runs every seed lesson that weft has so far, one after the other,
+ * each under a heading, and fails if any lesson fails. The lessons are the
+ * programs beside this one; read their sources in examples/. */
+#define _GNU_SOURCE
+#include <libgen.h>
+#include <limits.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static const struct {
+  const char *program;
+  const char *heading;
+} lessons[] = {
+    {"lesson2_1_processes", "§2.1 创建子进程 — two child processes dance and sing at the same time"},
+    {"lesson2_2_pid", "§2.2 获取进程编号和杀死子进程 — pids, current_process(), a child kills itself"},
+    {"lesson2_3_args", "§2.3 子进程传参 — passing arguments to a child process"},
+    {"lesson2_4_daemon", "§2.4 主进程退出子进程直接销毁 — a daemon child dies with the main process"},
+    {"lesson4_isolation", "§4 进程之间不共享全局变量 — processes do not share globals"},
+};
+
+static int run(const char *dir, const char *program) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/%s", dir, program);
+  char *argv[] = {path, NULL};
+  pid_t pid;
+  int err = posix_spawn(&pid, path, NULL, NULL, argv, environ);
+  if (err != 0) {
+    fprintf(stderr, "tour: cannot run %s: %s\n", path, strerror(err));
+    return -1;
+  }
+  int status;
+  while (waitpid(pid, &status, 0) < 0) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int main(void) {
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n < 0) {
+    perror("tour: /proc/self/exe");
+    return 1;
+  }
+  self[n] = '\0';
+  const char *dir = dirname(self);
+  int failed = 0;
+  for (size_t i = 0; i < sizeof lessons / sizeof lessons[0]; i++) {
+    printf("\n==== %s\n     (examples/%s.c)\n\n", lessons[i].heading, lessons[i].program);
+    fflush(stdout);
+    int rc = run(dir, lessons[i].program);
+    if (rc != 0) {
+      printf("!!!! %s failed with status %d\n", lessons[i].program, rc);
+      failed++;
+    }
+  }
+  printf("\n==== tour done: %zu lessons, %d failed\n", sizeof lessons / sizeof lessons[0], failed);
+  return failed != 0;
+}

@@ -1,0 +1,10 @@
+/* weft.h — Python's multiprocessing and threading model for C.
+ * Include this umbrella header, or the concept headers under weft/. */
+#ifndef WEFT_H
+#define WEFT_H
+
+#include "weft/common.h"
+#include "weft/error.h"
+#include "weft/process.h"
+
+#endif

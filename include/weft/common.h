@@ -1,0 +1,46 @@
+/* weft/common.h — conventions shared by every weft header.
+ *
+ * Errors: a function that can fail returns 0 (or a non-negative value it
+ * documents) on success and a negative WEFT_E* code on failure; see error.h.
+ * Timeouts: a double number of seconds, as in Python; a negative value (for
+ * example WEFT_FOREVER) waits forever and 0 does not wait at all.
+ * Predicates (weft_*_is_*) return bool; on an invalid handle they return false
+ * and set weft_last_error().
+ */
+#ifndef WEFT_COMMON_H
+#define WEFT_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(WEFT_BUILDING) && defined(__GNUC__)
+#define WEFT_API __attribute__((visibility("default")))
+#else
+#define WEFT_API
+#endif
+
+#if defined(__GNUC__)
+#define WEFT_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define WEFT_PRINTF(fmt, args)
+#endif
+
+#define WEFT_VERSION_MAJOR 0
+#define WEFT_VERSION_MINOR 1
+#define WEFT_VERSION_PATCH 0
+
+/* A timeout that never expires: wait as long as it takes. */
+#define WEFT_FOREVER (-1.0)
+
+/* The longest name weft keeps for a process or thread, without the final NUL. */
+#define WEFT_NAME_MAX 63
+
+/* Sleeps for the given number of seconds, like Python's time.sleep, going on
+ * after a signal handler runs. WEFT_EINVAL for a negative or NaN value. */
+WEFT_API int weft_sleep(double seconds);
+
+/* Returns the library version as "MAJOR.MINOR.PATCH". */
+WEFT_API const char *weft_version(void);
+
+#endif

@@ -1,0 +1,100 @@
+/* Linux implementation of the platform layer (kernel >= 5.10, glibc >= 2.36). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "os.h"
+
+int64_t weft__os_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int weft__os_sleep_until(int64_t deadline_ns) {
+  struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000),
+                        .tv_nsec = (long)(deadline_ns % 1000000000)};
+  int r;
+  while ((r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL)) == EINTR) {
+  }
+  return -r;
+}
+
+pid_t weft__os_gettid(void) { return gettid(); }
+
+int weft__os_pidfd_open(pid_t pid) {
+  int fd = pidfd_open(pid, 0);
+  return fd < 0 ? -errno : fd;
+}
+
+int weft__os_pidfd_signal(int pidfd, int sig) {
+  return pidfd_send_signal(pidfd, sig, NULL, 0) < 0 ? -errno : 0;
+}
+
+int weft__os_pidfd_reap(int pidfd, bool nohang, int *exitcode) {
+  siginfo_t info;
+  for (;;) {
+    memset(&info, 0, sizeof info);
+    if (waitid(P_PIDFD, (id_t)pidfd, &info, WEXITED | (nohang ? WNOHANG : 0)) == 0) break;
+    if (errno != EINTR) return -errno;
+  }
+  if (info.si_pid == 0) return 0; /* WNOHANG and still running */
+  *exitcode = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+  return 1;
+}
+
+int weft__os_wait_readable(int fd, int64_t deadline_ns) {
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  for (;;) {
+    struct timespec ts, *tsp = NULL;
+    if (deadline_ns != INT64_MAX) {
+      int64_t left = deadline_ns - weft__os_now_ns();
+      if (left < 0) left = 0;
+      ts.tv_sec = (time_t)(left / 1000000000);
+      ts.tv_nsec = (long)(left % 1000000000);
+      tsp = &ts;
+    }
+    int n = ppoll(&pfd, 1, tsp, NULL);
+    if (n > 0) return 1;
+    if (n == 0) return 0;
+    if (errno != EINTR) return -errno;
+  }
+}
+
+pid_t weft__os_fork(void) {
+  pid_t pid = fork();
+  return pid < 0 ? -errno : pid;
+}
+
+void weft__os_kill_and_reap(pid_t pid) {
+  kill(pid, SIGKILL);
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+}
+
+pid_t weft__os_getppid(void) { return getppid(); }
+
+void weft__os_close(int fd) {
+  int saved = errno;
+  close(fd);
+  errno = saved;
+}
+
+int weft__os_set_parent_death_signal(int sig) {
+  return prctl(PR_SET_PDEATHSIG, sig) < 0 ? -errno : 0;
+}
+
+void weft__os_set_thread_name(const char *name) {
+  char short_name[16];
+  strncpy(short_name, name, sizeof short_name - 1);
+  short_name[sizeof short_name - 1] = '\0';
+  pthread_setname_np(pthread_self(), short_name);
+}

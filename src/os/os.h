@@ -1,0 +1,55 @@
+/* The platform layer: the only place in weft that makes raw system calls.
+ * Every function returns 0 (or a documented non-negative value) on success
+ * and a negated errno value on failure; none of them records a last error. */
+#ifndef WEFT_OS_H
+#define WEFT_OS_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Monotonic time in nanoseconds. */
+int64_t weft__os_now_ns(void);
+
+/* Sleeps until the monotonic deadline (ns), resuming after signals. */
+int weft__os_sleep_until(int64_t deadline_ns);
+
+/* The kernel thread id of the caller. */
+pid_t weft__os_gettid(void);
+
+/* Opens a pidfd (close-on-exec) for a child of the caller. */
+int weft__os_pidfd_open(pid_t pid);
+
+/* Sends sig to the process behind pidfd. */
+int weft__os_pidfd_signal(int pidfd, int sig);
+
+/* Reaps the process behind pidfd if it has exited. Returns 1 and stores
+ * Python's exit code (n, or -signum) in *exitcode once reaped, 0 while it
+ * runs (only with nohang), a negated errno (-ECHILD: reaped elsewhere). */
+int weft__os_pidfd_reap(int pidfd, bool nohang, int *exitcode);
+
+/* Waits until fd is readable or the deadline (ns, INT64_MAX: never) passes.
+ * Returns 1 when readable, 0 on timeout; retries on EINTR. */
+int weft__os_wait_readable(int fd, int64_t deadline_ns);
+
+/* Forks. Returns the child's pid in the parent, 0 in the child, or a negated
+ * errno (-EAGAIN, -ENOMEM) when no child was made. */
+pid_t weft__os_fork(void);
+
+/* Kills and reaps a child the caller cannot track (no pidfd could be opened). */
+void weft__os_kill_and_reap(pid_t pid);
+
+/* The pid of the caller's parent. */
+pid_t weft__os_getppid(void);
+
+/* Closes fd, keeping errno as it was. */
+void weft__os_close(int fd);
+
+/* Asks the kernel to send sig to the caller when its parent thread exits. */
+int weft__os_set_parent_death_signal(int sig);
+
+/* Names the calling OS thread (first 15 bytes show in top -H). */
+void weft__os_set_thread_name(const char *name);
+
+#endif

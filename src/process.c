@@ -1,0 +1,721 @@
+/* Processes: Python's multiprocessing.Process over fork and pidfds.
+ *
+ * Every process object lives in one handle table guarded by one mutex,
+ * `registry`. The mutex is only ever held for short, non-blocking work, and
+ * the fork handlers take it, so a child never inherits it locked. Blocking
+ * waits (join) drop it and hold a reference on the object instead.
+ */
+#define _GNU_SOURCE
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "handle.h"
+#include "internal.h"
+#include "os/os.h"
+#include "runtime.h"
+#include "weft/process.h"
+
+enum kind { KIND_MAIN, KIND_CHILD };
+enum state { ST_INITIAL, ST_STARTING, ST_STARTED, ST_STOPPED };
+
+struct proc {
+  uint64_t id;
+  int refs; /* one for the table, one per call in flight */
+  enum kind kind;
+  enum state state; /* as the creating process sees it */
+  bool daemon;
+  weft_process_target target;
+  void *arg;
+  pid_t pid;
+  pid_t parent_pid; /* the process that created the object; 0 for MainProcess */
+  int pidfd;        /* -1 when none; kept while threads poll it */
+  int pollers;
+  int exitcode;
+  int reap_error;   /* 0, or why the status was lost (WEFT_ECHILD) */
+  char identity[48]; /* Python's _identity joined by ':' ("1:2") */
+  char name[WEFT_NAME_MAX + 1];
+};
+
+static pthread_mutex_t registry = PTHREAD_MUTEX_INITIALIZER;
+static weft__handle_table table;
+static struct proc main_proc = {.kind = KIND_MAIN, .state = ST_STARTED, .pidfd = -1,
+                                .name = "MainProcess"};
+static struct proc *current = &main_proc; /* this process's own object */
+static struct proc *parent;               /* its parent's object; NULL in the main process */
+static unsigned child_counter;            /* numbers the default names of children */
+static double daemon_grace = 1.0;
+
+void weft__process_init(void) {
+  main_proc.pid = getpid();
+  main_proc.refs = 1;
+  main_proc.id = weft__handle_add(&table, &main_proc);
+}
+
+/* ---- references and lookup (registry held) ---- */
+
+static struct proc *get_locked(weft_process h, const char *fn) {
+  struct proc *p = weft__handle_get(&table, h.id);
+  if (p == NULL) {
+    weft__error(WEFT_ECLOSED, "%s: the process handle is closed or invalid", fn);
+    return NULL;
+  }
+  p->refs++;
+  return p;
+}
+
+static void put_locked(struct proc *p) {
+  if (--p->refs == 0 && p != &main_proc) {
+    if (p->pidfd >= 0) weft__os_close(p->pidfd);
+    free(p);
+  }
+}
+
+static bool is_child(const struct proc *p) {
+  return p->kind == KIND_CHILD && p->parent_pid == getpid() && p != current;
+}
+
+/* The common refusals of calls that act on a child: own handle, not started,
+ * not ours. Returns 0 if p is a started child of the caller. */
+static int check_child(const struct proc *p, const char *fn) {
+  if (p == current) return weft__error(WEFT_EDEADLK, "%s: %s is the calling process", fn, p->name);
+  if (p->kind != KIND_CHILD || p->parent_pid != getpid())
+    return weft__error(WEFT_EPERM, "%s: %s is not a child of this process (pid %d)", fn, p->name,
+                       (int)getpid());
+  if (p->state == ST_INITIAL || p->state == ST_STARTING)
+    return weft__error(WEFT_ENOTSTARTED, "%s: %s has not been started", fn, p->name);
+  return 0;
+}
+
+/* ---- reaping ---- */
+
+static void drop_pidfd_locked(struct proc *p) {
+  if (p->pollers == 0 && p->pidfd >= 0) {
+    weft__os_close(p->pidfd);
+    p->pidfd = -1;
+  }
+}
+
+/* Reaps p if it exited, without blocking. Returns whether it has stopped. */
+static bool poll_locked(struct proc *p) {
+  if (p->state == ST_STOPPED) return true;
+  if (p->state != ST_STARTED || p->pidfd < 0) return false;
+  int code = 0;
+  int r = weft__os_pidfd_reap(p->pidfd, true, &code);
+  if (r == 0) return false;
+  if (r == 1)
+    p->exitcode = code;
+  else
+    p->reap_error = WEFT_ECHILD; /* someone else reaped it, e.g. waitpid(-1) */
+  p->state = ST_STOPPED;
+  drop_pidfd_locked(p);
+  return true;
+}
+
+/* Waits for a started child until the deadline. Returns 0 once it stopped,
+ * WEFT_ETIMEDOUT, or another negative code. Registry held on entry and exit;
+ * the caller holds a reference. */
+static int wait_child_locked(struct proc *p, weft__deadline deadline) {
+  while (!poll_locked(p)) {
+    if (deadline != WEFT__NEVER && weft__os_now_ns() >= deadline) return WEFT_ETIMEDOUT;
+    int fd = p->pidfd;
+    p->pollers++;
+    pthread_mutex_unlock(&registry);
+    int r = weft__os_wait_readable(fd, deadline);
+    pthread_mutex_lock(&registry);
+    p->pollers--;
+    if (r < 0) return r;
+    if (r == 0 && !poll_locked(p)) return WEFT_ETIMEDOUT;
+  }
+  drop_pidfd_locked(p);
+  return 0;
+}
+
+/* ---- the parent's object, as seen from a child ---- */
+
+static bool parent_alive(const struct proc *p) { return weft__os_getppid() == p->pid; }
+
+/* A child cannot reap its parent; it waits on a pidfd opened on the parent,
+ * checking that its pid is still our parent's, so a reused pid is never
+ * mistaken for it. */
+static int wait_parent(pid_t pid, weft__deadline deadline) {
+  int fd = weft__os_pidfd_open(pid);
+  if (fd < 0 || weft__os_getppid() != pid) {
+    if (fd >= 0) weft__os_close(fd);
+    return 0;
+  }
+  int r = weft__os_wait_readable(fd, deadline);
+  weft__os_close(fd);
+  if (r < 0) return r;
+  return r == 1 ? 0 : WEFT_ETIMEDOUT;
+}
+
+/* ---- creation ---- */
+
+weft_process weft_process_new_opts(weft_process_target target, const weft_process_options *o) {
+  weft_process none = {0};
+  if (target == NULL) {
+    weft__error(WEFT_EINVAL, "weft_process_new: target is NULL");
+    return none;
+  }
+  if (o->name != NULL && strlen(o->name) > WEFT_NAME_MAX) {
+    weft__error(WEFT_EINVAL, "weft_process_new: name is longer than %d bytes", WEFT_NAME_MAX);
+    return none;
+  }
+  struct proc *p = calloc(1, sizeof *p);
+  if (p == NULL) {
+    weft__error(WEFT_ENOMEM, "weft_process_new: out of memory");
+    return none;
+  }
+  p->kind = KIND_CHILD;
+  p->state = ST_INITIAL;
+  p->target = target;
+  p->arg = o->arg;
+  p->daemon = o->daemon;
+  p->pidfd = -1;
+  p->refs = 1;
+  p->parent_pid = getpid();
+
+  pthread_mutex_lock(&registry);
+  unsigned n = ++child_counter;
+  if (current->identity[0] == '\0')
+    snprintf(p->identity, sizeof p->identity, "%u", n);
+  else
+    snprintf(p->identity, sizeof p->identity, "%.36s:%u", current->identity, n);
+  if (o->name != NULL)
+    snprintf(p->name, sizeof p->name, "%s", o->name);
+  else
+    snprintf(p->name, sizeof p->name, "Process-%s", p->identity);
+  p->id = weft__handle_add(&table, p);
+  pthread_mutex_unlock(&registry);
+
+  if (p->id == 0) {
+    free(p);
+    weft__error(WEFT_ENOMEM, "weft_process_new: out of memory");
+    return none;
+  }
+  return (weft_process){p->id};
+}
+
+/* ---- the child's side of start ---- */
+
+static void child_on_exit(int status, void *unused) {
+  (void)unused;
+  weft__runtime_exit_rules();
+  fflush(NULL);
+  _exit(status);
+}
+
+/* Runs in the new child and never returns. The fork handler has already
+ * released the registry and dropped the parent's pidfds. */
+static _Noreturn void child_main(struct proc *p, pid_t parent_pid, const sigset_t *mask) {
+  if (p->daemon) {
+    /* A parent that died before prctl took effect would never signal us. */
+    if (weft__os_set_parent_death_signal(SIGKILL) < 0 || weft__os_getppid() != parent_pid)
+      raise(SIGKILL);
+  }
+  parent = current;
+  parent->pid = parent_pid; /* stale if the parent was itself made by a raw fork */
+  current = p;
+  p->pid = getpid();
+  p->state = ST_STARTED;
+  child_counter = 0;
+  if (mask != NULL) pthread_sigmask(SIG_SETMASK, mask, NULL);
+  /* on_exit handlers run newest first: this one runs after any the target
+   * registers, and before every handler inherited from the parent, which it
+   * skips by calling _exit. */
+  on_exit(child_on_exit, NULL);
+  exit(p->target(p->arg));
+}
+
+static pid_t fork_child(struct proc *p, const sigset_t *mask) {
+  pid_t parent_pid = getpid();
+  pid_t pid = weft__os_fork();
+  if (pid == 0) child_main(p, parent_pid, mask);
+  return pid;
+}
+
+/* ---- the forker thread ----
+ * PR_SET_PDEATHSIG fires when the *thread* that forked exits. A daemon child
+ * started from a short-lived thread would die with that thread, so such
+ * starts are forked by one long-lived thread instead. The main thread forks
+ * for itself: it lives as long as the process (unless it calls pthread_exit,
+ * which the docs warn about). */
+
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  pthread_mutex_t serial; /* one request at a time */
+  bool running, pending, done;
+  struct proc *req;
+  sigset_t mask;
+  pid_t result;
+} forker = {.mu = PTHREAD_MUTEX_INITIALIZER,
+            .cv = PTHREAD_COND_INITIALIZER,
+            .serial = PTHREAD_MUTEX_INITIALIZER};
+
+static void *forker_main(void *unused) {
+  (void)unused;
+  weft__os_set_thread_name("weft-forker");
+  pthread_mutex_lock(&forker.mu);
+  for (;;) {
+    while (!forker.pending) pthread_cond_wait(&forker.cv, &forker.mu);
+    forker.pending = false;
+    struct proc *p = forker.req;
+    sigset_t mask = forker.mask;
+    pthread_mutex_unlock(&forker.mu);
+    pid_t pid = fork_child(p, &mask);
+    pthread_mutex_lock(&forker.mu);
+    forker.result = pid;
+    forker.done = true;
+    pthread_cond_broadcast(&forker.cv);
+  }
+  return NULL;
+}
+
+static int forker_start_locked(void) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* the forker inherits it: no signal lands there */
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int r = pthread_create(&t, &attr, forker_main, NULL);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (r != 0) return -r;
+  forker.running = true;
+  return 0;
+}
+
+static pid_t fork_via_forker(struct proc *p) {
+  pthread_mutex_lock(&forker.serial);
+  pthread_mutex_lock(&forker.mu);
+  pid_t result = forker.running ? 0 : forker_start_locked();
+  if (result == 0) {
+    forker.req = p;
+    pthread_sigmask(SIG_SETMASK, NULL, &forker.mask);
+    forker.pending = true;
+    forker.done = false;
+    pthread_cond_broadcast(&forker.cv);
+    while (!forker.done) pthread_cond_wait(&forker.cv, &forker.mu);
+    result = forker.result;
+  }
+  pthread_mutex_unlock(&forker.mu);
+  pthread_mutex_unlock(&forker.serial);
+  return result;
+}
+
+/* ---- start ---- */
+
+int weft_process_start(weft_process h) {
+  pthread_mutex_lock(&registry);
+  struct proc *p = get_locked(h, __func__);
+  if (p == NULL) {
+    pthread_mutex_unlock(&registry);
+    return WEFT_ECLOSED;
+  }
+  int err = 0;
+  if (p->kind != KIND_CHILD || p->state != ST_INITIAL)
+    err = weft__error(WEFT_EALREADY, "%s was already started", p->name);
+  else if (p->parent_pid != getpid())
+    err = weft__error(WEFT_EPERM, "%s was created by another process (pid %d)", p->name,
+                      (int)p->parent_pid);
+  else if (current->daemon && !p->daemon)
+    err = weft__error(WEFT_EPERM,
+                      "%s is a daemon and may only start daemon children, not %s (it would be "
+                      "orphaned when %s is terminated)",
+                      current->name, p->name, current->name);
+  if (err != 0) {
+    put_locked(p);
+    pthread_mutex_unlock(&registry);
+    return err;
+  }
+  p->state = ST_STARTING;
+  pthread_mutex_unlock(&registry);
+
+  fflush(NULL); /* or the child would write the parent's buffered output again */
+  bool from_main_thread = weft__os_gettid() == getpid();
+  pid_t pid = p->daemon && !from_main_thread ? fork_via_forker(p) : fork_child(p, NULL);
+  int pidfd = pid > 0 ? weft__os_pidfd_open(pid) : (int)pid;
+  if (pid > 0 && pidfd < 0) weft__os_kill_and_reap(pid); /* no child we cannot track */
+
+  pthread_mutex_lock(&registry);
+  if (pidfd < 0) {
+    p->state = ST_INITIAL;
+    err = weft__error(pidfd, "could not start %s: %s", p->name, weft_strerror(pidfd));
+  } else {
+    p->pid = pid;
+    p->pidfd = pidfd;
+    p->state = ST_STARTED;
+  }
+  put_locked(p);
+  pthread_mutex_unlock(&registry);
+  return err;
+}
+
+/* ---- join, poll, signals ---- */
+
+int weft_process_join(weft_process h, double timeout) {
+  weft__deadline deadline;
+  int err = weft__deadline_from(timeout, &deadline);
+  if (err != 0) return err;
+  pthread_mutex_lock(&registry);
+  struct proc *p = get_locked(h, __func__);
+  if (p == NULL) {
+    pthread_mutex_unlock(&registry);
+    return WEFT_ECLOSED;
+  }
+  if (p == parent) {
+    pid_t pid = p->pid;
+    put_locked(p);
+    pthread_mutex_unlock(&registry);
+    err = wait_parent(pid, deadline);
+    if (err == WEFT_ETIMEDOUT)
+      weft__error(err, "weft_process_join: parent %s still running after %g s", p->name, timeout);
+    return err;
+  }
+  err = check_child(p, __func__);
+  if (err == 0) {
+    err = wait_child_locked(p, deadline);
+    if (err == WEFT_ETIMEDOUT)
+      weft__error(err, "weft_process_join: %s still running after %g s", p->name, timeout);
+    else if (err < 0)
+      weft__error(err, "weft_process_join: waiting for %s failed: %s", p->name, weft_strerror(err));
+  }
+  put_locked(p);
+  pthread_mutex_unlock(&registry);
+  return err;
+}
+
+bool weft_process_is_alive(weft_process h) {
+  pthread_mutex_lock(&registry);
+  struct proc *p = get_locked(h, __func__);
+  bool alive = false;
+  if (p != NULL) {
+    if (p == current)
+      alive = true;
+    else if (p == parent)
+      alive = parent_alive(p);
+    else if (!is_child(p))
+      weft__error(WEFT_EPERM, "weft_process_is_alive: %s is not a child of this process",
+                  p->name);
+    else
+      alive = p->state == ST_STARTED && !poll_locked(p);
+    put_locked(p);
+  }
+  pthread_mutex_unlock(&registry);
+  return alive;
+}
+
+pid_t weft_process_pid(weft_process h) {
+  pthread_mutex_lock(&registry);
+  struct proc *p = get_locked(h, __func__);
+  pid_t pid = WEFT_ECLOSED;
+  if (p != NULL) {
+    if (p == current)
+      pid = getpid();
+    else if (p->state == ST_INITIAL || p->state == ST_STARTING)
+      pid = weft__error(WEFT_ENOTSTARTED, "weft_process_pid: %s has not been started", p->name);
+    else
+      pid = p->pid;
+    put_locked(p);
+  }
+  pthread_mutex_unlock(&registry);
+  return pid;
+}
+
+int weft_process_exitcode(weft_process h, int *exitcode) {
+  pthread_mutex_lock(&registry);
+  struct proc *p = get_locked(h, __func__);
+  if (p == NULL) {
+    pthread_mutex_unlock(&registry);
+    return WEFT_ECLOSED;
+  }
+  int err;
+  if (p == current || p == parent)
+    err = weft__error(WEFT_ERUNNING, "weft_process_exitcode: %s is still running", p->name);
+  else if ((err = check_child(p, __func__)) == 0) {
+    if (!poll_locked(p))
+      err = weft__error(WEFT_ERUNNING, "weft_process_exitcode: %s is still running", p->name);
+    else if (p->reap_error != 0)
+      err = weft__error(p->reap_error,
+                        "weft_process_exitcode: the exit status of %s was reaped by someone else",
+                        p->name);
+    else if (exitcode != NULL)
+      *exitcode = p->exitcode;
+  }
+  put_locked(p);
+  pthread_mutex_unlock(&registry);
+  return err;
+}
+
+static int send_signal(weft_process h, int sig, const char *fn) {
+  pthread_mutex_lock(&registry);
+  struct proc *p = get_locked(h, fn);
+  if (p == NULL) {
+    pthread_mutex_unlock(&registry);
+    return WEFT_ECLOSED;
+  }
+  int err = check_child(p, fn);
+  if (err == 0 && !poll_locked(p)) {
+    err = weft__os_pidfd_signal(p->pidfd, sig);
+    if (err == WEFT_ESRCH) err = 0; /* it exited after the poll: nothing to do */
+    if (err < 0) weft__error(err, "%s: %s: %s", fn, p->name, weft_strerror(err));
+  }
+  put_locked(p);
+  pthread_mutex_unlock(&registry);
+  return err;
+}
+
+int weft_process_terminate(weft_process h) { return send_signal(h, SIGTERM, __func__); }
+
+int weft_process_kill(weft_process h) { return send_signal(h, SIGKILL, __func__); }
+
+int weft_process_close(weft_process h) {
+  pthread_mutex_lock(&registry);
+  struct proc *p = get_locked(h, __func__);
+  if (p == NULL) {
+    pthread_mutex_unlock(&registry);
+    return WEFT_ECLOSED;
+  }
+  int err = 0;
+  if (p == current || p == parent)
+    err = weft__error(WEFT_EPERM, "weft_process_close: %s is the %s process", p->name,
+                      p == current ? "calling" : "parent");
+  else if (p->state == ST_STARTING || (is_child(p) && p->state == ST_STARTED && !poll_locked(p)))
+    err = weft__error(WEFT_ERUNNING, "weft_process_close: %s is still running; join it first",
+                      p->name);
+  if (err == 0) {
+    weft__handle_remove(&table, p->id);
+    p->refs--; /* the table's reference; ours keeps p alive until put_locked */
+  }
+  put_locked(p);
+  pthread_mutex_unlock(&registry);
+  return err;
+}
+
+/* ---- attributes ---- */
+
+const char *weft_process_name(weft_process h) {
+  pthread_mutex_lock(&registry);
+  struct proc *p = get_locked(h, __func__);
+  const char *name = NULL;
+  if (p != NULL) {
+    name = p->name; /* stays valid until the handle is closed */
+    put_locked(p);
+  }
+  pthread_mutex_unlock(&registry);
+  return name;
+}
+
+bool weft_process_daemon(weft_process h) {
+  pthread_mutex_lock(&registry);
+  struct proc *p = get_locked(h, __func__);
+  bool daemon = false;
+  if (p != NULL) {
+    daemon = p->daemon;
+    put_locked(p);
+  }
+  pthread_mutex_unlock(&registry);
+  return daemon;
+}
+
+int weft_process_set_daemon(weft_process h, bool daemon) {
+  pthread_mutex_lock(&registry);
+  struct proc *p = get_locked(h, __func__);
+  if (p == NULL) {
+    pthread_mutex_unlock(&registry);
+    return WEFT_ECLOSED;
+  }
+  int err = 0;
+  if (p->kind != KIND_CHILD || p->state != ST_INITIAL)
+    err = weft__error(WEFT_EALREADY,
+                      "weft_process_set_daemon: %s was already started; set daemon before start",
+                      p->name);
+  else
+    p->daemon = daemon;
+  put_locked(p);
+  pthread_mutex_unlock(&registry);
+  return err;
+}
+
+/* "-SIGKILL" for a death by signal, as Python's _exitcode_to_name. */
+static void exitcode_text(int code, char *buf, size_t size) {
+  const char *abbrev = code < 0 ? sigabbrev_np(-code) : NULL;
+  if (abbrev != NULL)
+    snprintf(buf, size, "-SIG%s", abbrev);
+  else
+    snprintf(buf, size, "%d", code);
+}
+
+char *weft_process_repr(weft_process h, char *buf, size_t size) {
+  if (buf == NULL || size == 0) return buf;
+  if (h.id == 0) {
+    snprintf(buf, size, "None");
+    return buf;
+  }
+  pthread_mutex_lock(&registry);
+  struct proc *p = weft__handle_get(&table, h.id);
+  if (p == NULL) {
+    pthread_mutex_unlock(&registry);
+    snprintf(buf, size, "<Process closed>");
+    return buf;
+  }
+  const char *type = p->kind == KIND_MAIN ? "_MainProcess" : "Process";
+  char pid[24] = "", parent_pid[24] = "None", code[32] = "";
+  const char *status;
+  if (p == parent) {
+    type = "_ParentProcess";
+    status = "unknown";
+  } else if (p == current) {
+    status = "started";
+  } else if (!is_child(p)) {
+    status = "unknown";
+  } else if (p->state == ST_INITIAL || p->state == ST_STARTING) {
+    status = "initial";
+  } else {
+    status = poll_locked(p) ? "stopped" : "started";
+    if (p->state == ST_STOPPED && p->reap_error == 0) {
+      code[0] = ' ';
+      memcpy(code + 1, "exitcode=", 9);
+      exitcode_text(p->exitcode, code + 10, sizeof code - 10);
+    }
+  }
+  if (is_child(p) && p->state >= ST_STARTED) snprintf(pid, sizeof pid, " pid=%d", (int)p->pid);
+  if (p->kind == KIND_CHILD && p != parent)
+    snprintf(parent_pid, sizeof parent_pid, "%d", (int)p->parent_pid);
+  snprintf(buf, size, "<%s name='%s'%s parent=%s %s%s%s>", type, p->name, pid, parent_pid, status,
+           code, p->daemon ? " daemon" : "");
+  pthread_mutex_unlock(&registry);
+  return buf;
+}
+
+/* ---- the calling process and its family ---- */
+
+weft_process weft_current_process(void) {
+  pthread_mutex_lock(&registry);
+  weft_process h = {current->id};
+  pthread_mutex_unlock(&registry);
+  return h;
+}
+
+weft_process weft_parent_process(void) {
+  pthread_mutex_lock(&registry);
+  weft_process h = {parent != NULL ? parent->id : 0};
+  pthread_mutex_unlock(&registry);
+  return h;
+}
+
+struct children_ctx {
+  weft_process *out;
+  size_t max;
+  int count;
+};
+
+static void collect_child(void *obj, void *ctx_) {
+  struct proc *p = obj;
+  struct children_ctx *ctx = ctx_;
+  if (!is_child(p) || p->state != ST_STARTED || poll_locked(p)) return;
+  if ((size_t)ctx->count < ctx->max) ctx->out[ctx->count] = (weft_process){p->id};
+  ctx->count++;
+}
+
+int weft_active_children(weft_process *out, size_t max) {
+  if (out == NULL && max > 0)
+    return weft__error(WEFT_EINVAL, "weft_active_children: out is NULL but max is %zu", max);
+  struct children_ctx ctx = {out, max, 0};
+  pthread_mutex_lock(&registry);
+  weft__handle_each(&table, collect_child, &ctx);
+  pthread_mutex_unlock(&registry);
+  return ctx.count;
+}
+
+int weft_set_daemon_grace(double seconds) {
+  if (seconds != seconds) return weft__error(WEFT_EINVAL, "weft_set_daemon_grace: seconds is NaN");
+  pthread_mutex_lock(&registry);
+  daemon_grace = seconds;
+  pthread_mutex_unlock(&registry);
+  return 0;
+}
+
+/* ---- exit rules ---- */
+
+struct find_ctx {
+  bool daemon;
+  struct proc *found;
+};
+
+static void find_running_child(void *obj, void *ctx_) {
+  struct proc *p = obj;
+  struct find_ctx *ctx = ctx_;
+  if (ctx->found == NULL && is_child(p) && p->daemon == ctx->daemon && p->state == ST_STARTED &&
+      !poll_locked(p))
+    ctx->found = p;
+}
+
+static void terminate_daemon(void *obj, void *unused) {
+  (void)unused;
+  struct proc *p = obj;
+  if (is_child(p) && p->daemon && p->state == ST_STARTED && !poll_locked(p))
+    weft__os_pidfd_signal(p->pidfd, SIGTERM);
+}
+
+/* Waits for each running child of one kind, one at a time, without holding
+ * a list: children stopped meanwhile are skipped by the search. */
+static void wait_children_locked(bool daemon, weft__deadline deadline) {
+  for (;;) {
+    struct find_ctx ctx = {daemon, NULL};
+    weft__handle_each(&table, find_running_child, &ctx);
+    struct proc *p = ctx.found;
+    if (p == NULL) return;
+    p->refs++;
+    if (wait_child_locked(p, deadline) == WEFT_ETIMEDOUT) {
+      weft__os_pidfd_signal(p->pidfd, SIGKILL);
+      wait_child_locked(p, WEFT__NEVER);
+    }
+    put_locked(p);
+  }
+}
+
+void weft__process_exit_rules(void) {
+  pthread_mutex_lock(&registry);
+  weft__handle_each(&table, terminate_daemon, NULL);
+  weft__deadline deadline = WEFT__NEVER;
+  if (daemon_grace >= 0) deadline = weft__os_now_ns() + (int64_t)(daemon_grace * 1e9);
+  wait_children_locked(true, deadline);
+  wait_children_locked(false, WEFT__NEVER);
+  pthread_mutex_unlock(&registry);
+}
+
+/* ---- fork handlers ---- */
+
+void weft__process_before_fork(void) { pthread_mutex_lock(&registry); }
+
+void weft__process_after_fork_parent(void) { pthread_mutex_unlock(&registry); }
+
+static void forget_inherited(void *obj, void *unused) {
+  (void)unused;
+  struct proc *p = obj;
+  /* The pidfds are the parent's; in the child they would only leak. */
+  if (p->pidfd >= 0) weft__os_close(p->pidfd);
+  p->pidfd = -1;
+  p->pollers = 0;
+  p->refs = 1;
+}
+
+void weft__process_after_fork_child(void) {
+  weft__handle_each(&table, forget_inherited, NULL);
+  /* The forker thread does not exist in the child; its locks may have been
+   * held by threads that do not exist either. */
+  pthread_mutex_init(&forker.mu, NULL);
+  pthread_mutex_init(&forker.serial, NULL);
+  pthread_cond_init(&forker.cv, NULL);
+  forker.running = forker.pending = forker.done = false;
+  pthread_mutex_unlock(&registry);
+}

@@ -1,0 +1,16 @@
+/* The runtime: library start-up, fork handlers and exit rules. Each
+ * subsystem exposes its hooks here and runtime.c calls them in order. */
+#ifndef WEFT_RUNTIME_H
+#define WEFT_RUNTIME_H
+
+/* Runs the exit rules of every subsystem, as at the end of main. */
+void weft__runtime_exit_rules(void);
+
+/* Process subsystem hooks (process.c). */
+void weft__process_init(void);
+void weft__process_exit_rules(void);
+void weft__process_before_fork(void);
+void weft__process_after_fork_parent(void);
+void weft__process_after_fork_child(void);
+
+#endif

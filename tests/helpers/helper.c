@@ -1,0 +1,194 @@
+/* Helper programs for tests of exit-time rules, dispatched by scenario name
+ * (as libuv's test runner does): `weft_helper SCENARIO [ARG]`. Each prints
+ * what the test needs to check to stdout, which the test reads from a pipe. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <weft.h>
+
+static int fail(const char *what) {
+  printf("helper failure: %s: %s\n", what, weft_last_error());
+  fflush(stdout);
+  return 99;
+}
+
+static int pause_forever(void *arg) {
+  (void)arg;
+  for (;;) pause();
+  return 0;
+}
+
+static int print_child(void *arg) {
+  printf("%s\n", (const char *)arg);
+  return 0;
+}
+
+/* Output written before start must appear once, whatever stdout is. */
+static int flush_before_start(const char *path) {
+  if (path != NULL && freopen(path, "w", stdout) == NULL) return fail("freopen");
+  printf("before start\n"); /* stays in the buffer: stdout is a pipe or a file */
+  weft_process p = weft_process_new(print_child, .arg = "child line");
+  if (weft_process_start(p) != 0) return fail("start");
+  weft_process_join(p, WEFT_FOREVER);
+  printf("after join\n");
+  return 0;
+}
+
+static void parent_atexit(void) { printf("atexit of the parent ran in %d\n", (int)getpid()); }
+static void child_atexit(void) { printf("atexit of the child ran\n"); }
+
+static int exit_three(void *arg) {
+  (void)arg;
+  atexit(child_atexit);
+  exit(3);
+}
+
+static int atexit_rules(void) {
+  atexit(parent_atexit);
+  printf("parent is %d\n", (int)getpid());
+  weft_process p = weft_process_new(exit_three);
+  if (weft_process_start(p) != 0) return fail("start");
+  weft_process_join(p, WEFT_FOREVER);
+  int code = -1;
+  weft_process_exitcode(p, &code);
+  printf("child exitcode %d\n", code);
+  return 0;
+}
+
+static int sleep_then_print(void *arg) {
+  weft_sleep(0.3);
+  printf("%s\n", (const char *)arg);
+  return 0;
+}
+
+static int main_returns_waits(void) {
+  weft_process p = weft_process_new(sleep_then_print, .arg = "child done");
+  if (weft_process_start(p) != 0) return fail("start");
+  printf("main returns\n");
+  fflush(stdout); /* the order of lines in the pipe is the order of events */
+  return 0;
+}
+
+static int start_pausing_daemon(void) {
+  weft_process d = weft_process_new(pause_forever, .daemon = true);
+  if (weft_process_start(d) != 0) return fail("start");
+  printf("daemon pid=%d\n", (int)weft_process_pid(d));
+  fflush(stdout);
+  return 0;
+}
+
+static int daemon_gone_after_exit(void) {
+  if (start_pausing_daemon() != 0) return 99;
+  exit(0);
+}
+
+static int ready_fd[2];
+
+static int ignore_term(void *arg) {
+  (void)arg;
+  signal(SIGTERM, SIG_IGN);
+  if (write(ready_fd[1], "r", 1) != 1) return 1;
+  for (;;) pause();
+}
+
+static int daemon_ignores_term(void) {
+  weft_set_daemon_grace(0.2);
+  if (pipe(ready_fd) != 0) return fail("pipe");
+  weft_process d = weft_process_new(ignore_term, .daemon = true);
+  if (weft_process_start(d) != 0) return fail("start");
+  char c;
+  if (read(ready_fd[0], &c, 1) != 1) return fail("ready");
+  printf("daemon pid=%d\n", (int)weft_process_pid(d));
+  return 0;
+}
+
+static int parent_killed(void) {
+  if (start_pausing_daemon() != 0) return 99;
+  for (;;) pause();
+}
+
+/* A daemon started from a short-lived thread must not die with the thread:
+ * PR_SET_PDEATHSIG is tied to the forking thread. */
+static int ping_fd[2], pong_fd[2];
+
+static int echo(void *arg) {
+  (void)arg;
+  char c;
+  while (read(ping_fd[0], &c, 1) == 1)
+    if (write(pong_fd[1], &c, 1) != 1) return 1;
+  return 0;
+}
+
+static void *start_from_thread(void *out) {
+  weft_process d = weft_process_new(echo, .daemon = true);
+  *(weft_process *)out = d;
+  if (weft_process_start(d) != 0) fail("start");
+  return NULL;
+}
+
+static int daemon_from_thread(void) {
+  if (pipe(ping_fd) != 0 || pipe(pong_fd) != 0) return fail("pipe");
+  weft_process d;
+  pthread_t t;
+  pthread_create(&t, NULL, start_from_thread, &d);
+  pthread_join(t, NULL);
+  weft_sleep(0.1); /* the kernel signals a thread's death after join returns */
+  char c = 'x';
+  if (write(ping_fd[1], &c, 1) != 1 || read(pong_fd[0], &c, 1) != 1) return fail("ping");
+  printf("daemon alive after its starting thread exited\n");
+  printf("daemon pid=%d\n", (int)weft_process_pid(d));
+  fflush(stdout);
+  for (;;) pause();
+}
+
+static int start_grandchild(void *arg) {
+  (void)arg;
+  weft_process g = weft_process_new(sleep_then_print, .arg = "grandchild done");
+  if (weft_process_start(g) != 0) return fail("start grandchild");
+  printf("child returns\n");
+  fflush(stdout);
+  return 0;
+}
+
+static int nested_waits(void) {
+  weft_process p = weft_process_new(start_grandchild);
+  if (weft_process_start(p) != 0) return fail("start");
+  weft_process_join(p, WEFT_FOREVER);
+  printf("main joined child\n");
+  return 0;
+}
+
+static int start_daemon_and_return(void *arg) {
+  (void)arg;
+  return start_pausing_daemon();
+}
+
+static int child_daemon_dies_with_child(void) {
+  weft_process p = weft_process_new(start_daemon_and_return);
+  if (weft_process_start(p) != 0) return fail("start");
+  weft_process_join(p, WEFT_FOREVER);
+  printf("main joined child\n");
+  fflush(stdout);
+  for (;;) pause(); /* the test checks the daemon is gone, then kills us */
+}
+
+int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOFBF, 0); /* fully buffered, as a pipe makes it */
+  const char *s = argc > 1 ? argv[1] : "";
+  const char *arg = argc > 2 ? argv[2] : NULL;
+  if (!strcmp(s, "flush_before_start")) return flush_before_start(arg);
+  if (!strcmp(s, "atexit_rules")) return atexit_rules();
+  if (!strcmp(s, "main_returns_waits")) return main_returns_waits();
+  if (!strcmp(s, "daemon_gone_after_exit")) return daemon_gone_after_exit();
+  if (!strcmp(s, "daemon_ignores_term")) return daemon_ignores_term();
+  if (!strcmp(s, "parent_killed")) return parent_killed();
+  if (!strcmp(s, "daemon_from_thread")) return daemon_from_thread();
+  if (!strcmp(s, "nested_waits")) return nested_waits();
+  if (!strcmp(s, "child_daemon_dies_with_child")) return child_daemon_dies_with_child();
+  fprintf(stderr, "weft_helper: unknown scenario '%s'\n", s);
+  return 2;
+}

@@ -1,0 +1,761 @@
+/* Tests of weft/process.h: Python's multiprocessing.Process semantics. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* ---- targets ---- */
+
+static int return_arg(void *arg) { return *(int *)arg; }
+static int return_zero(void *arg) { (void)arg; return 0; }
+static int call_exit(void *arg) { exit(*(int *)arg); }
+static int kill_self(void *arg) { (void)arg; kill(getpid(), SIGKILL); return 0; }
+
+/* Blocks until a byte arrives on the pipe whose read end is *arg, then
+ * returns that byte as the exit code. */
+static int wait_byte(void *arg) {
+  unsigned char c = 0;
+  if (read(*(int *)arg, &c, 1) != 1) return 100;
+  return c;
+}
+
+static int pause_forever(void *arg) {
+  (void)arg;
+  for (;;) pause();
+  return 0;
+}
+
+/* ---- start, join, exit codes ---- */
+
+START_TEST(exitcode_is_target_return) {
+  int value = 7;
+  weft_process p = weft_process_new(return_arg, .arg = &value);
+  ck_assert_uint_ne(p.id, 0);
+  int code = -1;
+  ck_assert_int_eq(weft_process_exitcode(p, &code), WEFT_ENOTSTARTED);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_gt(weft_process_pid(p), 0);
+  ck_assert_int_eq(weft_process_join(p, WEFT_FOREVER), 0);
+  ck_assert_int_eq(weft_process_exitcode(p, &code), 0);
+  ck_assert_int_eq(code, 7);
+  ck_assert(!weft_process_is_alive(p));
+  ck_assert_int_eq(weft_process_close(p), 0);
+}
+END_TEST
+
+START_TEST(exitcode_of_exit_call) {
+  int value = 42;
+  weft_process p = weft_process_new(call_exit, .arg = &value);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_join(p, WEFT_FOREVER), 0);
+  int code = -1;
+  ck_assert_int_eq(weft_process_exitcode(p, &code), 0);
+  ck_assert_int_eq(code, 42);
+  weft_process_close(p);
+}
+END_TEST
+
+START_TEST(exitcode_of_self_kill_is_minus_9) {
+  weft_process p = weft_process_new(kill_self, .name = "myprocess1");
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_join(p, WEFT_FOREVER), 0);
+  int code = 0;
+  ck_assert_int_eq(weft_process_exitcode(p, &code), 0);
+  ck_assert_int_eq(code, -9);
+  char buf[WEFT_PROCESS_REPR_MAX], want[WEFT_PROCESS_REPR_MAX];
+  snprintf(want, sizeof want, "<Process name='myprocess1' pid=%d parent=%d stopped exitcode=-SIGKILL>",
+           (int)weft_process_pid(p), (int)getpid());
+  ck_assert_str_eq(weft_process_repr(p, buf, sizeof buf), want);
+  weft_process_close(p);
+}
+END_TEST
+
+START_TEST(terminate_and_kill) {
+  weft_process a = weft_process_new(pause_forever);
+  weft_process b = weft_process_new(pause_forever);
+  ck_assert_int_eq(weft_process_start(a), 0);
+  ck_assert_int_eq(weft_process_start(b), 0);
+  ck_assert(weft_process_is_alive(a));
+  ck_assert_int_eq(weft_process_terminate(a), 0);
+  ck_assert_int_eq(weft_process_kill(b), 0);
+  ck_assert_int_eq(weft_process_join(a, 5), 0);
+  ck_assert_int_eq(weft_process_join(b, 5), 0);
+  int ca = 0, cb = 0;
+  weft_process_exitcode(a, &ca);
+  weft_process_exitcode(b, &cb);
+  ck_assert_int_eq(ca, -SIGTERM);
+  ck_assert_int_eq(cb, -SIGKILL);
+  /* Terminating a stopped process is not an error (as in Python). */
+  ck_assert_int_eq(weft_process_terminate(a), 0);
+  ck_assert_int_eq(weft_process_kill(a), 0);
+  weft_process_close(a);
+  weft_process_close(b);
+}
+END_TEST
+
+START_TEST(join_timeout_and_running_state) {
+  int fds[2];
+  ck_assert_int_eq(pipe(fds), 0);
+  weft_process p = weft_process_new(wait_byte, .arg = &fds[0]);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_join(p, 0), WEFT_ETIMEDOUT);
+  ck_assert_int_eq(weft_process_join(p, 0.05), WEFT_ETIMEDOUT);
+  ck_assert_ptr_nonnull(strstr(weft_last_error(), "still running"));
+  ck_assert(weft_process_is_alive(p));
+  int code = 0;
+  ck_assert_int_eq(weft_process_exitcode(p, &code), WEFT_ERUNNING);
+  ck_assert_int_eq(weft_process_close(p), WEFT_ERUNNING);
+  ck_assert_int_eq(write(fds[1], "\x05", 1), 1);
+  ck_assert_int_eq(weft_process_join(p, WEFT_FOREVER), 0);
+  ck_assert_int_eq(weft_process_exitcode(p, &code), 0);
+  ck_assert_int_eq(code, 5);
+  ck_assert_int_eq(weft_process_join(p, 0), 0); /* joining again is fine */
+  ck_assert_int_eq(weft_process_join(p, 1.0), 0);
+  weft_process_close(p);
+  close(fds[0]);
+  close(fds[1]);
+}
+END_TEST
+
+/* The child leaves a grandchild behind that inherited all its fds: a pidfd
+ * still sees the child's death (Python's sentinel pipes would not). */
+static int fork_grandchild_and_exit(void *arg) {
+  int *fds = arg;
+  if (fork() == 0) {
+    char c;
+    while (read(fds[0], &c, 1) < 0) {
+    }
+    _exit(0);
+  }
+  return 3;
+}
+
+START_TEST(join_not_fooled_by_inherited_fds) {
+  int fds[2];
+  ck_assert_int_eq(pipe(fds), 0);
+  weft_process p = weft_process_new(fork_grandchild_and_exit, .arg = fds);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_join(p, 5), 0);
+  int code = 0;
+  ck_assert_int_eq(weft_process_exitcode(p, &code), 0);
+  ck_assert_int_eq(code, 3);
+  close(fds[1]); /* releases the grandchild (reparented to us, the subreaper) */
+  close(fds[0]);
+  weft_process_close(p);
+}
+END_TEST
+
+struct joiner {
+  weft_process p;
+  int result;
+};
+
+static void *join_in_thread(void *arg) {
+  struct joiner *j = arg;
+  j->result = weft_process_join(j->p, 10);
+  return NULL;
+}
+
+START_TEST(many_threads_join_one_process) {
+  int fds[2];
+  ck_assert_int_eq(pipe(fds), 0);
+  weft_process p = weft_process_new(wait_byte, .arg = &fds[0]);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  struct joiner j[4];
+  pthread_t t[4];
+  for (int i = 0; i < 4; i++) {
+    j[i] = (struct joiner){p, -1};
+    pthread_create(&t[i], NULL, join_in_thread, &j[i]);
+  }
+  ck_assert_int_eq(write(fds[1], "\x01", 1), 1);
+  for (int i = 0; i < 4; i++) {
+    pthread_join(t[i], NULL);
+    ck_assert_int_eq(j[i].result, 0);
+  }
+  int code = 0;
+  ck_assert_int_eq(weft_process_exitcode(p, &code), 0);
+  ck_assert_int_eq(code, 1);
+  ck_assert_int_eq(weft_process_close(p), 0);
+  close(fds[0]);
+  close(fds[1]);
+}
+END_TEST
+
+START_TEST(status_reaped_elsewhere) {
+  weft_process p = weft_process_new(return_zero);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(waitpid(-1, NULL, 0), weft_process_pid(p)); /* steals the status */
+  ck_assert_int_eq(weft_process_join(p, 5), 0);
+  int code = 0;
+  ck_assert_int_eq(weft_process_exitcode(p, &code), WEFT_ECHILD);
+  ck_assert(!weft_process_is_alive(p));
+  ck_assert_int_eq(weft_process_close(p), 0);
+}
+END_TEST
+
+/* ---- names, repr, identity ---- */
+
+START_TEST(default_names_follow_python) {
+  weft_process a = weft_process_new(return_zero);
+  weft_process b = weft_process_new(return_zero, .name = "myprocess1");
+  weft_process c = weft_process_new(return_zero);
+  ck_assert_str_eq(weft_process_name(a), "Process-1");
+  ck_assert_str_eq(weft_process_name(b), "myprocess1");
+  ck_assert_str_eq(weft_process_name(c), "Process-3");
+  ck_assert_str_eq(weft_process_name(weft_current_process()), "MainProcess");
+  weft_process_close(a);
+  weft_process_close(b);
+  weft_process_close(c);
+}
+END_TEST
+
+/* Run in a child: reports its view through the exit code (0: all good). */
+static int check_child_view(void *arg) {
+  pid_t parent_pid = *(pid_t *)arg;
+  char buf[WEFT_PROCESS_REPR_MAX], want[WEFT_PROCESS_REPR_MAX];
+  weft_process me = weft_current_process();
+  if (strcmp(weft_process_name(me), "Process-1") != 0) return 1;
+  if (weft_process_pid(me) != getpid()) return 2;
+  snprintf(want, sizeof want, "<Process name='Process-1' parent=%d started>", (int)parent_pid);
+  if (strcmp(weft_process_repr(me, buf, sizeof buf), want) != 0) return 3;
+  weft_process parent = weft_parent_process();
+  if (parent.id == 0 || strcmp(weft_process_name(parent), "MainProcess") != 0) return 4;
+  if (weft_process_pid(parent) != parent_pid || !weft_process_is_alive(parent)) return 5;
+  if (weft_process_join(parent, 0) != WEFT_ETIMEDOUT) return 6;
+  weft_process g = weft_process_new(return_zero);
+  if (strcmp(weft_process_name(g), "Process-1:1") != 0) return 7;
+  weft_process g2 = weft_process_new(return_zero);
+  if (strcmp(weft_process_name(g2), "Process-1:2") != 0) return 8;
+  if (weft_process_start(g2) != 0 || weft_process_join(g2, 5) != 0) return 9;
+  if (weft_process_join(me, 0) != WEFT_EDEADLK) return 10;
+  if (weft_process_close(me) != WEFT_EPERM || weft_process_close(parent) != WEFT_EPERM) return 11;
+  if (weft_process_terminate(parent) != WEFT_EPERM) return 12;
+  return 0;
+}
+
+START_TEST(child_sees_itself_and_its_parent) {
+  pid_t me = getpid();
+  weft_process p = weft_process_new(check_child_view, .arg = &me);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_join(p, 10), 0);
+  int code = -1;
+  weft_process_exitcode(p, &code);
+  ck_assert_int_eq(code, 0);
+  ck_assert_uint_eq(weft_parent_process().id, 0); /* MainProcess has no parent */
+  weft_process_close(p);
+}
+END_TEST
+
+START_TEST(repr_states) {
+  char buf[WEFT_PROCESS_REPR_MAX], want[WEFT_PROCESS_REPR_MAX];
+  ck_assert_str_eq(weft_process_repr(weft_current_process(), buf, sizeof buf),
+                   "<_MainProcess name='MainProcess' parent=None started>");
+  int fds[2];
+  ck_assert_int_eq(pipe(fds), 0);
+  weft_process p = weft_process_new(wait_byte, .arg = &fds[0], .name = "myprocess1", .daemon = true);
+  snprintf(want, sizeof want, "<Process name='myprocess1' parent=%d initial daemon>", (int)getpid());
+  ck_assert_str_eq(weft_process_repr(p, buf, sizeof buf), want);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  snprintf(want, sizeof want, "<Process name='myprocess1' pid=%d parent=%d started daemon>",
+           (int)weft_process_pid(p), (int)getpid());
+  ck_assert_str_eq(weft_process_repr(p, buf, sizeof buf), want);
+  ck_assert_int_eq(write(fds[1], "\0", 1), 1);
+  ck_assert_int_eq(weft_process_join(p, 5), 0);
+  snprintf(want, sizeof want, "<Process name='myprocess1' pid=%d parent=%d stopped exitcode=0 daemon>",
+           (int)weft_process_pid(p), (int)getpid());
+  ck_assert_str_eq(weft_process_repr(p, buf, sizeof buf), want);
+  weft_process_close(p);
+  ck_assert_str_eq(weft_process_repr(p, buf, sizeof buf), "<Process closed>");
+  ck_assert_str_eq(weft_process_repr((weft_process){0}, buf, sizeof buf), "None");
+  /* A short buffer is cut, never overrun. */
+  char tiny[8];
+  ck_assert_str_eq(weft_process_repr(weft_current_process(), tiny, sizeof tiny), "<_MainP");
+  close(fds[0]);
+  close(fds[1]);
+}
+END_TEST
+
+START_TEST(active_children_lists_and_reaps) {
+  int fds[2];
+  ck_assert_int_eq(pipe(fds), 0);
+  weft_process quick = weft_process_new(return_zero);
+  weft_process slow1 = weft_process_new(wait_byte, .arg = &fds[0]);
+  weft_process slow2 = weft_process_new(wait_byte, .arg = &fds[0]);
+  ck_assert_int_eq(weft_process_start(quick), 0);
+  ck_assert_int_eq(weft_process_start(slow1), 0);
+  ck_assert_int_eq(weft_process_start(slow2), 0);
+  weft_process out[4];
+  /* Wait (bounded) for the quick child to exit; active_children reaps it. */
+  int n = 3;
+  for (int i = 0; i < 5000 && n == 3; i++) {
+    n = weft_active_children(out, 4);
+    if (n == 3) weft_sleep(0.001);
+  }
+  ck_assert_int_eq(n, 2);
+  ck_assert(out[0].id == slow1.id || out[1].id == slow1.id);
+  ck_assert(out[0].id == slow2.id || out[1].id == slow2.id);
+  ck_assert_int_eq(count_children(), 2); /* the quick one was reaped: no zombie */
+  ck_assert_int_eq(weft_active_children(out, 1), 2); /* count beyond max */
+  ck_assert_int_eq(weft_active_children(NULL, 0), 2);
+  ck_assert_int_eq(weft_active_children(NULL, 3), WEFT_EINVAL);
+  ck_assert_int_eq(write(fds[1], "\0\0", 2), 2);
+  ck_assert_int_eq(weft_process_join(slow1, 5), 0);
+  ck_assert_int_eq(weft_process_join(slow2, 5), 0);
+  ck_assert_int_eq(weft_active_children(out, 4), 0);
+  weft_process_close(quick);
+  weft_process_close(slow1);
+  weft_process_close(slow2);
+}
+END_TEST
+
+/* ---- output and atexit in the child (helper programs) ---- */
+
+START_TEST(output_before_start_appears_once_pipe) {
+  int fd;
+  pid_t pid = helper_spawn("flush_before_start", &fd);
+  char out[4096];
+  read_all(fd, out, sizeof out, 10);
+  ck_assert_int_eq(wait_status(pid), 0);
+  ck_assert_int_eq(count_substr(out, "before start"), 1);
+  ck_assert_int_eq(count_substr(out, "child line"), 1);
+  ck_assert_int_eq(count_substr(out, "after join"), 1);
+  close(fd);
+}
+END_TEST
+
+START_TEST(output_before_start_appears_once_file) {
+  char path[] = "/tmp/weft-test-XXXXXX";
+  int tmp = mkstemp(path);
+  ck_assert_int_ge(tmp, 0);
+  int fd;
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "flush_before_start");
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl(WEFT_HELPER, WEFT_HELPER, cmd, path, (char *)NULL);
+    _exit(127);
+  }
+  ck_assert_int_eq(wait_status(pid), 0);
+  char out[4096];
+  fd = tmp;
+  size_t n = (size_t)pread(fd, out, sizeof out - 1, 0);
+  out[n] = '\0';
+  unlink(path);
+  close(fd);
+  ck_assert_int_eq(count_substr(out, "before start"), 1);
+  ck_assert_int_eq(count_substr(out, "child line"), 1);
+}
+END_TEST
+
+START_TEST(parent_atexit_never_runs_in_child) {
+  int fd;
+  pid_t pid = helper_spawn("atexit_rules", &fd);
+  char out[4096];
+  read_all(fd, out, sizeof out, 10);
+  ck_assert_int_eq(wait_status(pid), 0);
+  ck_assert_int_eq(count_substr(out, "atexit of the parent ran"), 1);
+  char want[64];
+  snprintf(want, sizeof want, "atexit of the parent ran in %d", (int)pid);
+  ck_assert_ptr_nonnull(strstr(out, want));
+  ck_assert_int_eq(count_substr(out, "atexit of the child ran"), 1);
+  ck_assert_ptr_nonnull(strstr(out, "child exitcode 3"));
+  close(fd);
+}
+END_TEST
+
+/* ---- exit rules (helper programs) ---- */
+
+START_TEST(main_return_waits_for_nondaemon_child) {
+  int fd;
+  pid_t pid = helper_spawn("main_returns_waits", &fd);
+  ck_assert_int_eq(wait_status(pid), 0);
+  char out[4096];
+  read_now(fd, out, sizeof out); /* what was written by the time the helper exited */
+  char *m = strstr(out, "main returns"), *c = strstr(out, "child done");
+  ck_assert_ptr_nonnull(m);
+  ck_assert_ptr_nonnull(c);
+  ck_assert(m < c);
+  close(fd);
+}
+END_TEST
+
+static pid_t parse_pid(const char *out, const char *key) {
+  const char *p = strstr(out, key);
+  ck_assert_msg(p != NULL, "no '%s' in output: %s", key, out);
+  return (pid_t)atoi(p + strlen(key));
+}
+
+START_TEST(daemon_child_gone_after_exit) {
+  int fd;
+  pid_t pid = helper_spawn("daemon_gone_after_exit", &fd);
+  ck_assert_int_eq(wait_status(pid), 0);
+  char out[4096];
+  read_now(fd, out, sizeof out);
+  pid_t d = parse_pid(out, "daemon pid=");
+  ck_assert(pid_gone(d)); /* reaped by the helper's exit rules before it exited */
+  close(fd);
+}
+END_TEST
+
+START_TEST(daemon_ignoring_sigterm_is_killed_after_grace) {
+  int fd;
+  pid_t pid = helper_spawn("daemon_ignores_term", &fd);
+  ck_assert_int_eq(wait_status(pid), 0);
+  char out[4096];
+  read_now(fd, out, sizeof out);
+  pid_t d = parse_pid(out, "daemon pid=");
+  ck_assert(pid_gone(d));
+  close(fd);
+}
+END_TEST
+
+static void check_killed_parent(const char *scenario) {
+  int fd;
+  pid_t pid = helper_spawn(scenario, &fd);
+  char out[4096];
+  ck_assert_msg(read_until(fd, out, sizeof out, "daemon pid=", 10), "helper said: %s", out);
+  pid_t d = parse_pid(out, "daemon pid=");
+  ck_assert(!pid_gone(d));
+  kill(pid, SIGKILL);
+  wait_status(pid);
+  ck_assert_msg(wait_pid_gone(d, 1.0), "daemon %d outlived its killed parent", (int)d);
+  close(fd);
+}
+
+START_TEST(daemon_dies_when_parent_is_killed) { check_killed_parent("parent_killed"); }
+END_TEST
+
+START_TEST(daemon_started_from_thread_survives_thread_dies_with_parent) {
+  check_killed_parent("daemon_from_thread");
+}
+END_TEST
+
+START_TEST(child_waits_for_its_own_children) {
+  int fd;
+  pid_t pid = helper_spawn("nested_waits", &fd);
+  char out[4096];
+  read_all(fd, out, sizeof out, 10);
+  ck_assert_int_eq(wait_status(pid), 0);
+  char *c = strstr(out, "child returns"), *g = strstr(out, "grandchild done"),
+       *m = strstr(out, "main joined child");
+  ck_assert_msg(c && g && m, "output: %s", out);
+  ck_assert(c < g && g < m);
+  close(fd);
+}
+END_TEST
+
+START_TEST(child_exit_terminates_its_daemons) {
+  int fd;
+  pid_t pid = helper_spawn("child_daemon_dies_with_child", &fd);
+  char out[4096];
+  ck_assert_msg(read_until(fd, out, sizeof out, "main joined child", 10), "helper said: %s", out);
+  pid_t d = parse_pid(out, "daemon pid=");
+  ck_assert(pid_gone(d));
+  kill(pid, SIGKILL);
+  wait_status(pid);
+  close(fd);
+}
+END_TEST
+
+/* ---- misuse ---- */
+
+START_TEST(misuse_null_target_and_long_name) {
+  weft_process p = weft_process_new(NULL);
+  ck_assert_uint_eq(p.id, 0);
+  ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
+  ck_assert_ptr_nonnull(strstr(weft_last_error(), "target is NULL"));
+  char name[WEFT_NAME_MAX + 2];
+  memset(name, 'x', sizeof name - 1);
+  name[sizeof name - 1] = '\0';
+  p = weft_process_new(return_zero, .name = name);
+  ck_assert_uint_eq(p.id, 0);
+  ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
+  name[WEFT_NAME_MAX] = '\0'; /* exactly the maximum is fine */
+  p = weft_process_new(return_zero, .name = name);
+  ck_assert_uint_ne(p.id, 0);
+  ck_assert_str_eq(weft_process_name(p), name);
+  weft_process_close(p);
+  ck_assert_int_eq(weft_process_start((weft_process){0}), WEFT_ECLOSED);
+}
+END_TEST
+
+START_TEST(misuse_before_start) {
+  weft_process p = weft_process_new(return_zero, .name = "Process-7");
+  ck_assert_int_eq(weft_process_join(p, 0), WEFT_ENOTSTARTED);
+  ck_assert_ptr_nonnull(strstr(weft_last_error(), "Process-7"));
+  ck_assert_int_eq(weft_process_terminate(p), WEFT_ENOTSTARTED);
+  ck_assert_int_eq(weft_process_kill(p), WEFT_ENOTSTARTED);
+  ck_assert_int_eq(weft_process_pid(p), WEFT_ENOTSTARTED);
+  ck_assert(!weft_process_is_alive(p));
+  ck_assert_int_eq(weft_process_set_daemon(p, true), 0);
+  ck_assert(weft_process_daemon(p));
+  ck_assert_int_eq(weft_process_join(p, 0.0 / 0.0), WEFT_EINVAL); /* NaN timeout */
+  ck_assert_int_eq(weft_process_close(p), 0); /* closing an unstarted process is fine */
+}
+END_TEST
+
+START_TEST(misuse_start_twice_and_daemon_after_start) {
+  weft_process p = weft_process_new(return_zero, .name = "Process-3");
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_start(p), WEFT_EALREADY);
+  ck_assert_str_eq(weft_last_error(), "Process-3 was already started");
+  ck_assert_int_eq(weft_process_set_daemon(p, true), WEFT_EALREADY);
+  ck_assert(!weft_process_daemon(p));
+  ck_assert_int_eq(weft_process_join(p, 5), 0);
+  ck_assert_int_eq(weft_process_start(p), WEFT_EALREADY);
+  ck_assert_int_eq(weft_process_close(p), 0);
+  ck_assert_int_eq(weft_process_start(weft_current_process()), WEFT_EALREADY);
+}
+END_TEST
+
+START_TEST(misuse_join_self) {
+  ck_assert_int_eq(weft_process_join(weft_current_process(), 0), WEFT_EDEADLK);
+  ck_assert_int_eq(weft_process_join(weft_current_process(), WEFT_FOREVER), WEFT_EDEADLK);
+  ck_assert_int_eq(weft_process_close(weft_current_process()), WEFT_EPERM);
+  ck_assert_int_eq(weft_process_terminate(weft_current_process()), WEFT_EDEADLK);
+  ck_assert(weft_process_is_alive(weft_current_process()));
+}
+END_TEST
+
+/* In a child: the sibling's handle, copied by fork, is not ours to use. */
+static int use_sibling(void *arg) {
+  weft_process sibling = *(weft_process *)arg;
+  if (weft_process_join(sibling, 0) != WEFT_EPERM) return 1;
+  if (strstr(weft_last_error(), "not a child") == NULL) return 2;
+  if (weft_process_terminate(sibling) != WEFT_EPERM) return 3;
+  if (weft_process_kill(sibling) != WEFT_EPERM) return 4;
+  if (weft_process_start(sibling) != WEFT_EALREADY) return 5;
+  int code;
+  if (weft_process_exitcode(sibling, &code) != WEFT_EPERM) return 6;
+  if (weft_process_is_alive(sibling)) return 7;
+  return 0;
+}
+
+START_TEST(misuse_join_from_non_parent) {
+  int fds[2];
+  ck_assert_int_eq(pipe(fds), 0);
+  weft_process sibling = weft_process_new(wait_byte, .arg = &fds[0]);
+  ck_assert_int_eq(weft_process_start(sibling), 0);
+  weft_process p = weft_process_new(use_sibling, .arg = &sibling);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_join(p, 10), 0);
+  int code = -1;
+  weft_process_exitcode(p, &code);
+  ck_assert_int_eq(code, 0);
+  ck_assert(weft_process_is_alive(sibling)); /* the child's attempts left it alone */
+  ck_assert_int_eq(write(fds[1], "\0", 1), 1);
+  ck_assert_int_eq(weft_process_join(sibling, 5), 0);
+  weft_process_close(p);
+  weft_process_close(sibling);
+}
+END_TEST
+
+START_TEST(misuse_calls_after_close) {
+  weft_process p = weft_process_new(return_zero);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_join(p, 5), 0);
+  ck_assert_int_eq(weft_process_close(p), 0);
+  ck_assert_int_eq(weft_process_close(p), WEFT_ECLOSED);
+  ck_assert_int_eq(weft_process_start(p), WEFT_ECLOSED);
+  ck_assert_int_eq(weft_process_join(p, 0), WEFT_ECLOSED);
+  ck_assert_ptr_nonnull(strstr(weft_last_error(), "closed"));
+  ck_assert_int_eq(weft_process_terminate(p), WEFT_ECLOSED);
+  ck_assert_int_eq(weft_process_kill(p), WEFT_ECLOSED);
+  ck_assert_int_eq(weft_process_pid(p), WEFT_ECLOSED);
+  int code;
+  ck_assert_int_eq(weft_process_exitcode(p, &code), WEFT_ECLOSED);
+  ck_assert_int_eq(weft_process_set_daemon(p, true), WEFT_ECLOSED);
+  ck_assert(!weft_process_is_alive(p));
+  ck_assert_ptr_null(weft_process_name(p));
+  /* A new process reusing the slot does not answer to the old handle. */
+  weft_process q = weft_process_new(return_zero);
+  ck_assert_uint_ne(q.id, p.id);
+  ck_assert_int_eq(weft_process_pid(p), WEFT_ECLOSED);
+  weft_process_close(q);
+}
+END_TEST
+
+static int start_nondaemon(void *arg) {
+  (void)arg;
+  weft_process p = weft_process_new(return_zero);
+  if (weft_process_start(p) != WEFT_EPERM) return 1;
+  if (strstr(weft_last_error(), "daemon") == NULL) return 2;
+  weft_process d = weft_process_new(return_zero, .daemon = true);
+  if (weft_process_start(d) != 0 || weft_process_join(d, 5) != 0) return 3;
+  return 0;
+}
+
+START_TEST(daemon_may_start_only_daemons) {
+  weft_process p = weft_process_new(start_nondaemon, .daemon = true);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_join(p, 10), 0);
+  int code = -1;
+  weft_process_exitcode(p, &code);
+  ck_assert_int_eq(code, 0);
+  weft_process_close(p);
+}
+END_TEST
+
+struct blocked_start {
+  weft_process p;
+  int result;
+  int code;
+  bool filtered;
+};
+
+static void *start_without_fork(void *arg) {
+  struct blocked_start *b = arg;
+  b->filtered = block_fork_in_this_thread();
+  b->result = weft_process_start(b->p);
+  b->code = weft_last_error_code();
+  return NULL;
+}
+
+START_TEST(fork_failure_leaves_nothing_behind) {
+  weft_process p = weft_process_new(return_zero);
+  int fds_before = count_fds();
+  struct blocked_start b = {p, 0, 0, false};
+  pthread_t t;
+  pthread_create(&t, NULL, start_without_fork, &b);
+  pthread_join(t, NULL);
+  ck_assert_msg(b.filtered, "seccomp filter refused");
+  ck_assert_int_eq(b.result, WEFT_EAGAIN);
+  ck_assert_int_eq(b.code, WEFT_EAGAIN);
+  ck_assert_int_eq(count_fds(), fds_before);
+  ck_assert_int_eq(count_children(), 0);
+  ck_assert_int_eq(weft_process_pid(p), WEFT_ENOTSTARTED);
+  ck_assert(!weft_process_is_alive(p));
+  /* The failed start left the object as new: it can start now. */
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_join(p, 5), 0);
+  ck_assert_int_eq(weft_process_close(p), 0);
+}
+END_TEST
+
+START_TEST(daemon_grace_rejects_nan) {
+  ck_assert_int_eq(weft_set_daemon_grace(0.0 / 0.0), WEFT_EINVAL);
+  ck_assert_int_eq(weft_set_daemon_grace(0.5), 0);
+}
+END_TEST
+
+/* ---- stress and fork safety ---- */
+
+START_TEST(start_join_cycles_leave_no_zombie_or_fd) {
+  int fds_before = count_fds();
+  int cycles = getenv("WEFT_TEST_SANITIZER") ? 500 : 2000;
+  for (int i = 0; i < cycles; i++) {
+    int value = i & 0x7f;
+    weft_process p = weft_process_new(return_arg, .arg = &value);
+    ck_assert_int_eq(weft_process_start(p), 0);
+    ck_assert_int_eq(weft_process_join(p, WEFT_FOREVER), 0);
+    int code = -1;
+    ck_assert_int_eq(weft_process_exitcode(p, &code), 0);
+    ck_assert_int_eq(code, value);
+    ck_assert_int_eq(weft_process_close(p), 0);
+  }
+  ck_assert_int_eq(count_fds(), fds_before);
+  ck_assert_int_eq(count_children(), 0);
+}
+END_TEST
+
+static volatile int stop_churn;
+
+static void *churn(void *arg) {
+  (void)arg;
+  weft_process out[8];
+  char buf[WEFT_PROCESS_REPR_MAX];
+  while (!__atomic_load_n(&stop_churn, __ATOMIC_RELAXED)) {
+    weft_active_children(out, 8);
+    weft_process_repr(weft_current_process(), buf, sizeof buf);
+    weft_process q = weft_process_new(return_zero);
+    weft_process_close(q);
+  }
+  return NULL;
+}
+
+/* Uses weft inside the child while the parent's other threads were busy in
+ * weft at the moment of fork: the child must not hang on weft's state. */
+static int use_weft_in_child(void *arg) {
+  (void)arg;
+  weft_process g = weft_process_new(return_zero);
+  if (weft_process_start(g) != 0 || weft_process_join(g, 5) != 0) return 1;
+  weft_process out[8];
+  return weft_active_children(out, 8) == 0 ? 0 : 2;
+}
+
+START_TEST(fork_while_other_threads_use_weft) {
+  pthread_t t[2];
+  for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, churn, NULL);
+  int rounds = getenv("WEFT_TEST_SANITIZER") ? 60 : 300;
+  for (int i = 0; i < rounds; i++) {
+    weft_process p = weft_process_new(use_weft_in_child);
+    ck_assert_int_eq(weft_process_start(p), 0);
+    ck_assert_int_eq(weft_process_join(p, 10), 0);
+    int code = -1;
+    weft_process_exitcode(p, &code);
+    ck_assert_int_eq(code, 0);
+    weft_process_close(p);
+  }
+  __atomic_store_n(&stop_churn, 1, __ATOMIC_RELAXED);
+  for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+}
+END_TEST
+
+Suite *weft_test_suite(void) {
+  Suite *s = suite_create("process");
+  TCase *tc = weft_tcase("lifecycle", 20);
+  tcase_add_test(tc, exitcode_is_target_return);
+  tcase_add_test(tc, exitcode_of_exit_call);
+  tcase_add_test(tc, exitcode_of_self_kill_is_minus_9);
+  tcase_add_test(tc, terminate_and_kill);
+  tcase_add_test(tc, join_timeout_and_running_state);
+  tcase_add_test(tc, join_not_fooled_by_inherited_fds);
+  tcase_add_test(tc, many_threads_join_one_process);
+  tcase_add_test(tc, status_reaped_elsewhere);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("identity", 20);
+  tcase_add_test(tc, default_names_follow_python);
+  tcase_add_test(tc, child_sees_itself_and_its_parent);
+  tcase_add_test(tc, repr_states);
+  tcase_add_test(tc, active_children_lists_and_reaps);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("exit_rules", 20);
+  tcase_add_test(tc, output_before_start_appears_once_pipe);
+  tcase_add_test(tc, output_before_start_appears_once_file);
+  tcase_add_test(tc, parent_atexit_never_runs_in_child);
+  tcase_add_test(tc, main_return_waits_for_nondaemon_child);
+  tcase_add_test(tc, daemon_child_gone_after_exit);
+  tcase_add_test(tc, daemon_ignoring_sigterm_is_killed_after_grace);
+  tcase_add_test(tc, daemon_dies_when_parent_is_killed);
+  tcase_add_test(tc, daemon_started_from_thread_survives_thread_dies_with_parent);
+  tcase_add_test(tc, child_waits_for_its_own_children);
+  tcase_add_test(tc, child_exit_terminates_its_daemons);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("misuse", 20);
+  tcase_add_test(tc, misuse_null_target_and_long_name);
+  tcase_add_test(tc, misuse_before_start);
+  tcase_add_test(tc, misuse_start_twice_and_daemon_after_start);
+  tcase_add_test(tc, misuse_join_self);
+  tcase_add_test(tc, misuse_join_from_non_parent);
+  tcase_add_test(tc, misuse_calls_after_close);
+  tcase_add_test(tc, daemon_may_start_only_daemons);
+  tcase_add_test(tc, fork_failure_leaves_nothing_behind);
+  tcase_add_test(tc, daemon_grace_rejects_nan);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("stress", 120);
+  tcase_add_test(tc, start_join_cycles_leave_no_zombie_or_fd);
+  tcase_add_test(tc, fork_while_other_threads_use_weft);
+  suite_add_tcase(s, tc);
+  return s;
+}
