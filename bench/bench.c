@@ -1,0 +1,98 @@
+/* The harness: timing, medians, the Python peer, the report, and main. */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+void bench_measure(const bench_config *cfg, long iters, int n, const bench_fn *fns, void *arg,
+                   bench_result *results) {
+  double *samples = calloc((size_t)(n * cfg->reps), sizeof *samples);
+  for (int i = 0; i < n; i++) fns[i](iters / 10 + 1, arg); /* warm up */
+  for (int r = 0; r < cfg->reps; r++) {
+    for (int i = 0; i < n; i++) {
+      double t0 = now_ns();
+      fns[i](iters, arg);
+      samples[i * cfg->reps + r] = (now_ns() - t0) / (double)iters;
+    }
+  }
+  for (int i = 0; i < n; i++) results[i].ns = median(samples + i * cfg->reps, cfg->reps);
+  free(samples);
+}
+
+void bench_python(const char *script, long iters, int reps, bench_result *r) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "python3 '%s/%s' %ld %d 2>&1", WEFT_BENCH_PY_DIR, script, iters, reps);
+  r->ns = -1;
+  FILE *f = popen(cmd, "r");
+  char line[256] = "";
+  if (f != NULL) {
+    char last[256] = "";
+    while (fgets(line, sizeof line, f) != NULL) snprintf(last, sizeof last, "%s", line);
+    int status = pclose(f);
+    char *end;
+    double ns = strtod(last, &end);
+    if (status == 0 && end != last) {
+      r->ns = ns;
+      return;
+    }
+    snprintf(line, sizeof line, "%s", last);
+  }
+  line[strcspn(line, "\n")] = '\0';
+  snprintf(r->note, sizeof r->note, "python skipped: %s",
+           line[0] ? line : "python3 could not be run");
+}
+
+void bench_report(const char *row, int n, const bench_result *results) {
+  for (int i = 0; i < n; i++) {
+    const bench_result *r = &results[i];
+    if (r->ns < 0) {
+      printf("%-24s %-8s %14s   (%s)\n", i == 0 ? row : "", r->impl, "-", r->note);
+      continue;
+    }
+    printf("%-24s %-8s %14.1f ns/op", i == 0 ? row : "", r->impl, r->ns);
+    if (i > 0 && results[0].ns > 0)
+      printf("   weft is %.2fx its time", results[0].ns / r->ns);
+    printf("\n");
+  }
+  printf("bench %s", row);
+  for (int i = 0; i < n; i++)
+    if (results[i].ns >= 0) printf(" %s=%.1f", results[i].impl, results[i].ns);
+  printf("\n");
+  fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+  bench_config cfg = {.quick = false, .reps = 7};
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--quick") == 0) {
+      cfg.quick = true;
+      cfg.reps = 3;
+    } else {
+      fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+      return 2;
+    }
+  }
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  printf("%-24s %-8s %14s\n", "row", "impl", "median");
+  bench_process_rows(&cfg);
+  return 0;
+}
