@@ -19,7 +19,11 @@ typedef int64_t weft__deadline;
  * Returns WEFT_EINVAL for NaN. */
 int weft__deadline_from(double timeout, weft__deadline *out);
 
-/* The time in seconds the caller asked for, for messages. */
+/* Marks code a forked child runs before and after its target. The compiler
+ * places such functions together (.text.hot), so a child faults in as few
+ * code pages as possible: each one costs a start about a microsecond. */
+#define WEFT__HOT __attribute__((hot))
+
 #define WEFT__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

@@ -7,11 +7,13 @@
  */
 #define _GNU_SOURCE
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "handle.h"
@@ -34,7 +36,8 @@ struct proc {
   pid_t pid;
   pid_t parent_pid; /* the process that created the object; 0 for MainProcess */
   int pidfd;        /* -1 when none; kept while threads poll it */
-  int pollers;
+  int pollers;      /* threads in ppoll on pidfd */
+  bool reaping;     /* a thread is blocked in waitid on pidfd */
   int exitcode;
   int reap_error;   /* 0, or why the status was lost (WEFT_ECHILD) */
   char identity[48]; /* Python's _identity joined by ':' ("1:2") */
@@ -42,6 +45,15 @@ struct proc {
 };
 
 static pthread_mutex_t registry = PTHREAD_MUTEX_INITIALIZER;
+/* Broadcast whenever a blocked reaper has recorded a child's exit. */
+static pthread_cond_t reaped = PTHREAD_COND_INITIALIZER;
+/* getpid() is a system call in current glibc; the fork handler keeps this. */
+static pid_t self_pid;
+/* Counts that let the fork child handler and the exit rules skip walking the
+ * table in the common case: in a child, every page of code or data touched
+ * is a page fault, and they are most of what a start costs beyond fork. */
+static int open_pidfds;      /* objects whose pidfd is open */
+static int running_children; /* started children not yet reaped */
 static weft__handle_table table;
 static struct proc main_proc = {.kind = KIND_MAIN, .state = ST_STARTED, .pidfd = -1,
                                 .name = "MainProcess"};
@@ -51,7 +63,7 @@ static unsigned child_counter;            /* numbers the default names of childr
 static double daemon_grace = 1.0;
 
 void weft__process_init(void) {
-  main_proc.pid = getpid();
+  self_pid = main_proc.pid = getpid();
   main_proc.refs = 1;
   main_proc.id = weft__handle_add(&table, &main_proc);
 }
@@ -70,22 +82,25 @@ static struct proc *get_locked(weft_process h, const char *fn) {
 
 static void put_locked(struct proc *p) {
   if (--p->refs == 0 && p != &main_proc) {
-    if (p->pidfd >= 0) weft__os_close(p->pidfd);
+    if (p->pidfd >= 0) {
+      weft__os_close(p->pidfd);
+      open_pidfds--;
+    }
     free(p);
   }
 }
 
 static bool is_child(const struct proc *p) {
-  return p->kind == KIND_CHILD && p->parent_pid == getpid() && p != current;
+  return p->kind == KIND_CHILD && p->parent_pid == self_pid && p != current;
 }
 
 /* The common refusals of calls that act on a child: own handle, not started,
  * not ours. Returns 0 if p is a started child of the caller. */
 static int check_child(const struct proc *p, const char *fn) {
   if (p == current) return weft__error(WEFT_EDEADLK, "%s: %s is the calling process", fn, p->name);
-  if (p->kind != KIND_CHILD || p->parent_pid != getpid())
+  if (p->kind != KIND_CHILD || p->parent_pid != self_pid)
     return weft__error(WEFT_EPERM, "%s: %s is not a child of this process (pid %d)", fn, p->name,
-                       (int)getpid());
+                       (int)self_pid);
   if (p->state == ST_INITIAL || p->state == ST_STARTING)
     return weft__error(WEFT_ENOTSTARTED, "%s: %s has not been started", fn, p->name);
   return 0;
@@ -94,24 +109,33 @@ static int check_child(const struct proc *p, const char *fn) {
 /* ---- reaping ---- */
 
 static void drop_pidfd_locked(struct proc *p) {
-  if (p->pollers == 0 && p->pidfd >= 0) {
+  if (p->pollers == 0 && !p->reaping && p->pidfd >= 0) {
     weft__os_close(p->pidfd);
     p->pidfd = -1;
+    open_pidfds--;
   }
 }
 
-/* Reaps p if it exited, without blocking. Returns whether it has stopped. */
-static bool poll_locked(struct proc *p) {
-  if (p->state == ST_STOPPED) return true;
-  if (p->state != ST_STARTED || p->pidfd < 0) return false;
-  int code = 0;
-  int r = weft__os_pidfd_reap(p->pidfd, true, &code);
-  if (r == 0) return false;
+/* Records the outcome of a waitid: 1 with the exit code, or an error. */
+static void record_exit_locked(struct proc *p, int r, int code) {
   if (r == 1)
     p->exitcode = code;
   else
     p->reap_error = WEFT_ECHILD; /* someone else reaped it, e.g. waitpid(-1) */
   p->state = ST_STOPPED;
+  running_children--;
+}
+
+/* Reaps p if it exited, without blocking. Returns whether it has stopped.
+ * While another thread is blocked reaping p, only that thread may call
+ * waitid, or it would find the status gone. */
+static bool poll_locked(struct proc *p) {
+  if (p->state == ST_STOPPED) return true;
+  if (p->state != ST_STARTED || p->pidfd < 0 || p->reaping) return false;
+  int code = 0;
+  int r = weft__os_pidfd_reap(p->pidfd, true, &code);
+  if (r == 0) return false;
+  record_exit_locked(p, r, code);
   drop_pidfd_locked(p);
   return true;
 }
@@ -120,9 +144,32 @@ static bool poll_locked(struct proc *p) {
  * WEFT_ETIMEDOUT, or another negative code. Registry held on entry and exit;
  * the caller holds a reference. */
 static int wait_child_locked(struct proc *p, weft__deadline deadline) {
-  while (!poll_locked(p)) {
-    if (deadline != WEFT__NEVER && weft__os_now_ns() >= deadline) return WEFT_ETIMEDOUT;
+  while (p->state != ST_STOPPED) {
     int fd = p->pidfd;
+    if (deadline == WEFT__NEVER && !p->reaping) {
+      /* Waiting forever: block in waitid itself, one system call instead
+       * of ppoll and waitid. Others wait for this thread's broadcast. */
+      p->reaping = true;
+      pthread_mutex_unlock(&registry);
+      int code = 0;
+      int r = weft__os_pidfd_reap(fd, false, &code);
+      pthread_mutex_lock(&registry);
+      p->reaping = false;
+      record_exit_locked(p, r, code);
+      pthread_cond_broadcast(&reaped);
+      break;
+    }
+    if (p->reaping) {
+      struct timespec ts = {deadline / 1000000000, deadline % 1000000000};
+      if (deadline == WEFT__NEVER)
+        pthread_cond_wait(&reaped, &registry);
+      else if (pthread_cond_clockwait(&reaped, &registry, CLOCK_MONOTONIC, &ts) == ETIMEDOUT &&
+               p->state != ST_STOPPED)
+        return WEFT_ETIMEDOUT;
+      continue;
+    }
+    if (poll_locked(p)) break;
+    if (deadline != WEFT__NEVER && weft__os_now_ns() >= deadline) return WEFT_ETIMEDOUT;
     p->pollers++;
     pthread_mutex_unlock(&registry);
     int r = weft__os_wait_readable(fd, deadline);
@@ -178,7 +225,7 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
   p->daemon = o->daemon;
   p->pidfd = -1;
   p->refs = 1;
-  p->parent_pid = getpid();
+  p->parent_pid = self_pid;
 
   pthread_mutex_lock(&registry);
   unsigned n = ++child_counter;
@@ -203,7 +250,7 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
 
 /* ---- the child's side of start ---- */
 
-static void child_on_exit(int status, void *unused) {
+WEFT__HOT static void child_on_exit(int status, void *unused) {
   (void)unused;
   weft__runtime_exit_rules();
   fflush(NULL);
@@ -212,17 +259,19 @@ static void child_on_exit(int status, void *unused) {
 
 /* Runs in the new child and never returns. The fork handler has already
  * released the registry and dropped the parent's pidfds. */
-static _Noreturn void child_main(struct proc *p, pid_t parent_pid, const sigset_t *mask) {
+WEFT__HOT static _Noreturn void child_main(struct proc *p, pid_t parent_pid, const sigset_t *mask) {
   if (p->daemon) {
     /* A parent that died before prctl took effect would never signal us. */
     if (weft__os_set_parent_death_signal(SIGKILL) < 0 || weft__os_getppid() != parent_pid)
       raise(SIGKILL);
   }
+  /* Every page written here is copied (copy-on-write), which is most of
+   * what a start costs beyond fork itself: write only what must change.
+   * The child's own object keeps the parent's view (state ST_STARTING, no
+   * pid); every call treats `current` specially. */
   parent = current;
-  parent->pid = parent_pid; /* stale if the parent was itself made by a raw fork */
+  if (parent->pid != parent_pid) parent->pid = parent_pid; /* stale after a raw fork */
   current = p;
-  p->pid = getpid();
-  p->state = ST_STARTED;
   child_counter = 0;
   if (mask != NULL) pthread_sigmask(SIG_SETMASK, mask, NULL);
   /* on_exit handlers run newest first: this one runs after any the target
@@ -232,8 +281,8 @@ static _Noreturn void child_main(struct proc *p, pid_t parent_pid, const sigset_
   exit(p->target(p->arg));
 }
 
-static pid_t fork_child(struct proc *p, const sigset_t *mask) {
-  pid_t parent_pid = getpid();
+WEFT__HOT static pid_t fork_child(struct proc *p, const sigset_t *mask) {
+  pid_t parent_pid = self_pid;
   pid_t pid = weft__os_fork();
   if (pid == 0) child_main(p, parent_pid, mask);
   return pid;
@@ -250,6 +299,7 @@ static struct {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   pthread_mutex_t serial; /* one request at a time */
+  bool used; /* set once a thread has asked for it: its locks may be held */
   bool running, pending, done;
   struct proc *req;
   sigset_t mask;
@@ -294,6 +344,7 @@ static int forker_start_locked(void) {
 }
 
 static pid_t fork_via_forker(struct proc *p) {
+  __atomic_store_n(&forker.used, true, __ATOMIC_RELAXED);
   pthread_mutex_lock(&forker.serial);
   pthread_mutex_lock(&forker.mu);
   pid_t result = forker.running ? 0 : forker_start_locked();
@@ -323,7 +374,7 @@ int weft_process_start(weft_process h) {
   int err = 0;
   if (p->kind != KIND_CHILD || p->state != ST_INITIAL)
     err = weft__error(WEFT_EALREADY, "%s was already started", p->name);
-  else if (p->parent_pid != getpid())
+  else if (p->parent_pid != self_pid)
     err = weft__error(WEFT_EPERM, "%s was created by another process (pid %d)", p->name,
                       (int)p->parent_pid);
   else if (current->daemon && !p->daemon)
@@ -340,7 +391,7 @@ int weft_process_start(weft_process h) {
   pthread_mutex_unlock(&registry);
 
   fflush(NULL); /* or the child would write the parent's buffered output again */
-  bool from_main_thread = weft__os_gettid() == getpid();
+  bool from_main_thread = weft__os_gettid() == self_pid;
   pid_t pid = p->daemon && !from_main_thread ? fork_via_forker(p) : fork_child(p, NULL);
   int pidfd = pid > 0 ? weft__os_pidfd_open(pid) : (int)pid;
   if (pid > 0 && pidfd < 0) weft__os_kill_and_reap(pid); /* no child we cannot track */
@@ -353,6 +404,8 @@ int weft_process_start(weft_process h) {
     p->pid = pid;
     p->pidfd = pidfd;
     p->state = ST_STARTED;
+    open_pidfds++;
+    running_children++;
   }
   put_locked(p);
   pthread_mutex_unlock(&registry);
@@ -419,7 +472,9 @@ pid_t weft_process_pid(weft_process h) {
   pid_t pid = WEFT_ECLOSED;
   if (p != NULL) {
     if (p == current)
-      pid = getpid();
+      pid = self_pid;
+    else if (p == parent)
+      pid = p->pid; /* set by child_main: this object's state is its creator's view */
     else if (p->state == ST_INITIAL || p->state == ST_STARTING)
       pid = weft__error(WEFT_ENOTSTARTED, "weft_process_pid: %s has not been started", p->name);
     else
@@ -683,8 +738,12 @@ static void wait_children_locked(bool daemon, weft__deadline deadline) {
   }
 }
 
-void weft__process_exit_rules(void) {
+WEFT__HOT void weft__process_exit_rules(void) {
   pthread_mutex_lock(&registry);
+  if (running_children == 0) {
+    pthread_mutex_unlock(&registry);
+    return;
+  }
   weft__handle_each(&table, terminate_daemon, NULL);
   weft__deadline deadline = WEFT__NEVER;
   if (daemon_grace >= 0) deadline = weft__os_now_ns() + (int64_t)(daemon_grace * 1e9);
@@ -695,27 +754,42 @@ void weft__process_exit_rules(void) {
 
 /* ---- fork handlers ---- */
 
-void weft__process_before_fork(void) { pthread_mutex_lock(&registry); }
+WEFT__HOT void weft__process_before_fork(void) { pthread_mutex_lock(&registry); }
 
-void weft__process_after_fork_parent(void) { pthread_mutex_unlock(&registry); }
+WEFT__HOT void weft__process_after_fork_parent(void) { pthread_mutex_unlock(&registry); }
 
 static void forget_inherited(void *obj, void *unused) {
   (void)unused;
   struct proc *p = obj;
-  /* The pidfds are the parent's; in the child they would only leak. */
-  if (p->pidfd >= 0) weft__os_close(p->pidfd);
-  p->pidfd = -1;
-  p->pollers = 0;
-  p->refs = 1;
+  /* The pidfds are the parent's; in the child they would only leak. Calls
+   * in flight belonged to threads that do not exist here. Written only when
+   * needed: each page touched is a page copied. */
+  if (p->pidfd >= 0) {
+    weft__os_close(p->pidfd);
+    p->pidfd = -1;
+  }
+  if (p->pollers != 0) p->pollers = 0;
+  if (p->reaping) p->reaping = false;
+  if (p->refs != 1) p->refs = 1;
 }
 
-void weft__process_after_fork_child(void) {
-  weft__handle_each(&table, forget_inherited, NULL);
+WEFT__HOT void weft__process_after_fork_child(void) {
+  self_pid = getpid();
+  running_children = 0;
+  /* With no pidfd open no wait was in flight, so every object and the
+   * condition variable are as they were. */
+  if (open_pidfds != 0) {
+    pthread_cond_init(&reaped, NULL); /* its waiters were threads of the parent */
+    weft__handle_each(&table, forget_inherited, NULL);
+    open_pidfds = 0;
+  }
   /* The forker thread does not exist in the child; its locks may have been
    * held by threads that do not exist either. */
-  pthread_mutex_init(&forker.mu, NULL);
-  pthread_mutex_init(&forker.serial, NULL);
-  pthread_cond_init(&forker.cv, NULL);
-  forker.running = forker.pending = forker.done = false;
+  if (__atomic_load_n(&forker.used, __ATOMIC_RELAXED)) {
+    pthread_mutex_init(&forker.mu, NULL);
+    pthread_mutex_init(&forker.serial, NULL);
+    pthread_cond_init(&forker.cv, NULL);
+    forker.running = forker.pending = forker.done = false;
+  }
   pthread_mutex_unlock(&registry);
 }

@@ -3,10 +3,12 @@
  * rules when main returns or exit() is called. */
 #include "runtime.h"
 
+#include "internal.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 
-void weft__runtime_exit_rules(void) { weft__process_exit_rules(); }
+WEFT__HOT void weft__runtime_exit_rules(void) { weft__process_exit_rules(); }
 
 static void at_exit(void) { weft__runtime_exit_rules(); }
 

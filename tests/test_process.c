@@ -649,7 +649,7 @@ END_TEST
 
 START_TEST(start_join_cycles_leave_no_zombie_or_fd) {
   int fds_before = count_fds();
-  int cycles = getenv("WEFT_TEST_SANITIZER") ? 500 : 2000;
+  int cycles = 2000;
   for (int i = 0; i < cycles; i++) {
     int value = i & 0x7f;
     weft_process p = weft_process_new(return_arg, .arg = &value);
@@ -693,7 +693,7 @@ static int use_weft_in_child(void *arg) {
 START_TEST(fork_while_other_threads_use_weft) {
   pthread_t t[2];
   for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, churn, NULL);
-  int rounds = getenv("WEFT_TEST_SANITIZER") ? 60 : 300;
+  int rounds = 300;
   for (int i = 0; i < rounds; i++) {
     weft_process p = weft_process_new(use_weft_in_child);
     ck_assert_int_eq(weft_process_start(p), 0);

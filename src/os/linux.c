@@ -82,11 +82,7 @@ void weft__os_kill_and_reap(pid_t pid) {
 
 pid_t weft__os_getppid(void) { return getppid(); }
 
-void weft__os_close(int fd) {
-  int saved = errno;
-  close(fd);
-  errno = saved;
-}
+void weft__os_close(int fd) { close(fd); }
 
 int weft__os_set_parent_death_signal(int sig) {
   return prctl(PR_SET_PDEATHSIG, sig) < 0 ? -errno : 0;

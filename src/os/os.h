@@ -43,7 +43,7 @@ void weft__os_kill_and_reap(pid_t pid);
 /* The pid of the caller's parent. */
 pid_t weft__os_getppid(void);
 
-/* Closes fd, keeping errno as it was. */
+/* Closes fd; an error is of no use to the caller (the fd is gone anyway). */
 void weft__os_close(int fd);
 
 /* Asks the kernel to send sig to the caller when its parent thread exits. */
