@@ -23,19 +23,34 @@ static double median(double *v, int n) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-void bench_measure(const bench_config *cfg, long iters, int n, const bench_fn *fns, void *arg,
-                   bench_result *results) {
-  double *samples = calloc((size_t)(n * cfg->reps), sizeof *samples);
-  for (int i = 0; i < n; i++) fns[i](iters / 10 + 1, arg); /* warm up */
-  for (int r = 0; r < cfg->reps; r++) {
-    for (int i = 0; i < n; i++) {
-      double t0 = now_ns();
-      fns[i](iters, arg);
-      samples[i * cfg->reps + r] = (now_ns() - t0) / (double)iters;
-    }
+double bench_time(bench_fn fn, long iters, void *arg) {
+  double t0 = now_ns();
+  fn(iters, arg);
+  return (now_ns() - t0) / (double)iters;
+}
+
+double bench_c_peer(const char *row, long iters) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "'%s' %s %ld", WEFT_BENCH_PEER, row, iters);
+  FILE *f = popen(cmd, "r");
+  if (f == NULL) return -1;
+  double ns = -1;
+  if (fscanf(f, "%lf", &ns) != 1) ns = -1;
+  if (pclose(f) != 0) ns = -1;
+  return ns;
+}
+
+void bench_measure(const bench_config *cfg, long iters, int n, const bench_sample *samples,
+                   void *arg, bench_result *results) {
+  double *v = calloc((size_t)(n * cfg->reps), sizeof *v);
+  for (int i = 0; i < n; i++) samples[i](iters / 10 + 1, arg); /* warm up */
+  for (int r = 0; r < cfg->reps; r++)
+    for (int i = 0; i < n; i++) v[i * cfg->reps + r] = samples[i](iters, arg);
+  for (int i = 0; i < n; i++) {
+    results[i].ns = median(v + i * cfg->reps, cfg->reps);
+    if (results[i].ns < 0) snprintf(results[i].note, sizeof results[i].note, "failed to run");
   }
-  for (int i = 0; i < n; i++) results[i].ns = median(samples + i * cfg->reps, cfg->reps);
-  free(samples);
+  free(v);
 }
 
 void bench_python(const char *script, long iters, int reps, bench_result *r) {

@@ -14,8 +14,12 @@ typedef struct bench_config {
   int reps;   /* repetitions per impl; the median is reported */
 } bench_config;
 
-/* Times fn(iters, arg) once and returns nanoseconds per iteration. */
+/* A body to time: runs the operation iters times. */
 typedef void (*bench_fn)(long iters, void *arg);
+
+/* One sample of an impl: runs the operation iters times and returns
+ * nanoseconds per op (< 0 if it could not run). */
+typedef double (*bench_sample)(long iters, void *arg);
 
 /* A measured impl of a row: name and nanoseconds per op (< 0: skipped). */
 typedef struct bench_result {
@@ -24,11 +28,19 @@ typedef struct bench_result {
   char note[160];
 } bench_result;
 
-/* Runs the C impls of a row interleaved (A B A B ...) cfg->reps times, so
- * that noise on this shared machine hits all of them alike; stores each
+/* Times fn in this process; returns ns per op. */
+double bench_time(bench_fn fn, long iters, void *arg);
+
+/* Runs the weft-free C peer program (bench/peers.c) for a row and returns
+ * its ns per op: raw libc/pthreads measured in a process that does not even
+ * load libweft, as a user's own program would be. */
+double bench_c_peer(const char *row, long iters);
+
+/* Takes cfg->reps samples of each impl, interleaved (A B A B ...) so that
+ * noise on this shared machine hits all of them alike, and stores each
  * impl's median ns/op in results[i].ns. */
-void bench_measure(const bench_config *cfg, long iters, int n, const bench_fn *fns, void *arg,
-                   bench_result *results);
+void bench_measure(const bench_config *cfg, long iters, int n, const bench_sample *samples,
+                   void *arg, bench_result *results);
 
 /* Runs bench/py/<script> with iteration and repetition counts; it prints the
  * median ns/op. Sets r->ns < 0 and a note if python3 or the script fails. */
