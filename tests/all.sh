@@ -4,7 +4,7 @@
 # ThreadSanitizer -- then the install check and the benchmark smoke run.
 # Ends with "weft: N passed, N failed"; exits non-zero if anything failed.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 scripts/install-deps.sh || exit 1
 jobs=$(nproc 2>/dev/null || echo 2)
 total_passed=0

@@ -4,7 +4,6 @@
 # find_package(weft). Each consumer must run and print the expected line.
 set -eu
 build=$(cd "$1" && pwd)
-src=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cmake --install "$build" --prefix "$tmp/prefix" > "$tmp/install.log"
@@ -21,7 +20,7 @@ int main(void) {
   return code == 7 ? 0 : 1;
 }
 C
-libdir=$(ls -d "$tmp/prefix"/lib*/ | head -1)
+libdir=$(dirname "$(find "$tmp/prefix" -name libweft.a | head -1)")/
 export PKG_CONFIG_PATH="${libdir}pkgconfig"
 # shellcheck disable=SC2046
 cc -std=c11 -o "$tmp/shared" "$tmp/consumer.c" $(pkg-config --cflags --libs weft)
