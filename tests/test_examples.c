@@ -1,0 +1,292 @@
+/* Tests of the lesson programs in examples/: each one is run as its own
+ * program, with stdout and stderr captured through a pipe, and its output is
+ * compared with what the seed (§2.1-§2.4, §4) prints. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define OUT_MAX 65536
+
+/* ---- running a lesson ---- */
+
+struct run {
+  pid_t pid;         /* the program's pid */
+  int status;        /* its raw wait status */
+  double eof_after;  /* seconds from its exit until the pipe reached EOF */
+  bool eof;          /* whether the pipe reached EOF at all */
+  char out[OUT_MAX]; /* stdout and stderr, interleaved as written */
+};
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Runs WEFT_EXAMPLES/<program> with stdout and stderr on one pipe. Waits (at
+ * most 12 s) for it to exit, then reads the pipe until EOF, that is until
+ * every writer, the program's children included, has closed it. Fails the
+ * test if the program does not exit in time. */
+static void run_program(const char *program, struct run *r) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", WEFT_EXAMPLES, program);
+  ck_assert_msg(access(path, X_OK) == 0, "%s is not an executable", path);
+
+  int fds[2];
+  ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    int in = open("/dev/null", O_RDONLY);
+    if (in >= 0) dup2(in, 0);
+    dup2(fds[1], 1);
+    dup2(fds[1], 2);
+    execl(path, path, (char *)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  r->pid = pid;
+
+  /* The lessons print little (far below a pipe's capacity), so they never
+   * block on the pipe while the test waits for them to exit. */
+  if (!wait_pid_gone(pid, 12.0)) {
+    kill(pid, SIGKILL);
+    wait_status(pid);
+    size_t n = read_now(fds[0], r->out, sizeof r->out);
+    (void)n;
+    close(fds[0]);
+    ck_abort_msg("%s did not exit within 12 s; output so far:\n%s", program, r->out);
+  }
+  r->status = wait_status(pid);
+
+  double t0 = now_s();
+  size_t len = read_all(fds[0], r->out, sizeof r->out, 2.0);
+  r->eof_after = now_s() - t0;
+  /* read_all stops at EOF, at the deadline, or with a full buffer: tell EOF
+   * apart by asking once more without waiting. */
+  char extra[16];
+  ssize_t more = read(fds[0], extra, sizeof extra);
+  r->eof = more == 0 && len + 1 < sizeof r->out;
+  close(fds[0]);
+}
+
+static void assert_exit_zero(const char *program, const struct run *r) {
+  ck_assert_msg(WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0,
+                "%s: wait status 0x%x, expected exit 0; output:\n%s", program,
+                (unsigned)r->status, r->out);
+}
+
+/* Splits r->out into lines (in place, into lines[]); returns their number.
+ * Fails if the output does not end with a newline. */
+static int split_lines(char *text, char **lines, int max, const char *program) {
+  size_t len = strlen(text);
+  ck_assert_msg(len == 0 || text[len - 1] == '\n', "%s: output does not end with a newline:\n%s",
+                program, text);
+  int n = 0;
+  for (char *p = text; *p != '\0';) {
+    char *nl = strchr(p, '\n');
+    ck_assert_msg(n < max, "%s: more than %d lines", program, max);
+    *nl = '\0';
+    lines[n++] = p;
+    p = nl + 1;
+  }
+  return n;
+}
+
+/* Whether some line of text starts with prefix. */
+static bool has_line_starting(const char *text, const char *prefix) {
+  size_t plen = strlen(prefix);
+  for (const char *p = text; p != NULL && *p != '\0';) {
+    if (strncmp(p, prefix, plen) == 0) return true;
+    p = strchr(p, '\n');
+    if (p != NULL) p++;
+  }
+  return false;
+}
+
+/* ---- §2.1 two children dance and sing ---- */
+
+START_TEST(lesson2_1_processes) {
+  static struct run r;
+  run_program("lesson2_1_processes", &r);
+  assert_exit_zero("lesson2_1_processes", &r);
+  ck_assert_msg(r.eof, "lesson2_1_processes: pipe still open after exit; output:\n%s", r.out);
+  ck_assert_msg(count_children() == 0, "lesson2_1_processes left children behind");
+
+  static char copy[OUT_MAX];
+  strcpy(copy, r.out);
+  char *lines[64];
+  int n = split_lines(copy, lines, 64, "lesson2_1_processes");
+  int dance = 0, sing = 0;
+  for (int i = 0; i < n; i++) {
+    if (strcmp(lines[i], "跳舞中...") == 0)
+      dance++;
+    else if (strcmp(lines[i], "唱歌中...") == 0)
+      sing++;
+    else
+      ck_abort_msg("lesson2_1_processes: unexpected line \"%s\"; output:\n%s", lines[i], r.out);
+  }
+  ck_assert_msg(dance == 5 && sing == 5,
+                "lesson2_1_processes: %d dance and %d sing lines, expected 5 and 5; output:\n%s",
+                dance, sing, r.out);
+}
+END_TEST
+
+/* ---- §2.2 pids, current_process(), a child that kills itself ---- */
+
+START_TEST(lesson2_2_pid) {
+  static struct run r;
+  run_program("lesson2_2_pid", &r);
+  assert_exit_zero("lesson2_2_pid", &r);
+  ck_assert_msg(r.eof, "lesson2_2_pid: pipe still open after exit; output:\n%s", r.out);
+
+  static char copy[OUT_MAX];
+  strcpy(copy, r.out);
+  char *lines[64];
+  int n = split_lines(copy, lines, 64, "lesson2_2_pid");
+  ck_assert_msg(n == 7, "lesson2_2_pid: %d lines, expected 7; output:\n%s", n, r.out);
+
+  char want[512];
+  int pid = (int)r.pid;
+  snprintf(want, sizeof want, "main: %d", pid);
+  ck_assert_msg(strcmp(lines[0], want) == 0, "lesson2_2_pid: line 1 is \"%s\", expected \"%s\"; output:\n%s",
+                lines[0], want, r.out);
+  ck_assert_msg(strcmp(lines[1], "main: <_MainProcess name='MainProcess' parent=None started>") == 0,
+                "lesson2_2_pid: line 2 is \"%s\"; output:\n%s", lines[1], r.out);
+
+  int child = 0;
+  char tail = '\0';
+  ck_assert_msg(sscanf(lines[2], "dance: %d%c", &child, &tail) == 1 && child > 0 && child != pid,
+                "lesson2_2_pid: line 3 is \"%s\", expected \"dance: <child pid>\"; output:\n%s",
+                lines[2], r.out);
+  snprintf(want, sizeof want, "dance: <Process name='myprocess1' parent=%d started>", pid);
+  ck_assert_msg(strcmp(lines[3], want) == 0, "lesson2_2_pid: line 4 is \"%s\", expected \"%s\"; output:\n%s",
+                lines[3], want, r.out);
+  ck_assert_msg(strcmp(lines[4], "跳舞中...0") == 0,
+                "lesson2_2_pid: line 5 is \"%s\", expected \"跳舞中...0\"; output:\n%s", lines[4], r.out);
+  ck_assert_msg(count_substr(r.out, "跳舞中...") == 1,
+                "lesson2_2_pid: the child went on dancing after SIGKILL; output:\n%s", r.out);
+  ck_assert_msg(strcmp(lines[5], "main: myprocess1 exitcode = -9") == 0,
+                "lesson2_2_pid: line 6 is \"%s\"; output:\n%s", lines[5], r.out);
+  snprintf(want, sizeof want,
+           "main: <Process name='myprocess1' pid=%d parent=%d stopped exitcode=-SIGKILL>", child, pid);
+  ck_assert_msg(strcmp(lines[6], want) == 0, "lesson2_2_pid: line 7 is \"%s\", expected \"%s\"; output:\n%s",
+                lines[6], want, r.out);
+}
+END_TEST
+
+/* ---- §2.3 passing arguments ---- */
+
+START_TEST(lesson2_3_args) {
+  static struct run r;
+  run_program("lesson2_3_args", &r);
+  assert_exit_zero("lesson2_3_args", &r);
+  ck_assert_msg(r.eof, "lesson2_3_args: pipe still open after exit; output:\n%s", r.out);
+  ck_assert_msg(count_children() == 0, "lesson2_3_args left children behind");
+  const char *want =
+      "任务执行中..\n任务执行中..\n任务执行中..\n任务执行中..\n任务执行中..\n任务执行完成\n";
+  ck_assert_msg(strcmp(r.out, want) == 0, "lesson2_3_args: output is\n%s\nexpected\n%s", r.out, want);
+}
+END_TEST
+
+/* ---- §2.4 a daemon child dies with the main process ---- */
+
+START_TEST(lesson2_4_daemon) {
+  static struct run r;
+  run_program("lesson2_4_daemon", &r);
+  assert_exit_zero("lesson2_4_daemon", &r);
+  /* The daemon child holds the pipe too: EOF right after the program's exit
+   * means the daemon was gone by then (it would print for 2 s otherwise). */
+  ck_assert_msg(r.eof && r.eof_after < 1.5,
+                "lesson2_4_daemon: pipe reached EOF %s %.2f s after exit (daemon still alive?); output:\n%s",
+                r.eof ? "only" : "not even", r.eof_after, r.out);
+  ck_assert_msg(count_children() == 0, "lesson2_4_daemon: the daemon child was left behind");
+
+  static char copy[OUT_MAX];
+  strcpy(copy, r.out);
+  char *lines[64];
+  int n = split_lines(copy, lines, 64, "lesson2_4_daemon");
+  ck_assert_msg(n >= 1 && strcmp(lines[n - 1], "over") == 0,
+                "lesson2_4_daemon: output does not end with \"over\"; output:\n%s", r.out);
+  for (int i = 0; i < n - 1; i++)
+    ck_assert_msg(strcmp(lines[i], "任务执行中...") == 0,
+                  "lesson2_4_daemon: unexpected line \"%s\" (line %d); output:\n%s", lines[i], i + 1, r.out);
+  /* 0.5 s at one line per 0.2 s: 3 lines, give or take scheduling. */
+  ck_assert_msg(n - 1 >= 1 && n - 1 <= 4,
+                "lesson2_4_daemon: %d task lines before \"over\", expected 1 to 4; output:\n%s", n - 1,
+                r.out);
+}
+END_TEST
+
+/* ---- §4 processes do not share globals ---- */
+
+START_TEST(lesson4_isolation) {
+  static struct run r;
+  run_program("lesson4_isolation", &r);
+  assert_exit_zero("lesson4_isolation", &r);
+  ck_assert_msg(r.eof, "lesson4_isolation: pipe still open after exit; output:\n%s", r.out);
+  const char *want = "追加数据的子进程：[0, 1, 2, 3, 4]\n主进程读取的全局变量：[]\n";
+  ck_assert_msg(strcmp(r.out, want) == 0, "lesson4_isolation: output is\n%s\nexpected\n%s", r.out, want);
+}
+END_TEST
+
+/* ---- the tour runs every lesson ---- */
+
+START_TEST(tour) {
+  static struct run r;
+  run_program("tour", &r);
+  assert_exit_zero("tour", &r);
+  ck_assert_msg(r.eof, "tour: pipe still open after exit; output:\n%s", r.out);
+  static const char *const headings[] = {"==== §2.1 ", "==== §2.2 ", "==== §2.3 ", "==== §2.4 ",
+                                         "==== §4 "};
+  for (size_t i = 0; i < sizeof headings / sizeof headings[0]; i++)
+    ck_assert_msg(has_line_starting(r.out, headings[i]),
+                  "tour: no heading line starting with \"%s\"; output:\n%s", headings[i], r.out);
+  ck_assert_msg(has_line_starting(r.out, "==== tour done: 5 lessons, 0 failed\n"),
+                "tour: no \"tour done: 5 lessons, 0 failed\" line; output:\n%s", r.out);
+  ck_assert_msg(!has_line_starting(r.out, "!!!!"), "tour: a lesson failed; output:\n%s", r.out);
+  /* The lessons' own output appears under the headings. */
+  ck_assert_msg(strstr(r.out, "\nover\n") != NULL && strstr(r.out, "主进程读取的全局变量：[]\n") != NULL,
+                "tour: the lessons' output is missing; output:\n%s", r.out);
+}
+END_TEST
+
+Suite *weft_test_suite(void) {
+  Suite *s = suite_create("examples");
+  TCase *tc;
+
+  tc = weft_tcase("lesson2_1_processes", 20);
+  tcase_add_test(tc, lesson2_1_processes);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("lesson2_2_pid", 20);
+  tcase_add_test(tc, lesson2_2_pid);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("lesson2_3_args", 20);
+  tcase_add_test(tc, lesson2_3_args);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("lesson2_4_daemon", 20);
+  tcase_add_test(tc, lesson2_4_daemon);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("lesson4_isolation", 20);
+  tcase_add_test(tc, lesson4_isolation);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("tour", 20);
+  tcase_add_test(tc, tour);
+  suite_add_tcase(s, tc);
+
+  return s;
+}
