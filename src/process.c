@@ -41,6 +41,7 @@ struct proc {
   int exitcode;
   int reap_error;   /* 0, or why the status was lost (WEFT_ECHILD) */
   char identity[48]; /* Python's _identity joined by ':' ("1:2") */
+  struct proc *next_spare;
   char name[WEFT_NAME_MAX + 1];
 };
 
@@ -54,6 +55,11 @@ static pid_t self_pid;
  * is a page fault, and they are most of what a start costs beyond fork. */
 static int open_pidfds;      /* objects whose pidfd is open */
 static int running_children; /* started children not yet reaped */
+/* Closed objects kept for reuse: a start-join-close cycle then writes no
+ * allocator page, which after a fork would be one more page to copy. */
+#define MAX_SPARES 8
+static struct proc *spares;
+static int n_spares;
 static weft__handle_table table;
 static struct proc main_proc = {.kind = KIND_MAIN, .state = ST_STARTED, .pidfd = -1,
                                 .name = "MainProcess"};
@@ -86,7 +92,13 @@ static void put_locked(struct proc *p) {
       weft__os_close(p->pidfd);
       open_pidfds--;
     }
-    free(p);
+    if (n_spares < MAX_SPARES) {
+      p->next_spare = spares;
+      spares = p;
+      n_spares++;
+    } else {
+      free(p);
+    }
   }
 }
 
@@ -213,8 +225,14 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
     weft__error(WEFT_EINVAL, "weft_process_new: name is longer than %d bytes", WEFT_NAME_MAX);
     return none;
   }
-  struct proc *p = calloc(1, sizeof *p);
-  if (p == NULL) {
+  pthread_mutex_lock(&registry);
+  struct proc *p = spares;
+  if (p != NULL) {
+    spares = p->next_spare;
+    n_spares--;
+    memset(p, 0, sizeof *p);
+  } else if ((p = calloc(1, sizeof *p)) == NULL) {
+    pthread_mutex_unlock(&registry);
     weft__error(WEFT_ENOMEM, "weft_process_new: out of memory");
     return none;
   }
@@ -226,8 +244,6 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
   p->pidfd = -1;
   p->refs = 1;
   p->parent_pid = self_pid;
-
-  pthread_mutex_lock(&registry);
   unsigned n = ++child_counter;
   if (current->identity[0] == '\0')
     snprintf(p->identity, sizeof p->identity, "%u", n);
@@ -238,13 +254,13 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
   else
     snprintf(p->name, sizeof p->name, "Process-%s", p->identity);
   p->id = weft__handle_add(&table, p);
-  pthread_mutex_unlock(&registry);
-
   if (p->id == 0) {
     free(p);
+    pthread_mutex_unlock(&registry);
     weft__error(WEFT_ENOMEM, "weft_process_new: out of memory");
     return none;
   }
+  pthread_mutex_unlock(&registry);
   return (weft_process){p->id};
 }
 
