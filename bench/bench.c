@@ -95,19 +95,32 @@ void bench_report(const char *row, int n, const bench_result *results) {
   fflush(stdout);
 }
 
+bool bench_wanted(const bench_config *cfg, const char *row) {
+  if (cfg->only == NULL || cfg->only[0] == NULL) return true;
+  for (char **p = cfg->only; *p != NULL; p++)
+    if (strcmp(*p, row) == 0) return true;
+  return false;
+}
+
 int main(int argc, char **argv) {
-  bench_config cfg = {.quick = false, .reps = 7};
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--quick") == 0) {
-      cfg.quick = true;
-      cfg.reps = 3;
-    } else {
-      fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+  bench_config cfg = {.quick = false, .reps = 7, .only = NULL};
+  int first_row = 1;
+  if (argc > 1 && strcmp(argv[1], "--quick") == 0) {
+    cfg.quick = true;
+    cfg.reps = 3;
+    first_row = 2;
+  }
+  for (int i = first_row; i < argc; i++) {
+    if (argv[i][0] == '-') {
+      fprintf(stderr, "usage: %s [--quick] [ROW...]\n", argv[0]);
       return 2;
     }
   }
+  cfg.only = argv + first_row;
   setvbuf(stdout, NULL, _IOLBF, 0);
   printf("%-24s %-8s %14s\n", "row", "impl", "median");
   bench_process_rows(&cfg);
+  bench_thread_rows(&cfg);
+  bench_sync_rows(&cfg);
   return 0;
 }

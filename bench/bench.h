@@ -12,7 +12,11 @@
 typedef struct bench_config {
   bool quick; /* a short run: the smoke check of make test */
   int reps;   /* repetitions per impl; the median is reported */
+  char **only; /* row names to run (NULL-terminated), or NULL for all */
 } bench_config;
+
+/* Whether a row was asked for on the command line. */
+bool bench_wanted(const bench_config *cfg, const char *row);
 
 /* A body to time: runs the operation iters times. */
 typedef void (*bench_fn)(long iters, void *arg);
@@ -52,5 +56,7 @@ void bench_report(const char *row, int n, const bench_result *results);
 
 /* Rows, one function per concept file. */
 void bench_process_rows(const bench_config *cfg);
+void bench_thread_rows(const bench_config *cfg);
+void bench_sync_rows(const bench_config *cfg);
 
 #endif

@@ -32,6 +32,7 @@ static double c_sample(long iters, void *arg) {
 }
 
 void bench_process_rows(const bench_config *cfg) {
+  if (!bench_wanted(cfg, "process_start_join")) return;
   long iters = cfg->quick ? 20 : 1000;
   bench_result r[3] = {{.impl = "weft"}, {.impl = "c"}, {.impl = "python"}};
   bench_sample samples[2] = {weft_sample, c_sample};

@@ -20,6 +20,11 @@ static const struct {
     {"lesson2_2_pid", "§2.2 获取进程编号和杀死子进程 — pids, current_process(), a child kills itself"},
     {"lesson2_3_args", "§2.3 子进程传参 — passing arguments to a child process"},
     {"lesson2_4_daemon", "§2.4 主进程退出子进程直接销毁 — a daemon child dies with the main process"},
+    {"lesson3_1_threads", "§3.1 创建子线程 — two threads sing and dance, each printing current_thread()"},
+    {"lesson3_3_daemon_thread", "§3.3 关闭主线程销毁子线程 — a daemon thread dies with the main thread"},
+    {"lesson3_4_shared_globals", "§3.4 线程之间共享全局变量 — threads share globals"},
+    {"lesson3_5_lost_updates", "§3.5 多线程同时对全局变量操作数据发生错误 — lost updates without a lock"},
+    {"lesson3_6_mutex", "§3.6 互斥锁 — a mutex makes the two sums right"},
     {"lesson4_isolation", "§4 进程之间不共享全局变量 — processes do not share globals"},
 };
 

@@ -6,5 +6,7 @@
 #include "weft/common.h"
 #include "weft/error.h"
 #include "weft/process.h"
+#include "weft/sync.h"
+#include "weft/thread.h"
 
 #endif

@@ -3,6 +3,7 @@
 #define WEFT_INTERNAL_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "weft/common.h"
 #include "weft/error.h"
@@ -18,6 +19,39 @@ typedef int64_t weft__deadline;
 /* Converts a timeout in seconds (negative: forever) into a deadline.
  * Returns WEFT_EINVAL for NaN. */
 int weft__deadline_from(double timeout, weft__deadline *out);
+
+/* The calling process's pid, kept by the fork handler (getpid() is a
+ * system call in current glibc). */
+extern pid_t weft__pid;
+
+/* The calling thread's kernel thread id, once asked; 0 before. The fork
+ * handler resets the forking thread's copy in the child. */
+extern _Thread_local pid_t weft__tls_tid __attribute__((tls_model("initial-exec")));
+
+/* For a thread that forked (and so lives on in the child): the pids and
+ * thread ids it had in its ancestors, newest first, so that locks it took
+ * there are still its own. Empty in every other thread. */
+#define WEFT__LINEAGE_MAX 8
+struct weft__lineage {
+  int n;
+  pid_t pid[WEFT__LINEAGE_MAX];
+  pid_t tid[WEFT__LINEAGE_MAX];
+};
+extern _Thread_local struct weft__lineage weft__tls_lineage
+    __attribute__((tls_model("initial-exec")));
+
+/* The calling thread's kernel thread id. */
+pid_t weft__tid_slow(void);
+static inline pid_t weft__tid(void) {
+  pid_t tid = weft__tls_tid;
+  return tid != 0 ? tid : weft__tid_slow();
+}
+
+/* Turn thread cancellation off around calls that block in cancellation
+ * points (waitid, ppoll, pthread_cond_wait, write) while weft's state is
+ * half-changed: cancelled there, a thread would leave it broken for good. */
+int weft__nocancel_begin(void);
+void weft__nocancel_end(int old_state);
 
 /* Marks code a forked child runs before and after its target. The compiler
  * places such functions together (.text.hot), so a child faults in as few

@@ -48,8 +48,6 @@ struct proc {
 static pthread_mutex_t registry = PTHREAD_MUTEX_INITIALIZER;
 /* Broadcast whenever a blocked reaper has recorded a child's exit. */
 static pthread_cond_t reaped = PTHREAD_COND_INITIALIZER;
-/* getpid() is a system call in current glibc; the fork handler keeps this. */
-static pid_t self_pid;
 /* Counts that let the fork child handler and the exit rules skip walking the
  * table in the common case: in a child, every page of code or data touched
  * is a page fault, and they are most of what a start costs beyond fork. */
@@ -67,9 +65,13 @@ static struct proc *current = &main_proc; /* this process's own object */
 static struct proc *parent;               /* its parent's object; NULL in the main process */
 static unsigned child_counter;            /* numbers the default names of children */
 static double daemon_grace = 1.0;
+/* The main thread's name, which a child forked by the forker thread would
+ * otherwise inherit as "weft-forker". */
+static char main_comm[16];
 
 void weft__process_init(void) {
-  self_pid = main_proc.pid = getpid();
+  main_proc.pid = weft__pid;
+  weft__os_get_thread_name(main_comm, sizeof main_comm);
   main_proc.refs = 1;
   main_proc.id = weft__handle_add(&table, &main_proc);
 }
@@ -103,16 +105,16 @@ static void put_locked(struct proc *p) {
 }
 
 static bool is_child(const struct proc *p) {
-  return p->kind == KIND_CHILD && p->parent_pid == self_pid && p != current;
+  return p->kind == KIND_CHILD && p->parent_pid == weft__pid && p != current;
 }
 
 /* The common refusals of calls that act on a child: own handle, not started,
  * not ours. Returns 0 if p is a started child of the caller. */
 static int check_child(const struct proc *p, const char *fn) {
   if (p == current) return weft__error(WEFT_EDEADLK, "%s: %s is the calling process", fn, p->name);
-  if (p->kind != KIND_CHILD || p->parent_pid != self_pid)
+  if (p->kind != KIND_CHILD || p->parent_pid != weft__pid)
     return weft__error(WEFT_EPERM, "%s: %s is not a child of this process (pid %d)", fn, p->name,
-                       (int)self_pid);
+                       (int)weft__pid);
   if (p->state == ST_INITIAL || p->state == ST_STARTING)
     return weft__error(WEFT_ENOTSTARTED, "%s: %s has not been started", fn, p->name);
   return 0;
@@ -203,6 +205,7 @@ static bool parent_alive(const struct proc *p) { return weft__os_getppid() == p-
  * mistaken for it. */
 static int wait_parent(pid_t pid, weft__deadline deadline) {
   int fd = weft__os_pidfd_open(pid);
+  if (fd < 0 && fd != WEFT_ESRCH) return fd; /* EMFILE, ENOMEM: we cannot tell */
   if (fd < 0 || weft__os_getppid() != pid) {
     if (fd >= 0) weft__os_close(fd);
     return 0;
@@ -240,10 +243,10 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
   p->state = ST_INITIAL;
   p->target = target;
   p->arg = o->arg;
-  p->daemon = o->daemon;
+  p->daemon = o->daemon || current->daemon; /* Python copies the creator's config */
   p->pidfd = -1;
   p->refs = 1;
-  p->parent_pid = self_pid;
+  p->parent_pid = weft__pid;
   unsigned n = ++child_counter;
   if (current->identity[0] == '\0')
     snprintf(p->identity, sizeof p->identity, "%u", n);
@@ -273,12 +276,23 @@ WEFT__HOT static void child_on_exit(int status, void *unused) {
   _exit(status);
 }
 
+/* What the child needs from the start that made it. */
+struct start_req {
+  struct proc *p;
+  pid_t parent_pid;
+  int spare_fd;      /* reserved by the parent so pidfd_open cannot hit EMFILE */
+  bool via_forker;   /* forked by the forker thread: restore mask and name */
+  sigset_t mask;     /* the starting thread's signal mask */
+};
+
 /* Runs in the new child and never returns. The fork handler has already
  * released the registry and dropped the parent's pidfds. */
-WEFT__HOT static _Noreturn void child_main(struct proc *p, pid_t parent_pid, const sigset_t *mask) {
+WEFT__HOT static _Noreturn void child_main(const struct start_req *req) {
+  struct proc *p = req->p;
+  weft__os_close(req->spare_fd);
   if (p->daemon) {
     /* A parent that died before prctl took effect would never signal us. */
-    if (weft__os_set_parent_death_signal(SIGKILL) < 0 || weft__os_getppid() != parent_pid)
+    if (weft__os_set_parent_death_signal(SIGKILL) < 0 || weft__os_getppid() != req->parent_pid)
       raise(SIGKILL);
   }
   /* Every page written here is copied (copy-on-write), which is most of
@@ -286,10 +300,13 @@ WEFT__HOT static _Noreturn void child_main(struct proc *p, pid_t parent_pid, con
    * The child's own object keeps the parent's view (state ST_STARTING, no
    * pid); every call treats `current` specially. */
   parent = current;
-  if (parent->pid != parent_pid) parent->pid = parent_pid; /* stale after a raw fork */
+  if (parent->pid != req->parent_pid) parent->pid = req->parent_pid; /* stale after a raw fork */
   current = p;
   child_counter = 0;
-  if (mask != NULL) pthread_sigmask(SIG_SETMASK, mask, NULL);
+  if (req->via_forker) {
+    pthread_sigmask(SIG_SETMASK, &req->mask, NULL);
+    weft__os_set_thread_name(main_comm);
+  }
   /* on_exit handlers run newest first: this one runs after any the target
    * registers, and before every handler inherited from the parent, which it
    * skips by calling _exit. */
@@ -297,10 +314,9 @@ WEFT__HOT static _Noreturn void child_main(struct proc *p, pid_t parent_pid, con
   exit(p->target(p->arg));
 }
 
-WEFT__HOT static pid_t fork_child(struct proc *p, const sigset_t *mask) {
-  pid_t parent_pid = self_pid;
+WEFT__HOT static pid_t fork_child(const struct start_req *req) {
   pid_t pid = weft__os_fork();
-  if (pid == 0) child_main(p, parent_pid, mask);
+  if (pid == 0) child_main(req);
   return pid;
 }
 
@@ -315,10 +331,8 @@ static struct {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   pthread_mutex_t serial; /* one request at a time */
-  bool used; /* set once a thread has asked for it: its locks may be held */
   bool running, pending, done;
-  struct proc *req;
-  sigset_t mask;
+  struct start_req *req;
   pid_t result;
 } forker = {.mu = PTHREAD_MUTEX_INITIALIZER,
             .cv = PTHREAD_COND_INITIALIZER,
@@ -331,10 +345,9 @@ static void *forker_main(void *unused) {
   for (;;) {
     while (!forker.pending) pthread_cond_wait(&forker.cv, &forker.mu);
     forker.pending = false;
-    struct proc *p = forker.req;
-    sigset_t mask = forker.mask;
+    struct start_req *req = forker.req;
     pthread_mutex_unlock(&forker.mu);
-    pid_t pid = fork_child(p, &mask);
+    pid_t pid = fork_child(req);
     pthread_mutex_lock(&forker.mu);
     forker.result = pid;
     forker.done = true;
@@ -359,14 +372,14 @@ static int forker_start_locked(void) {
   return 0;
 }
 
-static pid_t fork_via_forker(struct proc *p) {
-  __atomic_store_n(&forker.used, true, __ATOMIC_RELAXED);
+static pid_t fork_via_forker(struct start_req *req) {
   pthread_mutex_lock(&forker.serial);
   pthread_mutex_lock(&forker.mu);
   pid_t result = forker.running ? 0 : forker_start_locked();
   if (result == 0) {
-    forker.req = p;
-    pthread_sigmask(SIG_SETMASK, NULL, &forker.mask);
+    req->via_forker = true;
+    pthread_sigmask(SIG_SETMASK, NULL, &req->mask);
+    forker.req = req;
     forker.pending = true;
     forker.done = false;
     pthread_cond_broadcast(&forker.cv);
@@ -390,7 +403,7 @@ int weft_process_start(weft_process h) {
   int err = 0;
   if (p->kind != KIND_CHILD || p->state != ST_INITIAL)
     err = weft__error(WEFT_EALREADY, "%s was already started", p->name);
-  else if (p->parent_pid != self_pid)
+  else if (p->parent_pid != weft__pid)
     err = weft__error(WEFT_EPERM, "%s was created by another process (pid %d)", p->name,
                       (int)p->parent_pid);
   else if (current->daemon && !p->daemon)
@@ -406,14 +419,28 @@ int weft_process_start(weft_process h) {
   p->state = ST_STARTING;
   pthread_mutex_unlock(&registry);
 
-  fflush(NULL); /* or the child would write the parent's buffered output again */
-  bool from_main_thread = weft__os_gettid() == self_pid;
-  pid_t pid = p->daemon && !from_main_thread ? fork_via_forker(p) : fork_child(p, NULL);
-  int pidfd = pid > 0 ? weft__os_pidfd_open(pid) : (int)pid;
-  if (pid > 0 && pidfd < 0) weft__os_kill_and_reap(pid); /* no child we cannot track */
+  int cancel_state = weft__nocancel_begin();
+  struct start_req req = {.p = p, .parent_pid = weft__pid, .spare_fd = weft__os_reserve_fd()};
+  pid_t pid = req.spare_fd; /* a failure to reserve is reported before any fork */
+  int pidfd = -1;
+  if (req.spare_fd >= 0) {
+    fflush(NULL); /* or the child would write the parent's buffered output again */
+    bool from_main_thread = weft__os_gettid() == weft__pid;
+    pid = p->daemon && !from_main_thread ? fork_via_forker(&req) : fork_child(&req);
+    weft__os_close(req.spare_fd); /* pidfd_open gets its slot */
+    pidfd = pid > 0 ? weft__os_pidfd_open(pid) : (int)pid;
+    /* ESRCH: the child already ended and someone else reaped it (SIGCHLD
+     * ignored, waitpid(-1)); it did run. Any other failure leaves a child
+     * weft cannot track: kill it while it is still ours to kill. */
+    if (pid > 0 && pidfd < 0 && pidfd != WEFT_ESRCH) weft__os_kill_and_reap(pid);
+  }
 
   pthread_mutex_lock(&registry);
-  if (pidfd < 0) {
+  if (pid > 0 && pidfd == WEFT_ESRCH) {
+    p->pid = pid;
+    p->state = ST_STOPPED;
+    p->reap_error = WEFT_ECHILD;
+  } else if (pidfd < 0) {
     p->state = ST_INITIAL;
     err = weft__error(pidfd, "could not start %s: %s", p->name, weft_strerror(pidfd));
   } else {
@@ -425,15 +452,14 @@ int weft_process_start(weft_process h) {
   }
   put_locked(p);
   pthread_mutex_unlock(&registry);
+  weft__nocancel_end(cancel_state);
   return err;
 }
 
 /* ---- join, poll, signals ---- */
 
-int weft_process_join(weft_process h, double timeout) {
-  weft__deadline deadline;
-  int err = weft__deadline_from(timeout, &deadline);
-  if (err != 0) return err;
+static int join(weft_process h, double timeout, weft__deadline deadline) {
+  int err;
   pthread_mutex_lock(&registry);
   struct proc *p = get_locked(h, __func__);
   if (p == NULL) {
@@ -459,6 +485,16 @@ int weft_process_join(weft_process h, double timeout) {
   }
   put_locked(p);
   pthread_mutex_unlock(&registry);
+  return err;
+}
+
+int weft_process_join(weft_process h, double timeout) {
+  weft__deadline deadline;
+  int err = weft__deadline_from(timeout, &deadline);
+  if (err != 0) return err;
+  int cancel_state = weft__nocancel_begin();
+  err = join(h, timeout, deadline);
+  weft__nocancel_end(cancel_state);
   return err;
 }
 
@@ -488,7 +524,7 @@ pid_t weft_process_pid(weft_process h) {
   pid_t pid = WEFT_ECLOSED;
   if (p != NULL) {
     if (p == current)
-      pid = self_pid;
+      pid = weft__pid;
     else if (p == parent)
       pid = p->pid; /* set by child_main: this object's state is its creator's view */
     else if (p->state == ST_INITIAL || p->state == ST_STARTING)
@@ -662,7 +698,7 @@ char *weft_process_repr(weft_process h, char *buf, size_t size) {
   if (p->kind == KIND_CHILD && p != parent)
     snprintf(parent_pid, sizeof parent_pid, "%d", (int)p->parent_pid);
   snprintf(buf, size, "<%s name='%s'%s parent=%s %s%s%s>", type, p->name, pid, parent_pid, status,
-           code, p->daemon ? " daemon" : "");
+           code, p->daemon && p != parent ? " daemon" : "");
   pthread_mutex_unlock(&registry);
   return buf;
 }
@@ -761,8 +797,8 @@ WEFT__HOT void weft__process_exit_rules(void) {
     return;
   }
   weft__handle_each(&table, terminate_daemon, NULL);
-  weft__deadline deadline = WEFT__NEVER;
-  if (daemon_grace >= 0) deadline = weft__os_now_ns() + (int64_t)(daemon_grace * 1e9);
+  weft__deadline deadline;
+  weft__deadline_from(daemon_grace, &deadline); /* negative or huge: never escalate */
   wait_children_locked(true, deadline);
   wait_children_locked(false, WEFT__NEVER);
   pthread_mutex_unlock(&registry);
@@ -790,22 +826,20 @@ static void forget_inherited(void *obj, void *unused) {
 }
 
 WEFT__HOT void weft__process_after_fork_child(void) {
-  self_pid = getpid();
   running_children = 0;
   /* With no pidfd open no wait was in flight, so every object and the
    * condition variable are as they were. */
+  /* Threads of the parent may have been inside these; none exist here. */
+  pthread_cond_init(&reaped, NULL);
   if (open_pidfds != 0) {
-    pthread_cond_init(&reaped, NULL); /* its waiters were threads of the parent */
     weft__handle_each(&table, forget_inherited, NULL);
     open_pidfds = 0;
   }
   /* The forker thread does not exist in the child; its locks may have been
    * held by threads that do not exist either. */
-  if (__atomic_load_n(&forker.used, __ATOMIC_RELAXED)) {
-    pthread_mutex_init(&forker.mu, NULL);
-    pthread_mutex_init(&forker.serial, NULL);
-    pthread_cond_init(&forker.cv, NULL);
-    forker.running = forker.pending = forker.done = false;
-  }
+  pthread_mutex_init(&forker.mu, NULL);
+  pthread_mutex_init(&forker.serial, NULL);
+  pthread_cond_init(&forker.cv, NULL);
+  forker.running = forker.pending = forker.done = false;
   pthread_mutex_unlock(&registry);
 }

@@ -7,17 +7,71 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 
-WEFT__HOT void weft__runtime_exit_rules(void) { weft__process_exit_rules(); }
+#include "os/os.h"
 
-static void at_exit(void) { weft__runtime_exit_rules(); }
+pid_t weft__pid;
+_Thread_local pid_t weft__tls_tid __attribute__((tls_model("initial-exec")));
+_Thread_local struct weft__lineage weft__tls_lineage __attribute__((tls_model("initial-exec")));
+
+pid_t weft__tid_slow(void) { return weft__tls_tid = weft__os_gettid(); }
+
+int weft__nocancel_begin(void) {
+  int old = PTHREAD_CANCEL_ENABLE;
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+  return old;
+}
+
+void weft__nocancel_end(int old_state) { pthread_setcancelstate(old_state, NULL); }
+
+/* Runs in the child after every fork (weft's or the program's own), in the
+ * thread that forked -- now the child's only thread. */
+WEFT__HOT static void after_fork_child(void) {
+  struct weft__lineage *l = &weft__tls_lineage;
+  int keep = l->n < WEFT__LINEAGE_MAX ? l->n : WEFT__LINEAGE_MAX - 1;
+  for (int i = keep; i > 0; i--) {
+    l->pid[i] = l->pid[i - 1];
+    l->tid[i] = l->tid[i - 1];
+  }
+  l->pid[0] = weft__pid;
+  l->tid[0] = weft__tls_tid; /* cached by before_fork */
+  l->n = keep + 1;
+  weft__pid = getpid();
+  weft__tls_tid = 0;
+  weft__process_after_fork_child();
+  weft__thread_after_fork_child();
+}
+
+/* Python's order: join the non-daemon threads, then end the children. */
+WEFT__HOT void weft__runtime_exit_rules(void) {
+  weft__thread_exit_rules();
+  weft__process_exit_rules();
+}
+
+static void before_fork(void) {
+  weft__tid(); /* the child learns which thread it was */
+  weft__thread_before_fork();
+  weft__process_before_fork();
+}
+
+static void after_fork_parent(void) {
+  weft__process_after_fork_parent();
+  weft__thread_after_fork_parent();
+}
+
+static void at_exit(void) {
+  weft__nocancel_begin(); /* the process is ending: nothing to restore */
+  weft__runtime_exit_rules();
+}
 
 /* A constructor, so the rules hold even for a program whose first weft call
  * comes from a thread; user handlers registered later run before ours, as
  * they run before multiprocessing's in Python. */
 __attribute__((constructor)) static void weft__init(void) {
+  weft__pid = getpid();
   weft__process_init();
-  pthread_atfork(weft__process_before_fork, weft__process_after_fork_parent,
-                 weft__process_after_fork_child);
+  weft__thread_init();
+  pthread_atfork(before_fork, after_fork_parent, after_fork_child);
   atexit(at_exit);
 }

@@ -13,4 +13,11 @@ void weft__process_before_fork(void);
 void weft__process_after_fork_parent(void);
 void weft__process_after_fork_child(void);
 
+/* Thread subsystem hooks (thread.c). */
+void weft__thread_init(void);
+void weft__thread_exit_rules(void);
+void weft__thread_before_fork(void);
+void weft__thread_after_fork_parent(void);
+void weft__thread_after_fork_child(void);
+
 #endif

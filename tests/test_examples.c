@@ -1,6 +1,6 @@
 /* Tests of the lesson programs in examples/: each one is run as its own
  * program, with stdout and stderr captured through a pipe, and its output is
- * compared with what the seed (§2.1-§2.4, §4) prints. */
+ * compared with what the seed (§2.1-§2.4, §3.1-§3.6, §4) prints. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
@@ -58,13 +58,13 @@ static void run_program(const char *program, struct run *r) {
 
   /* The lessons print little (far below a pipe's capacity), so they never
    * block on the pipe while the test waits for them to exit. */
-  if (!wait_pid_gone(pid, 12.0)) {
+  if (!wait_pid_gone(pid, 30.0)) {
     kill(pid, SIGKILL);
     wait_status(pid);
     size_t n = read_now(fds[0], r->out, sizeof r->out);
     (void)n;
     close(fds[0]);
-    ck_abort_msg("%s did not exit within 12 s; output so far:\n%s", program, r->out);
+    ck_abort_msg("%s did not exit within 30 s; output so far:\n%s", program, r->out);
   }
   r->status = wait_status(pid);
 
@@ -227,6 +227,110 @@ START_TEST(lesson2_4_daemon) {
 }
 END_TEST
 
+
+/* ---- §3 threads ---- */
+
+/* Whether line is prefix followed by a thread repr "<Thread(NAME, started N)>". */
+static bool is_thread_line(const char *line, const char *prefix, const char *type,
+                           const char *name) {
+  char want[256];
+  snprintf(want, sizeof want, "%s<%s(%s, started ", prefix, type, name);
+  size_t n = strlen(want);
+  if (strncmp(line, want, n) != 0) return false;
+  const char *p = line + n;
+  if (*p < '1' || *p > '9') return false;
+  while (*p >= '0' && *p <= '9') p++;
+  return strcmp(p, ")>") == 0;
+}
+
+START_TEST(lesson3_1_threads) {
+  static struct run r;
+  run_program("lesson3_1_threads", &r);
+  assert_exit_zero("lesson3_1_threads", &r);
+  static char copy[OUT_MAX];
+  strcpy(copy, r.out);
+  char *lines[32];
+  int n = split_lines(copy, lines, 32, "lesson3_1_threads");
+  ck_assert_msg(n == 9, "lesson3_1_threads: %d lines, expected 9; output:\n%s", n, r.out);
+  ck_assert_msg(is_thread_line(lines[0], "当前执行的线程为： ", "_MainThread", "MainThread"),
+                "lesson3_1_threads: first line is \"%s\"", lines[0]);
+  int sing = 0, dance = 0, sing_intro = 0, dance_intro = 0;
+  for (int i = 1; i < n; i++) {
+    char want[64];
+    snprintf(want, sizeof want, "正在唱歌...%d", sing);
+    if (strcmp(lines[i], want) == 0) {
+      ck_assert_msg(sing_intro, "lesson3_1_threads: sing line before its intro:\n%s", r.out);
+      sing++;
+      continue;
+    }
+    snprintf(want, sizeof want, "正在跳舞...%d", dance);
+    if (strcmp(lines[i], want) == 0) {
+      ck_assert_msg(dance_intro, "lesson3_1_threads: dance line before its intro:\n%s", r.out);
+      dance++;
+      continue;
+    }
+    if (is_thread_line(lines[i], "sing当前执行的线程为： ", "Thread", "Thread-1 (sing)"))
+      sing_intro++;
+    else if (is_thread_line(lines[i], "dance当前执行的线程为： ", "Thread", "Thread-2 (dance)"))
+      dance_intro++;
+    else
+      ck_abort_msg("lesson3_1_threads: unexpected line \"%s\"; output:\n%s", lines[i], r.out);
+  }
+  ck_assert_msg(sing == 3 && dance == 3 && sing_intro == 1 && dance_intro == 1,
+                "lesson3_1_threads: output:\n%s", r.out);
+}
+END_TEST
+
+START_TEST(lesson3_3_daemon_thread) {
+  static struct run r;
+  run_program("lesson3_3_daemon_thread", &r);
+  assert_exit_zero("lesson3_3_daemon_thread", &r);
+  ck_assert_msg(strcmp(r.out, "test: 0\ntest: 1\nover\n") == 0,
+                "lesson3_3_daemon_thread: output is\n%s", r.out);
+}
+END_TEST
+
+START_TEST(lesson3_4_shared_globals) {
+  static struct run r;
+  run_program("lesson3_4_shared_globals", &r);
+  assert_exit_zero("lesson3_4_shared_globals", &r);
+  static char copy[OUT_MAX];
+  strcpy(copy, r.out);
+  char *lines[16];
+  int n = split_lines(copy, lines, 16, "lesson3_4_shared_globals");
+  ck_assert_msg(n == 4, "lesson3_4_shared_globals: output:\n%s", r.out);
+  ck_assert(is_thread_line(lines[0], "追加的线程： ", "Thread", "Thread-1 (add_data)"));
+  ck_assert_str_eq(lines[1], "追加的线程： [0, 1, 2, 3, 4]");
+  ck_assert(is_thread_line(lines[2], "读取的线程： ", "Thread", "Thread-2 (read_data)"));
+  ck_assert_str_eq(lines[3], "读取的线程： [0, 1, 2, 3, 4]");
+}
+END_TEST
+
+START_TEST(lesson3_5_lost_updates) {
+  static struct run r;
+  run_program("lesson3_5_lost_updates", &r);
+  assert_exit_zero("lesson3_5_lost_updates", &r);
+  int total = -1, lost = -1;
+  ck_assert_msg(sscanf(r.out, "g_num: %d (2000000 expected, %d updates lost)\n", &total, &lost) == 2,
+                "lesson3_5_lost_updates: output is\n%s", r.out);
+  /* Each thread's own million always lands; what is lost is the overlap. */
+  ck_assert_int_ge(total, 1000000);
+  ck_assert_int_le(total, 2000000);
+  ck_assert_int_eq(total + lost, 2000000);
+}
+END_TEST
+
+START_TEST(lesson3_6_mutex) {
+  static struct run r;
+  run_program("lesson3_6_mutex", &r);
+  assert_exit_zero("lesson3_6_mutex", &r);
+  /* The first thread to get the lock prints 1000000, the other 2000000. */
+  ck_assert_msg(strcmp(r.out, "sum1: 1000000\nsum2: 2000000\n") == 0 ||
+                    strcmp(r.out, "sum2: 1000000\nsum1: 2000000\n") == 0,
+                "lesson3_6_mutex: output is\n%s", r.out);
+}
+END_TEST
+
 /* ---- §4 processes do not share globals ---- */
 
 START_TEST(lesson4_isolation) {
@@ -247,12 +351,13 @@ START_TEST(tour) {
   assert_exit_zero("tour", &r);
   ck_assert_msg(r.eof, "tour: pipe still open after exit; output:\n%s", r.out);
   static const char *const headings[] = {"==== §2.1 ", "==== §2.2 ", "==== §2.3 ", "==== §2.4 ",
-                                         "==== §4 "};
+                                         "==== §3.1 ", "==== §3.3 ", "==== §3.4 ", "==== §3.5 ",
+                                         "==== §3.6 ", "==== §4 "};
   for (size_t i = 0; i < sizeof headings / sizeof headings[0]; i++)
     ck_assert_msg(has_line_starting(r.out, headings[i]),
                   "tour: no heading line starting with \"%s\"; output:\n%s", headings[i], r.out);
-  ck_assert_msg(has_line_starting(r.out, "==== tour done: 5 lessons, 0 failed\n"),
-                "tour: no \"tour done: 5 lessons, 0 failed\" line; output:\n%s", r.out);
+  ck_assert_msg(has_line_starting(r.out, "==== tour done: 10 lessons, 0 failed\n"),
+                "tour: no \"tour done: 10 lessons, 0 failed\" line; output:\n%s", r.out);
   ck_assert_msg(!has_line_starting(r.out, "!!!!"), "tour: a lesson failed; output:\n%s", r.out);
   /* The lessons' own output appears under the headings. */
   ck_assert_msg(strstr(r.out, "\nover\n") != NULL && strstr(r.out, "主进程读取的全局变量：[]\n") != NULL,
@@ -280,11 +385,31 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, lesson2_4_daemon);
   suite_add_tcase(s, tc);
 
+  tc = weft_tcase("lesson3_1_threads", 30);
+  tcase_add_test(tc, lesson3_1_threads);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("lesson3_3_daemon_thread", 20);
+  tcase_add_test(tc, lesson3_3_daemon_thread);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("lesson3_4_shared_globals", 20);
+  tcase_add_test(tc, lesson3_4_shared_globals);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("lesson3_5_lost_updates", 30);
+  tcase_add_test(tc, lesson3_5_lost_updates);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("lesson3_6_mutex", 30);
+  tcase_add_test(tc, lesson3_6_mutex);
+  suite_add_tcase(s, tc);
+
   tc = weft_tcase("lesson4_isolation", 20);
   tcase_add_test(tc, lesson4_isolation);
   suite_add_tcase(s, tc);
 
-  tc = weft_tcase("tour", 20);
+  tc = weft_tcase("tour", 60);
   tcase_add_test(tc, tour);
   suite_add_tcase(s, tc);
 

@@ -2,9 +2,12 @@
  * load weft: `weft_bench_c ROW ITERS` warms up, runs the row ITERS times
  * and prints nanoseconds per op. */
 #define _GNU_SOURCE
+#include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,11 +30,213 @@ static void fork_waitpid(long iters) {
   }
 }
 
+static void die(const char *what) {
+  perror(what);
+  exit(1);
+}
+
+/* thread_start_join: pthread_create + pthread_join. */
+static void *return_arg(void *arg) { return arg; }
+
+static void create_join(long iters) {
+  for (long i = 0; i < iters; i++) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, return_arg, NULL) != 0) die("pthread_create");
+    pthread_join(t, NULL);
+  }
+}
+
+/* lock_uncontended: lock/unlock pairs while a second thread is alive, or
+ * glibc would skip the atomic instructions (DESIGN.md's traps). */
+static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
+static sem_t idle_stop;
+
+static void *idle(void *arg) {
+  (void)arg;
+  sem_wait(&idle_stop);
+  return NULL;
+}
+
+static void lock_pairs(long iters) {
+  sem_init(&idle_stop, 0, 0);
+  pthread_t t;
+  pthread_create(&t, NULL, idle, NULL);
+  for (long i = 0; i < iters; i++) {
+    pthread_mutex_lock(&mutex);
+    pthread_mutex_unlock(&mutex);
+  }
+  sem_post(&idle_stop);
+  pthread_join(t, NULL);
+}
+
+/* lock_contended_2t: two threads, each lock/increment/unlock iters/2 times. */
+struct counted {
+  long iters, value;
+};
+
+static void *add_locked(void *arg) {
+  struct counted *c = arg;
+  for (long i = 0; i < c->iters; i++) {
+    pthread_mutex_lock(&mutex);
+    c->value++;
+    pthread_mutex_unlock(&mutex);
+  }
+  return NULL;
+}
+
+static void contended(long iters) {
+  struct counted c = {iters / 2, 0};
+  pthread_t a, b;
+  pthread_create(&a, NULL, add_locked, &c);
+  pthread_create(&b, NULL, add_locked, &c);
+  pthread_join(a, NULL);
+  pthread_join(b, NULL);
+  if (c.value != 2 * (iters / 2)) die("lost updates");
+}
+
+/* cond_pingpong: a turn variable under a mutex and one condition variable. */
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static int turn;
+static long rounds;
+
+static void *cond_partner(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&mutex);
+  for (long i = 0; i < rounds; i++) {
+    while (turn != 1) pthread_cond_wait(&cond, &mutex);
+    turn = 0;
+    pthread_cond_signal(&cond);
+  }
+  pthread_mutex_unlock(&mutex);
+  return NULL;
+}
+
+static void cond_rounds(long iters) {
+  rounds = iters;
+  turn = 0;
+  pthread_t t;
+  pthread_create(&t, NULL, cond_partner, NULL);
+  pthread_mutex_lock(&mutex);
+  for (long i = 0; i < iters; i++) {
+    turn = 1;
+    pthread_cond_signal(&cond);
+    while (turn != 0) pthread_cond_wait(&cond, &mutex);
+  }
+  pthread_mutex_unlock(&mutex);
+  pthread_join(t, NULL);
+}
+
+/* sem_pingpong: two POSIX semaphores. */
+static sem_t ping, pong;
+
+static void *sem_partner(void *arg) {
+  (void)arg;
+  for (long i = 0; i < rounds; i++) {
+    sem_wait(&ping);
+    sem_post(&pong);
+  }
+  return NULL;
+}
+
+static void sem_rounds(long iters) {
+  rounds = iters;
+  sem_init(&ping, 0, 0);
+  sem_init(&pong, 0, 0);
+  pthread_t t;
+  pthread_create(&t, NULL, sem_partner, NULL);
+  for (long i = 0; i < iters; i++) {
+    sem_post(&ping);
+    sem_wait(&pong);
+  }
+  pthread_join(t, NULL);
+}
+
+/* event_pingpong: an event is a flag under a mutex with a condition
+ * variable (what Python's threading.Event is built from). */
+struct event {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int flag;
+};
+static struct event e_ping = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0},
+                    e_pong = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+
+static void event_set(struct event *e) {
+  pthread_mutex_lock(&e->mu);
+  e->flag = 1;
+  pthread_cond_broadcast(&e->cv);
+  pthread_mutex_unlock(&e->mu);
+}
+
+static void event_wait_clear(struct event *e) {
+  pthread_mutex_lock(&e->mu);
+  while (!e->flag) pthread_cond_wait(&e->cv, &e->mu);
+  e->flag = 0;
+  pthread_mutex_unlock(&e->mu);
+}
+
+static void *event_partner(void *arg) {
+  (void)arg;
+  for (long i = 0; i < rounds; i++) {
+    event_wait_clear(&e_ping);
+    event_set(&e_pong);
+  }
+  return NULL;
+}
+
+static void event_rounds(long iters) {
+  rounds = iters;
+  pthread_t t;
+  pthread_create(&t, NULL, event_partner, NULL);
+  for (long i = 0; i < iters; i++) {
+    event_set(&e_ping);
+    event_wait_clear(&e_pong);
+  }
+  pthread_join(t, NULL);
+}
+
+/* lock_pingpong_processes: two process-shared mutexes handed back and forth
+ * as weft's row does; glibc's default mutex type lets another process
+ * unlock it. */
+static void lock_process_rounds(long iters) {
+  pthread_mutex_t *m = mmap(NULL, 2 * sizeof *m, PROT_READ | PROT_WRITE,
+                            MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) die("mmap");
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutex_init(&m[0], &attr);
+  pthread_mutex_init(&m[1], &attr);
+  pthread_mutex_lock(&m[0]);
+  pthread_mutex_lock(&m[1]);
+  pid_t pid = fork();
+  if (pid == 0) {
+    for (long i = 0; i < iters; i++) {
+      pthread_mutex_lock(&m[0]);
+      pthread_mutex_unlock(&m[1]);
+    }
+    _exit(0);
+  }
+  for (long i = 0; i < iters; i++) {
+    pthread_mutex_unlock(&m[0]);
+    pthread_mutex_lock(&m[1]);
+  }
+  waitpid(pid, NULL, 0);
+  munmap(m, 2 * sizeof *m);
+}
+
 static const struct {
   const char *row;
   void (*run)(long iters);
 } rows[] = {
     {"process_start_join", fork_waitpid},
+    {"thread_start_join", create_join},
+    {"lock_uncontended", lock_pairs},
+    {"lock_contended_2t", contended},
+    {"cond_pingpong", cond_rounds},
+    {"sem_pingpong", sem_rounds},
+    {"event_pingpong", event_rounds},
+    {"lock_pingpong_processes", lock_process_rounds},
 };
 
 int main(int argc, char **argv) {

@@ -18,6 +18,7 @@
   XX(ENOMEM, -ENOMEM, "not enough memory")                                         \
   XX(EAGAIN, -EAGAIN, "resource temporarily unavailable")                          \
   XX(EPERM, -EPERM, "operation not permitted")                                     \
+  XX(EBUSY, -EBUSY, "resource busy")                                               \
   XX(ETIMEDOUT, -ETIMEDOUT, "timed out")                                           \
   XX(EDEADLK, -EDEADLK, "the call would deadlock")                                 \
   XX(ESRCH, -ESRCH, "no such process")                                             \
@@ -25,9 +26,12 @@
   XX(EMFILE, -EMFILE, "too many open files")                                       \
   XX(ENOSYS, -ENOSYS, "not supported by this kernel")                              \
   XX(EALREADY, -EALREADY, "already started")                                       \
+  XX(EOWNERDEAD, -EOWNERDEAD, "acquired, but the previous owner died holding it")   \
+  XX(EOVERFLOW, -EOVERFLOW, "value too large")                                      \
   XX(ENOTSTARTED, -4001, "not started")                                            \
   XX(ERUNNING, -4002, "still running")                                             \
-  XX(ECLOSED, -4003, "handle is closed or invalid")
+  XX(ECLOSED, -4003, "handle is closed or invalid")                                 \
+  XX(EBROKEN, -4004, "the barrier is broken")
 
 /* The error codes, e.g. WEFT_EINVAL. */
 typedef enum weft_errno {

@@ -1,9 +1,14 @@
 /* Linux implementation of the platform layer (kernel >= 5.10, glibc >= 2.36). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <string.h>
+#include <stdio.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -27,6 +32,40 @@ int weft__os_sleep_until(int64_t deadline_ns) {
   }
   return -r;
 }
+
+int weft__os_futex_wait(uint32_t *addr, uint32_t val, int64_t deadline_ns) {
+  struct timespec ts, *tsp = NULL;
+  if (deadline_ns != INT64_MAX) {
+    ts.tv_sec = (time_t)(deadline_ns / 1000000000);
+    ts.tv_nsec = (long)(deadline_ns % 1000000000);
+    tsp = &ts;
+  }
+  /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a
+   * retried wait never stretches the timeout. */
+  long r = syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, val, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
+  return r < 0 ? -errno : 0;
+}
+
+int weft__os_futex_wake(uint32_t *addr, int n) {
+  long r = syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
+  return r < 0 ? -errno : (int)r;
+}
+
+bool weft__os_process_gone(pid_t pid) {
+  int fd = pidfd_open(pid, 0);
+  if (fd < 0) return errno == ESRCH;
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  bool gone = poll(&pfd, 1, 0) > 0;
+  close(fd);
+  return gone;
+}
+
+void *weft__os_map_shared(size_t size) {
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+int weft__os_unmap(void *addr, size_t size) { return munmap(addr, size) < 0 ? -errno : 0; }
 
 pid_t weft__os_gettid(void) { return gettid(); }
 
@@ -90,7 +129,23 @@ int weft__os_set_parent_death_signal(int sig) {
 
 void weft__os_set_thread_name(const char *name) {
   char short_name[16];
-  strncpy(short_name, name, sizeof short_name - 1);
-  short_name[sizeof short_name - 1] = '\0';
-  pthread_setname_np(pthread_self(), short_name);
+  size_t n = strlen(name);
+  if (n > 15) {
+    n = 15;
+    while (n > 0 && ((unsigned char)name[n] & 0xc0) == 0x80) n--; /* not mid-character */
+  }
+  memcpy(short_name, name, n);
+  short_name[n] = '\0';
+  prctl(PR_SET_NAME, short_name);
+}
+
+void weft__os_get_thread_name(char *buf, size_t size) {
+  char name[17] = "";
+  prctl(PR_GET_NAME, name);
+  snprintf(buf, size, "%s", name);
+}
+
+int weft__os_reserve_fd(void) {
+  int fd = eventfd(0, EFD_CLOEXEC);
+  return fd < 0 ? -errno : fd;
 }

@@ -6,6 +6,7 @@
 
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -14,6 +15,26 @@ int64_t weft__os_now_ns(void);
 
 /* Sleeps until the monotonic deadline (ns), resuming after signals. */
 int weft__os_sleep_until(int64_t deadline_ns);
+
+/* Waits while *addr == val, until woken or the monotonic deadline (ns,
+ * INT64_MAX: never). Works between processes (the futex is not private).
+ * Returns 0 when woken (or on a spurious wake-up), -EAGAIN if *addr != val,
+ * -ETIMEDOUT, -EINTR. */
+int weft__os_futex_wait(uint32_t *addr, uint32_t val, int64_t deadline_ns);
+
+/* Wakes up to n waiters of addr (INT32_MAX: all). Returns how many woke. */
+int weft__os_futex_wake(uint32_t *addr, int n);
+
+/* Whether process pid has exited (a zombie counts as exited) or does not
+ * exist. A pid reused by a new process reads as alive. */
+bool weft__os_process_gone(pid_t pid);
+
+/* Maps size bytes of zeroed memory shared with children forked later.
+ * Returns NULL (errno set) on failure. */
+void *weft__os_map_shared(size_t size);
+
+/* Unmaps what weft__os_map_shared returned. */
+int weft__os_unmap(void *addr, size_t size);
 
 /* The kernel thread id of the caller. */
 pid_t weft__os_gettid(void);
@@ -49,7 +70,15 @@ void weft__os_close(int fd);
 /* Asks the kernel to send sig to the caller when its parent thread exits. */
 int weft__os_set_parent_death_signal(int sig);
 
-/* Names the calling OS thread (first 15 bytes show in top -H). */
+/* Names the calling OS thread: its first 15 bytes, cut at a UTF-8
+ * character boundary, show in top -H and debuggers. */
 void weft__os_set_thread_name(const char *name);
+
+/* Reads the calling OS thread's name into buf (at least 16 bytes). */
+void weft__os_get_thread_name(char *buf, size_t size);
+
+/* Opens a cheap close-on-exec file descriptor that holds a slot in the fd
+ * table, so that a later open is sure to find one. Returns it or -errno. */
+int weft__os_reserve_fd(void);
 
 #endif

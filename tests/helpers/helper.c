@@ -176,6 +176,114 @@ static int child_daemon_dies_with_child(void) {
   for (;;) pause(); /* the test checks the daemon is gone, then kills us */
 }
 
+/* ---- thread exit rules ----
+ * A thread that must still be working when exit begins waits for
+ * exit_started, set by an atexit handler registered after the first thread
+ * start, so it runs before weft's join (atexit handlers run newest first).
+ * The thread then works a little before printing: its line appears only if
+ * the exit rules wait for it. */
+static weft_event exit_started = WEFT_EVENT_INIT;
+
+static void set_exit_started(void) { weft_event_set(&exit_started); }
+
+static void *line_after_exit_began(void *arg) {
+  weft_event_wait(&exit_started, WEFT_FOREVER);
+  weft_sleep(0.2);
+  printf("%s\n", (const char *)arg);
+  fflush(stdout);
+  return NULL;
+}
+
+static int start_late_line(const char *line, weft_thread *out) {
+  weft_thread t = weft_thread_new(line_after_exit_began, .arg = (void *)line);
+  if (t.id == 0 || weft_thread_start(t) != 0) return fail("thread start");
+  if (out != NULL) *out = t;
+  atexit(set_exit_started);
+  return 0;
+}
+
+static int thread_main_returns(void) {
+  if (start_late_line("thread done", NULL) != 0) return 99;
+  printf("main returns\n");
+  fflush(stdout);
+  return 0;
+}
+
+static int thread_exit_call(void) {
+  if (start_late_line("thread done", NULL) != 0) return 99;
+  printf("main calls exit\n");
+  fflush(stdout);
+  exit(7);
+}
+
+static weft_event daemon_ready = WEFT_EVENT_INIT;
+
+static void *daemon_ticks(void *arg) {
+  (void)arg;
+  printf("daemon running\n");
+  fflush(stdout);
+  weft_event_set(&daemon_ready);
+  weft_sleep(3.0);
+  printf("daemon late\n");
+  fflush(stdout);
+  return NULL;
+}
+
+static int thread_daemon_abandoned(void) {
+  weft_thread d = weft_thread_new(daemon_ticks, .daemon = true);
+  if (d.id == 0 || weft_thread_start(d) != 0) return fail("thread start");
+  weft_event_wait(&daemon_ready, WEFT_FOREVER);
+  printf("main returns\n");
+  fflush(stdout);
+  return 0;
+}
+
+static int thread_closed_waits(void) {
+  weft_thread t;
+  if (start_late_line("closed thread done", &t) != 0) return 99;
+  if (weft_thread_close(t) != 0) return fail("close");
+  printf("main returns\n");
+  fflush(stdout);
+  return 0;
+}
+
+/* A non-daemon thread that starts another one while the exit rules run. */
+static void *start_second_at_exit(void *arg) {
+  (void)arg;
+  weft_event_wait(&exit_started, WEFT_FOREVER);
+  weft_thread t = weft_thread_new(line_after_exit_began, .arg = "second thread done");
+  if (t.id == 0 || weft_thread_start(t) != 0) fail("second start");
+  printf("first thread done\n");
+  fflush(stdout);
+  return NULL;
+}
+
+static int thread_started_at_exit(void) {
+  weft_thread t = weft_thread_new(start_second_at_exit);
+  if (t.id == 0 || weft_thread_start(t) != 0) return fail("thread start");
+  atexit(set_exit_started);
+  printf("main returns\n");
+  fflush(stdout);
+  return 0;
+}
+
+static void *call_exit_five(void *arg) {
+  (void)arg;
+  printf("thread calls exit\n");
+  fflush(stdout);
+  exit(5);
+}
+
+/* exit() called by one thread joins the other non-daemon threads. */
+static int thread_exit_from_thread(void) {
+  if (start_late_line("other thread done", NULL) != 0) return 99;
+  weft_thread a = weft_thread_new(call_exit_five);
+  if (a.id == 0 || weft_thread_start(a) != 0) return fail("thread start");
+  weft_thread_join(a, WEFT_FOREVER, NULL); /* never returns: a ends the process */
+  printf("main joined the exiting thread\n");
+  return 0;
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOFBF, 0); /* fully buffered, as a pipe makes it */
   const char *s = argc > 1 ? argv[1] : "";
@@ -189,6 +297,12 @@ int main(int argc, char **argv) {
   if (!strcmp(s, "daemon_from_thread")) return daemon_from_thread();
   if (!strcmp(s, "nested_waits")) return nested_waits();
   if (!strcmp(s, "child_daemon_dies_with_child")) return child_daemon_dies_with_child();
+  if (!strcmp(s, "thread_main_returns")) return thread_main_returns();
+  if (!strcmp(s, "thread_exit_call")) return thread_exit_call();
+  if (!strcmp(s, "thread_daemon_abandoned")) return thread_daemon_abandoned();
+  if (!strcmp(s, "thread_closed_waits")) return thread_closed_waits();
+  if (!strcmp(s, "thread_started_at_exit")) return thread_started_at_exit();
+  if (!strcmp(s, "thread_exit_from_thread")) return thread_exit_from_thread();
   fprintf(stderr, "weft_helper: unknown scenario '%s'\n", s);
   return 2;
 }

@@ -1,0 +1,24 @@
+/* Seed §3.3: a daemon thread is abandoned when the main thread ends, so no
+ * line of it follows "over". (It sleeps 0.6 s where the seed sleeps 0.5 s:
+ * at 0.5 its third line would race main's "over" at 1 s, and the output would
+ * not always be the seed's.) */
+#include <stdio.h>
+#include <weft.h>
+
+static void *show_info(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 5; i++) {
+    printf("test: %d\n", i);
+    weft_sleep(0.6);
+  }
+  return NULL;
+}
+
+int main(void) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  weft_thread sub_thread = weft_thread_new(show_info, .daemon = true);
+  weft_thread_start(sub_thread);
+  weft_sleep(1);
+  printf("over\n");
+  return 0;
+}

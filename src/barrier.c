@@ -1,0 +1,128 @@
+/* Barrier: Python's threading.Barrier. An internal Lock guards the counts;
+ * threads sleep on `seq`, bumped whenever they should look again.
+ *
+ * As in CPython, a cycle that has ended (completed, broken or reset) must be
+ * drained -- every thread that waited in it has seen how it ended -- before a
+ * new cycle may begin. Without that, a waiter slow to wake (descheduled,
+ * stopped) could find a later cycle already over and misread its own. */
+#include "internal.h"
+#include "lock.h"
+#include "os/os.h"
+#include "weft/sync.h"
+
+int weft_barrier_init_opts(weft_barrier *b, int parties, const weft_barrier_options *o) {
+  if (b == NULL) return weft__error(WEFT_EINVAL, "weft_barrier_init: barrier is NULL");
+  if (parties < 1)
+    return weft__error(WEFT_EINVAL, "weft_barrier_init: parties must be >= 1, not %d", parties);
+  if (o->timeout != o->timeout)
+    return weft__error(WEFT_EINVAL, "weft_barrier_init: timeout is NaN");
+  *b = (weft_barrier)WEFT_BARRIER_INIT((uint32_t)parties);
+  b->action = o->action;
+  b->arg = o->arg;
+  b->timeout = o->timeout;
+  return 0;
+}
+
+static void lock_barrier(weft_barrier *b) { weft__lock_acquire(&b->lock, WEFT_FOREVER); }
+static void unlock_barrier(weft_barrier *b) { weft__lock_release(&b->lock); }
+
+static void wake_all_locked(weft_barrier *b) {
+  __atomic_add_fetch(&b->seq, 1, __ATOMIC_RELEASE);
+  weft__os_futex_wake(&b->seq, INT32_MAX);
+}
+
+/* Ends the current cycle; `sleepers` of its waiters are asleep and must
+ * still see the outcome. */
+static void end_cycle_locked(weft_barrier *b, bool broken, uint32_t sleepers) {
+  b->generation++;
+  b->ended_broken = broken;
+  b->draining = sleepers;
+  b->count = 0;
+  wake_all_locked(b);
+}
+
+/* Sleeps until seq moves or the deadline passes; the lock is dropped while
+ * asleep. Returns whether the deadline passed. */
+static bool sleep_locked(weft_barrier *b, weft__deadline deadline) {
+  uint32_t seq = __atomic_load_n(&b->seq, __ATOMIC_ACQUIRE);
+  unlock_barrier(b);
+  int r = weft__os_futex_wait(&b->seq, seq, deadline);
+  lock_barrier(b);
+  return r == -ETIMEDOUT;
+}
+
+static int broken_error(void) {
+  return weft__error(WEFT_EBROKEN, "barrier: broken (aborted, reset, timed out or action failed)");
+}
+
+int weft_barrier_wait(weft_barrier *b, double timeout) {
+  if (timeout != timeout) return weft__error(WEFT_EINVAL, "weft_barrier_wait: timeout is NaN");
+  if (timeout < 0) timeout = b->timeout;
+  weft__deadline deadline;
+  weft__deadline_from(timeout, &deadline);
+
+  lock_barrier(b);
+  while (b->draining > 0 && !b->broken) sleep_locked(b, WEFT__NEVER);
+  if (b->broken) {
+    unlock_barrier(b);
+    return broken_error();
+  }
+  uint32_t index = b->count++;
+  if (b->count == b->parties) {
+    /* The last to arrive runs the action before anyone is released. */
+    bool failed = b->action != NULL && b->action(b->arg) != 0;
+    if (failed) b->broken = 1;
+    end_cycle_locked(b, failed, b->parties - 1);
+    unlock_barrier(b);
+    return failed ? broken_error() : (int)index;
+  }
+  uint32_t generation = b->generation;
+  while (b->generation == generation) {
+    if (sleep_locked(b, deadline) && b->generation == generation) {
+      /* As in Python, a timeout breaks the barrier for every party. */
+      b->broken = 1;
+      end_cycle_locked(b, true, b->count - 1);
+      unlock_barrier(b);
+      return weft__error(WEFT_EBROKEN, "barrier: timed out after %g s; the barrier is broken",
+                         timeout);
+    }
+  }
+  bool broken = b->ended_broken;
+  if (--b->draining == 0) wake_all_locked(b); /* arrivals for the next cycle may go on */
+  unlock_barrier(b);
+  return broken ? broken_error() : (int)index;
+}
+
+int weft_barrier_reset(weft_barrier *b) {
+  lock_barrier(b);
+  if (b->count > 0) end_cycle_locked(b, true, b->count); /* the waiters get WEFT_EBROKEN */
+  b->broken = 0;
+  unlock_barrier(b);
+  return 0;
+}
+
+int weft_barrier_abort(weft_barrier *b) {
+  lock_barrier(b);
+  b->broken = 1;
+  if (b->count > 0) end_cycle_locked(b, true, b->count);
+  unlock_barrier(b);
+  return 0;
+}
+
+int weft_barrier_parties(const weft_barrier *b) { return (int)b->parties; }
+
+/* The counts change under the barrier's lock; reading them under it too
+ * keeps ThreadSanitizer's view exact. */
+int weft_barrier_n_waiting(weft_barrier *b) {
+  lock_barrier(b);
+  int n = (int)b->count;
+  unlock_barrier(b);
+  return n;
+}
+
+bool weft_barrier_broken(weft_barrier *b) {
+  lock_barrier(b);
+  bool broken = b->broken != 0;
+  unlock_barrier(b);
+  return broken;
+}

@@ -1,0 +1,170 @@
+/* Condition: Python's threading.Condition over a futex sequence counter.
+ *
+ * notify(n) must wake at most n of the threads waiting *now*, never one that
+ * starts waiting later, and a timed-out waiter must not swallow a wake-up
+ * meant for another. So besides the futex word (seq, bumped by each notify),
+ * one 64-bit word counts the registered waiters and the wake-ups granted but
+ * not yet taken; both change together in one compare-and-swap. A waiter
+ * registers while it still holds the lock, so a notifier, which must hold it
+ * too, always counts it; and it may take a wake-up only once seq has moved
+ * past the value it registered at, so a wait that begins after a notify
+ * cannot take that notify's wake-up.
+ */
+#include "internal.h"
+#include "lock.h"
+#include "os/os.h"
+#include "tsan.h"
+#include "weft/sync.h"
+
+enum { KIND_OWN, KIND_LOCK, KIND_RLOCK };
+
+#define WAITER (1ull << 32)
+
+int weft_cond_init_opts(weft_cond *c, const char *expr, const char *site,
+                        const weft_cond_options *o) {
+  if (c == NULL) return weft__error(WEFT_EINVAL, "weft_cond_init: cond is NULL");
+  if (o->lock != NULL && o->rlock != NULL)
+    return weft__error(WEFT_EINVAL, "weft_cond_init: give .lock or .rlock, not both");
+  weft_lock_options lo = {.size_ = sizeof lo, .name = o->name};
+  weft_rlock_init_opts(&c->own, expr, site, &lo);
+  c->lock = o->lock != NULL ? (void *)o->lock : (void *)o->rlock;
+  c->kind = o->lock != NULL ? KIND_LOCK : o->rlock != NULL ? KIND_RLOCK : KIND_OWN;
+  c->seq = 0;
+  c->wt = 0;
+  return 0;
+}
+
+static weft_rlock *rlock_of(weft_cond *c) {
+  return c->kind == KIND_RLOCK ? (weft_rlock *)c->lock : &c->own;
+}
+
+static const char *cond_label(weft_cond *c) {
+  const weft_lock *l = c->kind == KIND_LOCK ? (weft_lock *)c->lock : &rlock_of(c)->lock;
+  return l->name != NULL ? l->name : l->site != NULL ? l->site : "condition";
+}
+
+int weft_cond_acquire(weft_cond *c, double timeout) {
+  if (c->kind == KIND_LOCK) return weft_lock_acquire(c->lock, timeout);
+  return weft_rlock_acquire(rlock_of(c), timeout);
+}
+
+int weft_cond_release(weft_cond *c) {
+  if (c->kind == KIND_LOCK) return weft_lock_release(c->lock);
+  return weft_rlock_release(rlock_of(c));
+}
+
+/* Python checks a plain Lock by "is it locked"; weft asks whether the
+ * calling thread is the one that acquired it, which also catches a
+ * condition used under a lock held by another thread. */
+static bool owned(weft_cond *c) {
+  if (c->kind != KIND_LOCK) return weft_rlock_is_owned(rlock_of(c));
+  return weft__lock_held_by_caller(c->lock);
+}
+
+/* Takes a granted wake-up if there is one for a waiter that registered at
+ * `epoch` (unregistering it). */
+static bool take_wakeup(weft_cond *c, uint32_t epoch) {
+  if (__atomic_load_n(&c->seq, __ATOMIC_ACQUIRE) == epoch) return false;
+  uint64_t wt = __atomic_load_n(&c->wt, __ATOMIC_ACQUIRE);
+  while ((uint32_t)wt != 0)
+    if (__atomic_compare_exchange_n(&c->wt, &wt, wt - WAITER - 1, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+      return true;
+  return false;
+}
+
+/* On timeout: take a wake-up granted meanwhile (then the wait counts as
+ * notified), or unregister. Returns whether notified. */
+static bool give_up(weft_cond *c, uint32_t epoch) {
+  bool eligible = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE) != epoch;
+  uint64_t wt = __atomic_load_n(&c->wt, __ATOMIC_ACQUIRE);
+  for (;;) {
+    bool take = eligible && (uint32_t)wt != 0;
+    uint64_t next = take ? wt - WAITER - 1 : wt - WAITER;
+    if (__atomic_compare_exchange_n(&c->wt, &wt, next, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+      return take;
+  }
+}
+
+int weft_cond_wait(weft_cond *c, double timeout) {
+  weft__deadline deadline;
+  int err = weft__deadline_from(timeout, &deadline);
+  if (err != 0) return err;
+  if (!owned(c))
+    return weft__error(WEFT_EPERM, "%s: wait on a condition whose lock the caller does not hold",
+                       cond_label(c));
+  uint32_t epoch = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE), seq = epoch;
+  __atomic_add_fetch(&c->wt, WAITER, __ATOMIC_ACQ_REL);
+  uint32_t levels = 0;
+  if (c->kind == KIND_LOCK)
+    weft__lock_release(c->lock);
+  else
+    levels = weft__rlock_release_levels(rlock_of(c), true);
+
+  bool notified = false;
+  for (;;) {
+    int r = timeout == 0 ? -ETIMEDOUT : weft__os_futex_wait(&c->seq, seq, deadline);
+    if (take_wakeup(c, epoch)) {
+      notified = true;
+      break;
+    }
+    if (r == -ETIMEDOUT || (deadline != WEFT__NEVER && weft__os_now_ns() >= deadline)) {
+      notified = give_up(c, epoch);
+      break;
+    }
+    seq = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE);
+  }
+
+  /* Re-acquire as Python does: without a timeout, whatever the wait's. */
+  if (c->kind == KIND_LOCK)
+    weft__lock_reacquire(c->lock);
+  else
+    weft__rlock_acquire_levels(rlock_of(c), WEFT_FOREVER, levels, WEFT__TSAN_RECURSIVE_LOCK, true);
+  if (notified) return 0;
+  return weft__error(WEFT_ETIMEDOUT, "%s: not notified within %g s", cond_label(c), timeout);
+}
+
+int weft_cond_wait_for(weft_cond *c, bool (*predicate)(void *), void *arg, double timeout) {
+  weft__deadline deadline;
+  int err = weft__deadline_from(timeout, &deadline);
+  if (err != 0) return err;
+  if (predicate == NULL) return weft__error(WEFT_EINVAL, "weft_cond_wait_for: predicate is NULL");
+  if (!owned(c))
+    return weft__error(WEFT_EPERM, "%s: wait on a condition whose lock the caller does not hold",
+                       cond_label(c));
+  bool result = predicate(arg);
+  while (!result) {
+    double left = WEFT_FOREVER;
+    if (deadline != WEFT__NEVER) {
+      int64_t ns = deadline - weft__os_now_ns();
+      if (ns <= 0) break;
+      left = (double)ns / 1e9;
+    }
+    weft_cond_wait(c, left);
+    result = predicate(arg);
+  }
+  return result;
+}
+
+int weft_cond_notify(weft_cond *c, int n) {
+  if (n < 0) return weft__error(WEFT_EINVAL, "weft_cond_notify: n is negative (%d)", n);
+  if (!owned(c))
+    return weft__error(WEFT_EPERM, "%s: notify on a condition whose lock the caller does not hold",
+                       cond_label(c));
+  uint64_t wt = __atomic_load_n(&c->wt, __ATOMIC_ACQUIRE);
+  uint32_t granted;
+  for (;;) {
+    uint32_t waiters = (uint32_t)(wt >> 32), tokens = (uint32_t)wt;
+    uint32_t idle = waiters - tokens; /* registered and not yet granted one */
+    granted = (uint32_t)n < idle ? (uint32_t)n : idle;
+    if (granted == 0) return 0;
+    if (__atomic_compare_exchange_n(&c->wt, &wt, wt + granted, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+      break;
+  }
+  __atomic_add_fetch(&c->seq, 1, __ATOMIC_RELEASE);
+  weft__os_futex_wake(&c->seq, (int)granted);
+  return 0;
+}
+
+int weft_cond_notify_all(weft_cond *c) { return weft_cond_notify(c, INT32_MAX); }

@@ -1,0 +1,343 @@
+/* Lock and RLock over a futex.
+ *
+ * The Lock's word holds the pid of the holding process (0 when free) and two
+ * flags; a separate counter says how many threads are registered to sleep on
+ * it. The pid costs nothing on the fast path and lets a waiter see that a
+ * holder *process* died: the kernel's robust-futex list would do that, but
+ * glibc owns it (DESIGN.md's traps), and it works per thread while a Python
+ * Lock may be released by any thread.
+ *
+ * WOKEN (as in Go's sync.Mutex) means "a sleeper was woken and has not run
+ * yet": while it is set a release makes no system call. Without it, two
+ * threads taking turns would pay a futex_wake on nearly every release; with
+ * it the running thread keeps the lock for long runs while the other wakes,
+ * as the seed's §3.6 loop wants. Unregistered threads (the fast path and the
+ * spinners) leave WOKEN alone; every registered waiter clears it whenever it
+ * acts -- takes the lock or goes back to sleep -- so a WOKEN whose wake-up
+ * reached nobody asleep cannot outlive the waiters that could act on it.
+ *
+ * STARVING: a registered waiter that has waited over STARVE_NS sets it, and
+ * then only registered waiters may take the lock; spinners and the fast path
+ * queue up instead of barging in. The first waiter that gets the lock after
+ * a short wait, or as the last one, switches back.
+ *
+ * Releasing reads `waiters` after clearing the pid and a sleeper reads the
+ * word after counting itself, both sequentially consistent, so one of them
+ * always sees the other and no wake-up is lost.
+ *
+ * ThreadSanitizer: a Lock is a binary semaphore (any thread may release it),
+ * which TSan's mutex annotations cannot express -- they report a release by
+ * another thread as misuse. Its acquire/release atomics already give TSan
+ * the happens-before edges, so it is left unannotated. An RLock has a true
+ * owner and is annotated with the __tsan_mutex_* interface.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+
+#include "internal.h"
+#include "lock.h"
+#include "os/os.h"
+#include "tsan.h"
+#include "weft/sync.h"
+
+#define STARVING 0x80000000u
+#define WOKEN 0x40000000u
+#define PID_MASK 0x3fffffffu
+/* How long a waiter waits before it stops others from barging in. */
+#define STARVE_NS (1000 * 1000)
+/* How often a waiter checks that a holder in another process is alive. */
+#define OWNER_CHECK_NS (50 * 1000 * 1000)
+/* Spins before sleeping, for a thread that was just woken from a condition
+ * and re-takes its lock: the notifier usually releases it within a few
+ * hundred nanoseconds. A plain acquire does not spin: measured on the seed's
+ * §3.6 loop, spinning makes two threads trade the lock on every iteration
+ * (a cache-line transfer each, ~50 ns), while sleeping lets one run on. */
+#define REACQUIRE_SPINS 100
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+int weft_lock_init_opts(weft_lock *l, const char *expr, const char *site,
+                        const weft_lock_options *o) {
+  if (l == NULL) return weft__error(WEFT_EINVAL, "weft_lock_init: lock is NULL");
+  *l = (weft_lock)WEFT_LOCK_INIT;
+  l->name = o->name != NULL ? o->name : expr;
+  l->site = site;
+  return 0;
+}
+
+static bool cas(uint32_t *word, uint32_t expected, uint32_t value) {
+  return __atomic_compare_exchange_n(word, &expected, value, false, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_RELAXED);
+}
+
+static void set_owner(weft_lock *l) {
+  __atomic_store_n(&l->owner_tid, (uint32_t)weft__tid(), __ATOMIC_RELAXED);
+}
+
+static uint32_t waiters(weft_lock *l) { return __atomic_load_n(&l->waiters, __ATOMIC_SEQ_CST); }
+
+/* Wakes one sleeper if some are registered, the lock is free and no
+ * wake-up is already on its way. A holder that took the lock meanwhile
+ * wakes one when it releases. */
+static void wake_one(weft_lock *l) {
+  uint32_t v = __atomic_load_n(&l->word, __ATOMIC_SEQ_CST);
+  while ((v & (PID_MASK | WOKEN)) == 0 && waiters(l) != 0) {
+    if (__atomic_compare_exchange_n(&l->word, &v, v | WOKEN, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_RELAXED)) {
+      weft__os_futex_wake(&l->word, 1);
+      return;
+    }
+  }
+}
+
+/* A registered waiter leaving on timeout may have been the woken one, or the
+ * last one of a starving lock: it hands the wake-up on and lets newcomers
+ * in again, or the other sleepers could wait for a wake that never comes. */
+static void leave(weft_lock *l) {
+  bool last = __atomic_sub_fetch(&l->waiters, 1, __ATOMIC_SEQ_CST) == 0;
+  uint32_t v = __atomic_load_n(&l->word, __ATOMIC_SEQ_CST);
+  uint32_t clear = WOKEN | (last ? STARVING : 0);
+  while ((v & clear) && !__atomic_compare_exchange_n(&l->word, &v, v & ~clear, false,
+                                                     __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+  }
+  wake_one(l);
+}
+
+/* The contended path. Returns 0, WEFT_EOWNERDEAD or WEFT_ETIMEDOUT; records
+ * no error message (callers word it for their own type). */
+int weft__lock_wait(weft_lock *l, weft__deadline deadline, int spins) {
+  uint32_t me = (uint32_t)weft__pid;
+  for (int i = 0; i < spins; i++) {
+    uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
+    if (v & STARVING) break;
+    if ((v & PID_MASK) == 0 && cas(&l->word, v, v | me)) return 0;
+    cpu_relax();
+  }
+  __atomic_add_fetch(&l->waiters, 1, __ATOMIC_SEQ_CST);
+  int64_t since = weft__os_now_ns();
+  for (;;) {
+    uint32_t v = __atomic_load_n(&l->word, __ATOMIC_SEQ_CST);
+    bool starving = weft__os_now_ns() - since >= STARVE_NS;
+    if ((v & PID_MASK) == 0) {
+      uint32_t next = (v & ~WOKEN) | me;
+      if ((v & STARVING) && (!starving || waiters(l) == 1)) next &= ~STARVING;
+      if (cas(&l->word, v, next)) {
+        __atomic_sub_fetch(&l->waiters, 1, __ATOMIC_SEQ_CST);
+        return 0;
+      }
+      continue;
+    }
+    uint32_t next = v & ~WOKEN;
+    if (starving) next |= STARVING;
+    if (next != v) {
+      if (!cas(&l->word, v, next)) continue;
+      v = next;
+    }
+    pid_t holder = (pid_t)(v & PID_MASK);
+    weft__deadline wake_by = deadline;
+    if (holder != weft__pid) {
+      weft__deadline check = weft__os_now_ns() + OWNER_CHECK_NS;
+      if (check < wake_by) wake_by = check;
+    }
+    if (weft__os_futex_wait(&l->word, v, wake_by) != -ETIMEDOUT) continue;
+    if (holder != weft__pid && weft__os_process_gone(holder)) {
+      if (cas(&l->word, v, (v & ~(PID_MASK | WOKEN)) | me)) {
+        __atomic_sub_fetch(&l->waiters, 1, __ATOMIC_SEQ_CST);
+        return WEFT_EOWNERDEAD;
+      }
+      continue;
+    }
+    if (deadline != WEFT__NEVER && weft__os_now_ns() >= deadline) {
+      leave(l);
+      return WEFT_ETIMEDOUT;
+    }
+  }
+}
+
+static const char *lock_label(const weft_lock *l) {
+  return l->name != NULL ? l->name : l->site != NULL ? l->site : "lock";
+}
+
+/* Everything but an uncontended acquire: NaN, try, timed and blocking. */
+__attribute__((noinline)) static int acquire_slow(weft_lock *l, double timeout) {
+  if (timeout != timeout) return WEFT_EINVAL;
+  uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
+  int r;
+  /* A free lock is taken without waiting, as Python's acquire(False) takes
+   * it; only a blocking acquire queues behind a starving waiter. */
+  uint32_t busy = timeout == 0 ? PID_MASK : PID_MASK | STARVING;
+  if ((v & busy) == 0 && cas(&l->word, v, v | (uint32_t)weft__pid)) {
+    r = 0;
+  } else if (timeout == 0) {
+    r = WEFT_ETIMEDOUT;
+  } else {
+    weft__deadline deadline;
+    weft__deadline_from(timeout, &deadline);
+    r = weft__lock_wait(l, deadline, 0);
+  }
+  if (r != WEFT_ETIMEDOUT) set_owner(l);
+  return r;
+}
+
+int weft__lock_reacquire(weft_lock *l) {
+  uint32_t free_word = 0;
+  int r = 0;
+  if (!__atomic_compare_exchange_n(&l->word, &free_word, (uint32_t)weft__pid, false,
+                                   __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+    r = weft__lock_wait(l, WEFT__NEVER, REACQUIRE_SPINS);
+  set_owner(l);
+  return r;
+}
+
+/* The uncontended acquire is one compare-and-swap, inlined into each entry
+ * point; everything else is out of line. */
+static inline int acquire(weft_lock *l, double timeout) {
+  uint32_t free_word = 0;
+  if (__builtin_expect(timeout == timeout && __atomic_compare_exchange_n(
+                                                 &l->word, &free_word, (uint32_t)weft__pid, false,
+                                                 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED),
+                       1)) {
+    set_owner(l);
+    return 0;
+  }
+  return acquire_slow(l, timeout);
+}
+
+__attribute__((noinline)) static int release_slow(weft_lock *l) {
+  uint32_t old = __atomic_fetch_and(&l->word, ~PID_MASK, __ATOMIC_SEQ_CST);
+  if ((old & PID_MASK) == 0) return WEFT_EPERM;
+  if (!(old & WOKEN) && waiters(l) != 0) wake_one(l);
+  return 0;
+}
+
+/* From the moment the pid is cleared the lock may be freed by its next
+ * owner; a wake-up touches only the address, which the kernel tolerates
+ * (Drepper, "Futexes Are Tricky"). */
+static inline int release(weft_lock *l) {
+  __atomic_store_n(&l->owner_tid, 0, __ATOMIC_RELAXED);
+  uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
+  if (__builtin_expect(v != 0 && (v & ~PID_MASK) == 0, 1) && cas(&l->word, v, 0)) {
+    if (__builtin_expect(waiters(l) == 0, 1)) return 0;
+    wake_one(l);
+    return 0;
+  }
+  return release_slow(l);
+}
+
+int weft__lock_acquire(weft_lock *l, double timeout) { return acquire(l, timeout); }
+
+int weft__lock_release(weft_lock *l) { return release(l); }
+
+__attribute__((noinline)) static int acquire_error(weft_lock *l, int r, double timeout) {
+  if (r == WEFT_EINVAL) return weft__error(r, "weft_lock_acquire: timeout is NaN");
+  if (r == WEFT_EOWNERDEAD)
+    return weft__error(r, "%s: acquired, but the process that held it died", lock_label(l));
+  return weft__error(r, "%s: not acquired within %g s", lock_label(l), timeout);
+}
+
+int weft_lock_acquire(weft_lock *l, double timeout) {
+  int r = acquire(l, timeout);
+  return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
+}
+
+int weft_lock_release(weft_lock *l) {
+  if (__builtin_expect(release(l) == 0, 1)) return 0;
+  return weft__error(WEFT_EPERM, "%s: release of an unlocked Lock", lock_label(l));
+}
+
+bool weft_lock_locked(const weft_lock *l) {
+  return (__atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK) != 0;
+}
+
+int weft_lock_destroy(weft_lock *l) {
+  if (weft_lock_locked(l))
+    return weft__error(WEFT_EBUSY, "%s: destroyed while locked", lock_label(l));
+  return 0;
+}
+
+/* ---- RLock ---- */
+
+#define RLOCK_TSAN_FLAGS WEFT__TSAN_WRITE_REENTRANT
+
+int weft_rlock_init_opts(weft_rlock *r, const char *expr, const char *site,
+                         const weft_lock_options *o) {
+  if (r == NULL) return weft__error(WEFT_EINVAL, "weft_rlock_init: rlock is NULL");
+  weft_lock_init_opts(&r->lock, expr, site, o);
+  r->count = 0;
+  weft__tsan_mutex_create(r, RLOCK_TSAN_FLAGS | WEFT__TSAN_NOT_STATIC);
+  return 0;
+}
+
+bool weft__lock_held_by_caller(const weft_lock *l) {
+  uint32_t holder = __atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK;
+  uint32_t owner = __atomic_load_n(&l->owner_tid, __ATOMIC_RELAXED);
+  if (holder == (uint32_t)weft__pid && owner == (uint32_t)weft__tid()) return true;
+  /* Taken in an ancestor by the thread that then forked, of which the
+   * caller is the continuation (Python's RLock agrees: same ident). */
+  const struct weft__lineage *lin = &weft__tls_lineage;
+  for (int i = 0; i < lin->n; i++)
+    if (holder == (uint32_t)lin->pid[i] && owner == (uint32_t)lin->tid[i]) return true;
+  return false;
+}
+
+bool weft_rlock_is_owned(const weft_rlock *r) { return weft__lock_held_by_caller(&r->lock); }
+
+int weft__rlock_acquire_levels(weft_rlock *r, double timeout, uint32_t levels, unsigned flags,
+                               bool spin) {
+  if (timeout != timeout) return WEFT_EINVAL;
+  /* TSan treats an acquire that may give up as a try-lock. */
+  unsigned try = timeout >= 0 ? WEFT__TSAN_TRY_LOCK : 0;
+  weft__tsan_pre_lock(r, RLOCK_TSAN_FLAGS | try);
+  if (weft_rlock_is_owned(r)) {
+    r->count += levels;
+    weft__tsan_post_lock(r, RLOCK_TSAN_FLAGS | try | flags, (int)levels);
+    return 0;
+  }
+  int err = spin ? weft__lock_reacquire(&r->lock) : weft__lock_acquire(&r->lock, timeout);
+  if (err == 0 || err == WEFT_EOWNERDEAD) {
+    r->count = levels;
+    weft__tsan_post_lock(r, RLOCK_TSAN_FLAGS | try | flags, (int)levels);
+  } else {
+    weft__tsan_post_lock(r, RLOCK_TSAN_FLAGS | WEFT__TSAN_TRY_LOCK | WEFT__TSAN_TRY_LOCK_FAILED,
+                         0);
+  }
+  return err;
+}
+
+int weft_rlock_acquire(weft_rlock *r, double timeout) {
+  int err = weft__rlock_acquire_levels(r, timeout, 1, 0, false);
+  if (__builtin_expect(err == 0, 1)) return 0;
+  if (err == WEFT_EINVAL) return weft__error(err, "weft_rlock_acquire: timeout is NaN");
+  if (err == WEFT_EOWNERDEAD)
+    return weft__error(err, "%s: acquired, but the process that held it died",
+                       lock_label(&r->lock));
+  return weft__error(err, "%s: not acquired within %g s", lock_label(&r->lock), timeout);
+}
+
+uint32_t weft__rlock_release_levels(weft_rlock *r, bool all) {
+  uint32_t levels = all ? r->count : 1;
+  weft__tsan_pre_unlock(r, all ? WEFT__TSAN_RECURSIVE_UNLOCK : 0);
+  r->count -= levels;
+  if (r->count == 0) weft__lock_release(&r->lock);
+  weft__tsan_post_unlock(r, all ? WEFT__TSAN_RECURSIVE_UNLOCK : 0);
+  return levels;
+}
+
+int weft_rlock_release(weft_rlock *r) {
+  if (!weft_rlock_is_owned(r))
+    return weft__error(WEFT_EPERM, "%s: cannot release an RLock the calling thread does not own",
+                       lock_label(&r->lock));
+  weft__rlock_release_levels(r, false);
+  return 0;
+}
+
+int weft_rlock_destroy(weft_rlock *r) {
+  if (weft_lock_locked(&r->lock))
+    return weft__error(WEFT_EBUSY, "%s: destroyed while locked", lock_label(&r->lock));
+  weft__tsan_mutex_destroy(r, 0);
+  return 0;
+}

@@ -1,0 +1,50 @@
+/* ThreadSanitizer annotations for weft's own locks. Outside a TSan build
+ * they compile to nothing. The prototypes and flag values are declared here
+ * because the newest sanitizer/tsan_interface.h uses enum syntax that is not
+ * valid C11 (see DESIGN.md's traps). */
+#ifndef WEFT_TSAN_H
+#define WEFT_TSAN_H
+
+#if defined(__SANITIZE_THREAD__)
+#define WEFT__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define WEFT__TSAN 1
+#endif
+#endif
+
+#ifdef WEFT__TSAN
+void __tsan_mutex_create(void *addr, unsigned flags);
+void __tsan_mutex_destroy(void *addr, unsigned flags);
+void __tsan_mutex_pre_lock(void *addr, unsigned flags);
+void __tsan_mutex_post_lock(void *addr, unsigned flags, int recursion);
+int __tsan_mutex_pre_unlock(void *addr, unsigned flags);
+void __tsan_mutex_post_unlock(void *addr, unsigned flags);
+#define WEFT__TSAN_WRITE_REENTRANT (1u << 1)
+#define WEFT__TSAN_NOT_STATIC (1u << 8)
+#define WEFT__TSAN_TRY_LOCK (1u << 4)
+#define WEFT__TSAN_TRY_LOCK_FAILED (1u << 5)
+#define WEFT__TSAN_RECURSIVE_LOCK (1u << 6)
+#define WEFT__TSAN_RECURSIVE_UNLOCK (1u << 7)
+#define weft__tsan_mutex_create(a, f) __tsan_mutex_create((a), (f))
+#define weft__tsan_mutex_destroy(a, f) __tsan_mutex_destroy((a), (f))
+#define weft__tsan_pre_lock(a, f) __tsan_mutex_pre_lock((a), (f))
+#define weft__tsan_post_lock(a, f, r) __tsan_mutex_post_lock((a), (f), (r))
+#define weft__tsan_pre_unlock(a, f) __tsan_mutex_pre_unlock((a), (f))
+#define weft__tsan_post_unlock(a, f) __tsan_mutex_post_unlock((a), (f))
+#else
+#define WEFT__TSAN_WRITE_REENTRANT 0u
+#define WEFT__TSAN_NOT_STATIC 0u
+#define WEFT__TSAN_TRY_LOCK 0u
+#define WEFT__TSAN_TRY_LOCK_FAILED 0u
+#define WEFT__TSAN_RECURSIVE_LOCK 0u
+#define WEFT__TSAN_RECURSIVE_UNLOCK 0u
+static inline void weft__tsan_mutex_create(void *a, unsigned f) { (void)a, (void)f; }
+static inline void weft__tsan_mutex_destroy(void *a, unsigned f) { (void)a, (void)f; }
+static inline void weft__tsan_pre_lock(void *a, unsigned f) { (void)a, (void)f; }
+static inline void weft__tsan_post_lock(void *a, unsigned f, int r) { (void)a, (void)f, (void)r; }
+static inline int weft__tsan_pre_unlock(void *a, unsigned f) { return (void)a, (void)f, 0; }
+static inline void weft__tsan_post_unlock(void *a, unsigned f) { (void)a, (void)f; }
+#endif
+
+#endif
