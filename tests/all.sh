@@ -64,7 +64,7 @@ count build-asan
 
 echo "== ThreadSanitizer"
 if build build-tsan thread; then
-  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:die_after_fork=0:atexit_sleep_ms=0 \
   WEFT_TEST_SANITIZER=thread CK_TIMEOUT_MULTIPLIER=4 \
     tests/run.sh build-tsan tsan
 fi

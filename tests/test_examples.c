@@ -313,8 +313,9 @@ START_TEST(lesson3_5_lost_updates) {
   int total = -1, lost = -1;
   ck_assert_msg(sscanf(r.out, "g_num: %d (2000000 expected, %d updates lost)\n", &total, &lost) == 2,
                 "lesson3_5_lost_updates: output is\n%s", r.out);
-  /* Each thread's own million always lands; what is lost is the overlap. */
-  ck_assert_int_ge(total, 1000000);
+  /* A stale store can undo any number of the other thread's updates, so
+   * only the bounds are certain. */
+  ck_assert_int_gt(total, 0);
   ck_assert_int_le(total, 2000000);
   ck_assert_int_eq(total + lost, 2000000);
 }

@@ -1073,10 +1073,10 @@ START_TEST(cond_ping_pong_one_condition) {
 END_TEST
 
 /* notify(1) is for a thread waiting *now*. Here the one waiter is a child
- * process, stopped with SIGSTOP right after the notify so it cannot pick
- * its wake-up up yet; the notifier then waits with timeout 0 itself. In
- * Python that wait is not notified (it was not waiting at notify time), and
- * the child must still wake once it runs again. */
+ * process, stopped with SIGSTOP just before the notify so that it cannot
+ * pick its wake-up up yet; the notifier then waits with timeout 0 itself.
+ * In Python that wait is not notified (it was not waiting at notify time),
+ * and the child must still wake once it runs again. */
 struct steal {
   weft_lock lock;
   weft_cond cond;

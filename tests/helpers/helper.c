@@ -284,6 +284,99 @@ static int thread_exit_from_thread(void) {
   return 0;
 }
 
+
+/* ---- ThreadSanitizer: weft's primitives are understood, real races seen ---- */
+
+enum { RACE_ITERS = 20000 };
+static long shared_counter;
+static weft_lock lock_a = WEFT_LOCK_INIT, lock_b = WEFT_LOCK_INIT;
+static weft_rlock rlock = WEFT_RLOCK_INIT;
+static weft_semaphore sem = WEFT_SEMAPHORE_INIT(1);
+static weft_cond cond = WEFT_COND_INIT;
+
+/* Each thread protects the counter with a lock of its own: a real race. */
+static void *add_under_own_lock(void *arg) {
+  weft_lock *mine = arg;
+  for (int i = 0; i < RACE_ITERS; i++) {
+    weft_lock_acquire(mine, WEFT_FOREVER);
+    shared_counter++;
+    weft_lock_release(mine);
+  }
+  return NULL;
+}
+
+static int race_wrong_lock(void) {
+  weft_thread a = weft_thread_new(add_under_own_lock, .arg = &lock_a);
+  weft_thread b = weft_thread_new(add_under_own_lock, .arg = &lock_b);
+  weft_thread_start(a);
+  weft_thread_start(b);
+  weft_thread_join(a, WEFT_FOREVER, NULL);
+  weft_thread_join(b, WEFT_FOREVER, NULL);
+  printf("counter %ld\n", shared_counter);
+  return 0;
+}
+
+/* The same counter, under one shared primitive per phase (Lock, RLock taken
+ * twice, Semaphore, Condition): no race. */
+static void *add_correctly(void *arg) {
+  int kind = *(const int *)arg;
+  for (int i = 0; i < RACE_ITERS / 4; i++) {
+    switch (kind) {
+    case 0:
+      weft_lock_acquire(&lock_a, WEFT_FOREVER);
+      shared_counter++;
+      weft_lock_release(&lock_a);
+      break;
+    case 1:
+      weft_rlock_acquire(&rlock, WEFT_FOREVER);
+      weft_rlock_acquire(&rlock, WEFT_FOREVER);
+      shared_counter++;
+      weft_rlock_release(&rlock);
+      weft_rlock_release(&rlock);
+      break;
+    case 2:
+      weft_semaphore_acquire(&sem, WEFT_FOREVER);
+      shared_counter++;
+      weft_semaphore_release(&sem, 1);
+      break;
+    default:
+      weft_cond_acquire(&cond, WEFT_FOREVER);
+      shared_counter++;
+      weft_cond_notify_all(&cond);
+      weft_cond_release(&cond);
+      break;
+    }
+  }
+  return NULL;
+}
+
+static void *release_for_main(void *arg) {
+  (void)arg;
+  shared_counter++;                /* under lock_b, taken by main */
+  weft_lock_release(&lock_b);      /* released by another thread, as Python allows */
+  return NULL;
+}
+
+static int race_free_locks(void) {
+  for (int kind = 0; kind < 4; kind++) {
+    weft_thread a = weft_thread_new(add_correctly, .arg = &kind);
+    weft_thread b = weft_thread_new(add_correctly, .arg = &kind);
+    weft_thread_start(a);
+    weft_thread_start(b);
+    weft_thread_join(a, WEFT_FOREVER, NULL);
+    weft_thread_join(b, WEFT_FOREVER, NULL);
+  }
+  weft_lock_acquire(&lock_b, WEFT_FOREVER);
+  weft_thread c = weft_thread_new(release_for_main);
+  weft_thread_start(c);
+  weft_lock_acquire(&lock_b, WEFT_FOREVER); /* waits for c's release */
+  shared_counter++;
+  weft_lock_release(&lock_b);
+  weft_thread_join(c, WEFT_FOREVER, NULL);
+  printf("counter %ld\n", shared_counter);
+  return shared_counter == 2L * RACE_ITERS + 2 ? 0 : 1; /* 4 phases x 2 x ITERS/4, + 2 */
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOFBF, 0); /* fully buffered, as a pipe makes it */
   const char *s = argc > 1 ? argv[1] : "";
@@ -303,6 +396,8 @@ int main(int argc, char **argv) {
   if (!strcmp(s, "thread_closed_waits")) return thread_closed_waits();
   if (!strcmp(s, "thread_started_at_exit")) return thread_started_at_exit();
   if (!strcmp(s, "thread_exit_from_thread")) return thread_exit_from_thread();
+  if (!strcmp(s, "race_wrong_lock")) return race_wrong_lock();
+  if (!strcmp(s, "race_free_locks")) return race_free_locks();
   fprintf(stderr, "weft_helper: unknown scenario '%s'\n", s);
   return 2;
 }
