@@ -19,7 +19,7 @@ int weft_barrier_init_opts(weft_barrier *b, int parties, const weft_barrier_opti
   *b = (weft_barrier)WEFT_BARRIER_INIT((uint32_t)parties);
   b->action = o->action;
   b->arg = o->arg;
-  b->timeout = o->timeout;
+  b->timeout = o->timeout > 0 ? o->timeout : -1.0; /* a default of 0 would break every wait */
   return 0;
 }
 

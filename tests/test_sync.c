@@ -1458,13 +1458,8 @@ END_TEST
 
 /* ============================================================= Barrier */
 
-/* weft_barrier_init(&b, n, .timeout = t) overrides the macro's own
- * `.timeout = -1.0` and so warns under -Wextra (-Woverride-init); the
- * function takes the options directly here. */
 static int barrier_init_timeout(weft_barrier *b, int parties, double timeout) {
-  return weft_barrier_init_opts(
-      b, parties, &(const weft_barrier_options){.size_ = sizeof(weft_barrier_options),
-                                                .timeout = timeout});
+  return weft_barrier_init(b, parties, .timeout = timeout);
 }
 
 START_TEST(barrier_rejects_bad_parties) {

@@ -249,7 +249,7 @@ typedef struct weft_barrier_options {
   size_t size_;
   weft_barrier_action action;
   void *arg;
-  double timeout;  /* default for wait; default: none */
+  double timeout;  /* default for wait, > 0; 0 (the default) or negative: none */
 } weft_barrier_options;
 
 #define WEFT_BARRIER_INIT(parties) {WEFT_LOCK_INIT, 0, (parties), 0, 0, 0, 0, 0, 0, NULL, NULL, -1.0}
@@ -259,7 +259,7 @@ typedef struct weft_barrier_options {
 #define weft_barrier_init(barrier, parties, ...)                                          \
   weft_barrier_init_opts((barrier), (parties), &(const weft_barrier_options){             \
                                                    .size_ = sizeof(weft_barrier_options),  \
-                                                   .timeout = -1.0, __VA_ARGS__})
+                                                   __VA_ARGS__})
 WEFT_API int weft_barrier_init_opts(weft_barrier *barrier, int parties,
                                     const weft_barrier_options *opts);
 
