@@ -48,6 +48,7 @@ struct proc {
 static pthread_mutex_t registry = PTHREAD_MUTEX_INITIALIZER;
 /* Broadcast whenever a blocked reaper has recorded a child's exit. */
 static pthread_cond_t reaped = PTHREAD_COND_INITIALIZER;
+static int reaped_waiters; /* threads inside pthread_cond_wait on it */
 /* Counts that let the fork child handler and the exit rules skip walking the
  * table in the common case: in a child, every page of code or data touched
  * is a page fault, and they are most of what a start costs beyond fork. */
@@ -175,11 +176,12 @@ static int wait_child_locked(struct proc *p, weft__deadline deadline) {
     }
     if (p->reaping) {
       struct timespec ts = {deadline / 1000000000, deadline % 1000000000};
-      if (deadline == WEFT__NEVER)
-        pthread_cond_wait(&reaped, &registry);
-      else if (pthread_cond_clockwait(&reaped, &registry, CLOCK_MONOTONIC, &ts) == ETIMEDOUT &&
-               p->state != ST_STOPPED)
-        return WEFT_ETIMEDOUT;
+      reaped_waiters++;
+      int r = deadline == WEFT__NEVER
+                  ? pthread_cond_wait(&reaped, &registry)
+                  : pthread_cond_clockwait(&reaped, &registry, CLOCK_MONOTONIC, &ts);
+      reaped_waiters--;
+      if (r == ETIMEDOUT && p->state != ST_STOPPED) return WEFT_ETIMEDOUT;
       continue;
     }
     if (poll_locked(p)) break;
@@ -332,6 +334,7 @@ static struct {
   pthread_cond_t cv;
   pthread_mutex_t serial; /* one request at a time */
   bool running, pending, done;
+  int users; /* threads inside fork_via_forker */
   struct start_req *req;
   pid_t result;
 } forker = {.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -373,6 +376,7 @@ static int forker_start_locked(void) {
 }
 
 static pid_t fork_via_forker(struct start_req *req) {
+  __atomic_add_fetch(&forker.users, 1, __ATOMIC_SEQ_CST);
   pthread_mutex_lock(&forker.serial);
   pthread_mutex_lock(&forker.mu);
   pid_t result = forker.running ? 0 : forker_start_locked();
@@ -388,6 +392,7 @@ static pid_t fork_via_forker(struct start_req *req) {
   }
   pthread_mutex_unlock(&forker.mu);
   pthread_mutex_unlock(&forker.serial);
+  __atomic_sub_fetch(&forker.users, 1, __ATOMIC_SEQ_CST);
   return result;
 }
 
@@ -419,14 +424,19 @@ int weft_process_start(weft_process h) {
   p->state = ST_STARTING;
   pthread_mutex_unlock(&registry);
 
+  /* Cancellation is off while fflush (a write) or a forker request could be
+   * cancelled with the object half-started. It is back on before a direct
+   * fork: a page the parent writes after fork is a page copied, and nothing
+   * after the fork is a cancellation point (closes are raw system calls). */
+  bool via_forker = p->daemon && weft__os_gettid() != weft__pid;
   int cancel_state = weft__nocancel_begin();
   struct start_req req = {.p = p, .parent_pid = weft__pid, .spare_fd = weft__os_reserve_fd()};
   pid_t pid = req.spare_fd; /* a failure to reserve is reported before any fork */
   int pidfd = -1;
   if (req.spare_fd >= 0) {
     fflush(NULL); /* or the child would write the parent's buffered output again */
-    bool from_main_thread = weft__os_gettid() == weft__pid;
-    pid = p->daemon && !from_main_thread ? fork_via_forker(&req) : fork_child(&req);
+    if (!via_forker) weft__nocancel_end(cancel_state);
+    pid = via_forker ? fork_via_forker(&req) : fork_child(&req);
     weft__os_close(req.spare_fd); /* pidfd_open gets its slot */
     pidfd = pid > 0 ? weft__os_pidfd_open(pid) : (int)pid;
     /* ESRCH: the child already ended and someone else reaped it (SIGCHLD
@@ -452,7 +462,7 @@ int weft_process_start(weft_process h) {
   }
   put_locked(p);
   pthread_mutex_unlock(&registry);
-  weft__nocancel_end(cancel_state);
+  if (via_forker || req.spare_fd < 0) weft__nocancel_end(cancel_state);
   return err;
 }
 
@@ -825,21 +835,29 @@ static void forget_inherited(void *obj, void *unused) {
   if (p->refs != 1) p->refs = 1;
 }
 
+/* Resets only what threads of the parent may have left mid-change: every
+ * write here copies a page, in every child (see child_main). */
 WEFT__HOT void weft__process_after_fork_child(void) {
-  running_children = 0;
-  /* With no pidfd open no wait was in flight, so every object and the
-   * condition variable are as they were. */
-  /* Threads of the parent may have been inside these; none exist here. */
-  pthread_cond_init(&reaped, NULL);
+  if (running_children != 0) running_children = 0;
+  /* With no pidfd open no wait was in flight: every object is as it was. */
   if (open_pidfds != 0) {
     weft__handle_each(&table, forget_inherited, NULL);
     open_pidfds = 0;
   }
-  /* The forker thread does not exist in the child; its locks may have been
-   * held by threads that do not exist either. */
-  pthread_mutex_init(&forker.mu, NULL);
-  pthread_mutex_init(&forker.serial, NULL);
-  pthread_cond_init(&forker.cv, NULL);
-  forker.running = forker.pending = forker.done = false;
+  /* Counted under the registry, which the fork handler holds: zero means
+   * no thread was inside pthread_cond_wait on it. */
+  if (reaped_waiters != 0) {
+    pthread_cond_init(&reaped, NULL);
+    reaped_waiters = 0;
+  }
+  /* The forker thread does not exist in the child; it, or a thread asking
+   * it for a fork, may have held its locks. */
+  if (forker.running || __atomic_load_n(&forker.users, __ATOMIC_SEQ_CST) != 0) {
+    pthread_mutex_init(&forker.mu, NULL);
+    pthread_mutex_init(&forker.serial, NULL);
+    pthread_cond_init(&forker.cv, NULL);
+    forker.running = forker.pending = forker.done = false;
+    forker.users = 0;
+  }
   pthread_mutex_unlock(&registry);
 }

@@ -47,7 +47,7 @@ static struct thr *main_thread = &main_thr;
 static unsigned counter;        /* numbers Thread-N and Dummy-N, as Python's _counter */
 static bool exit_hook_set;      /* the atexit join is registered at the first start */
 static pthread_key_t self_key;  /* its destructor runs when any known thread ends */
-static _Thread_local struct thr *self;
+static _Thread_local struct thr *self __attribute__((tls_model("initial-exec")));
 
 static void thread_ended(void *obj);
 

@@ -114,14 +114,19 @@ pid_t weft__os_fork(void) {
 }
 
 void weft__os_kill_and_reap(pid_t pid) {
+  int state;
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state); /* waitpid is a cancellation point */
   kill(pid, SIGKILL);
   while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
   }
+  pthread_setcancelstate(state, NULL);
 }
 
 pid_t weft__os_getppid(void) { return getppid(); }
 
-void weft__os_close(int fd) { close(fd); }
+/* A raw close: glibc's close() is a cancellation point and, in a forked
+ * child, its cancellation bookkeeping writes (and so copies) a page. */
+void weft__os_close(int fd) { syscall(SYS_close, fd); }
 
 int weft__os_set_parent_death_signal(int sig) {
   return prctl(PR_SET_PDEATHSIG, sig) < 0 ? -errno : 0;
