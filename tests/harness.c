@@ -20,11 +20,19 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_s(void) {
+double test_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
+
+/* Several tests start threads in a child forked from a process with
+ * threads, which ThreadSanitizer refuses by default; weft promises that it
+ * works, so let it go on (TSAN_OPTIONS given by the caller still apply). */
+#if defined(__SANITIZE_THREAD__)
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void) { return "die_after_fork=0"; }
+#endif
 
 /* Each test runs in its own process; making it a subreaper means orphaned
  * grandchildren come back to it instead of to PID 1, which may never reap. */
@@ -64,9 +72,9 @@ pid_t helper_spawn(const char *scenario, int *out_fd) {
 
 size_t read_all(int fd, char *buf, size_t size, double timeout) {
   size_t len = 0;
-  double end = now_s() + timeout;
+  double end = test_now() + timeout;
   while (len + 1 < size) {
-    double left = end - now_s();
+    double left = end - test_now();
     if (left <= 0) break;
     struct pollfd p = {.fd = fd, .events = POLLIN};
     if (poll(&p, 1, (int)(left * 1000) + 1) <= 0) continue;
@@ -80,12 +88,12 @@ size_t read_all(int fd, char *buf, size_t size, double timeout) {
 
 bool read_until(int fd, char *buf, size_t size, const char *needle, double timeout) {
   size_t len = 0;
-  double end = now_s() + timeout;
+  double end = test_now() + timeout;
   buf[0] = '\0';
   for (;;) {
     const char *hit = strstr(buf, needle);
     if (hit != NULL && strchr(hit, '\n') != NULL) return true;
-    double left = end - now_s();
+    double left = end - test_now();
     if (left <= 0 || len + 1 >= size) return false;
     struct pollfd p = {.fd = fd, .events = POLLIN};
     if (poll(&p, 1, (int)(left * 1000) + 1) <= 0) continue;
@@ -129,9 +137,9 @@ bool pid_gone(pid_t pid) {
 }
 
 bool wait_pid_gone(pid_t pid, double timeout) {
-  double end = now_s() + timeout;
+  double end = test_now() + timeout;
   while (!pid_gone(pid)) {
-    if (now_s() > end) return false;
+    if (test_now() > end) return false;
     struct timespec ts = {0, 5 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }

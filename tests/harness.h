@@ -51,6 +51,9 @@ int count_children(void);
  * threads keep working elsewhere. Returns false if the kernel refused. */
 bool block_fork_in_this_thread(void);
 
+/* Monotonic time in seconds. */
+double test_now(void);
+
 /* Counts occurrences of needle in haystack. */
 int count_substr(const char *haystack, const char *needle);
 

@@ -25,12 +25,6 @@ struct run {
   char out[OUT_MAX]; /* stdout and stderr, interleaved as written */
 };
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Runs WEFT_EXAMPLES/<program> with stdout and stderr on one pipe. Waits (at
  * most 12 s) for it to exit, then reads the pipe until EOF, that is until
  * every writer, the program's children included, has closed it. Fails the
@@ -68,9 +62,9 @@ static void run_program(const char *program, struct run *r) {
   }
   r->status = wait_status(pid);
 
-  double t0 = now_s();
+  double t0 = test_now();
   size_t len = read_all(fds[0], r->out, sizeof r->out, 2.0);
-  r->eof_after = now_s() - t0;
+  r->eof_after = test_now() - t0;
   /* read_all stops at EOF, at the deadline, or with a full buffer: tell EOF
    * apart by asking once more without waiting. */
   char extra[16];

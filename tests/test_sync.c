@@ -42,20 +42,7 @@
  * turns a lost wake-up into a clear failure instead of a hang. */
 #define LOST_WAKEUP_S 5.0
 
-#ifdef WEFT_SANITIZE_THREAD
-/* The fork-safety tests start threads in a child forked from a threaded
- * parent, which is exactly what they are about; TSan would kill that child. */
-const char *__tsan_default_options(void);
-const char *__tsan_default_options(void) { return "die_after_fork=0"; }
-#endif
-
 /* ---- helpers ---- */
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void nap(double s) {
   struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
@@ -69,9 +56,9 @@ static int inc(int *p) { return __atomic_add_fetch(p, 1, __ATOMIC_ACQ_REL); }
 
 /* Polls until *p >= v or the deadline passes; returns whether it held. */
 static bool wait_ge(const int *p, int v, double timeout) {
-  double end = now_s() + timeout;
+  double end = test_now() + timeout;
   while (ld(p) < v) {
-    if (now_s() > end) return false;
+    if (test_now() > end) return false;
     nap(0.001);
   }
   return true;
@@ -106,9 +93,9 @@ static char process_state(pid_t pid) {
 /* Stops a child with SIGSTOP and waits until it is stopped (state T). */
 static bool stop_process(pid_t pid, double timeout) {
   if (kill(pid, SIGSTOP) != 0) return false;
-  double end = now_s() + timeout;
+  double end = test_now() + timeout;
   while (process_state(pid) != 'T') {
-    if (now_s() > end) return false;
+    if (test_now() > end) return false;
     nap(0.001);
   }
   return true;
@@ -179,9 +166,9 @@ struct lock_try {
 
 static void *try_acquire(void *arg) {
   struct lock_try *t = arg;
-  double t0 = now_s();
+  double t0 = test_now();
   t->rc = weft_lock_acquire(t->lock, t->timeout);
-  t->elapsed = now_s() - t0;
+  t->elapsed = test_now() - t0;
   st(&t->done, 1);
   return NULL;
 }
@@ -189,9 +176,9 @@ static void *try_acquire(void *arg) {
 START_TEST(lock_nonblocking_on_held_lock_times_out) {
   weft_lock l = WEFT_LOCK_INIT;
   ck_assert_int_eq(weft_lock_acquire(&l, WEFT_FOREVER), 0);
-  double t0 = now_s();
+  double t0 = test_now();
   ck_assert_int_eq(weft_lock_acquire(&l, 0), WEFT_ETIMEDOUT);
-  ck_assert_double_lt(now_s() - t0, 0.1);
+  ck_assert_double_lt(test_now() - t0, 0.1);
   ck_assert_int_eq(weft_last_error_code(), WEFT_ETIMEDOUT);
   ck_assert(weft_lock_locked(&l));
   /* The same from another thread. */
@@ -242,9 +229,9 @@ START_TEST(lock_timed_acquire_times_out) {
   weft_lock l = WEFT_LOCK_INIT;
   /* Held by the caller itself: a Lock is not reentrant, so this waits. */
   ck_assert_int_eq(weft_lock_acquire(&l, WEFT_FOREVER), 0);
-  double t0 = now_s();
+  double t0 = test_now();
   ck_assert_int_eq(weft_lock_acquire(&l, timeout), WEFT_ETIMEDOUT);
-  double elapsed = now_s() - t0;
+  double elapsed = test_now() - t0;
   ck_assert_double_ge(elapsed, timeout * 0.9);
   ck_assert_double_lt(elapsed, timeout + 2);
   ck_assert_ptr_nonnull(strstr(weft_last_error(), "not acquired"));
@@ -254,9 +241,9 @@ START_TEST(lock_timed_acquire_times_out) {
   struct holder h = {.lock = &l};
   pthread_t th = spawn(hold_until_told, &h);
   ck_assert_int_eq(weft_event_wait(&h.held, 10), 0);
-  t0 = now_s();
+  t0 = test_now();
   ck_assert_int_eq(weft_lock_acquire(&l, timeout), WEFT_ETIMEDOUT);
-  elapsed = now_s() - t0;
+  elapsed = test_now() - t0;
   ck_assert_double_ge(elapsed, timeout * 0.9);
   ck_assert_double_lt(elapsed, timeout + 2);
   weft_event_set(&h.go);
@@ -496,9 +483,9 @@ static void *rlock_from_other(void *arg) {
   o->owned = weft_rlock_is_owned(o->r);
   o->release_rc = weft_rlock_release(o->r);
   o->try_rc = weft_rlock_acquire(o->r, 0);
-  double t0 = now_s();
+  double t0 = test_now();
   o->timed_rc = weft_rlock_acquire(o->r, 0.2);
-  o->timed_elapsed = now_s() - t0;
+  o->timed_elapsed = test_now() - t0;
   return NULL;
 }
 
@@ -749,11 +736,11 @@ static void *hold_cond_lock(void *arg) {
 static void check_not_held_is_eperm(weft_cond *c) {
   ck_assert_int_eq(weft_cond_wait(c, 0), WEFT_EPERM);
   ck_assert_int_eq(weft_last_error_code(), WEFT_EPERM);
-  double t0 = now_s();
+  double t0 = test_now();
   ck_assert_int_eq(weft_cond_wait(c, 5), WEFT_EPERM);
   ck_assert_int_eq(weft_cond_wait(c, WEFT_FOREVER), WEFT_EPERM);
   ck_assert_int_eq(weft_cond_wait_for(c, pred_false, NULL, 5), WEFT_EPERM);
-  ck_assert_double_lt(now_s() - t0, 1.0); /* refused at once, not after waiting */
+  ck_assert_double_lt(test_now() - t0, 1.0); /* refused at once, not after waiting */
   ck_assert_int_eq(weft_cond_notify(c, 1), WEFT_EPERM);
   ck_assert_int_eq(weft_cond_notify_all(c), WEFT_EPERM);
 }
@@ -800,17 +787,17 @@ START_TEST(cond_wait_times_out) {
   weft_cond c;
   ck_assert_int_eq(weft_cond_init(&c, .lock = &l), 0);
   ck_assert_int_eq(weft_cond_acquire(&c, WEFT_FOREVER), 0);
-  double t0 = now_s();
+  double t0 = test_now();
   ck_assert_int_eq(weft_cond_wait(&c, timeout), WEFT_ETIMEDOUT);
-  double elapsed = now_s() - t0;
+  double elapsed = test_now() - t0;
   ck_assert_double_ge(elapsed, timeout * 0.9);
   ck_assert_double_lt(elapsed, timeout + 2);
   ck_assert_int_eq(weft_last_error_code(), WEFT_ETIMEDOUT);
   ck_assert(weft_lock_locked(&l));
   ck_assert_int_eq(weft_cond_notify(&c, 1), 0); /* we hold it again */
-  t0 = now_s();
+  t0 = test_now();
   ck_assert_int_eq(weft_cond_wait(&c, 0), WEFT_ETIMEDOUT);
-  ck_assert_double_lt(now_s() - t0, 0.1);
+  ck_assert_double_lt(test_now() - t0, 0.1);
   ck_assert(weft_lock_locked(&l));
   ck_assert_int_eq(weft_cond_release(&c), 0);
 }
@@ -842,9 +829,9 @@ static int read_locked(weft_lock *l, const int *p) {
 }
 
 static bool wait_locked_ge(weft_lock *l, const int *p, int v, double timeout) {
-  double end = now_s() + timeout;
+  double end = test_now() + timeout;
   while (read_locked(l, p) < v) {
-    if (now_s() > end) return false;
+    if (test_now() > end) return false;
     nap(0.001);
   }
   return true;
@@ -918,15 +905,15 @@ START_TEST(cond_wait_for_returns_predicate_value) {
   ck_assert_int_eq(weft_cond_init(&f.cond), 0);
   ck_assert_int_eq(weft_cond_acquire(&f.cond, WEFT_FOREVER), 0);
   /* Already true: 1 at once. */
-  double t0 = now_s();
+  double t0 = test_now();
   ck_assert_int_eq(weft_cond_wait_for(&f.cond, flag_is_set, &f, 5), 1);
-  ck_assert_double_lt(now_s() - t0, 0.5);
+  ck_assert_double_lt(test_now() - t0, 0.5);
   ck_assert_int_eq(f.calls, 1);
   /* Never true: 0 once the timeout ran out. */
   f.flag = 0;
-  t0 = now_s();
+  t0 = test_now();
   ck_assert_int_eq(weft_cond_wait_for(&f.cond, flag_is_set, &f, 0.2), 0);
-  double elapsed = now_s() - t0;
+  double elapsed = test_now() - t0;
   ck_assert_double_ge(elapsed, 0.18);
   ck_assert_double_lt(elapsed, 2.2);
   ck_assert_int_eq(weft_cond_wait_for(&f.cond, flag_is_set, &f, 0), 0);
@@ -1099,12 +1086,12 @@ START_TEST(cond_notify_is_not_taken_by_a_later_waiter) {
   weft_process p = start_process(steal_child, s);
   pid_t pid = weft_process_pid(p);
   /* Once the parent holds the lock with ready set, the child is waiting. */
-  double end = now_s() + 10;
+  double end = test_now() + 10;
   for (;;) {
     ck_assert_int_eq(weft_lock_acquire(&s->lock, 10), 0);
     if (s->ready) break;
     weft_lock_release(&s->lock);
-    ck_assert(now_s() < end);
+    ck_assert(test_now() < end);
     nap(0.001);
   }
   bool stopped = stop_process(pid, 5);
@@ -1152,9 +1139,9 @@ START_TEST(semaphore_acquire_release_counts) {
   ck_assert_int_eq(weft_semaphore_acquire(&s, 0), WEFT_ETIMEDOUT);
   ck_assert_ptr_nonnull(strstr(weft_last_error(), "slots"));
   ck_assert_int_eq(weft_semaphore_value(&s), 0);
-  double t0 = now_s();
+  double t0 = test_now();
   ck_assert_int_eq(weft_semaphore_acquire(&s, 0.2), WEFT_ETIMEDOUT);
-  double elapsed = now_s() - t0;
+  double elapsed = test_now() - t0;
   ck_assert_double_ge(elapsed, 0.18);
   ck_assert_double_lt(elapsed, 2.2);
   ck_assert_int_eq(weft_semaphore_value(&s), 0);
@@ -1203,9 +1190,9 @@ START_TEST(semaphore_release_n_wakes_n) {
   pthread_t t[WAITERS];
   for (int i = 0; i < WAITERS; i++) t[i] = spawn(sem_waiter, &w);
   /* The struct counts threads blocked in acquire. */
-  double end = now_s() + 10;
+  double end = test_now() + 10;
   while (__atomic_load_n(&w.s.waiters, __ATOMIC_ACQUIRE) != WAITERS) {
-    ck_assert(now_s() < end);
+    ck_assert(test_now() < end);
     nap(0.001);
   }
   ck_assert_int_eq(weft_semaphore_release(&w.s, 2), 0);
@@ -1366,9 +1353,9 @@ START_TEST(event_set_clear_wait) {
   ck_assert(!weft_event_is_set(&e));
   ck_assert_int_eq(weft_event_wait(&e, 0), WEFT_ETIMEDOUT);
   ck_assert_int_eq(weft_last_error_code(), WEFT_ETIMEDOUT);
-  double t0 = now_s();
+  double t0 = test_now();
   ck_assert_int_eq(weft_event_wait(&e, 0.2), WEFT_ETIMEDOUT);
-  double elapsed = now_s() - t0;
+  double elapsed = test_now() - t0;
   ck_assert_double_ge(elapsed, 0.18);
   ck_assert_double_lt(elapsed, 2.2);
   ck_assert_int_eq(weft_event_wait(&e, NAN), WEFT_EINVAL);
@@ -1438,8 +1425,8 @@ START_TEST(event_set_then_clear_still_wakes_current_waiter) {
   weft_process p = start_process(event_pulse_child, e);
   pid_t pid = weft_process_pid(p);
   /* The struct counts waiters: once it shows one, the child is in wait. */
-  double end = now_s() + 10;
-  while (__atomic_load_n(&e->waiters, __ATOMIC_ACQUIRE) != 1 && now_s() < end) nap(0.001);
+  double end = test_now() + 10;
+  while (__atomic_load_n(&e->waiters, __ATOMIC_ACQUIRE) != 1 && test_now() < end) nap(0.001);
   bool waiting = __atomic_load_n(&e->waiters, __ATOMIC_ACQUIRE) == 1;
   bool stopped = stop_process(pid, 5);
   int set_rc = weft_event_set(e);
@@ -1553,9 +1540,9 @@ struct bar_wait {
 
 static void *bar_wait_thread(void *arg) {
   struct bar_wait *w = arg;
-  double t0 = now_s();
+  double t0 = test_now();
   w->rc = weft_barrier_wait(w->b, w->timeout);
-  w->elapsed = now_s() - t0;
+  w->elapsed = test_now() - t0;
   st(&w->done, 1);
   return NULL;
 }
@@ -1591,9 +1578,9 @@ static void run_full_cycle(weft_barrier *b, int n) {
 }
 
 static bool wait_n_waiting(weft_barrier *b, int n, double timeout) {
-  double end = now_s() + timeout;
+  double end = test_now() + timeout;
   while (weft_barrier_n_waiting(b) != n) {
-    if (now_s() > end) return false;
+    if (test_now() > end) return false;
     nap(0.001);
   }
   return true;
@@ -1623,10 +1610,10 @@ START_TEST(barrier_failing_action_breaks_it) {
   ck_assert(weft_barrier_broken(&b));
   ck_assert_int_eq(weft_barrier_n_waiting(&b), 0);
   /* Broken until reset: a new wait fails at once. */
-  double t0 = now_s();
+  double t0 = test_now();
   ck_assert_int_eq(weft_barrier_wait(&b, 5), WEFT_EBROKEN);
   ck_assert_int_eq(weft_last_error_code(), WEFT_EBROKEN);
-  ck_assert_double_lt(now_s() - t0, 1.0);
+  ck_assert_double_lt(test_now() - t0, 1.0);
   ck_assert_int_eq(f.calls, 1);
   ck_assert_int_eq(weft_barrier_reset(&b), 0);
   ck_assert(!weft_barrier_broken(&b));
@@ -1654,9 +1641,9 @@ START_TEST(barrier_timeout_breaks_it_for_everyone) {
   ck_assert_double_ge(longest, timeout * 0.9);
   ck_assert(weft_barrier_broken(&b));
   ck_assert_int_eq(weft_barrier_n_waiting(&b), 0);
-  double t0 = now_s();
+  double t0 = test_now();
   ck_assert_int_eq(weft_barrier_wait(&b, WEFT_FOREVER), WEFT_EBROKEN); /* a late arrival */
-  ck_assert_double_lt(now_s() - t0, 1.0);
+  ck_assert_double_lt(test_now() - t0, 1.0);
   ck_assert_int_eq(weft_barrier_reset(&b), 0);
   ck_assert(!weft_barrier_broken(&b));
   run_full_cycle(&b, 3);
@@ -1664,9 +1651,9 @@ START_TEST(barrier_timeout_breaks_it_for_everyone) {
   /* The default timeout given at init applies to wait(negative). */
   weft_barrier d;
   ck_assert_int_eq(barrier_init_timeout(&d, 2, 0.2), 0);
-  t0 = now_s();
+  t0 = test_now();
   ck_assert_int_eq(weft_barrier_wait(&d, WEFT_FOREVER), WEFT_EBROKEN);
-  double elapsed = now_s() - t0;
+  double elapsed = test_now() - t0;
   ck_assert_double_ge(elapsed, 0.18);
   ck_assert_double_lt(elapsed, 2.2);
   ck_assert(weft_barrier_broken(&d));
@@ -1767,8 +1754,8 @@ START_TEST(barrier_reset_breaks_a_stopped_waiter) {
   spawn_waiters(b, 2, 10, w, t);
   /* Give the new cycle a chance to complete while the child is stopped (a
    * Python-like barrier may also hold it until the child has left). */
-  double end = now_s() + 0.5;
-  while ((ld(&w[0].done) == 0 || ld(&w[1].done) == 0) && now_s() < end) nap(0.002);
+  double end = test_now() + 0.5;
+  while ((ld(&w[0].done) == 0 || ld(&w[1].done) == 0) && test_now() < end) nap(0.002);
   kill(pid, SIGCONT);
   int code = finish_process(p, 10);
   join_waiters(2, t);
@@ -1883,9 +1870,9 @@ START_TEST(process_event) {
   weft_process p[CHILDREN];
   for (int i = 0; i < CHILDREN; i++) p[i] = start_process(event_in_child, x);
   /* All three block in wait (the struct counts them), then one set. */
-  double end = now_s() + 10;
+  double end = test_now() + 10;
   while (__atomic_load_n(&x->go.waiters, __ATOMIC_ACQUIRE) != CHILDREN) {
-    ck_assert(now_s() < end);
+    ck_assert(test_now() < end);
     nap(0.001);
   }
   ck_assert_int_eq(weft_event_set(&x->go), 0);
@@ -2029,9 +2016,9 @@ START_TEST(lock_free_is_taken_by_nonblocking_acquire) {
   int release_rc = weft_lock_release(&s->lock);
   bool locked = weft_lock_locked(&s->lock);
   int try_rc = weft_lock_acquire(&s->lock, 0);
-  double t0 = now_s();
+  double t0 = test_now();
   int timed_rc = try_rc == 0 ? 0 : weft_lock_acquire(&s->lock, 5);
-  double timed_elapsed = now_s() - t0;
+  double timed_elapsed = test_now() - t0;
   if (try_rc == 0 || timed_rc == 0) weft_lock_release(&s->lock);
   kill(pid, SIGCONT);
   int code = finish_process(p, 10);
@@ -2098,9 +2085,9 @@ START_TEST(owner_death_by_sigkill_gives_eownerdead) {
   weft_process p = start_process(die_holding_sigkill, d);
   ck_assert_int_eq(weft_event_wait(&d->held, 10), 0);
   /* The holder is dead (or dying) and not reaped yet. */
-  double t0 = now_s();
+  double t0 = test_now();
   int rc = weft_lock_acquire(&d->a, WEFT_FOREVER);
-  double elapsed = now_s() - t0;
+  double elapsed = test_now() - t0;
   ck_assert_int_eq(rc, WEFT_EOWNERDEAD);
   ck_assert_int_eq(weft_last_error_code(), WEFT_EOWNERDEAD);
   ck_assert_double_lt(elapsed, 2.0);
@@ -2114,9 +2101,9 @@ START_TEST(owner_death_by_sigkill_gives_eownerdead) {
   ck_assert_int_eq(weft_lock_release(&d->a), 0);
 
   /* An RLock: the new owner has one level, whatever the dead one had. */
-  t0 = now_s();
+  t0 = test_now();
   ck_assert_int_eq(weft_rlock_acquire(&d->r, 5), WEFT_EOWNERDEAD);
-  ck_assert_double_lt(now_s() - t0, 2.0);
+  ck_assert_double_lt(test_now() - t0, 2.0);
   ck_assert(weft_rlock_is_owned(&d->r));
   ck_assert_int_eq(weft_rlock_release(&d->r), 0);
   ck_assert(!weft_lock_locked(&d->r.lock));
@@ -2126,9 +2113,9 @@ START_TEST(owner_death_by_sigkill_gives_eownerdead) {
 
   /* Once reaped the pid is gone altogether: still detected. */
   ck_assert_int_eq(finish_process(p, 10), -SIGKILL);
-  t0 = now_s();
+  t0 = test_now();
   ck_assert_int_eq(weft_lock_acquire(&d->b, 5), WEFT_EOWNERDEAD);
-  ck_assert_double_lt(now_s() - t0, 2.0);
+  ck_assert_double_lt(test_now() - t0, 2.0);
   ck_assert_int_eq(weft_lock_release(&d->b), 0);
   ck_assert_int_eq(weft_lock_acquire(&d->b, 0), 0);
   ck_assert_int_eq(weft_lock_release(&d->b), 0);
@@ -2154,10 +2141,10 @@ START_TEST(owner_death_by_exit_wakes_blocked_waiters) {
   pthread_t th[2] = {spawn(try_acquire, &t[0]), spawn(try_acquire, &t[1])};
   ck_assert_int_eq(weft_lock_acquire(&d->a, 0.1), WEFT_ETIMEDOUT); /* holder alive: wait */
   ck_assert_int_eq(weft_event_set(&d->die), 0);
-  double t0 = now_s();
+  double t0 = test_now();
   double end = t0 + 10;
-  while (ld(&t[0].done) + ld(&t[1].done) == 0 && now_s() < end) nap(0.001);
-  double elapsed = now_s() - t0;
+  while (ld(&t[0].done) + ld(&t[1].done) == 0 && test_now() < end) nap(0.001);
+  double elapsed = test_now() - t0;
   int first = ld(&t[0].done) ? 0 : 1, second = 1 - first;
   ck_assert_int_eq(ld(&t[first].done), 1);
   ck_assert_double_lt(elapsed, 2.0);
@@ -2323,8 +2310,8 @@ START_TEST(fork_while_threads_use_weft_sync) {
   for (int i = 0; i < CHURNERS; i++) t[i] = spawn(churn_weft, &c);
   /* Forks start once both churners are past their first rounds (which,
    * under ASan, also keeps their one-time allocations away from a fork). */
-  double end = now_s() + 10;
-  while (read_counter(&c) < 200 && now_s() < end) nap(0.001);
+  double end = test_now() + 10;
+  while (read_counter(&c) < 200 && test_now() < end) nap(0.001);
   int failures = 0, last_bad = 0;
   for (int i = 0; i < children; i++) {
     weft_process p = start_process(use_weft_after_fork, NULL);

@@ -24,21 +24,7 @@
 
 #include "harness.h"
 
-/* Several tests start threads in a child forked from a process with
- * threads, which ThreadSanitizer refuses by default; weft promises that it
- * works, so let it go on (TSAN_OPTIONS given by the caller still apply). */
-#if defined(__SANITIZE_THREAD__)
-const char *__tsan_default_options(void);
-const char *__tsan_default_options(void) { return "die_after_fork=0"; }
-#endif
-
 /* ---- small tools ---- */
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void nap_ms(int ms) {
   struct timespec ts = {0, (long)ms * 1000 * 1000};
@@ -70,9 +56,9 @@ static int baseline_tasks(void) {
 /* A detached thread leaves /proc/self/task a little after it marked itself
  * finished: poll (bounded) until the count is back to want. */
 static int wait_tasks(int want, double timeout) {
-  double end = now_s() + timeout;
+  double end = test_now() + timeout;
   int n;
-  while ((n = count_tasks()) != want && now_s() < end) nap_ms(1);
+  while ((n = count_tasks()) != want && test_now() < end) nap_ms(1);
   return n;
 }
 
@@ -708,11 +694,11 @@ static int run_helper(const char *scenario, char *out, size_t size, double *elap
   snprintf(opts, sizeof opts, "%s%satexit_sleep_ms=0", old ? old : "", old && *old ? ":" : "");
   setenv("TSAN_OPTIONS", opts, 1);
   int fd;
-  double t0 = now_s();
+  double t0 = test_now();
   pid_t pid = helper_spawn(scenario, &fd);
   read_all(fd, out, size, 20); /* until EOF: the helper (and every thread) is gone */
   int status = wait_status(pid);
-  if (elapsed) *elapsed = now_s() - t0;
+  if (elapsed) *elapsed = test_now() - t0;
   close(fd);
   return status;
 }
@@ -1012,8 +998,8 @@ START_TEST(close_of_running_thread_detaches_it) {
   check_closed(t);
   ck_assert_int_eq(count_tasks(), base_tasks + 1); /* it runs on */
   weft_event_set(&d.go);
-  double end = now_s() + 10;
-  while (__atomic_load_n(&finished, __ATOMIC_SEQ_CST) == 0 && now_s() < end) nap_ms(1);
+  double end = test_now() + 10;
+  while (__atomic_load_n(&finished, __ATOMIC_SEQ_CST) == 0 && test_now() < end) nap_ms(1);
   ck_assert_int_eq(__atomic_load_n(&finished, __ATOMIC_SEQ_CST), 1);
   ck_assert_int_eq(wait_tasks(base_tasks, 5), base_tasks);
 }
@@ -1037,8 +1023,8 @@ START_TEST(close_racing_the_thread_end) {
     ck_assert_int_eq(weft_thread_close(t), 0);
     ck_assert(!weft_thread_is_alive(t));
   }
-  double end = now_s() + 20;
-  while (__atomic_load_n(&finished, __ATOMIC_SEQ_CST) < N && now_s() < end) nap_ms(1);
+  double end = test_now() + 20;
+  while (__atomic_load_n(&finished, __ATOMIC_SEQ_CST) < N && test_now() < end) nap_ms(1);
   ck_assert_int_eq(__atomic_load_n(&finished, __ATOMIC_SEQ_CST), N);
   ck_assert_int_eq(wait_tasks(base_tasks, 10), base_tasks);
   ck_assert_int_eq(weft_active_count(), 1);
@@ -1364,8 +1350,8 @@ START_TEST(concurrent_churn) {
   ck_assert_int_eq(weft_thread_join(obs, 10, NULL), 0);
   weft_thread_close(obs);
   ck_assert_int_eq(wait_tasks(base_tasks, 10), base_tasks);
-  double end = now_s() + 10;
-  while (weft_active_count() != 1 && now_s() < end) nap_ms(1);
+  double end = test_now() + 10;
+  while (weft_active_count() != 1 && test_now() < end) nap_ms(1);
   ck_assert_int_eq(weft_active_count(), 1);
 }
 END_TEST
