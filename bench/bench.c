@@ -80,10 +80,10 @@ void bench_report(const char *row, int n, const bench_result *results) {
   for (int i = 0; i < n; i++) {
     const bench_result *r = &results[i];
     if (r->ns < 0) {
-      printf("%-24s %-8s %14s   (%s)\n", i == 0 ? row : "", r->impl, "-", r->note);
+      printf("%-24s %-11s %14s   (%s)\n", i == 0 ? row : "", r->impl, "-", r->note);
       continue;
     }
-    printf("%-24s %-8s %14.1f ns/op", i == 0 ? row : "", r->impl, r->ns);
+    printf("%-24s %-11s %14.1f ns/op", i == 0 ? row : "", r->impl, r->ns);
     if (i > 0 && results[0].ns > 0)
       printf("   weft is %.2fx its time", results[0].ns / r->ns);
     printf("\n");
@@ -118,7 +118,7 @@ int main(int argc, char **argv) {
   }
   cfg.only = argv + first_row;
   setvbuf(stdout, NULL, _IOLBF, 0);
-  printf("%-24s %-8s %14s\n", "row", "impl", "median");
+  printf("%-24s %-11s %14s\n", "row", "impl", "median");
   bench_process_rows(&cfg);
   bench_thread_rows(&cfg);
   bench_sync_rows(&cfg);

@@ -26,7 +26,23 @@ static void lock_pairs(long iters, void *arg) {
   }
 }
 
-static double lock_sample(long iters, void *arg) { return bench_time(lock_pairs, iters, arg); }
+/* "weft" is measured with deadlock detection off, "weft_detect" with it on
+ * (warn, the default). */
+static double with_mode(weft_deadlock_mode mode, bench_fn fn, long iters, void *arg) {
+  weft_deadlock_mode old = weft_deadlock_get_mode();
+  weft_deadlock_set_mode(mode);
+  double ns = bench_time(fn, iters, arg);
+  weft_deadlock_set_mode(old);
+  return ns;
+}
+
+static double lock_sample(long iters, void *arg) {
+  return with_mode(WEFT_DEADLOCK_OFF, lock_pairs, iters, arg);
+}
+
+static double lock_detect_sample(long iters, void *arg) {
+  return with_mode(WEFT_DEADLOCK_WARN, lock_pairs, iters, arg);
+}
 static double lock_c_sample(long iters, void *arg) {
   (void)arg;
   return bench_c_peer("lock_uncontended", iters);
@@ -45,12 +61,49 @@ static void lock_uncontended(const bench_config *cfg) {
   weft_thread second = weft_thread_new(idle);
   check(weft_thread_start(second), "lock_uncontended");
   long iters = cfg->quick ? 100000 : 5000000;
-  bench_result r[3] = {{.impl = "weft"}, {.impl = "c"}, {.impl = "python"}};
-  bench_sample samples[2] = {lock_sample, lock_c_sample};
-  bench_measure(cfg, iters, 2, samples, NULL, r);
+  bench_result r[4] = {{.impl = "weft"}, {.impl = "c"}, {.impl = "weft_detect"}, {.impl = "python"}};
+  bench_sample samples[3] = {lock_sample, lock_c_sample, lock_detect_sample};
+  bench_measure(cfg, iters, 3, samples, NULL, r);
   bench_python("lock_uncontended.py", cfg->quick ? 100000 : 2000000, cfg->quick ? 1 : cfg->reps,
-               &r[2]);
-  bench_report("lock_uncontended", 3, r);
+               &r[3]);
+  bench_report("lock_uncontended", 4, r);
+  weft_event_set(&idle_stop);
+  weft_thread_join(second, WEFT_FOREVER, NULL);
+  weft_thread_close(second);
+}
+
+/* ---- lock_nested_2: acquire A, acquire B, release both ---- */
+
+static weft_lock nest_a = WEFT_LOCK_INIT, nest_b = WEFT_LOCK_INIT;
+
+static void nested_pairs(long iters, void *arg) {
+  (void)arg;
+  for (long i = 0; i < iters; i++) {
+    weft_lock_acquire(&nest_a, WEFT_FOREVER);
+    weft_lock_acquire(&nest_b, WEFT_FOREVER);
+    weft_lock_release(&nest_b);
+    weft_lock_release(&nest_a);
+  }
+}
+
+static double nested_sample(long iters, void *arg) {
+  return with_mode(WEFT_DEADLOCK_OFF, nested_pairs, iters, arg);
+}
+
+static double nested_detect_sample(long iters, void *arg) {
+  return with_mode(WEFT_DEADLOCK_WARN, nested_pairs, iters, arg);
+}
+
+static void lock_nested(const bench_config *cfg) {
+  if (!bench_wanted(cfg, "lock_nested_2")) return;
+  weft_event_clear(&idle_stop);
+  weft_thread second = weft_thread_new(idle);
+  check(weft_thread_start(second), "lock_nested_2");
+  long iters = cfg->quick ? 100000 : 3000000;
+  bench_result r[2] = {{.impl = "weft"}, {.impl = "weft_detect"}};
+  bench_sample samples[2] = {nested_sample, nested_detect_sample};
+  bench_measure(cfg, iters, 2, samples, NULL, r);
+  bench_report("lock_nested_2", 2, r);
   weft_event_set(&idle_stop);
   weft_thread_join(second, WEFT_FOREVER, NULL);
   weft_thread_close(second);
@@ -257,6 +310,7 @@ static void pingpong_row(const bench_config *cfg, const char *row, bench_sample 
 
 void bench_sync_rows(const bench_config *cfg) {
   lock_uncontended(cfg);
+  lock_nested(cfg);
   lock_contended(cfg);
   pingpong_row(cfg, "cond_pingpong", cond_rounds_sample, cond_rounds_c_sample);
   pingpong_row(cfg, "sem_pingpong", sem_rounds_sample, sem_rounds_c_sample);

@@ -25,6 +25,7 @@ static const struct {
     {"lesson3_4_shared_globals", "§3.4 线程之间共享全局变量 — threads share globals"},
     {"lesson3_5_lost_updates", "§3.5 多线程同时对全局变量操作数据发生错误 — lost updates without a lock"},
     {"lesson3_6_mutex", "§3.6 互斥锁 — a mutex makes the two sums right"},
+    {"lesson3_7_deadlock", "§3.7 死锁 — a deadlock, detected and backed out of instead of hanging"},
     {"lesson4_isolation", "§4 进程之间不共享全局变量 — processes do not share globals"},
 };
 

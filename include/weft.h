@@ -4,6 +4,7 @@
 #define WEFT_H
 
 #include "weft/common.h"
+#include "weft/deadlock.h"
 #include "weft/error.h"
 #include "weft/process.h"
 #include "weft/sync.h"

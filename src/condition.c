@@ -10,6 +10,7 @@
  * past the value it registered at, so a wait that begins after a notify
  * cannot take that notify's wake-up.
  */
+#include "deadlock.h"
 #include "internal.h"
 #include "lock.h"
 #include "os/os.h"
@@ -43,10 +44,12 @@ static const char *cond_label(weft_cond *c) {
   return l->name != NULL ? l->name : l->site != NULL ? l->site : "condition";
 }
 
-int weft_cond_acquire(weft_cond *c, double timeout) {
-  if (c->kind == KIND_LOCK) return weft_lock_acquire(c->lock, timeout);
-  return weft_rlock_acquire(rlock_of(c), timeout);
+int weft_cond_acquire_at(weft_cond *c, double timeout, const char *site) {
+  if (c->kind == KIND_LOCK) return weft_lock_acquire_at(c->lock, timeout, site);
+  return weft_rlock_acquire_at(rlock_of(c), timeout, site);
 }
+
+int(weft_cond_acquire)(weft_cond *c, double timeout) { return weft_cond_acquire_at(c, timeout, NULL); }
 
 int weft_cond_release(weft_cond *c) {
   if (c->kind == KIND_LOCK) return weft_lock_release(c->lock);
@@ -96,10 +99,12 @@ int weft_cond_wait(weft_cond *c, double timeout) {
   uint32_t epoch = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE), seq = epoch;
   __atomic_add_fetch(&c->wt, WAITER, __ATOMIC_ACQ_REL);
   uint32_t levels = 0;
-  if (c->kind == KIND_LOCK)
+  if (c->kind == KIND_LOCK) {
+    if (weft__dd_on) weft__dd_released(c->lock);
     weft__lock_release(c->lock);
-  else
+  } else {
     levels = weft__rlock_release_levels(rlock_of(c), true);
+  }
 
   bool notified = false;
   for (;;) {
@@ -116,10 +121,13 @@ int weft_cond_wait(weft_cond *c, double timeout) {
   }
 
   /* Re-acquire as Python does: without a timeout, whatever the wait's. */
-  if (c->kind == KIND_LOCK)
+  if (c->kind == KIND_LOCK) {
     weft__lock_reacquire(c->lock);
-  else
-    weft__rlock_acquire_levels(rlock_of(c), WEFT_FOREVER, levels, WEFT__TSAN_RECURSIVE_LOCK, true);
+    if (weft__dd_on) weft__dd_acquired(c->lock, NULL, true);
+  } else {
+    weft__rlock_acquire_levels(rlock_of(c), WEFT_FOREVER, levels, WEFT__TSAN_RECURSIVE_LOCK, true,
+                               NULL);
+  }
   if (notified) return 0;
   return weft__error(WEFT_ETIMEDOUT, "%s: not notified within %g s", cond_label(c), timeout);
 }

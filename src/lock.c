@@ -34,6 +34,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 
+#include "deadlock.h"
 #include "internal.h"
 #include "lock.h"
 #include "os/os.h"
@@ -63,6 +64,7 @@ static inline void cpu_relax(void) {
 int weft_lock_init_opts(weft_lock *l, const char *expr, const char *site,
                         const weft_lock_options *o) {
   if (l == NULL) return weft__error(WEFT_EINVAL, "weft_lock_init: lock is NULL");
+  if (weft__dd_on) weft__dd_forget(l); /* memory reused for a new lock: no old orders */
   *l = (weft_lock)WEFT_LOCK_INIT;
   l->name = o->name != NULL ? o->name : expr;
   l->site = site;
@@ -107,9 +109,12 @@ static void leave(weft_lock *l) {
   wake_one(l);
 }
 
-/* The contended path. Returns 0, WEFT_EOWNERDEAD or WEFT_ETIMEDOUT; records
- * no error message (callers word it for their own type). */
-int weft__lock_wait(weft_lock *l, weft__deadline deadline, int spins) {
+/* The contended path. Returns 0, WEFT_EOWNERDEAD, WEFT_ETIMEDOUT or (with
+ * track, in the detector's error mode) WEFT_EDEADLK; records no error
+ * message (callers word it for their own type). *checked tells whether the
+ * deadlock detector was told that this thread waits. */
+static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool track,
+                     bool *checked) {
   uint32_t me = (uint32_t)weft__pid;
   for (int i = 0; i < spins; i++) {
     uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
@@ -143,6 +148,15 @@ int weft__lock_wait(weft_lock *l, weft__deadline deadline, int spins) {
       weft__deadline check = weft__os_now_ns() + OWNER_CHECK_NS;
       if (check < wake_by) wake_by = check;
     }
+    /* About to wait for good: ask the detector whether this wait can end. */
+    if (track && !*checked && deadline == WEFT__NEVER && weft__dd_on) {
+      *checked = true;
+      if (weft__dd_before_block(l) == WEFT_EDEADLK) {
+        leave(l);
+        return WEFT_EDEADLK;
+      }
+      continue; /* the owner may have let go meanwhile */
+    }
     if (weft__os_futex_wait(&l->word, v, wake_by) != -ETIMEDOUT) continue;
     if (holder != weft__pid && weft__os_process_gone(holder)) {
       if (cas(&l->word, v, (v & ~(PID_MASK | WOKEN)) | me)) {
@@ -158,12 +172,19 @@ int weft__lock_wait(weft_lock *l, weft__deadline deadline, int spins) {
   }
 }
 
+int weft__lock_wait(weft_lock *l, weft__deadline deadline, int spins, bool track) {
+  bool checked = false;
+  int r = wait_loop(l, deadline, spins, track, &checked);
+  if (checked) weft__dd_after_block();
+  return r;
+}
+
 static const char *lock_label(const weft_lock *l) {
   return l->name != NULL ? l->name : l->site != NULL ? l->site : "lock";
 }
 
 /* Everything but an uncontended acquire: NaN, try, timed and blocking. */
-__attribute__((noinline)) static int acquire_slow(weft_lock *l, double timeout) {
+__attribute__((noinline)) static int acquire_slow(weft_lock *l, double timeout, bool track) {
   if (timeout != timeout) return WEFT_EINVAL;
   uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
   int r;
@@ -177,18 +198,20 @@ __attribute__((noinline)) static int acquire_slow(weft_lock *l, double timeout) 
   } else {
     weft__deadline deadline;
     weft__deadline_from(timeout, &deadline);
-    r = weft__lock_wait(l, deadline, 0);
+    r = weft__lock_wait(l, deadline, 0, track);
   }
-  if (r != WEFT_ETIMEDOUT) set_owner(l);
+  if (r == 0 || r == WEFT_EOWNERDEAD) set_owner(l);
   return r;
 }
 
 int weft__lock_reacquire(weft_lock *l) {
   uint32_t free_word = 0;
   int r = 0;
+  /* No detector check: it cannot refuse here, as the wait's caller must get
+   * its lock back (Python's wait never fails to re-acquire either). */
   if (!__atomic_compare_exchange_n(&l->word, &free_word, (uint32_t)weft__pid, false,
                                    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
-    r = weft__lock_wait(l, WEFT__NEVER, REACQUIRE_SPINS);
+    r = weft__lock_wait(l, WEFT__NEVER, REACQUIRE_SPINS, false);
   set_owner(l);
   return r;
 }
@@ -204,7 +227,26 @@ static inline int acquire(weft_lock *l, double timeout) {
     set_owner(l);
     return 0;
   }
-  return acquire_slow(l, timeout);
+  return acquire_slow(l, timeout, false);
+}
+
+/* An acquire the deadlock detector sees: orders before, the held stack
+ * after. Only while detection is on. */
+__attribute__((noinline)) static int acquire_tracked(weft_lock *l, double timeout,
+                                                     const char *site) {
+  if (timeout != timeout) return WEFT_EINVAL;
+  bool blocking = timeout < 0;
+  int r = weft__dd_before_acquire(l, site, blocking);
+  if (r != 0) return r;
+  uint32_t free_word = 0;
+  if (__atomic_compare_exchange_n(&l->word, &free_word, (uint32_t)weft__pid, false,
+                                  __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+    set_owner(l);
+  } else {
+    r = acquire_slow(l, timeout, true);
+  }
+  if (r == 0 || r == WEFT_EOWNERDEAD) weft__dd_acquired(l, site, blocking);
+  return r;
 }
 
 __attribute__((noinline)) static int release_slow(weft_lock *l) {
@@ -236,15 +278,21 @@ __attribute__((noinline)) static int acquire_error(weft_lock *l, int r, double t
   if (r == WEFT_EINVAL) return weft__error(r, "weft_lock_acquire: timeout is NaN");
   if (r == WEFT_EOWNERDEAD)
     return weft__error(r, "%s: acquired, but the process that held it died", lock_label(l));
+  if (r == WEFT_EDEADLK)
+    return weft__error(r, "%s: not acquired: waiting would deadlock (see the report)",
+                       lock_label(l));
   return weft__error(r, "%s: not acquired within %g s", lock_label(l), timeout);
 }
 
-int weft_lock_acquire(weft_lock *l, double timeout) {
-  int r = acquire(l, timeout);
+int weft_lock_acquire_at(weft_lock *l, double timeout, const char *site) {
+  int r = __builtin_expect(weft__dd_on, 0) ? acquire_tracked(l, timeout, site) : acquire(l, timeout);
   return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
 }
 
+int(weft_lock_acquire)(weft_lock *l, double timeout) { return weft_lock_acquire_at(l, timeout, NULL); }
+
 int weft_lock_release(weft_lock *l) {
+  if (__builtin_expect(weft__dd_on, 0)) weft__dd_released(l);
   if (__builtin_expect(release(l) == 0, 1)) return 0;
   return weft__error(WEFT_EPERM, "%s: release of an unlocked Lock", lock_label(l));
 }
@@ -256,6 +304,7 @@ bool weft_lock_locked(const weft_lock *l) {
 int weft_lock_destroy(weft_lock *l) {
   if (weft_lock_locked(l))
     return weft__error(WEFT_EBUSY, "%s: destroyed while locked", lock_label(l));
+  if (weft__dd_on) weft__dd_forget(l);
   return 0;
 }
 
@@ -287,7 +336,7 @@ bool weft__lock_held_by_caller(const weft_lock *l) {
 bool weft_rlock_is_owned(const weft_rlock *r) { return weft__lock_held_by_caller(&r->lock); }
 
 int weft__rlock_acquire_levels(weft_rlock *r, double timeout, uint32_t levels, unsigned flags,
-                               bool spin) {
+                               bool spin, const char *site) {
   if (timeout != timeout) return WEFT_EINVAL;
   /* TSan treats an acquire that may give up as a try-lock. */
   unsigned try = timeout >= 0 ? WEFT__TSAN_TRY_LOCK : 0;
@@ -297,7 +346,15 @@ int weft__rlock_acquire_levels(weft_rlock *r, double timeout, uint32_t levels, u
     weft__tsan_post_lock(r, RLOCK_TSAN_FLAGS | try | flags, (int)levels);
     return 0;
   }
-  int err = spin ? weft__lock_reacquire(&r->lock) : weft__lock_acquire(&r->lock, timeout);
+  int err;
+  if (spin) {
+    err = weft__lock_reacquire(&r->lock);
+    if (weft__dd_on) weft__dd_acquired(&r->lock, site, true);
+  } else if (weft__dd_on) {
+    err = acquire_tracked(&r->lock, timeout, site);
+  } else {
+    err = acquire(&r->lock, timeout);
+  }
   if (err == 0 || err == WEFT_EOWNERDEAD) {
     r->count = levels;
     weft__tsan_post_lock(r, RLOCK_TSAN_FLAGS | try | flags, (int)levels);
@@ -308,12 +365,17 @@ int weft__rlock_acquire_levels(weft_rlock *r, double timeout, uint32_t levels, u
   return err;
 }
 
-int weft_rlock_acquire(weft_rlock *r, double timeout) {
-  int err = weft__rlock_acquire_levels(r, timeout, 1, 0, false);
+int(weft_rlock_acquire)(weft_rlock *r, double timeout) { return weft_rlock_acquire_at(r, timeout, NULL); }
+
+int weft_rlock_acquire_at(weft_rlock *r, double timeout, const char *site) {
+  int err = weft__rlock_acquire_levels(r, timeout, 1, 0, false, site);
   if (__builtin_expect(err == 0, 1)) return 0;
   if (err == WEFT_EINVAL) return weft__error(err, "weft_rlock_acquire: timeout is NaN");
   if (err == WEFT_EOWNERDEAD)
     return weft__error(err, "%s: acquired, but the process that held it died",
+                       lock_label(&r->lock));
+  if (err == WEFT_EDEADLK)
+    return weft__error(err, "%s: not acquired: waiting would deadlock (see the report)",
                        lock_label(&r->lock));
   return weft__error(err, "%s: not acquired within %g s", lock_label(&r->lock), timeout);
 }
@@ -322,7 +384,10 @@ uint32_t weft__rlock_release_levels(weft_rlock *r, bool all) {
   uint32_t levels = all ? r->count : 1;
   weft__tsan_pre_unlock(r, all ? WEFT__TSAN_RECURSIVE_UNLOCK : 0);
   r->count -= levels;
-  if (r->count == 0) weft__lock_release(&r->lock);
+  if (r->count == 0) {
+    if (weft__dd_on) weft__dd_released(&r->lock);
+    weft__lock_release(&r->lock);
+  }
   weft__tsan_post_unlock(r, all ? WEFT__TSAN_RECURSIVE_UNLOCK : 0);
   return levels;
 }
@@ -338,6 +403,7 @@ int weft_rlock_release(weft_rlock *r) {
 int weft_rlock_destroy(weft_rlock *r) {
   if (weft_lock_locked(&r->lock))
     return weft__error(WEFT_EBUSY, "%s: destroyed while locked", lock_label(&r->lock));
+  if (weft__dd_on) weft__dd_forget(&r->lock);
   weft__tsan_mutex_destroy(r, 0);
   return 0;
 }

@@ -9,8 +9,9 @@
 /* Acquires a Lock: 0, WEFT_EOWNERDEAD, WEFT_ETIMEDOUT or WEFT_EINVAL. */
 int weft__lock_acquire(weft_lock *lock, double timeout);
 
-/* The contended part of an acquire, until the deadline, spinning first. */
-int weft__lock_wait(weft_lock *lock, weft__deadline deadline, int spins);
+/* The contended part of an acquire, until the deadline, spinning first;
+ * track: tell the deadlock detector before sleeping for good. */
+int weft__lock_wait(weft_lock *lock, weft__deadline deadline, int spins, bool track);
 
 /* Acquires without a timeout, spinning before it sleeps: for a thread woken
  * from a wait that must take its lock back. 0 or WEFT_EOWNERDEAD. */
@@ -26,7 +27,7 @@ bool weft__lock_held_by_caller(const weft_lock *lock);
 /* Acquires an RLock adding `levels` levels (a Condition restoring its count
  * passes the saved count, WEFT__TSAN_RECURSIVE_LOCK and spin). */
 int weft__rlock_acquire_levels(weft_rlock *rlock, double timeout, uint32_t levels, unsigned flags,
-                               bool spin);
+                               bool spin, const char *site);
 
 /* Releases one level, or all of them (returning how many) when all is set.
  * The caller has checked that it owns the lock. */

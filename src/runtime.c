@@ -3,6 +3,8 @@
  * rules when main returns or exit() is called. */
 #include "runtime.h"
 
+#include "deadlock.h"
+
 #include "internal.h"
 
 #include <pthread.h>
@@ -41,6 +43,7 @@ WEFT__HOT static void after_fork_child(void) {
   weft__tls_tid = 0;
   weft__process_after_fork_child();
   weft__thread_after_fork_child();
+  weft__dd_after_fork_child();
 }
 
 /* Python's order: join the non-daemon threads, then end the children. */
@@ -72,6 +75,7 @@ __attribute__((constructor)) static void weft__init(void) {
   weft__pid = getpid();
   weft__process_init();
   weft__thread_init();
+  weft__dd_init();
   pthread_atfork(before_fork, after_fork_parent, after_fork_child);
   atexit(at_exit);
 }

@@ -326,6 +326,20 @@ START_TEST(lesson3_6_mutex) {
 }
 END_TEST
 
+
+START_TEST(lesson3_7_deadlock) {
+  static struct run r;
+  run_program("lesson3_7_deadlock", &r);
+  assert_exit_zero("lesson3_7_deadlock", &r);
+  ck_assert_msg(strstr(r.out, "weft: deadlock: ") != NULL, "no live deadlock report:\n%s", r.out);
+  ck_assert_msg(strstr(r.out, "the chain of waits") != NULL, "output:\n%s", r.out);
+  ck_assert_msg(strstr(r.out, "examples/lesson3_7_deadlock.c:") != NULL, "no source line:\n%s", r.out);
+  ck_assert_msg(strstr(r.out, "线程1 完成") != NULL && strstr(r.out, "线程2 完成") != NULL &&
+                    strstr(r.out, "两个线程都完成了，没有卡死") != NULL,
+                "both threads must finish; output:\n%s", r.out);
+}
+END_TEST
+
 /* ---- §4 processes do not share globals ---- */
 
 START_TEST(lesson4_isolation) {
@@ -347,12 +361,12 @@ START_TEST(tour) {
   ck_assert_msg(r.eof, "tour: pipe still open after exit; output:\n%s", r.out);
   static const char *const headings[] = {"==== §2.1 ", "==== §2.2 ", "==== §2.3 ", "==== §2.4 ",
                                          "==== §3.1 ", "==== §3.3 ", "==== §3.4 ", "==== §3.5 ",
-                                         "==== §3.6 ", "==== §4 "};
+                                         "==== §3.6 ", "==== §3.7 ", "==== §4 "};
   for (size_t i = 0; i < sizeof headings / sizeof headings[0]; i++)
     ck_assert_msg(has_line_starting(r.out, headings[i]),
                   "tour: no heading line starting with \"%s\"; output:\n%s", headings[i], r.out);
-  ck_assert_msg(has_line_starting(r.out, "==== tour done: 10 lessons, 0 failed\n"),
-                "tour: no \"tour done: 10 lessons, 0 failed\" line; output:\n%s", r.out);
+  ck_assert_msg(has_line_starting(r.out, "==== tour done: 11 lessons, 0 failed\n"),
+                "tour: no \"tour done: 11 lessons, 0 failed\" line; output:\n%s", r.out);
   ck_assert_msg(!has_line_starting(r.out, "!!!!"), "tour: a lesson failed; output:\n%s", r.out);
   /* The lessons' own output appears under the headings. */
   ck_assert_msg(strstr(r.out, "\nover\n") != NULL && strstr(r.out, "主进程读取的全局变量：[]\n") != NULL,
@@ -398,6 +412,10 @@ Suite *weft_test_suite(void) {
 
   tc = weft_tcase("lesson3_6_mutex", 30);
   tcase_add_test(tc, lesson3_6_mutex);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("lesson3_7_deadlock", 30);
+  tcase_add_test(tc, lesson3_7_deadlock);
   suite_add_tcase(s, tc);
 
   tc = weft_tcase("lesson4_isolation", 20);

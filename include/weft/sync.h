@@ -73,6 +73,11 @@ WEFT_API int weft_lock_init_opts(weft_lock *lock, const char *expr, const char *
  * WEFT_EOWNERDEAD if acquired from a holder process that died (the data it
  * protected may be inconsistent), WEFT_EINVAL for a NaN timeout. */
 WEFT_API int weft_lock_acquire(weft_lock *lock, double timeout);
+/* The same, naming the call site for deadlock reports; the macro below
+ * passes "file.c:line" (call the function as (weft_lock_acquire)(...) to
+ * take its address). */
+WEFT_API int weft_lock_acquire_at(weft_lock *lock, double timeout, const char *site);
+#define weft_lock_acquire(lock, timeout) weft_lock_acquire_at((lock), (timeout), WEFT__SITE)
 
 /* Releases the lock; any thread may. WEFT_EPERM if it is not locked. */
 WEFT_API int weft_lock_release(weft_lock *lock);
@@ -105,6 +110,8 @@ WEFT_API int weft_rlock_init_opts(weft_rlock *rlock, const char *expr, const cha
 /* Acquires the lock, or adds one level if the calling thread owns it.
  * Returns as weft_lock_acquire. */
 WEFT_API int weft_rlock_acquire(weft_rlock *rlock, double timeout);
+WEFT_API int weft_rlock_acquire_at(weft_rlock *rlock, double timeout, const char *site);
+#define weft_rlock_acquire(rlock, timeout) weft_rlock_acquire_at((rlock), (timeout), WEFT__SITE)
 
 /* Removes one level; the lock is free when the count reaches 0. WEFT_EPERM
  * if the calling thread does not own it. */
@@ -146,6 +153,8 @@ WEFT_API int weft_cond_init_opts(weft_cond *cond, const char *expr, const char *
 
 /* Acquires / releases the condition's lock. */
 WEFT_API int weft_cond_acquire(weft_cond *cond, double timeout);
+WEFT_API int weft_cond_acquire_at(weft_cond *cond, double timeout, const char *site);
+#define weft_cond_acquire(cond, timeout) weft_cond_acquire_at((cond), (timeout), WEFT__SITE)
 WEFT_API int weft_cond_release(weft_cond *cond);
 
 /* Releases the lock (all levels of an RLock), waits until notified or the

@@ -1,0 +1,48 @@
+/* Seed §3.7: a deadlock -- each thread holds one lock and waits for the
+ * other, and the program stops responding. weft sees it coming: in error
+ * mode (as with WEFT_DEADLOCK=error) the acquire that would close the cycle
+ * returns WEFT_EDEADLK with a report, that thread backs off, and both
+ * finish instead of hanging. */
+#include <stdio.h>
+#include <weft.h>
+
+static weft_lock lock_a = WEFT_LOCK_INIT_NAMED("锁A");
+static weft_lock lock_b = WEFT_LOCK_INIT_NAMED("锁B");
+static weft_barrier both_hold_one = WEFT_BARRIER_INIT(2);
+
+struct plan {
+  const char *who;
+  weft_lock *first, *second;
+};
+
+static void *worker(void *arg) {
+  const struct plan *p = arg;
+  for (;;) {
+    weft_lock_acquire(p->first, WEFT_FOREVER);
+    printf("%s 拿到 %s，想要 %s\n", p->who, p->first->name, p->second->name);
+    weft_barrier_wait(&both_hold_one, 5); /* both hold one lock now: the classic deadlock */
+    if (weft_lock_acquire(p->second, WEFT_FOREVER) == 0) break;
+    printf("%s: 会死锁 (WEFT_EDEADLK)，先释放 %s 再重试\n", p->who, p->first->name);
+    weft_lock_release(p->first);
+    weft_barrier_abort(&both_hold_one); /* the retry must not wait for a partner */
+    weft_sleep(0.05);                   /* back off: let the other thread through */
+  }
+  printf("%s 完成\n", p->who);
+  weft_lock_release(p->second);
+  weft_lock_release(p->first);
+  return NULL;
+}
+
+int main(void) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  weft_deadlock_set_mode(WEFT_DEADLOCK_ERROR);
+  struct plan one = {"线程1", &lock_a, &lock_b}, two = {"线程2", &lock_b, &lock_a};
+  weft_thread t1 = weft_thread_new(worker, .arg = &one);
+  weft_thread t2 = weft_thread_new(worker, .arg = &two);
+  weft_thread_start(t1);
+  weft_thread_start(t2);
+  weft_thread_join(t1, WEFT_FOREVER, NULL);
+  weft_thread_join(t2, WEFT_FOREVER, NULL);
+  printf("两个线程都完成了，没有卡死\n");
+  return 0;
+}

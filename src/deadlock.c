@@ -1,0 +1,661 @@
+/* Deadlock detection: a lock-order graph checked for cycles when a new
+ * order appears, and a wait-for chain followed before a thread blocks.
+ *
+ * Each lock that detection sees gets a node; weft_lock.pad_ holds its index
+ * + 1. A node remembers its lock's address and a generation, so memory that
+ * is reused for a new lock (after weft_lock_init or destroy) never inherits
+ * the old lock's edges: an edge names its target's generation, and a stale
+ * one is skipped and dropped.
+ *
+ * Each thread keeps the locks it holds in a small thread-local stack. A
+ * Python Lock may be released by another thread, so an entry is trusted
+ * only while the lock's owner is still this thread; stale entries are
+ * dropped when met. A per-thread cache of edges already known lets the
+ * common case -- the same nested order again -- skip the global mutex.
+ *
+ * The global mutex (dd_mutex) guards the graph and the list of threads. It
+ * is a pthread mutex: detection must not recurse into weft's own locks.
+ */
+#define _GNU_SOURCE
+#include "deadlock.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "os/os.h"
+#include "weft/deadlock.h"
+#include "weft/thread.h"
+
+#define PID_MASK 0x3fffffffu
+#define MAX_HELD 64
+#define CACHE_SIZE 64
+#define MAX_VISIT 200000 /* nodes one cycle search may visit */
+
+int weft__dd_on;
+static int mode = WEFT_DEADLOCK_WARN;
+static weft_deadlock_hook hook;
+static void *hook_arg;
+
+/* ---- the graph ---- */
+
+#define MAX_GATES 4
+
+struct edge {
+  uint32_t to, to_gen;
+  uint32_t gates[MAX_GATES]; /* other locks held when it was seen: a cycle whose edges */
+  uint32_t ngates;           /* all share one of them cannot deadlock */
+  const char *from_site, *to_site; /* where the held lock and the new one were taken */
+  pid_t tid;
+  char thread[WEFT_NAME_MAX + 1];
+};
+
+struct node {
+  weft_lock *lock;
+  uint32_t gen;
+  bool live;
+  uint32_t next_free;
+  uint32_t mark, parent; /* cycle search scratch */
+  uint32_t parent_edge;
+  struct edge *out;
+  uint32_t nout, cap;
+};
+
+#define CHUNK 4096
+#define MAX_CHUNKS 1024
+static struct node *chunks[MAX_CHUNKS];
+static uint32_t n_nodes, free_head; /* free_head: index + 1 */
+static uint32_t search_mark;
+static uint32_t graph_version = 1; /* bumped when a node dies: caches go stale */
+static uint64_t *reported;         /* hashes of cycles already reported */
+static size_t n_reported, cap_reported;
+static pthread_mutex_t dd_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+static struct node *node_at(uint32_t index) { return &chunks[index / CHUNK][index % CHUNK]; }
+
+static const char *label(const weft_lock *l, char *buf, size_t size) {
+  if (l->name != NULL)
+    snprintf(buf, size, "%s", l->name);
+  else if (l->site != NULL)
+    snprintf(buf, size, "lock initialised at %s", l->site);
+  else
+    snprintf(buf, size, "lock %p", (const void *)l);
+  return buf;
+}
+
+/* The node of l, made if it has none. dd_mutex held. 0 if out of memory. */
+static uint32_t node_of_locked(weft_lock *l) {
+  uint32_t id = __atomic_load_n(&l->pad_, __ATOMIC_RELAXED);
+  if (id != 0 && id <= n_nodes) {
+    struct node *n = node_at(id - 1);
+    if (n->live && n->lock == l) return id;
+  }
+  uint32_t index;
+  if (free_head != 0) {
+    index = free_head - 1;
+    free_head = node_at(index)->next_free;
+  } else {
+    if (n_nodes / CHUNK >= MAX_CHUNKS) return 0;
+    if (chunks[n_nodes / CHUNK] == NULL &&
+        (chunks[n_nodes / CHUNK] = calloc(CHUNK, sizeof(struct node))) == NULL)
+      return 0;
+    index = n_nodes++;
+  }
+  struct node *n = node_at(index);
+  n->lock = l;
+  n->gen++;
+  n->live = true;
+  n->nout = 0;
+  __atomic_store_n(&l->pad_, index + 1, __ATOMIC_RELAXED);
+  return index + 1;
+}
+
+static void free_node_locked(uint32_t id) {
+  struct node *n = node_at(id - 1);
+  if (!n->live) return;
+  n->live = false;
+  n->lock = NULL;
+  free(n->out);
+  n->out = NULL;
+  n->nout = n->cap = 0;
+  n->next_free = free_head;
+  free_head = id;
+  graph_version++;
+}
+
+static bool edge_live(const struct edge *e) {
+  if (e->to == 0 || e->to > n_nodes) return false;
+  const struct node *t = node_at(e->to - 1);
+  return t->live && t->gen == e->to_gen;
+}
+
+/* ---- threads ---- */
+
+struct held {
+  weft_lock *lock;
+  const char *site;
+  bool blocking; /* taken by a blocking acquire (a trylock's is still a "from") */
+};
+
+struct dd_thread {
+  struct dd_thread *next;
+  bool registered;
+  pid_t tid;
+  char name[WEFT_NAME_MAX + 1];
+  weft_lock *waiting_for; /* a lock it sleeps on with no timeout */
+  int depth;
+  struct held held[MAX_HELD];
+  uint64_t cache[CACHE_SIZE]; /* known edges: (from << 32 | to), valid for cache_version */
+  uint32_t cache_version;
+};
+
+static struct dd_thread *threads;
+static pthread_key_t thread_key;
+/* The record lives on the heap (2 KiB would strain the static TLS a
+ * dlopen()ed library may use); a pointer to it is all that is thread-local. */
+static _Thread_local struct dd_thread *self_p __attribute__((tls_model("initial-exec")));
+#define self (*self_p)
+
+static void unregister(void *rec) {
+  struct dd_thread *t = rec;
+  pthread_mutex_lock(&dd_mutex);
+  for (struct dd_thread **p = &threads; *p != NULL; p = &(*p)->next)
+    if (*p == t) {
+      *p = t->next;
+      break;
+    }
+  pthread_mutex_unlock(&dd_mutex);
+  if (self_p == t) self_p = NULL;
+  free(t);
+}
+
+static struct dd_thread *me_slow(void);
+
+/* The caller's record, registered (and named) the first time. */
+static inline struct dd_thread *me(void) {
+  struct dd_thread *t = self_p;
+  return __builtin_expect(t != NULL, 1) ? t : me_slow();
+}
+
+static struct dd_thread *me_slow(void) {
+  struct dd_thread *t = calloc(1, sizeof *t);
+  if (t == NULL) abort(); /* the detector cannot work without it */
+  self_p = t;
+  self.tid = weft__tid();
+  const char *name = weft_thread_name(weft_current_thread());
+  snprintf(self.name, sizeof self.name, "%s", name != NULL ? name : "thread");
+  pthread_mutex_lock(&dd_mutex);
+  self.next = threads;
+  threads = &self;
+  self.registered = true;
+  pthread_mutex_unlock(&dd_mutex);
+  pthread_setspecific(thread_key, t); /* unregister when the thread ends */
+  return t;
+}
+
+static struct dd_thread *thread_of_locked(pid_t tid) {
+  for (struct dd_thread *t = threads; t != NULL; t = t->next)
+    if (t->tid == tid) return t;
+  return NULL;
+}
+
+/* Whether the thread t still holds l (another thread may have released it). */
+static bool holds(const struct dd_thread *t, const weft_lock *l) {
+  uint32_t word = __atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK;
+  return word == (uint32_t)weft__pid &&
+         __atomic_load_n(&l->owner_tid, __ATOMIC_RELAXED) == (uint32_t)t->tid;
+}
+
+/* Drops entries of locks this thread no longer holds. */
+static void prune(struct dd_thread *t) {
+  int k = 0;
+  for (int i = 0; i < t->depth; i++)
+    if (holds(t, t->held[i].lock)) t->held[k++] = t->held[i];
+  t->depth = k;
+}
+
+/* ---- reports ---- */
+
+struct report {
+  char *text;
+  size_t len, cap;
+};
+
+static void put(struct report *r, const char *fmt, ...) WEFT_PRINTF(2, 3);
+static void put(struct report *r, const char *fmt, ...) {
+  va_list ap;
+  for (;;) {
+    va_start(ap, fmt);
+    int n = vsnprintf(r->text != NULL ? r->text + r->len : NULL, r->text != NULL ? r->cap - r->len : 0,
+                      fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if (r->text != NULL && r->len + (size_t)n < r->cap) {
+      r->len += (size_t)n;
+      return;
+    }
+    size_t cap = (r->cap + (size_t)n + 1) * 2;
+    char *text = realloc(r->text, cap);
+    if (text == NULL) return;
+    r->text = text;
+    r->cap = cap;
+  }
+}
+
+static void put_held(struct report *r, const struct dd_thread *t) {
+  char name[128];
+  if (t->depth == 0) {
+    put(r, "  %s (tid %d) holds no lock\n", t->name, (int)t->tid);
+    return;
+  }
+  put(r, "  %s (tid %d) holds:\n", t->name, (int)t->tid);
+  for (int i = 0; i < t->depth; i++)
+    put(r, "    \"%s\" acquired at %s\n", label(t->held[i].lock, name, sizeof name),
+        t->held[i].site != NULL ? t->held[i].site : "(re-acquired after a wait)");
+}
+
+/* Prints or hands over the report; aborts in abort mode. Called without
+ * dd_mutex held. */
+static void deliver(struct report *r) {
+  if (r->text == NULL) return;
+  if (hook != NULL)
+    hook(r->text, hook_arg);
+  else {
+    fputs(r->text, stderr);
+    fflush(stderr);
+  }
+  free(r->text);
+  r->text = NULL;
+  if (__atomic_load_n(&mode, __ATOMIC_RELAXED) == WEFT_DEADLOCK_ABORT) abort();
+}
+
+/* ---- lock order ---- */
+
+static uint64_t cycle_hash(const uint32_t *ids, int n) {
+  /* Order-free: the same cycle found from any of its locks hashes alike. */
+  uint64_t h = 0;
+  for (int i = 0; i < n; i++) {
+    uint64_t x = ids[i] * 0x9e3779b97f4a7c15ull;
+    x ^= x >> 29;
+    h += x * 0xbf58476d1ce4e5b9ull;
+  }
+  return h ^ (uint64_t)n;
+}
+
+static bool already_reported(uint64_t h) {
+  for (size_t i = 0; i < n_reported; i++)
+    if (reported[i] == h) return true;
+  if (n_reported == cap_reported) {
+    size_t cap = cap_reported ? cap_reported * 2 : 16;
+    uint64_t *p = realloc(reported, cap * sizeof *p);
+    if (p == NULL) return false;
+    reported = p;
+    cap_reported = cap;
+  }
+  reported[n_reported++] = h;
+  return false;
+}
+
+/* Searches a path from node `from` to node `goal` (depth first, bounded).
+ * On success the path is in the nodes' parent links, from goal back. */
+static bool find_path_locked(uint32_t from, uint32_t goal) {
+  uint32_t mark = ++search_mark;
+  uint32_t *stack = malloc(sizeof(uint32_t) * 1024), cap = 1024, top = 0, visited = 0;
+  if (stack == NULL) return false;
+  stack[top++] = from;
+  node_at(from - 1)->mark = mark;
+  node_at(from - 1)->parent = 0;
+  bool found = false;
+  while (top > 0 && !found && visited++ < MAX_VISIT) {
+    uint32_t id = stack[--top];
+    struct node *n = node_at(id - 1);
+    for (uint32_t i = 0; i < n->nout; i++) {
+      struct edge *e = &n->out[i];
+      if (!edge_live(e)) {
+        n->out[i--] = n->out[--n->nout]; /* drop an edge to a lock that is gone */
+        continue;
+      }
+      struct node *t = node_at(e->to - 1);
+      if (t->mark == mark) continue;
+      t->mark = mark;
+      t->parent = id;
+      t->parent_edge = i;
+      if (e->to == goal) {
+        found = true;
+        break;
+      }
+      if (top == cap) {
+        uint32_t *s = realloc(stack, sizeof(uint32_t) * cap * 2);
+        if (s == NULL) break;
+        stack = s;
+        cap *= 2;
+      }
+      stack[top++] = e->to;
+    }
+  }
+  free(stack);
+  return found;
+}
+
+static struct edge *add_edge_locked(uint32_t from, uint32_t to, const struct held *h,
+                                    const char *site, const struct dd_thread *t,
+                                    const uint32_t *gates, uint32_t ngates) {
+  struct node *n = node_at(from - 1);
+  uint32_t to_gen = node_at(to - 1)->gen;
+  for (uint32_t i = 0; i < n->nout; i++)
+    if (n->out[i].to == to && n->out[i].to_gen == to_gen) return NULL; /* known */
+  if (n->nout == n->cap) {
+    uint32_t cap = n->cap ? n->cap * 2 : 4;
+    struct edge *out = realloc(n->out, cap * sizeof *out);
+    if (out == NULL) return NULL;
+    n->out = out;
+    n->cap = cap;
+  }
+  struct edge *e = &n->out[n->nout++];
+  *e = (struct edge){.to = to, .to_gen = to_gen, .from_site = h->site, .to_site = site,
+                     .tid = t->tid, .ngates = ngates};
+  memcpy(e->gates, gates, sizeof(uint32_t) * ngates);
+  snprintf(e->thread, sizeof e->thread, "%s", t->name);
+  return e;
+}
+
+/* Reports the cycle closed by the new edge held -> new: the path found
+ * from new back to held, then the new edge. dd_mutex held. */
+static void report_inversion_locked(struct report *r, uint32_t held_id, uint32_t new_id,
+                                    const struct edge *closing, struct dd_thread *t) {
+  /* Collect the path new -> ... -> held (walking parent links from held). */
+  uint32_t ids[WEFT_DEADLOCK_REPORT_MAX_CHAIN * 64];
+  const struct edge *edges[WEFT_DEADLOCK_REPORT_MAX_CHAIN * 64];
+  int n = 0;
+  for (uint32_t id = held_id; id != new_id && n < (int)(sizeof ids / sizeof ids[0]) - 1;) {
+    struct node *nd = node_at(id - 1);
+    struct node *p = node_at(nd->parent - 1);
+    edges[n] = &p->out[nd->parent_edge];
+    ids[n++] = id;
+    id = nd->parent;
+  }
+  ids[n] = new_id;
+  /* Path edges are collected backwards; put them in order new -> held. */
+  for (int i = 0, j = n - 1; i < j; i++, j--) {
+    const struct edge *e = edges[i];
+    edges[i] = edges[j];
+    edges[j] = e;
+  }
+  /* A lock held across every edge of the cycle (a "gate") serialises them:
+   * no two threads can be inside the cycle at once. */
+  for (uint32_t g = 0; g < closing->ngates; g++) {
+    bool common = true;
+    for (int i = 0; i < n && common; i++) {
+      common = false;
+      for (uint32_t k = 0; k < edges[i]->ngates; k++)
+        if (edges[i]->gates[k] == closing->gates[g]) common = true;
+    }
+    if (common) return;
+  }
+  uint32_t all[WEFT_DEADLOCK_REPORT_MAX_CHAIN * 64 + 1];
+  memcpy(all, ids, sizeof(uint32_t) * (size_t)(n + 1));
+  if (already_reported(cycle_hash(all, n + 1))) return;
+
+  char a[128], b[128];
+  int locks = n + 1;
+  put(r, "weft: possible deadlock: lock-order inversion between %d locks\n", locks);
+  put(r, "  %s (tid %d) acquires \"%s\" at %s while holding \"%s\" (acquired at %s)\n", t->name,
+      (int)t->tid, label(node_at(new_id - 1)->lock, a, sizeof a),
+      closing->to_site != NULL ? closing->to_site : "?", label(node_at(held_id - 1)->lock, b, sizeof b),
+      closing->from_site != NULL ? closing->from_site : "(re-acquired after a wait)");
+  put(r, "  the cycle:\n");
+  /* The new edge first, then the path back round: held -> new -> ... -> held. */
+  put(r, "    \"%s\" -> \"%s\": %s (tid %d) took the second at %s while holding the first (taken at %s)\n",
+      label(node_at(held_id - 1)->lock, a, sizeof a), label(node_at(new_id - 1)->lock, b, sizeof b),
+      t->name, (int)t->tid, closing->to_site ? closing->to_site : "?",
+      closing->from_site ? closing->from_site : "(re-acquired after a wait)");
+  int shown = 1;
+  uint32_t from = new_id;
+  for (int i = 0; i < n; i++) {
+    const struct edge *e = edges[i];
+    if (shown >= WEFT_DEADLOCK_REPORT_MAX_CHAIN) {
+      put(r, "    ... (%d more, truncated)\n", n - i);
+      break;
+    }
+    put(r, "    \"%s\" -> \"%s\": %s (tid %d) took the second at %s while holding the first (taken at %s)\n",
+        label(node_at(from - 1)->lock, a, sizeof a), label(node_at(e->to - 1)->lock, b, sizeof b),
+        e->thread, (int)e->tid, e->to_site ? e->to_site : "?",
+        e->from_site ? e->from_site : "(re-acquired after a wait)");
+    from = e->to;
+    shown++;
+  }
+  put_held(r, t);
+  put(r, "  possible scenario:\n");
+  put(r, "    thread 1 holds \"%s\", wants \"%s\"\n", label(node_at(held_id - 1)->lock, a, sizeof a),
+      label(node_at(new_id - 1)->lock, b, sizeof b));
+  from = new_id;
+  for (int i = 0; i < n && i < WEFT_DEADLOCK_REPORT_MAX_CHAIN - 1; i++) {
+    put(r, "    thread %d holds \"%s\", wants \"%s\"\n", i + 2, label(node_at(from - 1)->lock, a, sizeof a),
+        label(node_at(edges[i]->to - 1)->lock, b, sizeof b));
+    from = edges[i]->to;
+  }
+  put(r, "    and each waits for the next: deadlock\n");
+}
+
+static bool cached(struct dd_thread *t, uint32_t from, uint32_t to) {
+  uint64_t key = (uint64_t)from << 32 | to;
+  if (t->cache_version != __atomic_load_n(&graph_version, __ATOMIC_RELAXED)) return false;
+  return t->cache[(from * 31u + to) % CACHE_SIZE] == key;
+}
+
+static void cache(struct dd_thread *t, uint32_t from, uint32_t to) {
+  uint32_t version = __atomic_load_n(&graph_version, __ATOMIC_RELAXED);
+  if (t->cache_version != version) {
+    memset(t->cache, 0, sizeof t->cache);
+    t->cache_version = version;
+  }
+  t->cache[(from * 31u + to) % CACHE_SIZE] = (uint64_t)from << 32 | to;
+}
+
+/* Records held -> l for every lock the caller holds; reports a new cycle. */
+static void check_order(struct dd_thread *t, weft_lock *l, const char *site) {
+  uint32_t to = __atomic_load_n(&l->pad_, __ATOMIC_RELAXED);
+  bool all_known = to != 0;
+  for (int i = 0; i < t->depth && all_known; i++)
+    all_known = cached(t, __atomic_load_n(&t->held[i].lock->pad_, __ATOMIC_RELAXED), to);
+  if (all_known) return;
+
+  struct report r = {0};
+  pthread_mutex_lock(&dd_mutex);
+  to = node_of_locked(l);
+  for (int i = 0; to != 0 && i < t->depth; i++) {
+    if (t->held[i].lock == l) continue;
+    uint32_t from = node_of_locked(t->held[i].lock);
+    if (from == 0) continue;
+    uint32_t gates[MAX_GATES], ngates = 0;
+    for (int j = 0; j < t->depth && ngates < MAX_GATES; j++)
+      if (j != i && t->held[j].lock != l) gates[ngates++] = node_of_locked(t->held[j].lock);
+    struct edge *e = add_edge_locked(from, to, &t->held[i], site, t, gates, ngates);
+    if (e != NULL && r.text == NULL) {
+      struct edge closing = *e; /* the search may move edges around */
+      if (find_path_locked(to, from)) report_inversion_locked(&r, from, to, &closing, t);
+    }
+    cache(t, from, to);
+  }
+  pthread_mutex_unlock(&dd_mutex);
+  deliver(&r);
+}
+
+/* ---- live deadlocks ---- */
+
+/* Follows owner -> awaited lock -> owner from l; true if it reaches t.
+ * dd_mutex held. Fills the chain for the report. */
+static int follow_chain_locked(struct dd_thread *t, weft_lock *l, weft_lock **locks,
+                               struct dd_thread **owners, int max) {
+  int n = 0;
+  while (n < max) {
+    if ((__atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK) != (uint32_t)weft__pid)
+      return 0; /* free, or held by another process: not ours to follow */
+    struct dd_thread *o = thread_of_locked((pid_t)__atomic_load_n(&l->owner_tid, __ATOMIC_RELAXED));
+    if (o == NULL) return 0;
+    locks[n] = l;
+    owners[n] = o;
+    n++;
+    if (o == t) return n;
+    if (o->waiting_for == NULL) return 0;
+    l = o->waiting_for;
+  }
+  return 0;
+}
+
+static int live_check(weft_lock *l, const char *site) {
+  struct dd_thread *t = me();
+  weft_lock *locks[256];
+  struct dd_thread *owners[256];
+  struct report r = {0};
+  pthread_mutex_lock(&dd_mutex);
+  prune(t);
+  int n = follow_chain_locked(t, l, locks, owners, 256);
+  if (n > 0) {
+    char a[128];
+    put(&r, "weft: deadlock: %s (tid %d) would wait forever for \"%s\"%s%s\n", t->name, (int)t->tid,
+        label(l, a, sizeof a), site != NULL ? " at " : "", site != NULL ? site : "");
+    if (n == 1) {
+      put(&r, "  it already holds \"%s\" itself, and a Lock is not reentrant (use an RLock)\n", a);
+    } else {
+      put(&r, "  the chain of waits:\n");
+      for (int i = 0; i < n && i < WEFT_DEADLOCK_REPORT_MAX_CHAIN; i++)
+        put(&r, "    \"%s\" is held by %s (tid %d)%s\n", label(locks[i], a, sizeof a), owners[i]->name,
+            (int)owners[i]->tid,
+            owners[i] == t ? ", the caller" : ", which waits for the next");
+      if (n > WEFT_DEADLOCK_REPORT_MAX_CHAIN)
+        put(&r, "    ... (%d more, truncated)\n", n - WEFT_DEADLOCK_REPORT_MAX_CHAIN);
+    }
+    put_held(&r, t);
+  } else {
+    t->waiting_for = l;
+  }
+  pthread_mutex_unlock(&dd_mutex);
+  if (n == 0) return 0;
+  deliver(&r);
+  return __atomic_load_n(&mode, __ATOMIC_RELAXED) == WEFT_DEADLOCK_ERROR ? WEFT_EDEADLK : 0;
+}
+
+/* ---- hooks ---- */
+
+int weft__dd_before_acquire(weft_lock *l, const char *site, bool blocking) {
+  if (!blocking) return 0;
+  struct dd_thread *t = me();
+  if (t->depth == 0 && __atomic_load_n(&l->word, __ATOMIC_RELAXED) == 0) return 0;
+  if (t->depth > 0) {
+    prune(t);
+    if (t->depth > 0) check_order(t, l, site);
+  }
+  /* A re-acquire of a Lock this thread holds hangs for good: say so now. */
+  if (holds(t, l)) {
+    int r = live_check(l, site);
+    __atomic_store_n(&t->waiting_for, NULL, __ATOMIC_RELAXED);
+    return r;
+  }
+  return 0;
+}
+
+void weft__dd_acquired(weft_lock *l, const char *site, bool blocking) {
+  struct dd_thread *t = me();
+  for (int i = 0; i < t->depth; i++)
+    if (t->held[i].lock == l) { /* a stale entry of the same lock */
+      t->held[i] = t->held[--t->depth];
+      break;
+    }
+  if (t->depth == MAX_HELD) prune(t);
+  if (t->depth < MAX_HELD) t->held[t->depth++] = (struct held){l, site, blocking};
+}
+
+void weft__dd_released(weft_lock *l) {
+  struct dd_thread *t = self_p;
+  if (t == NULL) return;
+  for (int i = t->depth - 1; i >= 0; i--)
+    if (t->held[i].lock == l) {
+      memmove(&t->held[i], &t->held[i + 1], sizeof t->held[0] * (size_t)(t->depth - 1 - i));
+      t->depth--;
+      return;
+    }
+  /* Released by a thread that did not take it: the taker's entry goes
+   * stale and is dropped when that thread next looks (prune). */
+}
+
+int weft__dd_before_block(weft_lock *l) { return live_check(l, NULL); }
+
+void weft__dd_after_block(void) {
+  if (self_p == NULL) return;
+  pthread_mutex_lock(&dd_mutex);
+  self.waiting_for = NULL;
+  pthread_mutex_unlock(&dd_mutex);
+}
+
+void weft__dd_forget(weft_lock *l) {
+  pthread_mutex_lock(&dd_mutex);
+  uint32_t id = __atomic_load_n(&l->pad_, __ATOMIC_RELAXED);
+  if (id != 0 && id <= n_nodes && node_at(id - 1)->lock == l) free_node_locked(id);
+  __atomic_store_n(&l->pad_, 0, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&dd_mutex);
+}
+
+/* ---- modes ---- */
+
+int weft_deadlock_set_mode(weft_deadlock_mode m) {
+  if ((int)m < WEFT_DEADLOCK_OFF || m > WEFT_DEADLOCK_ERROR)
+    return weft__error(WEFT_EINVAL, "weft_deadlock_set_mode: unknown mode %d", (int)m);
+  __atomic_store_n(&mode, (int)m, __ATOMIC_RELAXED);
+  __atomic_store_n(&weft__dd_on, m != WEFT_DEADLOCK_OFF, __ATOMIC_RELAXED);
+  return 0;
+}
+
+weft_deadlock_mode weft_deadlock_get_mode(void) {
+  return (weft_deadlock_mode)__atomic_load_n(&mode, __ATOMIC_RELAXED);
+}
+
+int weft_deadlock_set_hook(weft_deadlock_hook h, void *arg) {
+  pthread_mutex_lock(&dd_mutex);
+  hook = h;
+  hook_arg = arg;
+  pthread_mutex_unlock(&dd_mutex);
+  return 0;
+}
+
+void weft__dd_init(void) {
+  pthread_key_create(&thread_key, unregister);
+  const char *env = getenv("WEFT_DEADLOCK");
+  weft_deadlock_mode m = WEFT_DEADLOCK_WARN;
+  if (env != NULL) {
+    if (!strcmp(env, "off") || !strcmp(env, "0"))
+      m = WEFT_DEADLOCK_OFF;
+    else if (!strcmp(env, "abort"))
+      m = WEFT_DEADLOCK_ABORT;
+    else if (!strcmp(env, "error"))
+      m = WEFT_DEADLOCK_ERROR;
+    else if (strcmp(env, "warn") != 0)
+      fprintf(stderr, "weft: WEFT_DEADLOCK=%s is not off, warn, abort or error; using warn\n", env);
+  }
+  weft_deadlock_set_mode(m);
+}
+
+void weft__dd_after_fork_child(void) {
+  /* Only the forking thread exists; the parent's orders are not the
+   * child's (its other threads' held locks made some of them). */
+  if (n_nodes == 0 && threads == NULL) return;
+  pthread_mutex_init(&dd_mutex, NULL);
+  for (uint32_t i = 0; i < n_nodes; i++) {
+    struct node *n = node_at(i);
+    free(n->out); /* locks keep a stale pad_: no node will match them */
+    memset(n, 0, sizeof *n);
+  }
+  n_nodes = 0;
+  free_head = 0;
+  graph_version++;
+  n_reported = 0;
+  threads = self_p;
+  if (self_p != NULL) {
+    self.next = NULL;
+    self.tid = weft__tid();
+    self.waiting_for = NULL;
+  }
+}

@@ -1,0 +1,473 @@
+/* Tests of weft/deadlock.h: lock-order inversions and live deadlocks are
+ * reported (each report's text is matched), and the patterns that cannot
+ * deadlock are not. Reports are captured through the hook. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static pthread_mutex_t captured_mu = PTHREAD_MUTEX_INITIALIZER;
+static char captured[1 << 16];
+static int reports;
+
+static void capture(const char *report, void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&captured_mu);
+  reports++;
+  size_t len = strlen(captured);
+  snprintf(captured + len, sizeof captured - len, "%s", report);
+  pthread_mutex_unlock(&captured_mu);
+}
+
+static void setup(weft_deadlock_mode mode) {
+  captured[0] = '\0';
+  reports = 0;
+  ck_assert_int_eq(weft_deadlock_set_mode(mode), 0);
+  weft_deadlock_set_hook(capture, NULL);
+}
+
+static int count_reports(void) {
+  pthread_mutex_lock(&captured_mu);
+  int n = reports;
+  pthread_mutex_unlock(&captured_mu);
+  return n;
+}
+
+static void lock2(weft_lock *a, weft_lock *b) {
+  ck_assert_int_eq(weft_lock_acquire(a, WEFT_FOREVER), 0);
+  ck_assert_int_eq(weft_lock_acquire(b, WEFT_FOREVER), 0);
+  weft_lock_release(b);
+  weft_lock_release(a);
+}
+
+START_TEST(abba_in_one_thread_is_reported) {
+  setup(WEFT_DEADLOCK_WARN);
+  static weft_lock a = WEFT_LOCK_INIT_NAMED("A"), b = WEFT_LOCK_INIT_NAMED("B");
+  lock2(&a, &b);
+  ck_assert_int_eq(count_reports(), 0);
+  lock2(&b, &a);
+  ck_assert_int_eq(count_reports(), 1);
+  ck_assert_ptr_nonnull(strstr(captured, "possible deadlock: lock-order inversion between 2 locks"));
+  ck_assert_ptr_nonnull(strstr(captured, "acquires \"A\" at"));
+  ck_assert_ptr_nonnull(strstr(captured, "while holding \"B\""));
+  ck_assert_ptr_nonnull(strstr(captured, "test_deadlock.c:"));
+  ck_assert_ptr_nonnull(strstr(captured, "MainThread"));
+  ck_assert_ptr_nonnull(strstr(captured, "thread 1 holds \"B\", wants \"A\""));
+  ck_assert_ptr_nonnull(strstr(captured, "thread 2 holds \"A\", wants \"B\""));
+  lock2(&b, &a); /* each cycle is reported once */
+  lock2(&a, &b);
+  ck_assert_int_eq(count_reports(), 1);
+}
+END_TEST
+
+static weft_lock ta = WEFT_LOCK_INIT_NAMED("A"), tb = WEFT_LOCK_INIT_NAMED("B");
+static weft_barrier phase = WEFT_BARRIER_INIT(2);
+
+static void *first_ab(void *arg) {
+  (void)arg;
+  lock2(&ta, &tb);
+  weft_barrier_wait(&phase, 10);
+  return NULL;
+}
+
+static void *then_ba(void *arg) {
+  (void)arg;
+  weft_barrier_wait(&phase, 10); /* only after the other thread is done: no hang */
+  lock2(&tb, &ta);
+  return NULL;
+}
+
+START_TEST(abba_across_two_threads_is_reported_without_a_hang) {
+  setup(WEFT_DEADLOCK_WARN);
+  weft_thread t1 = weft_thread_new(first_ab), t2 = weft_thread_new(then_ba);
+  weft_thread_start(t1);
+  weft_thread_start(t2);
+  ck_assert_int_eq(weft_thread_join(t1, 10, NULL), 0);
+  ck_assert_int_eq(weft_thread_join(t2, 10, NULL), 0);
+  ck_assert_int_eq(count_reports(), 1);
+  ck_assert_ptr_nonnull(strstr(captured, "Thread-1 (first_ab)"));
+  ck_assert_ptr_nonnull(strstr(captured, "Thread-2 (then_ba)"));
+}
+END_TEST
+
+/* A real ABBA hang: each thread holds one lock and wants the other. In
+ * error mode the acquire that would close the cycle fails; that thread
+ * backs off and both finish. */
+static weft_lock la = WEFT_LOCK_INIT_NAMED("left"), lb = WEFT_LOCK_INIT_NAMED("right");
+static weft_barrier both_hold = WEFT_BARRIER_INIT(2);
+static int backed_off;
+
+static void *grab(weft_lock *first, weft_lock *second) {
+  weft_lock_acquire(first, WEFT_FOREVER);
+  weft_barrier_wait(&both_hold, 10);
+  int r = weft_lock_acquire(second, WEFT_FOREVER);
+  if (r == WEFT_EDEADLK) {
+    __atomic_add_fetch(&backed_off, 1, __ATOMIC_SEQ_CST);
+    weft_lock_release(first); /* back off: let the other one through */
+    return NULL;
+  }
+  weft_lock_release(second);
+  weft_lock_release(first);
+  return NULL;
+}
+
+static void *grab_lr(void *arg) { (void)arg; return grab(&la, &lb); }
+static void *grab_rl(void *arg) { (void)arg; return grab(&lb, &la); }
+
+START_TEST(live_abba_in_error_mode_both_threads_survive) {
+  setup(WEFT_DEADLOCK_ERROR);
+  weft_thread t1 = weft_thread_new(grab_lr), t2 = weft_thread_new(grab_rl);
+  weft_thread_start(t1);
+  weft_thread_start(t2);
+  ck_assert_int_eq(weft_thread_join(t1, 10, NULL), 0);
+  ck_assert_int_eq(weft_thread_join(t2, 10, NULL), 0);
+  ck_assert_int_eq(backed_off, 1);
+  ck_assert_ptr_nonnull(strstr(captured, "deadlock: "));
+  ck_assert_ptr_nonnull(strstr(captured, "would wait forever"));
+  ck_assert_ptr_nonnull(strstr(captured, "the chain of waits"));
+}
+END_TEST
+
+START_TEST(aa_on_a_lock_is_a_deadlock) {
+  setup(WEFT_DEADLOCK_ERROR);
+  static weft_lock a = WEFT_LOCK_INIT_NAMED("solo");
+  ck_assert_int_eq(weft_lock_acquire(&a, WEFT_FOREVER), 0);
+  ck_assert_int_eq(weft_lock_acquire(&a, WEFT_FOREVER), WEFT_EDEADLK);
+  ck_assert_ptr_nonnull(strstr(captured, "already holds \"solo\" itself"));
+  ck_assert_int_eq(weft_lock_acquire(&a, 0), WEFT_ETIMEDOUT); /* a try is no deadlock */
+  ck_assert_int_eq(count_reports(), 1);
+  weft_lock_release(&a);
+}
+END_TEST
+
+START_TEST(rlock_reentry_is_not_reported) {
+  setup(WEFT_DEADLOCK_ERROR);
+  static weft_rlock r = WEFT_RLOCK_INIT_NAMED("r");
+  static weft_lock other = WEFT_LOCK_INIT_NAMED("other");
+  for (int i = 0; i < 3; i++) ck_assert_int_eq(weft_rlock_acquire(&r, WEFT_FOREVER), 0);
+  ck_assert_int_eq(weft_lock_acquire(&other, WEFT_FOREVER), 0);
+  ck_assert_int_eq(weft_rlock_acquire(&r, WEFT_FOREVER), 0); /* re-entry under other: no edge */
+  weft_rlock_release(&r);
+  weft_lock_release(&other);
+  for (int i = 0; i < 3; i++) weft_rlock_release(&r);
+  ck_assert_int_eq(count_reports(), 0);
+}
+END_TEST
+
+START_TEST(inversion_through_an_rlock_taken_twice) {
+  setup(WEFT_DEADLOCK_WARN);
+  static weft_rlock r = WEFT_RLOCK_INIT_NAMED("R");
+  static weft_lock l = WEFT_LOCK_INIT_NAMED("L");
+  weft_rlock_acquire(&r, WEFT_FOREVER);
+  weft_rlock_acquire(&r, WEFT_FOREVER);
+  weft_lock_acquire(&l, WEFT_FOREVER);
+  weft_lock_release(&l);
+  weft_rlock_release(&r);
+  weft_rlock_release(&r);
+  weft_lock_acquire(&l, WEFT_FOREVER);
+  weft_rlock_acquire(&r, WEFT_FOREVER);
+  weft_rlock_release(&r);
+  weft_lock_release(&l);
+  ck_assert_int_eq(count_reports(), 1);
+  ck_assert_ptr_nonnull(strstr(captured, "\"R\""));
+}
+END_TEST
+
+START_TEST(trylock_orders) {
+  setup(WEFT_DEADLOCK_WARN);
+  static weft_lock l[6];
+  for (int i = 0; i < 6; i++) weft_lock_init(&l[i]);
+  /* L0 T1 then T1 L0: the trylock added no edge, so no cycle. */
+  weft_lock_acquire(&l[0], WEFT_FOREVER);
+  ck_assert_int_eq(weft_lock_acquire(&l[1], 0), 0);
+  weft_lock_release(&l[1]);
+  weft_lock_release(&l[0]);
+  ck_assert_int_eq(weft_lock_acquire(&l[1], 0), 0);
+  weft_lock_acquire(&l[0], WEFT_FOREVER);
+  weft_lock_release(&l[0]);
+  weft_lock_release(&l[1]);
+  ck_assert_int_eq(count_reports(), 0);
+  /* A timed acquire adds no edge either. */
+  weft_lock_acquire(&l[2], WEFT_FOREVER);
+  ck_assert_int_eq(weft_lock_acquire(&l[3], 1.0), 0);
+  weft_lock_release(&l[3]);
+  weft_lock_release(&l[2]);
+  lock2(&l[3], &l[2]);
+  ck_assert_int_eq(count_reports(), 0);
+  /* T4 L5 then L5 L4: a blocking acquire under a trylocked lock counts. */
+  ck_assert_int_eq(weft_lock_acquire(&l[4], 0), 0);
+  weft_lock_acquire(&l[5], WEFT_FOREVER);
+  weft_lock_release(&l[5]);
+  weft_lock_release(&l[4]);
+  lock2(&l[5], &l[4]);
+  ck_assert_int_eq(count_reports(), 1);
+}
+END_TEST
+
+START_TEST(gate_lock_makes_inversion_safe) {
+  setup(WEFT_DEADLOCK_WARN);
+  static weft_lock g = WEFT_LOCK_INIT_NAMED("gate"), a = WEFT_LOCK_INIT_NAMED("A"),
+                   b = WEFT_LOCK_INIT_NAMED("B");
+  weft_lock_acquire(&g, WEFT_FOREVER);
+  lock2(&a, &b);
+  weft_lock_release(&g);
+  weft_lock_acquire(&g, WEFT_FOREVER);
+  lock2(&b, &a);
+  weft_lock_release(&g);
+  ck_assert_int_eq(count_reports(), 0);
+}
+END_TEST
+
+START_TEST(destroyed_lock_memory_reused_has_no_old_edges) {
+  setup(WEFT_DEADLOCK_WARN);
+  static weft_lock a = WEFT_LOCK_INIT_NAMED("A");
+  weft_lock *b = malloc(sizeof *b);
+  weft_lock_init(b, .name = "B");
+  lock2(&a, b);
+  weft_lock_destroy(b);
+  weft_lock_init(b, .name = "new B"); /* the same memory, a new lock */
+  lock2(b, &a);
+  ck_assert_int_eq(count_reports(), 0);
+  /* Re-initialising without destroy forgets the old lock too: "new B" was
+   * taken before A; the lock made in its memory next is taken after A. */
+  weft_lock_init(b, .name = "newer B");
+  lock2(&a, b);
+  ck_assert_int_eq(count_reports(), 0);
+  weft_lock_destroy(b);
+  free(b);
+}
+END_TEST
+
+static weft_lock handed = WEFT_LOCK_INIT_NAMED("handed");
+
+static void *release_handed(void *arg) {
+  (void)arg;
+  weft_lock_release(&handed); /* released by a thread that did not take it */
+  return NULL;
+}
+
+START_TEST(lock_released_by_another_thread_leaves_no_stale_entry) {
+  setup(WEFT_DEADLOCK_WARN);
+  static weft_lock c = WEFT_LOCK_INIT_NAMED("C");
+  weft_lock_acquire(&handed, WEFT_FOREVER);
+  weft_thread t = weft_thread_new(release_handed);
+  weft_thread_start(t);
+  weft_thread_join(t, 10, NULL);
+  weft_lock_acquire(&c, WEFT_FOREVER); /* must not record handed -> C */
+  weft_lock_release(&c);
+  lock2(&c, &handed);
+  ck_assert_int_eq(count_reports(), 0);
+}
+END_TEST
+
+START_TEST(three_and_four_lock_cycles) {
+  setup(WEFT_DEADLOCK_WARN);
+  static weft_lock l[8];
+  static const char *names[] = {"A", "B", "C", "D", "E", "F", "G", "H"};
+  for (int i = 0; i < 8; i++) weft_lock_init(&l[i], .name = names[i]);
+  lock2(&l[0], &l[1]);
+  lock2(&l[1], &l[2]);
+  ck_assert_int_eq(count_reports(), 0);
+  lock2(&l[2], &l[0]); /* ABBCCA */
+  ck_assert_int_eq(count_reports(), 1);
+  ck_assert_ptr_nonnull(strstr(captured, "inversion between 3 locks"));
+  /* ABBCCDDA on fresh locks E F G H */
+  lock2(&l[4], &l[5]);
+  lock2(&l[5], &l[6]);
+  lock2(&l[6], &l[7]);
+  lock2(&l[7], &l[4]);
+  ck_assert_int_eq(count_reports(), 2);
+  ck_assert_ptr_nonnull(strstr(captured, "inversion between 4 locks"));
+}
+END_TEST
+
+static void ring(int n, const char *expect) {
+  setup(WEFT_DEADLOCK_WARN);
+  weft_lock *l = calloc((size_t)n, sizeof *l);
+  for (int i = 0; i < n; i++) weft_lock_init(&l[i]);
+  for (int i = 0; i + 1 < n; i++) lock2(&l[i], &l[i + 1]);
+  ck_assert_int_eq(count_reports(), 0);
+  lock2(&l[n - 1], &l[0]);
+  ck_assert_int_eq(count_reports(), 1);
+  char want[64];
+  snprintf(want, sizeof want, "inversion between %d locks", n);
+  ck_assert_ptr_nonnull(strstr(captured, want));
+  if (expect != NULL)
+    ck_assert_ptr_nonnull(strstr(captured, expect));
+  else
+    ck_assert_ptr_null(strstr(captured, "truncated"));
+  for (int i = 0; i < n; i++) weft_lock_destroy(&l[i]);
+  free(l);
+}
+
+START_TEST(rings_of_5_20_100_locks) {
+  ring(5, NULL);
+  ring(20, "more, truncated");
+  ring(100, "more, truncated");
+}
+END_TEST
+
+START_TEST(two_unrelated_inversions_give_two_reports) {
+  setup(WEFT_DEADLOCK_WARN);
+  static weft_lock a = WEFT_LOCK_INIT_NAMED("A"), b = WEFT_LOCK_INIT_NAMED("B"),
+                   c = WEFT_LOCK_INIT_NAMED("C"), d = WEFT_LOCK_INIT_NAMED("D");
+  lock2(&a, &b);
+  lock2(&c, &d);
+  lock2(&b, &a);
+  lock2(&d, &c);
+  ck_assert_int_eq(count_reports(), 2);
+}
+END_TEST
+
+static weft_cond cond = WEFT_COND_INIT;
+static weft_lock outer = WEFT_LOCK_INIT_NAMED("outer");
+static int ready;
+
+static void *notifier(void *arg) {
+  (void)arg;
+  weft_cond_acquire(&cond, WEFT_FOREVER);
+  ready = 1;
+  weft_cond_notify_all(&cond);
+  weft_cond_release(&cond);
+  return NULL;
+}
+
+static bool is_ready(void *arg) {
+  (void)arg;
+  return ready != 0;
+}
+
+START_TEST(condition_wait_is_not_reported) {
+  setup(WEFT_DEADLOCK_ERROR);
+  weft_lock_acquire(&outer, WEFT_FOREVER);
+  weft_cond_acquire(&cond, WEFT_FOREVER);
+  weft_thread t = weft_thread_new(notifier);
+  weft_thread_start(t);
+  ck_assert_int_eq(weft_cond_wait_for(&cond, is_ready, NULL, 10), 1);
+  weft_cond_release(&cond);
+  weft_lock_release(&outer);
+  weft_thread_join(t, 10, NULL);
+  ck_assert_int_eq(count_reports(), 0);
+}
+END_TEST
+
+enum { ORDERED_LOCKS = 16384 };
+static weft_lock *ordered;
+
+static void *take_in_order(void *arg) {
+  unsigned seed = (unsigned)(uintptr_t)arg;
+  for (int round = 0; round < 2000; round++) {
+    int i = (int)(rand_r(&seed) % (ORDERED_LOCKS - 8));
+    int j = i + 1 + (int)(rand_r(&seed) % 7);
+    weft_lock_acquire(&ordered[i], WEFT_FOREVER);
+    weft_lock_acquire(&ordered[j], WEFT_FOREVER);
+    weft_lock_release(&ordered[j]);
+    weft_lock_release(&ordered[i]);
+  }
+  return NULL;
+}
+
+START_TEST(global_order_across_threads_is_not_reported) {
+  setup(WEFT_DEADLOCK_WARN);
+  ordered = calloc(ORDERED_LOCKS, sizeof *ordered);
+  for (int i = 0; i < ORDERED_LOCKS; i++) weft_lock_init(&ordered[i]);
+  weft_thread t[4];
+  for (int i = 0; i < 4; i++) {
+    t[i] = weft_thread_new(take_in_order, .arg = (void *)(uintptr_t)(i + 1));
+    weft_thread_start(t[i]);
+  }
+  for (int i = 0; i < 4; i++) ck_assert_int_eq(weft_thread_join(t[i], 60, NULL), 0);
+  ck_assert_int_eq(count_reports(), 0);
+  for (int i = 0; i < ORDERED_LOCKS; i++) weft_lock_destroy(&ordered[i]);
+  free(ordered);
+}
+END_TEST
+
+START_TEST(sliding_windows_over_many_locks_stay_bounded) {
+  setup(WEFT_DEADLOCK_WARN);
+  enum { N = 1 << 17, W = 5 };
+  weft_lock *l = calloc(N, sizeof *l);
+  for (int i = 0; i < N; i++) weft_lock_init(&l[i]);
+  double t0 = test_now();
+  for (int i = 0; i + W <= N; i++) {
+    for (int k = 0; k < W; k++) weft_lock_acquire(&l[i + k], WEFT_FOREVER);
+    for (int k = W - 1; k >= 0; k--) weft_lock_release(&l[i + k]);
+    if (i >= W) weft_lock_destroy(&l[i - W]); /* the window moves on: old locks end */
+  }
+  double elapsed = test_now() - t0;
+  ck_assert_int_eq(count_reports(), 0);
+  ck_assert_msg(elapsed < 30, "took %.1f s", elapsed);
+  free(l);
+}
+END_TEST
+
+static int child_inversions(void *arg) {
+  weft_lock *l = arg;
+  /* The parent took 0 then 1; the child was not there: no inherited edge. */
+  lock2(&l[1], &l[0]);
+  if (count_reports() != 0) return 1;
+  lock2(&l[2], &l[3]);
+  lock2(&l[3], &l[2]);
+  if (count_reports() != 1) return 2;
+  return strstr(captured, "inversion between 2 locks") != NULL ? 0 : 3;
+}
+
+START_TEST(forked_child_detects_its_own_inversions_only) {
+  setup(WEFT_DEADLOCK_WARN);
+  static weft_lock l[4];
+  for (int i = 0; i < 4; i++) weft_lock_init(&l[i]);
+  lock2(&l[0], &l[1]);
+  weft_process p = weft_process_new(child_inversions, .arg = l);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_join(p, 20), 0);
+  int code = -1;
+  weft_process_exitcode(p, &code);
+  ck_assert_int_eq(code, 0);
+  weft_process_close(p);
+}
+END_TEST
+
+START_TEST(mode_api_and_bad_mode) {
+  ck_assert_int_eq(weft_deadlock_set_mode((weft_deadlock_mode)42), WEFT_EINVAL);
+  ck_assert_int_eq(weft_deadlock_set_mode(WEFT_DEADLOCK_OFF), 0);
+  ck_assert_int_eq(weft_deadlock_get_mode(), WEFT_DEADLOCK_OFF);
+  setup(WEFT_DEADLOCK_OFF);
+  static weft_lock a = WEFT_LOCK_INIT, b = WEFT_LOCK_INIT;
+  lock2(&a, &b);
+  lock2(&b, &a);
+  ck_assert_int_eq(count_reports(), 0); /* off sees nothing */
+}
+END_TEST
+
+Suite *weft_test_suite(void) {
+  Suite *s = suite_create("deadlock");
+  TCase *tc = weft_tcase("inversions", 60);
+  tcase_add_test(tc, abba_in_one_thread_is_reported);
+  tcase_add_test(tc, abba_across_two_threads_is_reported_without_a_hang);
+  tcase_add_test(tc, inversion_through_an_rlock_taken_twice);
+  tcase_add_test(tc, three_and_four_lock_cycles);
+  tcase_add_test(tc, rings_of_5_20_100_locks);
+  tcase_add_test(tc, two_unrelated_inversions_give_two_reports);
+  tcase_add_test(tc, forked_child_detects_its_own_inversions_only);
+  suite_add_tcase(s, tc);
+  tc = weft_tcase("live", 60);
+  tcase_add_test(tc, live_abba_in_error_mode_both_threads_survive);
+  tcase_add_test(tc, aa_on_a_lock_is_a_deadlock);
+  suite_add_tcase(s, tc);
+  tc = weft_tcase("no_false_positives", 120);
+  tcase_add_test(tc, rlock_reentry_is_not_reported);
+  tcase_add_test(tc, trylock_orders);
+  tcase_add_test(tc, gate_lock_makes_inversion_safe);
+  tcase_add_test(tc, destroyed_lock_memory_reused_has_no_old_edges);
+  tcase_add_test(tc, lock_released_by_another_thread_leaves_no_stale_entry);
+  tcase_add_test(tc, condition_wait_is_not_reported);
+  tcase_add_test(tc, global_order_across_threads_is_not_reported);
+  tcase_add_test(tc, sliding_windows_over_many_locks_stay_bounded);
+  tcase_add_test(tc, mode_api_and_bad_mode);
+  suite_add_tcase(s, tc);
+  return s;
+}
