@@ -122,5 +122,6 @@ int main(int argc, char **argv) {
   bench_process_rows(&cfg);
   bench_thread_rows(&cfg);
   bench_sync_rows(&cfg);
+  bench_deadlock_rows(&cfg);
   return 0;
 }

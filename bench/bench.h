@@ -58,5 +58,6 @@ void bench_report(const char *row, int n, const bench_result *results);
 void bench_process_rows(const bench_config *cfg);
 void bench_thread_rows(const bench_config *cfg);
 void bench_sync_rows(const bench_config *cfg);
+void bench_deadlock_rows(const bench_config *cfg);
 
 #endif
