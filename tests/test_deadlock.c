@@ -3,6 +3,8 @@
  * deadlock are not. Reports are captured through the hook. */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -499,6 +501,37 @@ START_TEST(semaphore_event_barrier_waits_are_not_reported) {
 }
 END_TEST
 
+
+static void run_aa(const char *mode, char *out, size_t size, int *status) {
+  setenv("WEFT_DEADLOCK", mode, 1);
+  int fd;
+  pid_t pid = helper_spawn("deadlock_aa", &fd);
+  read_all(fd, out, size, 20);
+  *status = wait_status(pid);
+  close(fd);
+  unsetenv("WEFT_DEADLOCK");
+}
+
+START_TEST(environment_error_mode_returns_edeadlk) {
+  static char out[8192];
+  int status;
+  run_aa("error", out, sizeof out, &status);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status 0x%x:\n%s", status, out);
+  ck_assert_ptr_nonnull(strstr(out, "weft: deadlock: MainThread"));
+  ck_assert_ptr_nonnull(strstr(out, "second acquire returned WEFT_EDEADLK"));
+}
+END_TEST
+
+START_TEST(environment_abort_mode_aborts_after_the_report) {
+  static char out[8192];
+  int status;
+  run_aa("abort", out, sizeof out, &status);
+  ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "status 0x%x:\n%s", status, out);
+  ck_assert_ptr_nonnull(strstr(out, "already holds \"solo\" itself"));
+  ck_assert_ptr_null(strstr(out, "second acquire returned"));
+}
+END_TEST
+
 START_TEST(mode_api_and_bad_mode) {
   ck_assert_int_eq(weft_deadlock_set_mode((weft_deadlock_mode)42), WEFT_EINVAL);
   ck_assert_int_eq(weft_deadlock_set_mode(WEFT_DEADLOCK_OFF), 0);
@@ -527,6 +560,8 @@ Suite *weft_test_suite(void) {
   tc = weft_tcase("live", 60);
   tcase_add_test(tc, live_abba_in_error_mode_both_threads_survive);
   tcase_add_test(tc, aa_on_a_lock_is_a_deadlock);
+  tcase_add_test(tc, environment_error_mode_returns_edeadlk);
+  tcase_add_test(tc, environment_abort_mode_aborts_after_the_report);
   suite_add_tcase(s, tc);
   tc = weft_tcase("no_false_positives", 120);
   tcase_add_test(tc, rlock_reentry_is_not_reported);

@@ -377,6 +377,17 @@ static int race_free_locks(void) {
   return shared_counter == 2L * RACE_ITERS + 2 ? 0 : 1; /* 4 phases x 2 x ITERS/4, + 2 */
 }
 
+
+/* Re-acquires a Lock it holds: a certain deadlock. WEFT_DEADLOCK decides
+ * what happens (set by the test): error returns WEFT_EDEADLK, abort aborts. */
+static int deadlock_aa(void) {
+  static weft_lock solo = WEFT_LOCK_INIT_NAMED("solo");
+  weft_lock_acquire(&solo, WEFT_FOREVER);
+  int r = weft_lock_acquire(&solo, WEFT_FOREVER);
+  printf("second acquire returned %s\n", weft_err_name(r));
+  return 0;
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOFBF, 0); /* fully buffered, as a pipe makes it */
   const char *s = argc > 1 ? argv[1] : "";
@@ -397,6 +408,7 @@ int main(int argc, char **argv) {
   if (!strcmp(s, "thread_started_at_exit")) return thread_started_at_exit();
   if (!strcmp(s, "thread_exit_from_thread")) return thread_exit_from_thread();
   if (!strcmp(s, "race_wrong_lock")) return race_wrong_lock();
+  if (!strcmp(s, "deadlock_aa")) return deadlock_aa();
   if (!strcmp(s, "race_free_locks")) return race_free_locks();
   fprintf(stderr, "weft_helper: unknown scenario '%s'\n", s);
   return 2;
