@@ -70,6 +70,15 @@ pid_t helper_spawn(const char *scenario, int *out_fd) {
   return pid;
 }
 
+int helper_run(const char *scenario, char *out, size_t size, double timeout) {
+  int fd;
+  pid_t pid = helper_spawn(scenario, &fd);
+  read_all(fd, out, size, timeout);
+  int status = wait_status(pid);
+  close(fd);
+  return status;
+}
+
 size_t read_all(int fd, char *buf, size_t size, double timeout) {
   size_t len = 0;
   double end = test_now() + timeout;

@@ -20,6 +20,10 @@ TCase *weft_tcase(const char *name, double timeout);
  * pipe whose read end is stored in *out_fd. Returns the helper's pid. */
 pid_t helper_spawn(const char *scenario, int *out_fd);
 
+/* Runs the helper with a scenario to the end (EOF, at most timeout
+ * seconds), storing its output in out; returns its raw wait status. */
+int helper_run(const char *scenario, char *out, size_t size, double timeout);
+
 /* Reads everything available from fd until EOF or the deadline (seconds
  * from now) into buf (NUL-terminated). Returns the byte count. */
 size_t read_all(int fd, char *buf, size_t size, double timeout);

@@ -504,11 +504,7 @@ END_TEST
 
 static void run_aa(const char *mode, char *out, size_t size, int *status) {
   setenv("WEFT_DEADLOCK", mode, 1);
-  int fd;
-  pid_t pid = helper_spawn("deadlock_aa", &fd);
-  read_all(fd, out, size, 20);
-  *status = wait_status(pid);
-  close(fd);
+  *status = helper_run("deadlock_aa", out, size, 20);
   unsetenv("WEFT_DEADLOCK");
 }
 

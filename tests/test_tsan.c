@@ -12,11 +12,7 @@
 
 #ifdef WEFT_SANITIZE_THREAD
 static void run(const char *scenario, char *out, size_t size, int *status) {
-  int fd;
-  pid_t pid = helper_spawn(scenario, &fd);
-  read_all(fd, out, size, 60);
-  *status = wait_status(pid);
-  close(fd);
+  *status = helper_run(scenario, out, size, 60);
 }
 
 START_TEST(correct_locking_is_race_free) {
