@@ -406,6 +406,16 @@ static void report_inversion_locked(struct report *r, uint32_t held_id, uint32_t
       (int)t->tid, label(node_at(new_id - 1)->lock, a, sizeof a),
       closing->to_site != NULL ? closing->to_site : "?", label(node_at(held_id - 1)->lock, b, sizeof b),
       closing->from_site != NULL ? closing->from_site : "(re-acquired after a wait)");
+  put(r, "  the locks:\n");
+  for (int i = n; i >= 0; i--) {
+    const weft_lock *lk = node_at(ids[i] - 1)->lock;
+    if (i < n - WEFT_DEADLOCK_REPORT_MAX_CHAIN + 1) {
+      put(r, "    ... (%d more, truncated)\n", i + 1);
+      break;
+    }
+    put(r, "    \"%s\" initialised at %s\n", label(lk, a, sizeof a),
+        lk->site != NULL ? lk->site : "(unknown)");
+  }
   put(r, "  the cycle:\n");
   /* The new edge first, then the path back round: held -> new -> ... -> held. */
   put(r, "    \"%s\" -> \"%s\": %s (tid %d) took the second at %s while holding the first (taken at %s)\n",

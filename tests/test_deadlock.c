@@ -57,6 +57,7 @@ START_TEST(abba_in_one_thread_is_reported) {
   ck_assert_ptr_nonnull(strstr(captured, "acquires \"A\" at"));
   ck_assert_ptr_nonnull(strstr(captured, "while holding \"B\""));
   ck_assert_ptr_nonnull(strstr(captured, "test_deadlock.c:"));
+  ck_assert_ptr_nonnull(strstr(captured, "\"A\" initialised at tests/test_deadlock.c:"));
   ck_assert_ptr_nonnull(strstr(captured, "MainThread"));
   ck_assert_ptr_nonnull(strstr(captured, "thread 1 holds \"B\", wants \"A\""));
   ck_assert_ptr_nonnull(strstr(captured, "thread 2 holds \"A\", wants \"B\""));
