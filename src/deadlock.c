@@ -66,7 +66,10 @@ struct node {
 
 #define CHUNK 4096
 #define MAX_CHUNKS 1024
-static struct node *chunks[MAX_CHUNKS];
+/* Allocated at the first node: an 8 KiB static array would push weft's
+ * other globals onto a second page, which every forked child would then
+ * have to copy. */
+static struct node **chunks;
 static uint32_t n_nodes, free_head; /* free_head: index + 1 */
 static uint32_t search_mark;
 static uint32_t graph_version = 1; /* bumped when a node dies: caches go stale */
@@ -98,6 +101,7 @@ static uint32_t node_of_locked(weft_lock *l) {
     index = free_head - 1;
     free_head = node_at(index)->next_free;
   } else {
+    if (chunks == NULL && (chunks = calloc(MAX_CHUNKS, sizeof *chunks)) == NULL) return 0;
     if (n_nodes / CHUNK >= MAX_CHUNKS) return 0;
     if (chunks[n_nodes / CHUNK] == NULL &&
         (chunks[n_nodes / CHUNK] = calloc(CHUNK, sizeof(struct node))) == NULL)
@@ -650,12 +654,16 @@ void weft__dd_init(void) {
 
 void weft__dd_after_fork_child(void) {
   /* Only the forking thread exists; the parent's orders are not the
-   * child's (its other threads' held locks made some of them). */
+   * child's (its other threads' held locks made some of them). The fork
+   * handlers do not hold dd_mutex across fork: that would cost every start
+   * a page copy. A thread of the parent may have held it mid-update instead,
+   * which the lock's state tells; then the old graph is leaked, not freed. */
   if (n_nodes == 0 && threads == NULL) return;
+  bool consistent = pthread_mutex_trylock(&dd_mutex) == 0;
   pthread_mutex_init(&dd_mutex, NULL);
   for (uint32_t i = 0; i < n_nodes; i++) {
     struct node *n = node_at(i);
-    free(n->out); /* locks keep a stale pad_: no node will match them */
+    if (consistent) free(n->out); /* locks keep a stale pad_: no node will match them */
     memset(n, 0, sizeof *n);
   }
   n_nodes = 0;

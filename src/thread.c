@@ -279,7 +279,9 @@ pid_t weft_thread_native_id(weft_thread h) {
      * marked done (it never ran in this child) never will. */
     while (__atomic_load_n(&t->tid, __ATOMIC_ACQUIRE) == 0 && !is_done(t))
       weft__os_futex_wait(&t->tid, 0, WEFT__NEVER);
-    tid = (pid_t)__atomic_load_n(&t->tid, __ATOMIC_ACQUIRE);
+    tid = t == &main_thr && main_thread == &main_thr
+              ? weft__pid
+              : (pid_t)__atomic_load_n(&t->tid, __ATOMIC_ACQUIRE);
     if (tid == 0)
       tid = weft__error(WEFT_ESRCH, "weft_thread_native_id: %s never ran in this process",
                         t->name);
@@ -500,6 +502,8 @@ void weft__thread_after_fork_child(void) {
     main_thr.done = 0;
   }
   if (main_thread != self) main_thread = self; /* as Python's _after_fork */
-  if (self->tid != (uint32_t)weft__pid) self->tid = (uint32_t)weft__pid;
+  /* The original main thread's id is the pid, read as such (native_id):
+   * writing it here would copy one more page in every child. */
+  if (self != &main_thr && self->tid != (uint32_t)weft__pid) self->tid = (uint32_t)weft__pid;
   pthread_mutex_unlock(&registry);
 }
