@@ -123,10 +123,10 @@ int weft_cond_wait(weft_cond *c, double timeout) {
   /* Re-acquire as Python does: without a timeout, whatever the wait's. */
   if (c->kind == KIND_LOCK) {
     weft__lock_reacquire(c->lock);
-    if (weft__dd_on) weft__dd_acquired(c->lock, NULL, true);
+    if (weft__dd_on) weft__dd_acquired(c->lock, "(re-acquired after a Condition wait)", true);
   } else {
     weft__rlock_acquire_levels(rlock_of(c), WEFT_FOREVER, levels, WEFT__TSAN_RECURSIVE_LOCK, true,
-                               NULL);
+                               "(re-acquired after a Condition wait)");
   }
   if (notified) return 0;
   return weft__error(WEFT_ETIMEDOUT, "%s: not notified within %g s", cond_label(c), timeout);

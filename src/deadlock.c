@@ -55,6 +55,8 @@ struct edge {
 
 struct node {
   weft_lock *lock;
+  const char *name, *site; /* copied at creation: reports never read the lock itself, */
+                           /* which may be gone (freed without weft_lock_destroy) */
   uint32_t gen;
   bool live;
   uint32_t next_free;
@@ -79,14 +81,20 @@ static pthread_mutex_t dd_mutex = PTHREAD_MUTEX_INITIALIZER;
 
 static struct node *node_at(uint32_t index) { return &chunks[index / CHUNK][index % CHUNK]; }
 
-static const char *label(const weft_lock *l, char *buf, size_t size) {
-  if (l->name != NULL)
-    snprintf(buf, size, "%s", l->name);
-  else if (l->site != NULL)
-    snprintf(buf, size, "lock initialised at %s", l->site);
+static const char *label_of(const char *name, const char *site, const void *addr, char *buf,
+                            size_t size) {
+  if (name != NULL)
+    snprintf(buf, size, "%s", name);
+  else if (site != NULL)
+    snprintf(buf, size, "lock initialised at %s", site);
   else
-    snprintf(buf, size, "lock %p", (const void *)l);
+    snprintf(buf, size, "lock %p", addr);
   return buf;
+}
+
+/* For locks the caller knows to be alive (held, or being acquired). */
+static const char *label(const weft_lock *l, char *buf, size_t size) {
+  return label_of(l->name, l->site, l, buf, size);
 }
 
 /* The node of l, made if it has none. dd_mutex held. 0 if out of memory. */
@@ -110,6 +118,8 @@ static uint32_t node_of_locked(weft_lock *l) {
   }
   struct node *n = node_at(index);
   n->lock = l;
+  n->name = l->name;
+  n->site = l->site;
   n->gen++;
   n->live = true;
   n->nout = 0;
@@ -128,6 +138,11 @@ static void free_node_locked(uint32_t id) {
   n->next_free = free_head;
   free_head = id;
   graph_version++;
+}
+
+static const char *node_label(uint32_t id, char *buf, size_t size) {
+  const struct node *n = node_at(id - 1);
+  return label_of(n->name, n->site, n->lock, buf, size);
 }
 
 static bool edge_live(const struct edge *e) {
@@ -150,6 +165,7 @@ struct dd_thread {
   pid_t tid;
   char name[WEFT_NAME_MAX + 1];
   weft_lock *waiting_for; /* a lock it sleeps on with no timeout */
+  const char *pending_site; /* where the acquire now under way was called */
   int depth;
   struct held held[MAX_HELD];
   uint64_t cache[CACHE_SIZE]; /* known edges: (from << 32 | to), valid for cache_version */
@@ -258,15 +274,19 @@ static void put_held(struct report *r, const struct dd_thread *t) {
   put(r, "  %s (tid %d) holds:\n", t->name, (int)t->tid);
   for (int i = 0; i < t->depth; i++)
     put(r, "    \"%s\" acquired at %s\n", label(t->held[i].lock, name, sizeof name),
-        t->held[i].site != NULL ? t->held[i].site : "(re-acquired after a wait)");
+        t->held[i].site != NULL ? t->held[i].site : "(site unknown)");
 }
 
 /* Prints or hands over the report; aborts in abort mode. Called without
  * dd_mutex held. */
 static void deliver(struct report *r) {
   if (r->text == NULL) return;
-  if (hook != NULL)
-    hook(r->text, hook_arg);
+  pthread_mutex_lock(&dd_mutex);
+  weft_deadlock_hook h = hook;
+  void *h_arg = hook_arg;
+  pthread_mutex_unlock(&dd_mutex);
+  if (h != NULL)
+    h(r->text, h_arg);
   else {
     fputs(r->text, stderr);
     fflush(stderr);
@@ -282,7 +302,8 @@ static uint64_t cycle_hash(const uint32_t *ids, int n) {
   /* Order-free: the same cycle found from any of its locks hashes alike. */
   uint64_t h = 0;
   for (int i = 0; i < n; i++) {
-    uint64_t x = ids[i] * 0x9e3779b97f4a7c15ull;
+    /* With the generation: ids are recycled, cycles of new locks are new. */
+    uint64_t x = ((uint64_t)node_at(ids[i] - 1)->gen << 32 | ids[i]) * 0x9e3779b97f4a7c15ull;
     x ^= x >> 29;
     h += x * 0xbf58476d1ce4e5b9ull;
   }
@@ -349,8 +370,13 @@ static struct edge *add_edge_locked(uint32_t from, uint32_t to, const struct hel
                                     const uint32_t *gates, uint32_t ngates) {
   struct node *n = node_at(from - 1);
   uint32_t to_gen = node_at(to - 1)->gen;
-  for (uint32_t i = 0; i < n->nout; i++)
+  for (uint32_t i = 0; i < n->nout; i++) {
+    if (!edge_live(&n->out[i])) { /* to a lock that is gone: drop it while passing */
+      n->out[i--] = n->out[--n->nout];
+      continue;
+    }
     if (n->out[i].to == to && n->out[i].to_gen == to_gen) return NULL; /* known */
+  }
   if (n->nout == n->cap) {
     uint32_t cap = n->cap ? n->cap * 2 : 4;
     struct edge *out = realloc(n->out, cap * sizeof *out);
@@ -407,25 +433,25 @@ static void report_inversion_locked(struct report *r, uint32_t held_id, uint32_t
   int locks = n + 1;
   put(r, "weft: possible deadlock: lock-order inversion between %d locks\n", locks);
   put(r, "  %s (tid %d) acquires \"%s\" at %s while holding \"%s\" (acquired at %s)\n", t->name,
-      (int)t->tid, label(node_at(new_id - 1)->lock, a, sizeof a),
-      closing->to_site != NULL ? closing->to_site : "?", label(node_at(held_id - 1)->lock, b, sizeof b),
-      closing->from_site != NULL ? closing->from_site : "(re-acquired after a wait)");
+      (int)t->tid, node_label(new_id, a, sizeof a),
+      closing->to_site != NULL ? closing->to_site : "?", node_label(held_id, b, sizeof b),
+      closing->from_site != NULL ? closing->from_site : "(site unknown)");
   put(r, "  the locks:\n");
   for (int i = n; i >= 0; i--) {
-    const weft_lock *lk = node_at(ids[i] - 1)->lock;
+    const struct node *nd = node_at(ids[i] - 1);
     if (i < n - WEFT_DEADLOCK_REPORT_MAX_CHAIN + 1) {
       put(r, "    ... (%d more, truncated)\n", i + 1);
       break;
     }
-    put(r, "    \"%s\" initialised at %s\n", label(lk, a, sizeof a),
-        lk->site != NULL ? lk->site : "(unknown)");
+    put(r, "    \"%s\" initialised at %s\n", node_label(ids[i], a, sizeof a),
+        nd->site != NULL ? nd->site : "(unknown)");
   }
   put(r, "  the cycle:\n");
   /* The new edge first, then the path back round: held -> new -> ... -> held. */
   put(r, "    \"%s\" -> \"%s\": %s (tid %d) took the second at %s while holding the first (taken at %s)\n",
-      label(node_at(held_id - 1)->lock, a, sizeof a), label(node_at(new_id - 1)->lock, b, sizeof b),
+      node_label(held_id, a, sizeof a), node_label(new_id, b, sizeof b),
       t->name, (int)t->tid, closing->to_site ? closing->to_site : "?",
-      closing->from_site ? closing->from_site : "(re-acquired after a wait)");
+      closing->from_site ? closing->from_site : "(site unknown)");
   int shown = 1;
   uint32_t from = new_id;
   for (int i = 0; i < n; i++) {
@@ -435,20 +461,20 @@ static void report_inversion_locked(struct report *r, uint32_t held_id, uint32_t
       break;
     }
     put(r, "    \"%s\" -> \"%s\": %s (tid %d) took the second at %s while holding the first (taken at %s)\n",
-        label(node_at(from - 1)->lock, a, sizeof a), label(node_at(e->to - 1)->lock, b, sizeof b),
+        node_label(from, a, sizeof a), node_label(e->to, b, sizeof b),
         e->thread, (int)e->tid, e->to_site ? e->to_site : "?",
-        e->from_site ? e->from_site : "(re-acquired after a wait)");
+        e->from_site ? e->from_site : "(site unknown)");
     from = e->to;
     shown++;
   }
   put_held(r, t);
   put(r, "  possible scenario:\n");
-  put(r, "    thread 1 holds \"%s\", wants \"%s\"\n", label(node_at(held_id - 1)->lock, a, sizeof a),
-      label(node_at(new_id - 1)->lock, b, sizeof b));
+  put(r, "    thread 1 holds \"%s\", wants \"%s\"\n", node_label(held_id, a, sizeof a),
+      node_label(new_id, b, sizeof b));
   from = new_id;
   for (int i = 0; i < n && i < WEFT_DEADLOCK_REPORT_MAX_CHAIN - 1; i++) {
-    put(r, "    thread %d holds \"%s\", wants \"%s\"\n", i + 2, label(node_at(from - 1)->lock, a, sizeof a),
-        label(node_at(edges[i]->to - 1)->lock, b, sizeof b));
+    put(r, "    thread %d holds \"%s\", wants \"%s\"\n", i + 2, node_label(from, a, sizeof a),
+        node_label(edges[i]->to, b, sizeof b));
     from = edges[i]->to;
   }
   put(r, "    and each waits for the next: deadlock\n");
@@ -488,7 +514,7 @@ static void check_order(struct dd_thread *t, weft_lock *l, const char *site) {
     for (int j = 0; j < t->depth && ngates < MAX_GATES; j++)
       if (j != i && t->held[j].lock != l) gates[ngates++] = node_of_locked(t->held[j].lock);
     struct edge *e = add_edge_locked(from, to, &t->held[i], site, t, gates, ngates);
-    if (e != NULL && r.text == NULL) {
+    if (e != NULL) { /* every new edge is searched: one acquire may close several cycles */
       struct edge closing = *e; /* the search may move edges around */
       if (find_path_locked(to, from)) report_inversion_locked(&r, from, to, &closing, t);
     }
@@ -514,8 +540,8 @@ static int follow_chain_locked(struct dd_thread *t, weft_lock *l, weft_lock **lo
     owners[n] = o;
     n++;
     if (o == t) return n;
-    if (o->waiting_for == NULL) return 0;
-    l = o->waiting_for;
+    l = __atomic_load_n(&o->waiting_for, __ATOMIC_RELAXED);
+    if (l == NULL) return 0;
   }
   return 0;
 }
@@ -545,7 +571,7 @@ static int live_check(weft_lock *l, const char *site) {
     }
     put_held(&r, t);
   } else {
-    t->waiting_for = l;
+    __atomic_store_n(&t->waiting_for, l, __ATOMIC_RELAXED);
   }
   pthread_mutex_unlock(&dd_mutex);
   if (n == 0) return 0;
@@ -558,17 +584,13 @@ static int live_check(weft_lock *l, const char *site) {
 int weft__dd_before_acquire(weft_lock *l, const char *site, bool blocking) {
   if (!blocking) return 0;
   struct dd_thread *t = me();
-  if (t->depth == 0 && __atomic_load_n(&l->word, __ATOMIC_RELAXED) == 0) return 0;
+  t->pending_site = site; /* for a live report, if this acquire must wait */
   if (t->depth > 0) {
     prune(t);
     if (t->depth > 0) check_order(t, l, site);
   }
-  /* A re-acquire of a Lock this thread holds hangs for good: say so now. */
-  if (holds(t, l)) {
-    int r = live_check(l, site);
-    __atomic_store_n(&t->waiting_for, NULL, __ATOMIC_RELAXED);
-    return r;
-  }
+  /* A re-acquire of a Lock this thread holds is found by the live check
+   * that runs before the thread sleeps: the owner chain ends at itself. */
   return 0;
 }
 
@@ -580,7 +602,11 @@ void weft__dd_acquired(weft_lock *l, const char *site, bool blocking) {
       break;
     }
   if (t->depth == MAX_HELD) prune(t);
-  if (t->depth < MAX_HELD) t->held[t->depth++] = (struct held){l, site, blocking};
+  if (t->depth == MAX_HELD) { /* still full: forget the oldest, as the docs say */
+    memmove(&t->held[0], &t->held[1], sizeof t->held[0] * (MAX_HELD - 1));
+    t->depth--;
+  }
+  t->held[t->depth++] = (struct held){l, site, blocking};
 }
 
 void weft__dd_released(weft_lock *l) {
@@ -596,13 +622,11 @@ void weft__dd_released(weft_lock *l) {
    * stale and is dropped when that thread next looks (prune). */
 }
 
-int weft__dd_before_block(weft_lock *l) { return live_check(l, NULL); }
+int weft__dd_before_block(weft_lock *l) { return live_check(l, me()->pending_site); }
 
 void weft__dd_after_block(void) {
   if (self_p == NULL) return;
-  pthread_mutex_lock(&dd_mutex);
-  self.waiting_for = NULL;
-  pthread_mutex_unlock(&dd_mutex);
+  __atomic_store_n(&self.waiting_for, NULL, __ATOMIC_RELAXED);
 }
 
 void weft__dd_forget(weft_lock *l) {
@@ -652,18 +676,21 @@ void weft__dd_init(void) {
   weft_deadlock_set_mode(m);
 }
 
+/* The fork handlers hold dd_mutex across fork (it shares its page with
+ * the registries, so this copies no extra page), and the child gets the
+ * graph whole, never half-updated by a thread that does not exist there. */
+void weft__dd_before_fork(void) { pthread_mutex_lock(&dd_mutex); }
+
+void weft__dd_after_fork_parent(void) { pthread_mutex_unlock(&dd_mutex); }
+
 void weft__dd_after_fork_child(void) {
+  pthread_mutex_unlock(&dd_mutex);
   /* Only the forking thread exists; the parent's orders are not the
-   * child's (its other threads' held locks made some of them). The fork
-   * handlers do not hold dd_mutex across fork: that would cost every start
-   * a page copy. A thread of the parent may have held it mid-update instead,
-   * which the lock's state tells; then the old graph is leaked, not freed. */
+   * child's (its other threads' held locks made some of them). */
   if (n_nodes == 0 && threads == NULL) return;
-  bool consistent = pthread_mutex_trylock(&dd_mutex) == 0;
-  pthread_mutex_init(&dd_mutex, NULL);
   for (uint32_t i = 0; i < n_nodes; i++) {
     struct node *n = node_at(i);
-    if (consistent) free(n->out); /* locks keep a stale pad_: no node will match them */
+    free(n->out); /* locks keep a stale pad_: no node will match them */
     memset(n, 0, sizeof *n);
   }
   n_nodes = 0;

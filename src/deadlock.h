@@ -37,7 +37,9 @@ void weft__dd_forget(weft_lock *lock);
 /* Reads WEFT_DEADLOCK; from the library constructor. */
 void weft__dd_init(void);
 
-/* In a child after fork: the parent's lock orders are dropped. */
+/* Fork handlers; in the child the parent's lock orders are dropped. */
+void weft__dd_before_fork(void);
+void weft__dd_after_fork_parent(void);
 void weft__dd_after_fork_child(void);
 
 #endif

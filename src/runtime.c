@@ -56,9 +56,11 @@ static void before_fork(void) {
   weft__tid(); /* the child learns which thread it was */
   weft__thread_before_fork();
   weft__process_before_fork();
+  weft__dd_before_fork();
 }
 
 static void after_fork_parent(void) {
+  weft__dd_after_fork_parent();
   weft__process_after_fork_parent();
   weft__thread_after_fork_parent();
 }

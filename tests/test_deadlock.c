@@ -529,6 +529,87 @@ START_TEST(environment_abort_mode_aborts_after_the_report) {
 }
 END_TEST
 
+
+START_TEST(recycled_lock_ids_still_report_new_inversions) {
+  setup(WEFT_DEADLOCK_WARN);
+  weft_lock *l = calloc(4, sizeof *l);
+  weft_lock_init(&l[0], .name = "accounts");
+  weft_lock_init(&l[1], .name = "ledger");
+  lock2(&l[0], &l[1]);
+  lock2(&l[1], &l[0]);
+  ck_assert_int_eq(count_reports(), 1);
+  weft_lock_destroy(&l[0]);
+  weft_lock_destroy(&l[1]);
+  weft_lock_init(&l[2], .name = "cache"); /* reuses the freed nodes */
+  weft_lock_init(&l[3], .name = "index");
+  lock2(&l[2], &l[3]);
+  lock2(&l[3], &l[2]);
+  ck_assert_int_eq(count_reports(), 2);
+  ck_assert_ptr_nonnull(strstr(captured, "\"cache\""));
+  free(l);
+}
+END_TEST
+
+
+/* Runs in a child: no ck_assert here (it would report from the child). */
+static int try2(weft_lock *x, weft_lock *y) {
+  int r = weft_lock_acquire(x, WEFT_FOREVER);
+  if (r != 0) return 10 - r;
+  r = weft_lock_acquire(y, WEFT_FOREVER);
+  if (r != 0) return 100 - r;
+  weft_lock_release(y);
+  weft_lock_release(x);
+  return 0;
+}
+
+static volatile int churning = 1;
+static int churn_errors;
+
+/* Check's own assertions are not fork-safe (a thread inside one holds
+ * Check's mutex at fork), so this thread and the children use try2. */
+static void *churn_locks(void *arg) {
+  (void)arg;
+  weft_lock l[4];
+  while (__atomic_load_n(&churning, __ATOMIC_RELAXED)) {
+    for (int i = 0; i < 4; i++) weft_lock_init(&l[i]);
+    if (try2(&l[0], &l[1]) != 0 || try2(&l[2], &l[3]) != 0) churn_errors++;
+    for (int i = 0; i < 4; i++) weft_lock_destroy(&l[i]);
+  }
+  return NULL;
+}
+
+static int use_detector_in_child(void *arg) {
+  (void)arg;
+  weft_lock a, b;
+  weft_lock_init(&a);
+  weft_lock_init(&b);
+  int r = try2(&a, &b);
+  if (r == 0) r = try2(&b, &a);
+  if (r != 0) return r;
+  return count_reports() == 1 ? 0 : 1;
+}
+
+START_TEST(fork_while_another_thread_uses_the_detector) {
+  setup(WEFT_DEADLOCK_WARN);
+  weft_thread t = weft_thread_new(churn_locks);
+  weft_thread_start(t);
+  for (int i = 0; i < 100; i++) {
+    captured[0] = '\0';
+    reports = 0;
+    weft_process p = weft_process_new(use_detector_in_child);
+    ck_assert_int_eq(weft_process_start(p), 0);
+    ck_assert_msg(weft_process_join(p, 10) == 0, "child %d hung", i);
+    int code = -1;
+    weft_process_exitcode(p, &code);
+    ck_assert_msg(code == 0, "child %d exit code %d", i, code);
+    weft_process_close(p);
+  }
+  __atomic_store_n(&churning, 0, __ATOMIC_RELAXED);
+  weft_thread_join(t, 10, NULL);
+  ck_assert_int_eq(churn_errors, 0);
+}
+END_TEST
+
 START_TEST(mode_api_and_bad_mode) {
   ck_assert_int_eq(weft_deadlock_set_mode((weft_deadlock_mode)42), WEFT_EINVAL);
   ck_assert_int_eq(weft_deadlock_set_mode(WEFT_DEADLOCK_OFF), 0);
@@ -553,6 +634,8 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, forked_child_detects_its_own_inversions_only);
   tcase_add_test(tc, abcd_bcda_is_reported);
   tcase_add_test(tc, dining_philosophers_are_reported);
+  tcase_add_test(tc, recycled_lock_ids_still_report_new_inversions);
+  tcase_add_test(tc, fork_while_another_thread_uses_the_detector);
   suite_add_tcase(s, tc);
   tc = weft_tcase("live", 60);
   tcase_add_test(tc, live_abba_in_error_mode_both_threads_survive);
