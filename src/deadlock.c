@@ -554,12 +554,18 @@ static int live_check(weft_lock *l, const char *site) {
   pthread_mutex_lock(&dd_mutex);
   prune(t);
   int n = follow_chain_locked(t, l, locks, owners, 256);
-  if (n > 0) {
+  /* The same chain of locks is reported once: a program that backs off
+   * and retries (error mode), or hands a Lock to another thread or process
+   * on purpose, must not flood stderr. */
+  uint64_t h = 0x5eed;
+  for (int i = 0; i < n; i++) h = (h ^ (uint64_t)(uintptr_t)locks[i]) * 0x100000001b3ull;
+  if (n > 0 && !already_reported(h)) {
     char a[128];
     put(&r, "weft: deadlock: %s (tid %d) would wait forever for \"%s\"%s%s\n", t->name, (int)t->tid,
         label(l, a, sizeof a), site != NULL ? " at " : "", site != NULL ? site : "");
     if (n == 1) {
-      put(&r, "  it already holds \"%s\" itself, and a Lock is not reentrant (use an RLock)\n", a);
+      put(&r, "  it already holds \"%s\" itself, and a Lock is not reentrant (use an RLock);\n"
+              "  only a release by another thread or process could end this wait\n", a);
     } else {
       put(&r, "  the chain of waits:\n");
       for (int i = 0; i < n && i < WEFT_DEADLOCK_REPORT_MAX_CHAIN; i++)
@@ -575,7 +581,7 @@ static int live_check(weft_lock *l, const char *site) {
   }
   pthread_mutex_unlock(&dd_mutex);
   if (n == 0) return 0;
-  deliver(&r);
+  deliver(&r); /* nothing to deliver if this chain was reported before */
   return __atomic_load_n(&mode, __ATOMIC_RELAXED) == WEFT_DEADLOCK_ERROR ? WEFT_EDEADLK : 0;
 }
 
