@@ -168,6 +168,11 @@ struct dd_thread {
   const char *pending_site; /* where the acquire now under way was called */
   int depth;
   struct held held[MAX_HELD];
+  /* Locks this thread took that other threads released: its entries for
+   * them are dropped unread, as the lock may be destroyed and freed by now. */
+  weft_lock **foreign;
+  int nforeign, capforeign;
+  int has_foreign; /* read without dd_mutex: a cheap test before taking it */
   uint64_t cache[CACHE_SIZE]; /* known edges: (from << 32 | to), valid for cache_version */
   uint32_t cache_version;
 };
@@ -189,6 +194,7 @@ static void unregister(void *rec) {
     }
   pthread_mutex_unlock(&dd_mutex);
   if (self_p == t) self_p = NULL;
+  free(t->foreign);
   free(t);
 }
 
@@ -229,8 +235,28 @@ static bool holds(const struct dd_thread *t, const weft_lock *l) {
          __atomic_load_n(&l->owner_tid, __ATOMIC_RELAXED) == (uint32_t)t->tid;
 }
 
-/* Drops entries of locks this thread no longer holds. */
+/* Drops entries of locks this thread no longer holds. dd_mutex held. */
+static void prune_locked(struct dd_thread *t) {
+  for (int f = 0; f < t->nforeign; f++) /* released elsewhere: drop without reading them */
+    for (int i = 0; i < t->depth; i++)
+      if (t->held[i].lock == t->foreign[f]) {
+        t->held[i--] = t->held[--t->depth];
+      }
+  t->nforeign = 0;
+  __atomic_store_n(&t->has_foreign, 0, __ATOMIC_RELAXED);
+  int k = 0;
+  for (int i = 0; i < t->depth; i++)
+    if (holds(t, t->held[i].lock)) t->held[k++] = t->held[i];
+  t->depth = k;
+}
+
 static void prune(struct dd_thread *t) {
+  if (__atomic_load_n(&t->has_foreign, __ATOMIC_RELAXED)) {
+    pthread_mutex_lock(&dd_mutex);
+    prune_locked(t);
+    pthread_mutex_unlock(&dd_mutex);
+    return;
+  }
   int k = 0;
   for (int i = 0; i < t->depth; i++)
     if (holds(t, t->held[i].lock)) t->held[k++] = t->held[i];
@@ -552,7 +578,7 @@ static int live_check(weft_lock *l, const char *site) {
   struct dd_thread *owners[256];
   struct report r = {0};
   pthread_mutex_lock(&dd_mutex);
-  prune(t);
+  prune_locked(t);
   int n = follow_chain_locked(t, l, locks, owners, 256);
   /* The same chain of locks is reported once: a program that backs off
    * and retries (error mode), or hands a Lock to another thread or process
@@ -617,15 +643,32 @@ void weft__dd_acquired(weft_lock *l, const char *site, bool blocking) {
 
 void weft__dd_released(weft_lock *l) {
   struct dd_thread *t = self_p;
-  if (t == NULL) return;
-  for (int i = t->depth - 1; i >= 0; i--)
+  for (int i = t != NULL ? t->depth - 1 : -1; i >= 0; i--)
     if (t->held[i].lock == l) {
       memmove(&t->held[i], &t->held[i + 1], sizeof t->held[0] * (size_t)(t->depth - 1 - i));
       t->depth--;
       return;
     }
-  /* Released by a thread that did not take it: the taker's entry goes
-   * stale and is dropped when that thread next looks (prune). */
+  /* Released by a thread that did not take it: tell the taker, which drops
+   * its entry the next time it looks (prune), without reading the lock. */
+  if ((__atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK) != (uint32_t)weft__pid) return;
+  pthread_mutex_lock(&dd_mutex);
+  struct dd_thread *o = thread_of_locked((pid_t)__atomic_load_n(&l->owner_tid, __ATOMIC_RELAXED));
+  if (o != NULL && o != t) {
+    if (o->nforeign == o->capforeign) {
+      int cap = o->capforeign ? o->capforeign * 2 : 8;
+      weft_lock **f = realloc(o->foreign, sizeof *f * (size_t)cap);
+      if (f != NULL) {
+        o->foreign = f;
+        o->capforeign = cap;
+      }
+    }
+    if (o->nforeign < o->capforeign) {
+      o->foreign[o->nforeign++] = l;
+      __atomic_store_n(&o->has_foreign, 1, __ATOMIC_RELAXED);
+    }
+  }
+  pthread_mutex_unlock(&dd_mutex);
 }
 
 int weft__dd_before_block(weft_lock *l) { return live_check(l, me()->pending_site); }

@@ -610,6 +610,39 @@ START_TEST(fork_while_another_thread_uses_the_detector) {
 }
 END_TEST
 
+
+static weft_lock *heap_handed;
+
+static void *release_and_free(void *arg) {
+  (void)arg;
+  weft_lock_release(heap_handed); /* not the taker: allowed, as in Python */
+  weft_lock_destroy(heap_handed);
+  free(heap_handed);
+  return NULL;
+}
+
+/* The taker's entry for a lock another thread released, destroyed and freed
+ * must be dropped without being read (ASan would see a use after free). */
+START_TEST(lock_released_destroyed_and_freed_elsewhere_is_not_read) {
+  setup(WEFT_DEADLOCK_WARN);
+  static weft_lock held_first = WEFT_LOCK_INIT_NAMED("outer"), next = WEFT_LOCK_INIT_NAMED("next");
+  heap_handed = malloc(sizeof *heap_handed);
+  weft_lock_init(heap_handed, .name = "heap");
+  ck_assert_int_eq(weft_lock_acquire(&held_first, WEFT_FOREVER), 0);
+  ck_assert_int_eq(weft_lock_acquire(heap_handed, WEFT_FOREVER), 0);
+  weft_thread t = weft_thread_new(release_and_free);
+  weft_thread_start(t);
+  ck_assert_int_eq(weft_thread_join(t, 10, NULL), 0);
+  void *reuse = malloc(sizeof(weft_lock)); /* likely the same memory, now garbage */
+  memset(reuse, 0xa5, sizeof(weft_lock));
+  ck_assert_int_eq(weft_lock_acquire(&next, WEFT_FOREVER), 0); /* prunes the held stack */
+  weft_lock_release(&next);
+  weft_lock_release(&held_first);
+  free(reuse);
+  ck_assert_int_eq(count_reports(), 0);
+}
+END_TEST
+
 START_TEST(mode_api_and_bad_mode) {
   ck_assert_int_eq(weft_deadlock_set_mode((weft_deadlock_mode)42), WEFT_EINVAL);
   ck_assert_int_eq(weft_deadlock_set_mode(WEFT_DEADLOCK_OFF), 0);
@@ -649,6 +682,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, gate_lock_makes_inversion_safe);
   tcase_add_test(tc, destroyed_lock_memory_reused_has_no_old_edges);
   tcase_add_test(tc, lock_released_by_another_thread_leaves_no_stale_entry);
+  tcase_add_test(tc, lock_released_destroyed_and_freed_elsewhere_is_not_read);
   tcase_add_test(tc, condition_wait_is_not_reported);
   tcase_add_test(tc, global_order_across_threads_is_not_reported);
   tcase_add_test(tc, sliding_windows_over_many_locks_stay_bounded);
