@@ -97,13 +97,78 @@ static const char *label(const weft_lock *l, char *buf, size_t size) {
   return label_of(l->name, l->site, l, buf, size);
 }
 
-/* The node of l, made if it has none. dd_mutex held. 0 if out of memory. */
-static uint32_t node_of_locked(weft_lock *l) {
+/* ---- lock address -> node ----
+ * weft_lock.pad_ is only a hint: a lock in memory shared with other
+ * processes has its pad_ overwritten by whichever process used it last. The
+ * map finds the node again instead of making (and leaking) a new one.
+ * Open addressing with linear probing; TOMB marks a removed key. */
+#define TOMB ((weft_lock *)1)
+struct slot {
+  weft_lock *key;
+  uint32_t id;
+};
+static struct slot *amap;
+static size_t acap, aused; /* aused counts keys and tombstones */
+
+static size_t amap_home(const weft_lock *l) {
+  return (size_t)(((uintptr_t)l >> 3) * 0x9e3779b97f4a7c15ull) & (acap - 1);
+}
+
+static uint32_t amap_find(const weft_lock *l) {
+  for (size_t i = acap ? amap_home(l) : 0, k = 0; k < acap; i = (i + 1) & (acap - 1), k++) {
+    if (amap[i].key == NULL) return 0;
+    if (amap[i].key == l) return amap[i].id;
+  }
+  return 0;
+}
+
+static void amap_del(const weft_lock *l) {
+  for (size_t i = acap ? amap_home(l) : 0, k = 0; k < acap; i = (i + 1) & (acap - 1), k++) {
+    if (amap[i].key == NULL) return;
+    if (amap[i].key == l) {
+      amap[i].key = TOMB;
+      return;
+    }
+  }
+}
+
+static bool amap_put(weft_lock *l, uint32_t id) {
+  if ((aused + 1) * 2 > acap) { /* grow, dropping tombstones */
+    size_t cap = acap ? acap * 2 : 256;
+    struct slot *old = amap, *fresh = calloc(cap, sizeof *fresh);
+    if (fresh == NULL) return false;
+    size_t old_cap = acap;
+    amap = fresh;
+    acap = cap;
+    aused = 0;
+    for (size_t i = 0; i < old_cap; i++)
+      if (old[i].key != NULL && old[i].key != TOMB) amap_put(old[i].key, old[i].id);
+    free(old);
+  }
+  size_t i = amap_home(l);
+  while (amap[i].key != NULL && amap[i].key != TOMB && amap[i].key != l) i = (i + 1) & (acap - 1);
+  if (amap[i].key == NULL) aused++;
+  amap[i] = (struct slot){l, id};
+  return true;
+}
+
+/* The live node of l, or 0; repairs a pad_ another process overwrote. */
+static uint32_t find_node_locked(weft_lock *l) {
   uint32_t id = __atomic_load_n(&l->pad_, __ATOMIC_RELAXED);
   if (id != 0 && id <= n_nodes) {
     struct node *n = node_at(id - 1);
     if (n->live && n->lock == l) return id;
   }
+  id = amap_find(l);
+  if (id == 0 || !node_at(id - 1)->live || node_at(id - 1)->lock != l) return 0;
+  __atomic_store_n(&l->pad_, id, __ATOMIC_RELAXED);
+  return id;
+}
+
+/* The node of l, made if it has none. dd_mutex held. 0 if out of memory. */
+static uint32_t node_of_locked(weft_lock *l) {
+  uint32_t id = find_node_locked(l);
+  if (id != 0) return id;
   uint32_t index;
   if (free_head != 0) {
     index = free_head - 1;
@@ -123,6 +188,13 @@ static uint32_t node_of_locked(weft_lock *l) {
   n->gen++;
   n->live = true;
   n->nout = 0;
+  if (!amap_put(l, index + 1)) { /* no memory for the map: give the node back */
+    n->live = false;
+    n->lock = NULL;
+    n->next_free = free_head;
+    free_head = index + 1;
+    return 0;
+  }
   __atomic_store_n(&l->pad_, index + 1, __ATOMIC_RELAXED);
   return index + 1;
 }
@@ -130,6 +202,7 @@ static uint32_t node_of_locked(weft_lock *l) {
 static void free_node_locked(uint32_t id) {
   struct node *n = node_at(id - 1);
   if (!n->live) return;
+  amap_del(n->lock);
   n->live = false;
   n->lock = NULL;
   free(n->out);
@@ -680,8 +753,8 @@ void weft__dd_after_block(void) {
 
 void weft__dd_forget(weft_lock *l) {
   pthread_mutex_lock(&dd_mutex);
-  uint32_t id = __atomic_load_n(&l->pad_, __ATOMIC_RELAXED);
-  if (id != 0 && id <= n_nodes && node_at(id - 1)->lock == l) free_node_locked(id);
+  uint32_t id = find_node_locked(l);
+  if (id != 0) free_node_locked(id);
   __atomic_store_n(&l->pad_, 0, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&dd_mutex);
 }
@@ -744,6 +817,8 @@ void weft__dd_after_fork_child(void) {
   }
   n_nodes = 0;
   free_head = 0;
+  if (amap != NULL) memset(amap, 0, acap * sizeof *amap);
+  aused = 0;
   graph_version++;
   n_reported = 0;
   threads = self_p;

@@ -643,6 +643,38 @@ START_TEST(lock_released_destroyed_and_freed_elsewhere_is_not_read) {
 }
 END_TEST
 
+
+static int take_shared(void *arg) {
+  weft_lock *l = arg;
+  weft_lock local[3]; /* so that the child's node ids for S and X differ from the parent's */
+  for (int i = 0; i < 3; i++) weft_lock_init(&local[i]);
+  if (try2(&local[0], &local[1]) != 0 || try2(&local[1], &local[2]) != 0) return 2;
+  return try2(&l[0], &l[1]) == 0 ? 0 : 1; /* its node ids overwrite pad_ */
+}
+
+/* A lock in shared memory, used by children in between, keeps its lock
+ * orders in the parent. */
+START_TEST(shared_lock_keeps_its_orders_across_processes) {
+  setup(WEFT_DEADLOCK_WARN);
+  weft_lock *l = weft_shared_alloc(2 * sizeof *l);
+  weft_lock_init(&l[0], .name = "S");
+  weft_lock_init(&l[1], .name = "X");
+  lock2(&l[0], &l[1]);
+  for (int i = 0; i < 3; i++) {
+    weft_process p = weft_process_new(take_shared, .arg = l);
+    ck_assert_int_eq(weft_process_start(p), 0);
+    ck_assert_int_eq(weft_process_join(p, 10), 0);
+    int code = -1;
+    weft_process_exitcode(p, &code);
+    ck_assert_int_eq(code, 0);
+    weft_process_close(p);
+  }
+  lock2(&l[1], &l[0]);
+  ck_assert_int_eq(count_reports(), 1);
+  weft_shared_free(l);
+}
+END_TEST
+
 START_TEST(mode_api_and_bad_mode) {
   ck_assert_int_eq(weft_deadlock_set_mode((weft_deadlock_mode)42), WEFT_EINVAL);
   ck_assert_int_eq(weft_deadlock_set_mode(WEFT_DEADLOCK_OFF), 0);
@@ -668,6 +700,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, abcd_bcda_is_reported);
   tcase_add_test(tc, dining_philosophers_are_reported);
   tcase_add_test(tc, recycled_lock_ids_still_report_new_inversions);
+  tcase_add_test(tc, shared_lock_keeps_its_orders_across_processes);
   tcase_add_test(tc, fork_while_another_thread_uses_the_detector);
   suite_add_tcase(s, tc);
   tc = weft_tcase("live", 60);
