@@ -204,14 +204,14 @@ __attribute__((noinline)) static int acquire_slow(weft_lock *l, double timeout, 
   return r;
 }
 
+/* The uncontended acquire: one compare-and-swap of a wholly free word. */
+static inline bool take_free(weft_lock *l) { return cas(&l->word, 0, (uint32_t)weft__pid); }
+
 int weft__lock_reacquire(weft_lock *l) {
-  uint32_t free_word = 0;
   int r = 0;
   /* No detector check: it cannot refuse here, as the wait's caller must get
    * its lock back (Python's wait never fails to re-acquire either). */
-  if (!__atomic_compare_exchange_n(&l->word, &free_word, (uint32_t)weft__pid, false,
-                                   __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
-    r = weft__lock_wait(l, WEFT__NEVER, REACQUIRE_SPINS, false);
+  if (!take_free(l)) r = weft__lock_wait(l, WEFT__NEVER, REACQUIRE_SPINS, false);
   set_owner(l);
   return r;
 }
@@ -219,11 +219,7 @@ int weft__lock_reacquire(weft_lock *l) {
 /* The uncontended acquire is one compare-and-swap, inlined into each entry
  * point; everything else is out of line. */
 static inline int acquire(weft_lock *l, double timeout) {
-  uint32_t free_word = 0;
-  if (__builtin_expect(timeout == timeout && __atomic_compare_exchange_n(
-                                                 &l->word, &free_word, (uint32_t)weft__pid, false,
-                                                 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED),
-                       1)) {
+  if (__builtin_expect(timeout == timeout && take_free(l), 1)) {
     set_owner(l);
     return 0;
   }
@@ -238,9 +234,7 @@ __attribute__((noinline)) static int acquire_tracked(weft_lock *l, double timeou
   bool blocking = timeout < 0;
   int r = weft__dd_before_acquire(l, site, blocking);
   if (r != 0) return r;
-  uint32_t free_word = 0;
-  if (__atomic_compare_exchange_n(&l->word, &free_word, (uint32_t)weft__pid, false,
-                                  __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+  if (take_free(l)) {
     set_owner(l);
   } else {
     r = acquire_slow(l, timeout, true);
