@@ -305,7 +305,7 @@ static struct dd_thread *thread_of_locked(pid_t tid) {
 static bool holds(const struct dd_thread *t, const weft_lock *l) {
   uint32_t word = __atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK;
   return word == (uint32_t)weft__pid &&
-         __atomic_load_n(&l->owner_tid, __ATOMIC_RELAXED) == (uint32_t)t->tid;
+         WEFT__OWNER_TID(__atomic_load_n(&l->owner, __ATOMIC_RELAXED)) == t->tid;
 }
 
 /* Drops entries of locks this thread no longer holds. dd_mutex held. */
@@ -633,7 +633,7 @@ static int follow_chain_locked(struct dd_thread *t, weft_lock *l, weft_lock **lo
   while (n < max) {
     if ((__atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK) != (uint32_t)weft__pid)
       return 0; /* free, or held by another process: not ours to follow */
-    struct dd_thread *o = thread_of_locked((pid_t)__atomic_load_n(&l->owner_tid, __ATOMIC_RELAXED));
+    struct dd_thread *o = thread_of_locked(WEFT__OWNER_TID(__atomic_load_n(&l->owner, __ATOMIC_RELAXED)));
     if (o == NULL) return 0;
     locks[n] = l;
     owners[n] = o;
@@ -726,7 +726,7 @@ void weft__dd_released(weft_lock *l) {
    * its entry the next time it looks (prune), without reading the lock. */
   if ((__atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK) != (uint32_t)weft__pid) return;
   pthread_mutex_lock(&dd_mutex);
-  struct dd_thread *o = thread_of_locked((pid_t)__atomic_load_n(&l->owner_tid, __ATOMIC_RELAXED));
+  struct dd_thread *o = thread_of_locked(WEFT__OWNER_TID(__atomic_load_n(&l->owner, __ATOMIC_RELAXED)));
   if (o != NULL && o != t) {
     if (o->nforeign == o->capforeign) {
       int cap = o->capforeign ? o->capforeign * 2 : 8;

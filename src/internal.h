@@ -29,13 +29,14 @@ extern pid_t weft__pid;
 extern _Thread_local pid_t weft__tls_tid __attribute__((tls_model("initial-exec")));
 
 /* For a thread that forked (and so lives on in the child): the pids and
- * thread ids it had in its ancestors, newest first, so that locks it took
- * there are still its own. Empty in every other thread. */
+ * owner tokens (below) it had in its ancestors, newest first, so that locks
+ * it took there before the fork are still its own. Empty in every other
+ * thread. */
 #define WEFT__LINEAGE_MAX 8
 struct weft__lineage {
   int n;
   pid_t pid[WEFT__LINEAGE_MAX];
-  pid_t tid[WEFT__LINEAGE_MAX];
+  uint32_t owner[WEFT__LINEAGE_MAX];
 };
 extern _Thread_local struct weft__lineage weft__tls_lineage
     __attribute__((tls_model("initial-exec")));
@@ -45,6 +46,20 @@ pid_t weft__tid_slow(void);
 static inline pid_t weft__tid(void) {
   pid_t tid = weft__tls_tid;
   return tid != 0 ? tid : weft__tid_slow();
+}
+
+/* Which thread took a lock, as stored in weft_lock.owner: the kernel thread
+ * id (below 2^22, the kernel's PID_MAX_LIMIT) and, above it, how many times
+ * the thread has forked. The count tells a lock in shared memory that the
+ * parent took *after* forking a child from one taken before: the child
+ * continues the forking thread and owns only the latter. The count wraps
+ * (mod 1024), so "before" means up to 511 forks before. */
+#define WEFT__OWNER_TID_BITS 22
+#define WEFT__OWNER_TID(owner) ((pid_t)((owner) & ((1u << WEFT__OWNER_TID_BITS) - 1)))
+#define WEFT__OWNER_FORKS_MASK ((1u << (32 - WEFT__OWNER_TID_BITS)) - 1)
+extern _Thread_local uint32_t weft__tls_forks __attribute__((tls_model("initial-exec")));
+static inline uint32_t weft__owner_token(void) {
+  return (uint32_t)weft__tid() | weft__tls_forks << WEFT__OWNER_TID_BITS;
 }
 
 /* Turn thread cancellation off around calls that block in cancellation

@@ -77,7 +77,7 @@ static bool cas(uint32_t *word, uint32_t expected, uint32_t value) {
 }
 
 static void set_owner(weft_lock *l) {
-  __atomic_store_n(&l->owner_tid, (uint32_t)weft__tid(), __ATOMIC_RELAXED);
+  __atomic_store_n(&l->owner, weft__owner_token(), __ATOMIC_RELAXED);
 }
 
 static uint32_t waiters(weft_lock *l) { return __atomic_load_n(&l->waiters, __ATOMIC_SEQ_CST); }
@@ -254,7 +254,7 @@ __attribute__((noinline)) static int release_slow(weft_lock *l) {
  * owner; a wake-up touches only the address, which the kernel tolerates
  * (Drepper, "Futexes Are Tricky"). */
 static inline int release(weft_lock *l) {
-  __atomic_store_n(&l->owner_tid, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&l->owner, 0, __ATOMIC_RELAXED);
   uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
   if (__builtin_expect(v != 0 && (v & ~PID_MASK) == 0, 1) && cas(&l->word, v, 0)) {
     if (__builtin_expect(waiters(l) == 0, 1)) return 0;
@@ -317,13 +317,19 @@ int weft_rlock_init_opts(weft_rlock *r, const char *expr, const char *site,
 
 bool weft__lock_held_by_caller(const weft_lock *l) {
   uint32_t holder = __atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK;
-  uint32_t owner = __atomic_load_n(&l->owner_tid, __ATOMIC_RELAXED);
-  if (holder == (uint32_t)weft__pid && owner == (uint32_t)weft__tid()) return true;
+  uint32_t owner = __atomic_load_n(&l->owner, __ATOMIC_RELAXED);
+  if (holder == (uint32_t)weft__pid) return WEFT__OWNER_TID(owner) == weft__tid();
   /* Taken in an ancestor by the thread that then forked, of which the
-   * caller is the continuation (Python's RLock agrees: same ident). */
+   * caller is the continuation (Python's RLock agrees: same ident) -- but
+   * only if taken before that fork: a lock in shared memory that the
+   * ancestor took afterwards is the ancestor's (the fork counts tell). */
   const struct weft__lineage *lin = &weft__tls_lineage;
-  for (int i = 0; i < lin->n; i++)
-    if (holder == (uint32_t)lin->pid[i] && owner == (uint32_t)lin->tid[i]) return true;
+  for (int i = 0; i < lin->n; i++) {
+    if (holder != (uint32_t)lin->pid[i] || WEFT__OWNER_TID(owner) != WEFT__OWNER_TID(lin->owner[i]))
+      continue;
+    uint32_t forks_since = (lin->owner[i] >> WEFT__OWNER_TID_BITS) - (owner >> WEFT__OWNER_TID_BITS);
+    return (forks_since & WEFT__OWNER_FORKS_MASK) <= WEFT__OWNER_FORKS_MASK / 2;
+  }
   return false;
 }
 

@@ -16,6 +16,7 @@
 pid_t weft__pid;
 _Thread_local pid_t weft__tls_tid __attribute__((tls_model("initial-exec")));
 _Thread_local struct weft__lineage weft__tls_lineage __attribute__((tls_model("initial-exec")));
+_Thread_local uint32_t weft__tls_forks __attribute__((tls_model("initial-exec")));
 
 pid_t weft__tid_slow(void) { return weft__tls_tid = weft__os_gettid(); }
 
@@ -34,13 +35,14 @@ WEFT__HOT static void after_fork_child(void) {
   int keep = l->n < WEFT__LINEAGE_MAX ? l->n : WEFT__LINEAGE_MAX - 1;
   for (int i = keep; i > 0; i--) {
     l->pid[i] = l->pid[i - 1];
-    l->tid[i] = l->tid[i - 1];
+    l->owner[i] = l->owner[i - 1];
   }
   l->pid[0] = weft__pid;
-  l->tid[0] = weft__tls_tid; /* cached by before_fork */
+  l->owner[0] = weft__owner_token(); /* tid cached by before_fork */
   l->n = keep + 1;
   weft__pid = getpid();
   weft__tls_tid = 0;
+  weft__tls_forks = 0;
   weft__process_after_fork_child();
   weft__thread_after_fork_child();
   weft__dd_after_fork_child();
@@ -60,6 +62,8 @@ static void before_fork(void) {
 }
 
 static void after_fork_parent(void) {
+  /* From now on this thread's acquisitions are not the child's. */
+  weft__tls_forks = (weft__tls_forks + 1) & WEFT__OWNER_FORKS_MASK;
   weft__dd_after_fork_parent();
   weft__process_after_fork_parent();
   weft__thread_after_fork_parent();

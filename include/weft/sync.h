@@ -43,7 +43,7 @@ WEFT_API int weft_shared_free(void *ptr);
 typedef struct weft_lock {
   uint32_t word;       /* futex: holder pid (0: unlocked) | bit 30: a waiter was woken */
   uint32_t waiters;    /* threads asleep or about to sleep on word */
-  uint32_t owner_tid;  /* kernel thread id of the last acquirer, 0 if unlocked */
+  uint32_t owner;      /* last acquirer: kernel thread id | its fork count << 22; 0 if unlocked */
   uint32_t pad_;
   const char *name;    /* optional, for reports */
   const char *site;    /* where it was initialised, for reports */
