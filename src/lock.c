@@ -207,13 +207,17 @@ __attribute__((noinline)) static int acquire_slow(weft_lock *l, double timeout, 
 /* The uncontended acquire: one compare-and-swap of a wholly free word. */
 static inline bool take_free(weft_lock *l) { return cas(&l->word, 0, (uint32_t)weft__pid); }
 
-int weft__lock_reacquire(weft_lock *l) {
+int weft__lock_acquire_spin(weft_lock *l, weft__deadline deadline) {
   int r = 0;
+  if (!take_free(l)) r = weft__lock_wait(l, deadline, REACQUIRE_SPINS, false);
+  if (r == 0 || r == WEFT_EOWNERDEAD) set_owner(l);
+  return r;
+}
+
+int weft__lock_reacquire(weft_lock *l) {
   /* No detector check: it cannot refuse here, as the wait's caller must get
    * its lock back (Python's wait never fails to re-acquire either). */
-  if (!take_free(l)) r = weft__lock_wait(l, WEFT__NEVER, REACQUIRE_SPINS, false);
-  set_owner(l);
-  return r;
+  return weft__lock_acquire_spin(l, WEFT__NEVER);
 }
 
 /* The uncontended acquire is one compare-and-swap, inlined into each entry

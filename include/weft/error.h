@@ -28,10 +28,17 @@
   XX(EALREADY, -EALREADY, "already started")                                       \
   XX(EOWNERDEAD, -EOWNERDEAD, "acquired, but the previous owner died holding it")   \
   XX(EOVERFLOW, -EOVERFLOW, "value too large")                                      \
+  XX(EEXIST, -EEXIST, "already exists")                                            \
+  XX(ENOENT, -ENOENT, "no such name")                                              \
+  XX(EMSGSIZE, -EMSGSIZE, "message too long")                                      \
+  XX(EPIPE, -EPIPE, "the other end is closed")                                     \
   XX(ENOTSTARTED, -4001, "not started")                                            \
   XX(ERUNNING, -4002, "still running")                                             \
-  XX(ECLOSED, -4003, "handle is closed or invalid")                                 \
-  XX(EBROKEN, -4004, "the barrier is broken")
+  XX(ECLOSED, -4003, "closed (or an invalid handle)")                               \
+  XX(EBROKEN, -4004, "the barrier is broken")                                       \
+  XX(EFULL, -4005, "the queue is full")                                            \
+  XX(EEMPTY, -4006, "the queue is empty")                                          \
+  XX(EEOF, -4007, "end of file: the other end was closed")
 
 /* The error codes, e.g. WEFT_EINVAL. */
 typedef enum weft_errno {

@@ -11,6 +11,9 @@
 #include <sys/mman.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -153,4 +156,128 @@ void weft__os_get_thread_name(char *buf, size_t size) {
 int weft__os_reserve_fd(void) {
   int fd = eventfd(0, EFD_CLOEXEC);
   return fd < 0 ? -errno : fd;
+}
+
+/* ---- byte streams ---- */
+
+int weft__os_socketpair(int fds[2]) {
+  return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0 ? -errno : 0;
+}
+
+ssize_t weft__os_send(int fd, const void *buf, size_t len) {
+  ssize_t n;
+  while ((n = send(fd, buf, len, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  }
+  return n < 0 ? -errno : n;
+}
+
+ssize_t weft__os_recv(int fd, void *buf, size_t len, bool peek, bool nonblock) {
+  int flags = (peek ? MSG_PEEK : 0) | (nonblock ? MSG_DONTWAIT : 0);
+  ssize_t n;
+  while ((n = recv(fd, buf, len, flags)) < 0 && errno == EINTR) {
+  }
+  return n < 0 ? -errno : n;
+}
+
+int weft__os_shutdown(int fd, int how) { return shutdown(fd, how) < 0 ? -errno : 0; }
+
+int weft__os_wait_fd(int fd, bool readable, bool writable, int64_t deadline_ns) {
+  struct pollfd pfd = {.fd = fd, .events = (short)((readable ? POLLIN : 0) | (writable ? POLLOUT : 0))};
+  for (;;) {
+    struct timespec ts, *tsp = NULL;
+    if (deadline_ns != INT64_MAX) {
+      int64_t left = deadline_ns - weft__os_now_ns();
+      if (left < 0) left = 0;
+      ts.tv_sec = (time_t)(left / 1000000000);
+      ts.tv_nsec = (long)(left % 1000000000);
+      tsp = &ts;
+    }
+    int r = ppoll(&pfd, 1, tsp, NULL);
+    if (r > 0) return 1;
+    if (r == 0) return 0;
+    if (errno != EINTR) return -errno;
+  }
+}
+
+ssize_t weft__os_send2(int fd, const void *a, size_t alen, const void *b, size_t blen,
+                       bool nonblock) {
+  struct iovec iov[2] = {{.iov_base = (void *)a, .iov_len = alen},
+                         {.iov_base = (void *)b, .iov_len = blen}};
+  struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+  int flags = MSG_NOSIGNAL | (nonblock ? MSG_DONTWAIT : 0);
+  ssize_t n;
+  while ((n = sendmsg(fd, &msg, flags)) < 0 && errno == EINTR) {
+  }
+  return n < 0 ? -errno : n;
+}
+
+/* ---- shared memory segments ---- */
+
+/* ThreadSanitizer intercepts neither shm_open nor memfd_create, so it does
+ * not see their fds created: it takes a later fstat, mmap or close of that
+ * number for a race with whatever the number was before (an eventfd that
+ * another thread closed, say). Those calls run with its checks off, which
+ * also resets the new mapping's shadow instead of imitating a write. */
+#if defined(__SANITIZE_THREAD__)
+void __tsan_ignore_thread_begin(void);
+void __tsan_ignore_thread_end(void);
+#define UNSEEN_FD_BEGIN() __tsan_ignore_thread_begin()
+#define UNSEEN_FD_END() __tsan_ignore_thread_end()
+#else
+#define UNSEEN_FD_BEGIN() ((void)0)
+#define UNSEEN_FD_END() ((void)0)
+#endif
+
+int weft__os_memfd(const char *name) {
+  int fd = memfd_create(name, MFD_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
+int weft__os_shm_open(const char *name, bool create) {
+  int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0);
+  int fd = shm_open(name, flags, 0600);
+  return fd < 0 ? -errno : fd;
+}
+
+int weft__os_shm_unlink(const char *name) { return shm_unlink(name) < 0 ? -errno : 0; }
+
+int weft__os_ftruncate(int fd, size_t size) {
+  if (size > (size_t)INT64_MAX) return -EINVAL;
+  return ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+}
+
+int weft__os_fd_size(int fd, size_t *size) {
+  struct stat st;
+  UNSEEN_FD_BEGIN();
+  int r = fstat(fd, &st) < 0 ? -errno : 0;
+  UNSEEN_FD_END();
+  if (r == 0) *size = (size_t)st.st_size;
+  return r;
+}
+
+void *weft__os_map_fd(int fd, size_t size) {
+  UNSEEN_FD_BEGIN();
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int err = errno;
+  UNSEEN_FD_END();
+  errno = err;
+  return p == MAP_FAILED ? NULL : p;
+}
+
+int weft__os_fd_identity(int fd, uint64_t *dev, uint64_t *ino) {
+  struct stat st;
+  UNSEEN_FD_BEGIN();
+  int r = fstat(fd, &st) < 0 ? -errno : 0;
+  UNSEEN_FD_END();
+  if (r == 0) {
+    *dev = (uint64_t)st.st_dev;
+    *ino = (uint64_t)st.st_ino;
+  }
+  return r;
+}
+
+void weft__os_shm_close(int fd) {
+  UNSEEN_FD_BEGIN();
+  close(fd);
+  UNSEEN_FD_END();
 }

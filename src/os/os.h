@@ -81,4 +81,63 @@ void weft__os_get_thread_name(char *buf, size_t size);
  * table, so that a later open is sure to find one. Returns it or -errno. */
 int weft__os_reserve_fd(void);
 
+/* ---- byte streams (Pipe) ---- */
+
+/* A connected pair of close-on-exec AF_UNIX stream sockets. */
+int weft__os_socketpair(int fds[2]);
+
+/* Sends up to len bytes without raising SIGPIPE (a closed peer gives
+ * -EPIPE). Returns how many were sent, or -errno; retries on EINTR. */
+ssize_t weft__os_send(int fd, const void *buf, size_t len);
+
+/* Receives up to len bytes (peek: leaves them queued). Returns how many, 0
+ * at end of file, or -errno; retries on EINTR. Does not block when
+ * nonblock is set (-EAGAIN instead). */
+ssize_t weft__os_recv(int fd, void *buf, size_t len, bool peek, bool nonblock);
+
+/* shutdown(2): how is SHUT_RD, SHUT_WR or SHUT_RDWR. */
+int weft__os_shutdown(int fd, int how);
+
+/* Waits until fd is readable, writable (either, as asked) or the deadline
+ * (ns, INT64_MAX: never) passes. Returns 1 when ready, 0 on timeout. */
+int weft__os_wait_fd(int fd, bool readable, bool writable, int64_t deadline_ns);
+
+/* Sends a (alen bytes) then b (blen bytes) in one gather write, without
+ * raising SIGPIPE. Returns how many bytes of the two were sent, or -errno
+ * (-EPIPE for a closed peer; -EAGAIN when nonblock is set and nothing fits);
+ * retries on EINTR. */
+ssize_t weft__os_send2(int fd, const void *a, size_t alen, const void *b, size_t blen,
+                       bool nonblock);
+
+/* ---- shared memory segments ---- */
+
+/* An anonymous memory file (memfd), close-on-exec; name shows in
+ * /proc/PID/fd. Returns the fd or -errno. */
+int weft__os_memfd(const char *name);
+
+/* Opens POSIX shared memory object name ("/x"), read-write, close-on-exec;
+ * create: it must not exist yet (O_CREAT|O_EXCL, mode 0600). Returns the fd
+ * or -errno (-EEXIST, -ENOENT, ...). */
+int weft__os_shm_open(const char *name, bool create);
+
+/* Removes the name of a shared memory object. */
+int weft__os_shm_unlink(const char *name);
+
+/* Sets the size of the file behind fd. */
+int weft__os_ftruncate(int fd, size_t size);
+
+/* Stores the size of the file behind fd in *size. */
+int weft__os_fd_size(int fd, size_t *size);
+
+/* Maps size bytes of the file behind fd, shared and read-write. Returns
+ * NULL (errno set) on failure. Unmap with weft__os_unmap. */
+void *weft__os_map_fd(int fd, size_t size);
+
+/* Stores the device and inode of the file behind fd: what tells an object
+ * from a later one that took the same name. */
+int weft__os_fd_identity(int fd, uint64_t *dev, uint64_t *ino);
+
+/* Closes an fd from weft__os_memfd or weft__os_shm_open. */
+void weft__os_shm_close(int fd);
+
 #endif
