@@ -1,0 +1,85 @@
+/* A wait channel: where threads (or processes, when it lives in shared
+ * memory) sleep until another one signals a change to some state.
+ *
+ * One 64-bit word holds a generation (low half, the futex word) and the
+ * number of sleepers registered in it (high half). No lock is shared
+ * between sleeper and signaller; they meet through sequentially consistent
+ * atomics (Dekker's pattern): a sleeper registers and then looks at the
+ * state once more; a signaller changes the state and then reads the word.
+ * One of them always sees the other.
+ *
+ * A signal that finds sleepers starts a new generation with none and wakes
+ * them all, so each sleep costs the signalling side one system call at
+ * most: while the woken ones get going, further signals find nobody
+ * registered and cost a load. Waking all rather than one keeps this simple
+ * and lets no wake-up go to a sleeper that is leaving on timeout; the
+ * woken ones look again and the losers register anew. Plain fields, no
+ * pointers: it lives in queues' shared state. */
+#ifndef WEFT_CHAN_H
+#define WEFT_CHAN_H
+
+#include "internal.h"
+#include "os/os.h"
+
+typedef struct weft__chan {
+  _Alignas(8) uint64_t word; /* sleepers << 32 | generation */
+} weft__chan;
+
+#define WEFT__CHAN_SLEEPER ((uint64_t)1 << 32)
+
+/* The futex half of the word: the generation. */
+static inline uint32_t *weft__chan_futex(weft__chan *c) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  return (uint32_t *)&c->word;
+#else
+  return (uint32_t *)&c->word + 1;
+#endif
+}
+
+/* Registers the caller; returns its generation, for sleep and leave. The
+ * caller must look at the state again before sleeping. */
+static inline uint32_t weft__chan_enter(weft__chan *c) {
+  return (uint32_t)__atomic_add_fetch(&c->word, WEFT__CHAN_SLEEPER, __ATOMIC_SEQ_CST);
+}
+
+/* Sleeps until signalled or the deadline: -ETIMEDOUT on timeout, anything
+ * else means "look again". */
+static inline int weft__chan_sleep(weft__chan *c, uint32_t gen, weft__deadline deadline) {
+  return weft__os_futex_wait(weft__chan_futex(c), gen, deadline);
+}
+
+/* Unregisters, unless a signal already did (it moved the generation on). */
+static inline void weft__chan_leave(weft__chan *c, uint32_t gen) {
+  uint64_t w = __atomic_load_n(&c->word, __ATOMIC_SEQ_CST);
+  while ((uint32_t)w == gen &&
+         !__atomic_compare_exchange_n(&c->word, &w, w - WEFT__CHAN_SLEEPER, false,
+                                      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+  }
+}
+
+/* After a sequentially consistent change of the state: wakes every sleeper
+ * if there are any. */
+static inline void weft__chan_signal(weft__chan *c) {
+  uint64_t w = __atomic_load_n(&c->word, __ATOMIC_SEQ_CST);
+  while (w >> 32 != 0) {
+    uint64_t next = (uint64_t)(uint32_t)((uint32_t)w + 1); /* no sleepers, next generation */
+    if (__atomic_compare_exchange_n(&c->word, &w, next, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST)) {
+      weft__os_futex_wake(weft__chan_futex(c), INT32_MAX);
+      return;
+    }
+  }
+}
+
+/* Whether anyone sleeps (or is about to): a queue cannot be freed then. */
+static inline bool weft__chan_busy(const weft__chan *c) {
+  return __atomic_load_n(&c->word, __ATOMIC_SEQ_CST) >> 32 != 0;
+}
+
+static inline void weft__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+#endif

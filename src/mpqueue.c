@@ -1,0 +1,375 @@
+/* Queue between processes: a ring of byte messages in shared memory with
+ * two process-shared Locks, one for the putters and one for the getters, as
+ * the FIFO thread queue (queue.c) has; the sides meet only through the
+ * tail and head positions.
+ *
+ * Surviving a process killed anywhere: a Lock notices a dead holder
+ * (WEFT_EOWNERDEAD), so the question is only what state the dead one left.
+ * Message bytes are written into free space, or read from used space,
+ * before anything that says where the messages are changes; that changes in
+ * one step: the side's new position and count go into its journal, the
+ * journal is marked valid, then they are copied into place and the mark
+ * cleared. The next holder of that side's lock after a death replays a valid
+ * journal and otherwise sees the state before the dead one's operation. So
+ * every message is in the queue whole or not at all, and exactly once.
+ *
+ * Each message is an 8-byte record header (its length) and its bytes,
+ * padded to 8; records wrap around the end of the ring. */
+#include <string.h>
+
+#include "chan.h"
+#include "internal.h"
+#include "lock.h"
+#include "os/os.h"
+#include "weft/queue.h"
+
+#define MAGIC 0x77667471u /* "wftq" */
+#define WAIT_SPINS 1000
+#define DEFAULT_CAPACITY ((size_t)1 << 20)
+#define MIN_CAPACITY 64
+#define RECORD_HEADER 8
+#define QNAME_MAX 63
+#define DEATH_CHECK_NS (50 * 1000 * 1000)
+
+/* One side's position: bytes and messages ever put (or taken). */
+struct side {
+  uint64_t pos, count;
+};
+
+struct weft_mpqueue {
+  uint32_t magic;
+  uint32_t closed;
+  uint64_t capacity, maxsize; /* maxsize 0: none */
+  char name[QNAME_MAX + 1];
+  _Alignas(64) weft_lock put_lock;
+  struct side tail;    /* written under put_lock */
+  struct side journal_put;
+  uint32_t journal_put_valid;
+  uint64_t head_seen;  /* the putters' copy of head.pos */
+  _Alignas(64) weft_lock get_lock;
+  struct side head;    /* written under get_lock */
+  struct side journal_get;
+  uint32_t journal_get_valid;
+  uint64_t tail_seen;  /* the getters' copy of tail.pos */
+  _Alignas(64) uint64_t done; /* task_done calls */
+  weft__chan not_empty, not_full, all_done;
+  /* the ring follows, 64-byte aligned */
+};
+
+#define RING_OFFSET ((sizeof(struct weft_mpqueue) + 63) & ~(size_t)63)
+
+static unsigned char *ring(weft_mpqueue *q) { return (unsigned char *)q + RING_OFFSET; }
+
+static uint64_t record_size(size_t len) { return RECORD_HEADER + ((len + 7) & ~(uint64_t)7); }
+
+static const char *qname(const weft_mpqueue *q) { return q->name[0] ? q->name : "process queue"; }
+
+static uint64_t load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+
+weft_mpqueue *weft_mpqueue_new_opts(const weft_mpqueue_options *o) {
+  size_t capacity = o->capacity != 0 ? o->capacity : DEFAULT_CAPACITY;
+  if (capacity < MIN_CAPACITY || capacity > WEFT_MPQUEUE_CAPACITY_MAX) {
+    weft__error(WEFT_EINVAL, "weft_mpqueue_new: capacity %zu is outside %d..%zu bytes", capacity,
+                MIN_CAPACITY, WEFT_MPQUEUE_CAPACITY_MAX);
+    return NULL;
+  }
+  capacity &= ~(size_t)7; /* records are 8-aligned: a tail of 1-7 bytes could hold none */
+  weft_mpqueue *q = weft__os_map_shared(RING_OFFSET + capacity);
+  if (q == NULL) {
+    weft__error(WEFT_ENOMEM, "weft_mpqueue_new: cannot map %zu bytes", RING_OFFSET + capacity);
+    return NULL;
+  }
+  q->put_lock = (weft_lock)WEFT_LOCK_INIT;
+  q->get_lock = (weft_lock)WEFT_LOCK_INIT;
+  q->capacity = capacity;
+  q->maxsize = o->maxsize > 0 ? (uint64_t)o->maxsize : 0;
+  if (o->name != NULL) strncpy(q->name, o->name, QNAME_MAX);
+  q->magic = MAGIC;
+  return q;
+}
+
+/* ---- one step commits, and their replay after a death ---- */
+
+static void replay(struct side *s, struct side *journal, uint32_t *valid) {
+  if (!__atomic_load_n(valid, __ATOMIC_ACQUIRE)) return;
+  __atomic_store_n(&s->count, journal->count, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&s->pos, journal->pos, __ATOMIC_SEQ_CST);
+  __atomic_store_n(valid, 0, __ATOMIC_RELEASE);
+}
+
+static void commit(struct side *s, struct side *journal, uint32_t *valid, uint64_t bytes) {
+  journal->pos = s->pos + bytes;
+  journal->count = s->count + 1;
+  __atomic_store_n(valid, 1, __ATOMIC_RELEASE);
+  replay(s, journal, valid);
+}
+
+/* After a death the other side may be asleep waiting for what the dead
+ * one committed: wake it. */
+static int lock_put(weft_mpqueue *q, weft__deadline deadline) {
+  int r = weft__lock_acquire_spin(&q->put_lock, deadline);
+  if (r != WEFT_EOWNERDEAD) return r;
+  replay(&q->tail, &q->journal_put, &q->journal_put_valid);
+  weft__chan_signal(&q->not_empty);
+  return 0;
+}
+
+static int lock_get(weft_mpqueue *q, weft__deadline deadline) {
+  int r = weft__lock_acquire_spin(&q->get_lock, deadline);
+  if (r != WEFT_EOWNERDEAD) return r;
+  replay(&q->head, &q->journal_get, &q->journal_get_valid);
+  weft__chan_signal(&q->not_full);
+  return 0;
+}
+
+/* A putter that died after its commit point (journal marked valid) has put
+ * its message, but only the next putter would replay the journal; a getter
+ * that finds nothing else does it instead, taking the putters' lock for a
+ * moment (it notices the death within OWNER_CHECK_NS, 50 ms). A live
+ * putter in its commit only makes the getter wait a few instructions.
+ * Never called with get_lock held. The same for the other side. */
+static bool repair_put_side(weft_mpqueue *q) {
+  if (!__atomic_load_n(&q->journal_put_valid, __ATOMIC_ACQUIRE)) return false;
+  lock_put(q, WEFT__NEVER);
+  weft__lock_release(&q->put_lock);
+  return true;
+}
+
+static bool repair_get_side(weft_mpqueue *q) {
+  if (!__atomic_load_n(&q->journal_get_valid, __ATOMIC_ACQUIRE)) return false;
+  lock_get(q, WEFT__NEVER);
+  weft__lock_release(&q->get_lock);
+  return true;
+}
+
+/* How long to sleep: while the other side's lock is held, its holder may
+ * die and never signal, so look again after a while. */
+static weft__deadline nap_until(weft_lock *other, weft__deadline deadline) {
+  if (!weft_lock_locked(other)) return deadline;
+  weft__deadline check = weft__os_now_ns() + DEATH_CHECK_NS;
+  return check < deadline ? check : deadline;
+}
+
+static void copy_in(weft_mpqueue *q, uint64_t pos, const void *src, size_t n) {
+  if (n == 0) return; /* src may be NULL then */
+  size_t at = (size_t)(pos % q->capacity), first = q->capacity - at < n ? q->capacity - at : n;
+  memcpy(ring(q) + at, src, first);
+  memcpy(ring(q), (const unsigned char *)src + first, n - first);
+}
+
+static void copy_out(weft_mpqueue *q, uint64_t pos, void *dst, size_t n) {
+  if (n == 0) return; /* dst may be NULL then */
+  size_t at = (size_t)(pos % q->capacity), first = q->capacity - at < n ? q->capacity - at : n;
+  memcpy(dst, ring(q) + at, first);
+  memcpy((unsigned char *)dst + first, ring(q), n - first);
+}
+
+/* ---- put / get ---- */
+
+static int check(const weft_mpqueue *q, const char *fn, double timeout) {
+  if (q == NULL) return weft__error(WEFT_EINVAL, "%s: queue is NULL", fn);
+  if (q->magic != MAGIC) return weft__error(WEFT_EINVAL, "%s: not a process queue", fn);
+  if (timeout != timeout) return weft__error(WEFT_EINVAL, "%s: timeout is NaN", fn);
+  return 0;
+}
+
+static bool is_closed(const weft_mpqueue *q) { return __atomic_load_n(&q->closed, __ATOMIC_SEQ_CST); }
+
+static bool expired(double timeout, weft__deadline deadline) {
+  return timeout == 0 || (deadline != WEFT__NEVER && weft__os_now_ns() >= deadline);
+}
+
+/* Room for rec more bytes, by the putters' copy of head (refreshed when it
+ * says no). put_lock held. */
+static bool room_for(weft_mpqueue *q, uint64_t rec) {
+  if (q->maxsize != 0 && q->tail.count - load(&q->head.count) >= q->maxsize) return false;
+  if (q->tail.pos - q->head_seen + rec <= q->capacity) return true;
+  q->head_seen = load(&q->head.pos);
+  return q->tail.pos - q->head_seen + rec <= q->capacity;
+}
+
+/* Whether a message is there, by the getters' copy of tail. get_lock held. */
+static bool message_there(weft_mpqueue *q) {
+  if (q->head.pos != q->tail_seen) return true;
+  q->tail_seen = load(&q->tail.pos);
+  return q->head.pos != q->tail_seen;
+}
+
+/* Lock-free looks for the waits. */
+static bool looks_roomy(const weft_mpqueue *q, uint64_t rec) {
+  if (q->maxsize != 0 && load(&q->tail.count) - load(&q->head.count) >= q->maxsize) return false;
+  return load(&q->tail.pos) - load(&q->head.pos) + rec <= q->capacity;
+}
+
+static bool looks_nonempty(const weft_mpqueue *q) { return load(&q->tail.pos) != load(&q->head.pos); }
+
+static int wait_room(weft_mpqueue *q, uint64_t rec, bool *spun, weft__deadline deadline) {
+  if (!*spun) {
+    *spun = true;
+    for (int i = 0; i < WAIT_SPINS; i++) {
+      if (looks_roomy(q, rec) || is_closed(q)) return 0;
+      weft__cpu_relax();
+    }
+  }
+  uint32_t gen = weft__chan_enter(&q->not_full);
+  if (!looks_roomy(q, rec) && !is_closed(q) && !repair_get_side(q))
+    weft__chan_sleep(&q->not_full, gen, nap_until(&q->get_lock, deadline));
+  weft__chan_leave(&q->not_full, gen);
+  return 0;
+}
+
+static void wait_message(weft_mpqueue *q, bool *spun, weft__deadline deadline) {
+  if (!*spun) {
+    *spun = true;
+    for (int i = 0; i < WAIT_SPINS; i++) {
+      if (looks_nonempty(q) || is_closed(q)) return;
+      weft__cpu_relax();
+    }
+  }
+  uint32_t gen = weft__chan_enter(&q->not_empty);
+  if (!looks_nonempty(q) && !is_closed(q) && !repair_put_side(q))
+    weft__chan_sleep(&q->not_empty, gen, nap_until(&q->put_lock, deadline));
+  weft__chan_leave(&q->not_empty, gen);
+}
+
+int weft_mpqueue_put(weft_mpqueue *q, const void *msg, size_t len, double timeout) {
+  int err = check(q, "weft_mpqueue_put", timeout);
+  if (err != 0) return err;
+  if (len > SIZE_MAX / 2)
+    return weft__error(WEFT_EINVAL, "weft_mpqueue_put: length %zu is not valid (a negative number?)",
+                       len);
+  if (msg == NULL && len > 0)
+    return weft__error(WEFT_EINVAL, "weft_mpqueue_put: msg is NULL but len is %zu", len);
+  if (len > WEFT_MPQUEUE_CAPACITY_MAX || record_size(len) > q->capacity)
+    return weft__error(WEFT_EMSGSIZE, "%s: a %zu-byte message can never fit (capacity %llu bytes)",
+                       qname(q), len, (unsigned long long)q->capacity);
+  uint64_t rec = record_size(len);
+  weft__deadline deadline;
+  weft__deadline_from(timeout, &deadline);
+  bool spun = false;
+  for (;;) {
+    if (lock_put(q, deadline) != 0) break; /* timed out behind a stopped putter */
+    if (is_closed(q)) {
+      weft__lock_release(&q->put_lock);
+      return weft__error(WEFT_ECLOSED, "%s: put on a closed queue", qname(q));
+    }
+    if (room_for(q, rec)) {
+      uint64_t header = len;
+      copy_in(q, q->tail.pos, &header, sizeof header);
+      copy_in(q, q->tail.pos + RECORD_HEADER, msg, len);
+      commit(&q->tail, &q->journal_put, &q->journal_put_valid, rec);
+      weft__lock_release(&q->put_lock);
+      weft__chan_signal(&q->not_empty);
+      return 0;
+    }
+    weft__lock_release(&q->put_lock);
+    if (repair_get_side(q)) continue;
+    if (expired(timeout, deadline)) break;
+    wait_room(q, rec, &spun, deadline);
+  }
+  if (timeout == 0) return weft__error(WEFT_EFULL, "%s: full", qname(q));
+  return weft__error(WEFT_EFULL, "%s: still full after %g s", qname(q), timeout);
+}
+
+int weft_mpqueue_get(weft_mpqueue *q, void *buf, size_t cap, size_t *len, double timeout) {
+  int err = check(q, "weft_mpqueue_get", timeout);
+  if (err != 0) return err;
+  if (len == NULL) return weft__error(WEFT_EINVAL, "weft_mpqueue_get: len is NULL");
+  if (buf == NULL && cap > 0)
+    return weft__error(WEFT_EINVAL, "weft_mpqueue_get: buf is NULL but cap is %zu", cap);
+  weft__deadline deadline;
+  weft__deadline_from(timeout, &deadline);
+  bool spun = false;
+  for (;;) {
+    if (lock_get(q, deadline) != 0) break;
+    /* Closed is read before the last look at tail: a message put before
+     * close is always seen. */
+    bool closed = is_closed(q);
+    if (message_there(q)) {
+      uint64_t header;
+      copy_out(q, q->head.pos, &header, sizeof header);
+      if (header > cap) {
+        weft__lock_release(&q->get_lock);
+        *len = (size_t)header;
+        return weft__error(WEFT_EMSGSIZE, "%s: the next message is %zu bytes, the buffer %zu",
+                           qname(q), (size_t)header, cap);
+      }
+      copy_out(q, q->head.pos + RECORD_HEADER, buf, (size_t)header);
+      commit(&q->head, &q->journal_get, &q->journal_get_valid, record_size((size_t)header));
+      weft__lock_release(&q->get_lock);
+      *len = (size_t)header;
+      weft__chan_signal(&q->not_full);
+      return 0;
+    }
+    weft__lock_release(&q->get_lock);
+    if (repair_put_side(q)) continue;
+    if (closed) return weft__error(WEFT_ECLOSED, "%s: closed and empty", qname(q));
+    if (expired(timeout, deadline)) break;
+    wait_message(q, &spun, deadline);
+  }
+  if (timeout == 0) return weft__error(WEFT_EEMPTY, "%s: empty", qname(q));
+  return weft__error(WEFT_EEMPTY, "%s: still empty after %g s", qname(q), timeout);
+}
+
+size_t weft_mpqueue_qsize(const weft_mpqueue *q) {
+  if (q == NULL) return 0;
+  uint64_t head = load(&q->head.count); /* head first: never negative */
+  return (size_t)(load(&q->tail.count) - head);
+}
+
+bool weft_mpqueue_empty(const weft_mpqueue *q) { return weft_mpqueue_qsize(q) == 0; }
+
+bool weft_mpqueue_full(const weft_mpqueue *q) {
+  return q != NULL && !looks_roomy(q, record_size(0));
+}
+
+int weft_mpqueue_task_done(weft_mpqueue *q) {
+  int err = check(q, "weft_mpqueue_task_done", 0);
+  if (err != 0) return err;
+  uint64_t done = load(&q->done);
+  do {
+    if (done >= load(&q->tail.count))
+      return weft__error(WEFT_EINVAL, "%s: task_done called more times than messages were put",
+                         qname(q));
+  } while (!__atomic_compare_exchange_n(&q->done, &done, done + 1, false, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST));
+  if (done + 1 == load(&q->tail.count)) weft__chan_signal(&q->all_done);
+  return 0;
+}
+
+static bool all_done(const weft_mpqueue *q) { return load(&q->done) == load(&q->tail.count); }
+
+int weft_mpqueue_join(weft_mpqueue *q, double timeout) {
+  int err = check(q, "weft_mpqueue_join", timeout);
+  if (err != 0) return err;
+  weft__deadline deadline;
+  weft__deadline_from(timeout, &deadline);
+  while (!all_done(q)) {
+    if (expired(timeout, deadline))
+      return weft__error(WEFT_ETIMEDOUT, "%s: %llu messages not done within %g s", qname(q),
+                         (unsigned long long)(load(&q->tail.count) - load(&q->done)), timeout);
+    uint32_t gen = weft__chan_enter(&q->all_done);
+    if (!all_done(q)) weft__chan_sleep(&q->all_done, gen, deadline);
+    weft__chan_leave(&q->all_done, gen);
+  }
+  return 0;
+}
+
+int weft_mpqueue_close(weft_mpqueue *q) {
+  int err = check(q, "weft_mpqueue_close", 0);
+  if (err != 0) return err;
+  /* Under put_lock, so no put is half done when close returns. */
+  lock_put(q, WEFT__NEVER);
+  __atomic_store_n(&q->closed, 1, __ATOMIC_SEQ_CST);
+  weft__lock_release(&q->put_lock);
+  weft__chan_signal(&q->not_empty);
+  weft__chan_signal(&q->not_full);
+  return 0;
+}
+
+int weft_mpqueue_free(weft_mpqueue *q) {
+  if (q == NULL) return 0;
+  if (q->magic != MAGIC) return weft__error(WEFT_EINVAL, "weft_mpqueue_free: not a process queue");
+  weft__os_unmap(q, RING_OFFSET + q->capacity);
+  return 0;
+}
