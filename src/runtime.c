@@ -48,10 +48,13 @@ WEFT__HOT static void after_fork_child(void) {
   weft__dd_after_fork_child();
 }
 
-/* Python's order: join the non-daemon threads, then end the children. */
+/* Python's order: join the non-daemon threads, then end the children; then
+ * remove the shared memory names this process created, once no child of
+ * its own can still want to attach to them. */
 WEFT__HOT void weft__runtime_exit_rules(void) {
   weft__thread_exit_rules();
   weft__process_exit_rules();
+  weft__shm_exit_rules();
 }
 
 static void before_fork(void) {
@@ -59,11 +62,13 @@ static void before_fork(void) {
   weft__thread_before_fork();
   weft__process_before_fork();
   weft__dd_before_fork();
+  weft__shm_before_fork();
 }
 
 static void after_fork_parent(void) {
   /* From now on this thread's acquisitions are not the child's. */
   weft__tls_forks = (weft__tls_forks + 1) & WEFT__OWNER_FORKS_MASK;
+  weft__shm_after_fork_parent();
   weft__dd_after_fork_parent();
   weft__process_after_fork_parent();
   weft__thread_after_fork_parent();

@@ -20,4 +20,10 @@ void weft__thread_before_fork(void);
 void weft__thread_after_fork_parent(void);
 void weft__thread_after_fork_child(void);
 
+/* Shared memory hooks (shm.c): the exit rules unlink the names this process
+ * created and did not unlink; the child needs no fork hook. */
+void weft__shm_exit_rules(void);
+void weft__shm_before_fork(void);
+void weft__shm_after_fork_parent(void);
+
 #endif
