@@ -123,5 +123,7 @@ int main(int argc, char **argv) {
   bench_thread_rows(&cfg);
   bench_sync_rows(&cfg);
   bench_deadlock_rows(&cfg);
+  bench_queue_rows(&cfg);
+  bench_shm_rows(&cfg);
   return 0;
 }

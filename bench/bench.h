@@ -59,5 +59,7 @@ void bench_process_rows(const bench_config *cfg);
 void bench_thread_rows(const bench_config *cfg);
 void bench_sync_rows(const bench_config *cfg);
 void bench_deadlock_rows(const bench_config *cfg);
+void bench_queue_rows(const bench_config *cfg);
+void bench_shm_rows(const bench_config *cfg);
 
 #endif

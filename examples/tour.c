@@ -27,6 +27,7 @@ static const struct {
     {"lesson3_6_mutex", "§3.6 互斥锁 — a mutex makes the two sums right"},
     {"lesson3_7_deadlock", "§3.7 死锁 — a deadlock, detected and backed out of instead of hanging"},
     {"lesson4_isolation", "§4 进程之间不共享全局变量 — processes do not share globals"},
+    {"lesson5_ipc", "§4+ 进程间通信 — a queue between two processes, and a shared Value counted right"},
 };
 
 static int run(const char *dir, const char *program) {

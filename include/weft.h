@@ -6,7 +6,10 @@
 #include "weft/common.h"
 #include "weft/deadlock.h"
 #include "weft/error.h"
+#include "weft/pipe.h"
 #include "weft/process.h"
+#include "weft/queue.h"
+#include "weft/shm.h"
 #include "weft/sync.h"
 #include "weft/thread.h"
 

@@ -1,6 +1,7 @@
 /* Tests of the lesson programs in examples/: each one is run as its own
  * program, with stdout and stderr captured through a pipe, and its output is
- * compared with what the seed (§2.1-§2.4, §3.1-§3.6, §4) prints. */
+ * compared with what the seed (§2.1-§2.4, §3.1-§3.6, §4) prints, or for
+ * lesson5_ipc (after §4) with what its Python twin would. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
@@ -352,6 +353,19 @@ START_TEST(lesson4_isolation) {
 }
 END_TEST
 
+START_TEST(lesson5_ipc) {
+  static struct run r;
+  run_program("lesson5_ipc", &r);
+  assert_exit_zero("lesson5_ipc", &r);
+  ck_assert_msg(r.eof, "lesson5_ipc: pipe still open after exit; output:\n%s", r.out);
+  const char *want =
+      "消费者进程收到：消息 0\n消费者进程收到：消息 1\n消费者进程收到：消息 2\n"
+      "消费者进程收到：消息 3\n消费者进程收到：消息 4\n队列已关闭，消费者进程退出\n"
+      "两个进程各加 1000000 次，共享的 Value：2000000\n";
+  ck_assert_msg(strcmp(r.out, want) == 0, "lesson5_ipc: output is\n%s\nexpected\n%s", r.out, want);
+}
+END_TEST
+
 /* ---- the tour runs every lesson ---- */
 
 START_TEST(tour) {
@@ -361,12 +375,12 @@ START_TEST(tour) {
   ck_assert_msg(r.eof, "tour: pipe still open after exit; output:\n%s", r.out);
   static const char *const headings[] = {"==== §2.1 ", "==== §2.2 ", "==== §2.3 ", "==== §2.4 ",
                                          "==== §3.1 ", "==== §3.3 ", "==== §3.4 ", "==== §3.5 ",
-                                         "==== §3.6 ", "==== §3.7 ", "==== §4 "};
+                                         "==== §3.6 ", "==== §3.7 ", "==== §4 ",   "==== §4+ "};
   for (size_t i = 0; i < sizeof headings / sizeof headings[0]; i++)
     ck_assert_msg(has_line_starting(r.out, headings[i]),
                   "tour: no heading line starting with \"%s\"; output:\n%s", headings[i], r.out);
-  ck_assert_msg(has_line_starting(r.out, "==== tour done: 11 lessons, 0 failed\n"),
-                "tour: no \"tour done: 11 lessons, 0 failed\" line; output:\n%s", r.out);
+  ck_assert_msg(has_line_starting(r.out, "==== tour done: 12 lessons, 0 failed\n"),
+                "tour: no \"tour done: 12 lessons, 0 failed\" line; output:\n%s", r.out);
   ck_assert_msg(!has_line_starting(r.out, "!!!!"), "tour: a lesson failed; output:\n%s", r.out);
   /* The lessons' own output appears under the headings. */
   ck_assert_msg(strstr(r.out, "\nover\n") != NULL && strstr(r.out, "主进程读取的全局变量：[]\n") != NULL,
@@ -420,6 +434,10 @@ Suite *weft_test_suite(void) {
 
   tc = weft_tcase("lesson4_isolation", 20);
   tcase_add_test(tc, lesson4_isolation);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("lesson5_ipc", 30);
+  tcase_add_test(tc, lesson5_ipc);
   suite_add_tcase(s, tc);
 
   tc = weft_tcase("tour", 60);

@@ -225,6 +225,71 @@ static void lock_process_rounds(long iters) {
   munmap(m, 2 * sizeof *m);
 }
 
+/* queue_threads: the textbook bounded ring under a mutex with two condition
+ * variables, one producer thread and one consumer, as weft's row. */
+#define RING 1024
+static struct {
+  pthread_mutex_t m;
+  pthread_cond_t not_empty, not_full;
+  void *items[RING];
+  size_t head, count;
+} ring = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0, 0};
+
+static void ring_put(void *item) {
+  pthread_mutex_lock(&ring.m);
+  while (ring.count == RING) pthread_cond_wait(&ring.not_full, &ring.m);
+  ring.items[(ring.head + ring.count) % RING] = item;
+  ring.count++;
+  pthread_cond_signal(&ring.not_empty);
+  pthread_mutex_unlock(&ring.m);
+}
+
+static void *ring_get(void) {
+  pthread_mutex_lock(&ring.m);
+  while (ring.count == 0) pthread_cond_wait(&ring.not_empty, &ring.m);
+  void *item = ring.items[ring.head];
+  ring.head = (ring.head + 1) % RING;
+  ring.count--;
+  pthread_cond_signal(&ring.not_full);
+  pthread_mutex_unlock(&ring.m);
+  return item;
+}
+
+static void *ring_producer(void *arg) {
+  long n = *(long *)arg;
+  for (long i = 1; i <= n; i++) ring_put((void *)i);
+  return NULL;
+}
+
+static void ring_rounds(long iters) {
+  pthread_t t;
+  if (pthread_create(&t, NULL, ring_producer, &iters) != 0) die("pthread_create");
+  long sum = 0;
+  for (long i = 0; i < iters; i++) sum += (long)ring_get();
+  pthread_join(t, NULL);
+  if (sum != iters * (iters + 1) / 2) die("ring lost items");
+}
+
+/* queue_processes: an 8-byte message per write(2) and read(2) on a pipe. */
+static void pipe_rounds(long iters) {
+  int fd[2];
+  if (pipe(fd) != 0) die("pipe");
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fd[0]);
+    for (long i = 0; i < iters; i++)
+      if (write(fd[1], &i, sizeof i) != sizeof i) _exit(1);
+    _exit(0);
+  }
+  close(fd[1]);
+  for (long i = 0; i < iters; i++) {
+    long v;
+    if (read(fd[0], &v, sizeof v) != sizeof v || v != i) die("pipe read");
+  }
+  close(fd[0]);
+  waitpid(pid, NULL, 0);
+}
+
 static const struct {
   const char *row;
   void (*run)(long iters);
@@ -237,6 +302,8 @@ static const struct {
     {"sem_pingpong", sem_rounds},
     {"event_pingpong", event_rounds},
     {"lock_pingpong_processes", lock_process_rounds},
+    {"queue_threads", ring_rounds},
+    {"queue_processes", pipe_rounds},
 };
 
 int main(int argc, char **argv) {
