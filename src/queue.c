@@ -24,22 +24,23 @@
 
 #include "chan.h"
 #include "internal.h"
-#include "lock.h"
+#include "tsan.h"
 #include "weft/queue.h"
 
 /* Rounds of watching the other side's index before sleeping. */
 #define WAIT_SPINS 1000
 #define MIN_CAP 64
+#define LOCK_SPINS 100
 #define SPIN_BURST_MAX 64
 #ifndef CATCH_UP_PAUSES
 #define CATCH_UP_PAUSES 16
 #endif
 
 struct weft_queue {
-  _Alignas(64) weft_lock put_lock;
+  _Alignas(64) uint32_t put_lock;
   size_t tail;       /* items ever put; written under put_lock */
   size_t head_seen;  /* the producers' copy of head */
-  _Alignas(64) weft_lock get_lock;
+  _Alignas(64) uint32_t get_lock;
   size_t head;       /* items ever taken; written under get_lock */
   size_t tail_seen;  /* the consumers' copy of tail */
   _Alignas(64) size_t done; /* task_done calls */
@@ -57,7 +58,22 @@ static const char *qname(const weft_queue *q) { return q->name != NULL ? q->name
 
 static size_t load(const size_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 
-static void publish(size_t *p, size_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+/* Whether sleepers make the other side's barrier with membarrier(2). Then
+ * a put or get publishes its index with a plain release store and needs no
+ * fence before looking for sleepers: a fence (or the locked instruction of
+ * a sequentially consistent store) stalls until the index's cache line
+ * comes back from the other core, on every item. Without membarrier both
+ * are sequentially consistent. */
+static bool asymmetric;
+
+static void publish(size_t *p, size_t v) {
+  if (__atomic_load_n(&asymmetric, __ATOMIC_RELAXED)) __atomic_store_n(p, v, __ATOMIC_RELEASE);
+  else __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
+}
+
+/* Between publishing an index and looking for sleepers: keeps the
+ * compiler from swapping them; the rest is membarrier's or seq_cst's. */
+static void before_signal(void) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 
 static bool is_closed(const weft_queue *q) { return __atomic_load_n(&q->closed, __ATOMIC_SEQ_CST); }
 
@@ -86,8 +102,10 @@ weft_queue *weft_queue_new_opts(const weft_queue_options *o) {
     weft__error(WEFT_ENOMEM, "weft_queue_new: out of memory");
     return NULL;
   }
-  q->put_lock = (weft_lock)WEFT_LOCK_INIT;
-  q->get_lock = (weft_lock)WEFT_LOCK_INIT;
+  weft__tsan_mutex_create(&q->put_lock, WEFT__TSAN_NOT_STATIC);
+  weft__tsan_mutex_create(&q->get_lock, WEFT__TSAN_NOT_STATIC);
+  if (!__atomic_load_n(&asymmetric, __ATOMIC_RELAXED) && weft__os_membarrier() == 0)
+    __atomic_store_n(&asymmetric, true, __ATOMIC_RELAXED);
   q->cap = cap;
   q->maxsize = maxsize;
   q->order = o->order;
@@ -96,9 +114,26 @@ weft_queue *weft_queue_new_opts(const weft_queue_options *o) {
   return q;
 }
 
-static void lock(weft_lock *l) { weft__lock_acquire_spin(l, WEFT__NEVER); }
+/* The side locks are held for a few instructions and never across a wait,
+ * so a spin lock that yields the CPU after a while does; its release is a
+ * plain store, not a read-modify-write that would wait for the item's
+ * cache line as a fence does. */
+static void lock(uint32_t *l) {
+  weft__tsan_pre_lock(l, 0);
+  for (int i = 0;; i++) {
+    if (__atomic_load_n(l, __ATOMIC_RELAXED) == 0 && __atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE) == 0)
+      break;
+    if (i < LOCK_SPINS) weft__cpu_relax();
+    else weft__os_yield();
+  }
+  weft__tsan_post_lock(l, 0, 0);
+}
 
-static void unlock(weft_lock *l) { weft__lock_release(l); }
+static void unlock(uint32_t *l) {
+  weft__tsan_pre_unlock(l, 0);
+  __atomic_store_n(l, 0, __ATOMIC_RELEASE);
+  weft__tsan_post_unlock(l, 0);
+}
 
 /* ---- FIFO ---- */
 
@@ -219,6 +254,12 @@ static void wait_for(weft_queue *q, weft__chan *c, bool (*ready)(const weft_queu
     }
   }
   uint32_t gen = weft__chan_enter(c);
+  /* The other side's barrier (see before_signal); without it, look again
+   * every millisecond rather than miss a signal. */
+  if (__atomic_load_n(&asymmetric, __ATOMIC_RELAXED) && weft__os_membarrier() != 0) {
+    weft__deadline soon = weft__os_now_ns() + 1000 * 1000;
+    if (soon < deadline) deadline = soon;
+  }
   if (!ready(q) && !is_closed(q)) weft__chan_sleep(c, gen, deadline);
   weft__chan_leave(c, gen);
 }
@@ -303,6 +344,7 @@ int weft_queue_put(weft_queue *q, void *item, double timeout) {
   for (;;) {
     int r = try_put(q, item);
     if (r == 0) {
+      before_signal();
       weft__chan_signal(&q->not_empty);
       return 0;
     }
@@ -327,6 +369,7 @@ int weft_queue_get(weft_queue *q, void **item, double timeout) {
   for (;;) {
     int r = try_get(q, item);
     if (r == 0) {
+      before_signal();
       weft__chan_signal(&q->not_full);
       return 0;
     }
@@ -397,6 +440,8 @@ int weft_queue_free(weft_queue *q) {
   if (weft__chan_busy(&q->not_empty) || weft__chan_busy(&q->not_full) ||
       weft__chan_busy(&q->all_done))
     return weft__error(WEFT_EBUSY, "%s: threads are blocked in it (close it first)", qname(q));
+  weft__tsan_mutex_destroy(&q->put_lock, 0);
+  weft__tsan_mutex_destroy(&q->get_lock, 0);
   free(q->items);
   free(q);
   return 0;

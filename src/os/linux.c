@@ -7,6 +7,8 @@
 #include <pthread.h>
 #include <string.h>
 #include <stdio.h>
+#include <linux/membarrier.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/pidfd.h>
@@ -156,6 +158,15 @@ void weft__os_get_thread_name(char *buf, size_t size) {
 int weft__os_reserve_fd(void) {
   int fd = eventfd(0, EFD_CLOEXEC);
   return fd < 0 ? -errno : fd;
+}
+
+void weft__os_yield(void) { sched_yield(); }
+
+int weft__os_membarrier(void) {
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return 0;
+  if (errno != EPERM) return -errno; /* EPERM: not registered yet */
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) < 0) return -errno;
+  return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) < 0 ? -errno : 0;
 }
 
 /* ---- byte streams ---- */

@@ -81,6 +81,16 @@ void weft__os_get_thread_name(char *buf, size_t size);
  * table, so that a later open is sure to find one. Returns it or -errno. */
 int weft__os_reserve_fd(void);
 
+/* Gives the CPU to another runnable thread, if any. */
+void weft__os_yield(void);
+
+/* An asymmetric memory barrier (membarrier(2), private expedited): when it
+ * returns 0, every running thread of the process has executed a full
+ * barrier, so threads on the fast side of a Dekker-style handshake need
+ * only a compiler barrier. Registers the process on first use (again in a
+ * forked child). -errno where the kernel lacks it. */
+int weft__os_membarrier(void);
+
 /* ---- byte streams (Pipe) ---- */
 
 /* A connected pair of close-on-exec AF_UNIX stream sockets. */
