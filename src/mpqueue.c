@@ -19,7 +19,7 @@
 
 #include "chan.h"
 #include "internal.h"
-#include "lock.h"
+#include "tsan.h"
 #include "os/os.h"
 #include "weft/queue.h"
 
@@ -41,12 +41,12 @@ struct weft_mpqueue {
   uint32_t closed;
   uint64_t capacity, maxsize; /* maxsize 0: none */
   char name[QNAME_MAX + 1];
-  _Alignas(64) weft_lock put_lock;
+  _Alignas(64) uint32_t put_lock; /* pid of the holding process, 0: free */
   struct side tail;    /* written under put_lock */
   struct side journal_put;
   uint32_t journal_put_valid;
   uint64_t head_seen;  /* the putters' copy of head.pos */
-  _Alignas(64) weft_lock get_lock;
+  _Alignas(64) uint32_t get_lock;
   struct side head;    /* written under get_lock */
   struct side journal_get;
   uint32_t journal_get_valid;
@@ -79,8 +79,6 @@ weft_mpqueue *weft_mpqueue_new_opts(const weft_mpqueue_options *o) {
     weft__error(WEFT_ENOMEM, "weft_mpqueue_new: cannot map %zu bytes", RING_OFFSET + capacity);
     return NULL;
   }
-  q->put_lock = (weft_lock)WEFT_LOCK_INIT;
-  q->get_lock = (weft_lock)WEFT_LOCK_INIT;
   q->capacity = capacity;
   q->maxsize = o->maxsize > 0 ? (uint64_t)o->maxsize : 0;
   if (o->name != NULL) strncpy(q->name, o->name, QNAME_MAX);
@@ -88,12 +86,85 @@ weft_mpqueue *weft_mpqueue_new_opts(const weft_mpqueue_options *o) {
   return q;
 }
 
+/* ---- the side locks ---- */
+
+/* Each side's lock is held for one message copy and never across a wait.
+ * It is a spin lock holding the holder's pid, released by a plain store (a
+ * read-modify-write there would wait for the message's cache lines to
+ * reach the other core, on every message). A waiter spins, then yields,
+ * then naps a millisecond at a time (a holder that is stopped, or was
+ * preempted for long); while it yields or naps it checks now and then
+ * whether the holder process died, and takes the lock over if so. */
+#define LOCK_SPINS 100
+#define LOCK_YIELDS 1000
+
+static int plock(uint32_t *l, weft__deadline deadline) {
+  uint32_t me = (uint32_t)weft__pid;
+  weft__tsan_pre_lock(l, 0);
+  for (int i = 0;; i++) {
+    uint32_t v = __atomic_load_n(l, __ATOMIC_RELAXED);
+    if (v == 0 && __atomic_compare_exchange_n(l, &v, me, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+      break;
+    if (i < LOCK_SPINS) {
+      weft__cpu_relax();
+      continue;
+    }
+    if (v != 0 && v != me && i % 64 == 0 && weft__os_process_gone((pid_t)v) &&
+        __atomic_compare_exchange_n(l, &v, me, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+      weft__tsan_post_lock(l, 0, 0);
+      return WEFT_EOWNERDEAD;
+    }
+    if (deadline != WEFT__NEVER && weft__os_now_ns() >= deadline) {
+      weft__tsan_post_lock(l, WEFT__TSAN_TRY_LOCK | WEFT__TSAN_TRY_LOCK_FAILED, 0);
+      return WEFT_ETIMEDOUT;
+    }
+    if (i < LOCK_SPINS + LOCK_YIELDS) weft__os_yield();
+    else weft__os_sleep_until(weft__os_now_ns() + 1000 * 1000);
+  }
+  weft__tsan_post_lock(l, 0, 0);
+  return 0;
+}
+
+static void punlock(uint32_t *l) {
+  weft__tsan_pre_unlock(l, 0);
+  __atomic_store_n(l, 0, __ATOMIC_RELEASE);
+  weft__tsan_post_unlock(l, 0);
+}
+
+/* Publishing a position: as in the thread queue, sleepers make the
+ * barrier the publisher skips (membarrier(2), here across processes),
+ * which works for processes that registered for it; one that could not
+ * publishes with a sequentially consistent store instead. */
+static pid_t registered_pid, tried_pid;
+
+static bool registered(void) {
+  pid_t me = weft__pid;
+  if (__atomic_load_n(&registered_pid, __ATOMIC_RELAXED) == me) return true;
+  if (__atomic_exchange_n(&tried_pid, me, __ATOMIC_RELAXED) == me) return false;
+  if (weft__os_membarrier_global_register() != 0) return false;
+  __atomic_store_n(&registered_pid, me, __ATOMIC_RELAXED);
+  return true;
+}
+
+static void publish(uint64_t *p, uint64_t v) {
+  if (registered()) __atomic_store_n(p, v, __ATOMIC_RELEASE);
+  else __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
+}
+
+/* A sleeper's half of the handshake, after registering on the channel;
+ * when the barrier cannot be made, the sleeper looks again every ms. */
+static weft__deadline barrier_or_nap(weft__deadline deadline) {
+  if (weft__os_membarrier_global() == 0) return deadline;
+  weft__deadline soon = weft__os_now_ns() + 1000 * 1000;
+  return soon < deadline ? soon : deadline;
+}
+
 /* ---- one step commits, and their replay after a death ---- */
 
 static void replay(struct side *s, struct side *journal, uint32_t *valid) {
   if (!__atomic_load_n(valid, __ATOMIC_ACQUIRE)) return;
-  __atomic_store_n(&s->count, journal->count, __ATOMIC_SEQ_CST);
-  __atomic_store_n(&s->pos, journal->pos, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&s->count, journal->count, __ATOMIC_RELAXED);
+  publish(&s->pos, journal->pos);
   __atomic_store_n(valid, 0, __ATOMIC_RELEASE);
 }
 
@@ -107,7 +178,7 @@ static void commit(struct side *s, struct side *journal, uint32_t *valid, uint64
 /* After a death the other side may be asleep waiting for what the dead
  * one committed: wake it. */
 static int lock_put(weft_mpqueue *q, weft__deadline deadline) {
-  int r = weft__lock_acquire_spin(&q->put_lock, deadline);
+  int r = plock(&q->put_lock, deadline);
   if (r != WEFT_EOWNERDEAD) return r;
   replay(&q->tail, &q->journal_put, &q->journal_put_valid);
   weft__chan_signal(&q->not_empty);
@@ -115,7 +186,7 @@ static int lock_put(weft_mpqueue *q, weft__deadline deadline) {
 }
 
 static int lock_get(weft_mpqueue *q, weft__deadline deadline) {
-  int r = weft__lock_acquire_spin(&q->get_lock, deadline);
+  int r = plock(&q->get_lock, deadline);
   if (r != WEFT_EOWNERDEAD) return r;
   replay(&q->head, &q->journal_get, &q->journal_get_valid);
   weft__chan_signal(&q->not_full);
@@ -131,21 +202,21 @@ static int lock_get(weft_mpqueue *q, weft__deadline deadline) {
 static bool repair_put_side(weft_mpqueue *q) {
   if (!__atomic_load_n(&q->journal_put_valid, __ATOMIC_ACQUIRE)) return false;
   lock_put(q, WEFT__NEVER);
-  weft__lock_release(&q->put_lock);
+  punlock(&q->put_lock);
   return true;
 }
 
 static bool repair_get_side(weft_mpqueue *q) {
   if (!__atomic_load_n(&q->journal_get_valid, __ATOMIC_ACQUIRE)) return false;
   lock_get(q, WEFT__NEVER);
-  weft__lock_release(&q->get_lock);
+  punlock(&q->get_lock);
   return true;
 }
 
 /* How long to sleep: while the other side's lock is held, its holder may
  * die and never signal, so look again after a while. */
-static weft__deadline nap_until(weft_lock *other, weft__deadline deadline) {
-  if (!weft_lock_locked(other)) return deadline;
+static weft__deadline nap_until(uint32_t *other, weft__deadline deadline) {
+  if (__atomic_load_n(other, __ATOMIC_RELAXED) == 0) return deadline;
   weft__deadline check = weft__os_now_ns() + DEATH_CHECK_NS;
   return check < deadline ? check : deadline;
 }
@@ -212,8 +283,9 @@ static int wait_room(weft_mpqueue *q, uint64_t rec, bool *spun, weft__deadline d
     }
   }
   uint32_t gen = weft__chan_enter(&q->not_full);
+  weft__deadline until = barrier_or_nap(nap_until(&q->get_lock, deadline));
   if (!looks_roomy(q, rec) && !is_closed(q) && !repair_get_side(q))
-    weft__chan_sleep(&q->not_full, gen, nap_until(&q->get_lock, deadline));
+    weft__chan_sleep(&q->not_full, gen, until);
   weft__chan_leave(&q->not_full, gen);
   return 0;
 }
@@ -227,8 +299,9 @@ static void wait_message(weft_mpqueue *q, bool *spun, weft__deadline deadline) {
     }
   }
   uint32_t gen = weft__chan_enter(&q->not_empty);
+  weft__deadline until = barrier_or_nap(nap_until(&q->put_lock, deadline));
   if (!looks_nonempty(q) && !is_closed(q) && !repair_put_side(q))
-    weft__chan_sleep(&q->not_empty, gen, nap_until(&q->put_lock, deadline));
+    weft__chan_sleep(&q->not_empty, gen, until);
   weft__chan_leave(&q->not_empty, gen);
 }
 
@@ -250,7 +323,7 @@ int weft_mpqueue_put(weft_mpqueue *q, const void *msg, size_t len, double timeou
   for (;;) {
     if (lock_put(q, deadline) != 0) break; /* timed out behind a stopped putter */
     if (is_closed(q)) {
-      weft__lock_release(&q->put_lock);
+      punlock(&q->put_lock);
       return weft__error(WEFT_ECLOSED, "%s: put on a closed queue", qname(q));
     }
     if (room_for(q, rec)) {
@@ -258,11 +331,12 @@ int weft_mpqueue_put(weft_mpqueue *q, const void *msg, size_t len, double timeou
       copy_in(q, q->tail.pos, &header, sizeof header);
       copy_in(q, q->tail.pos + RECORD_HEADER, msg, len);
       commit(&q->tail, &q->journal_put, &q->journal_put_valid, rec);
-      weft__lock_release(&q->put_lock);
+      punlock(&q->put_lock);
+      __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the rest is the sleeper's barrier */
       weft__chan_signal(&q->not_empty);
       return 0;
     }
-    weft__lock_release(&q->put_lock);
+    punlock(&q->put_lock);
     if (repair_get_side(q)) continue;
     if (expired(timeout, deadline)) break;
     wait_room(q, rec, &spun, deadline);
@@ -289,19 +363,20 @@ int weft_mpqueue_get(weft_mpqueue *q, void *buf, size_t cap, size_t *len, double
       uint64_t header;
       copy_out(q, q->head.pos, &header, sizeof header);
       if (header > cap) {
-        weft__lock_release(&q->get_lock);
+        punlock(&q->get_lock);
         *len = (size_t)header;
         return weft__error(WEFT_EMSGSIZE, "%s: the next message is %zu bytes, the buffer %zu",
                            qname(q), (size_t)header, cap);
       }
       copy_out(q, q->head.pos + RECORD_HEADER, buf, (size_t)header);
       commit(&q->head, &q->journal_get, &q->journal_get_valid, record_size((size_t)header));
-      weft__lock_release(&q->get_lock);
+      punlock(&q->get_lock);
       *len = (size_t)header;
+      __atomic_signal_fence(__ATOMIC_SEQ_CST);
       weft__chan_signal(&q->not_full);
       return 0;
     }
-    weft__lock_release(&q->get_lock);
+    punlock(&q->get_lock);
     if (repair_put_side(q)) continue;
     if (closed) return weft__error(WEFT_ECLOSED, "%s: closed and empty", qname(q));
     if (expired(timeout, deadline)) break;
@@ -361,7 +436,7 @@ int weft_mpqueue_close(weft_mpqueue *q) {
   /* Under put_lock, so no put is half done when close returns. */
   lock_put(q, WEFT__NEVER);
   __atomic_store_n(&q->closed, 1, __ATOMIC_SEQ_CST);
-  weft__lock_release(&q->put_lock);
+  punlock(&q->put_lock);
   weft__chan_signal(&q->not_empty);
   weft__chan_signal(&q->not_full);
   return 0;

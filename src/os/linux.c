@@ -169,6 +169,14 @@ int weft__os_membarrier(void) {
   return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) < 0 ? -errno : 0;
 }
 
+int weft__os_membarrier_global_register(void) {
+  return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) < 0 ? -errno : 0;
+}
+
+int weft__os_membarrier_global(void) {
+  return syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) < 0 ? -errno : 0;
+}
+
 /* ---- byte streams ---- */
 
 int weft__os_socketpair(int fds[2]) {

@@ -91,6 +91,12 @@ void weft__os_yield(void);
  * forked child). -errno where the kernel lacks it. */
 int weft__os_membarrier(void);
 
+/* The same across processes: weft__os_membarrier_global_register() makes
+ * the calling process one that weft__os_membarrier_global() reaches (a
+ * forked child must register again). Both return 0 or -errno. */
+int weft__os_membarrier_global_register(void);
+int weft__os_membarrier_global(void);
+
 /* ---- byte streams (Pipe) ---- */
 
 /* A connected pair of close-on-exec AF_UNIX stream sockets. */
