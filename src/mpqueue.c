@@ -277,10 +277,15 @@ static bool looks_nonempty(const weft_mpqueue *q) { return load(&q->tail.pos) !=
 static int wait_room(weft_mpqueue *q, uint64_t rec, bool *spun, weft__deadline deadline) {
   if (!*spun) {
     *spun = true;
+    /* Spin for a cache line more than the message needs: writing the
+     * line the getter is reading would make the two cores trade it for
+     * every message (see the thread queue's has_room_for_a_line). */
+    uint64_t well = rec + 64 <= q->capacity ? rec + 64 : rec;
     for (int i = 0; i < WAIT_SPINS; i++) {
-      if (looks_roomy(q, rec) || is_closed(q)) return 0;
+      if (looks_roomy(q, well) || is_closed(q)) return 0;
       weft__cpu_relax();
     }
+    if (looks_roomy(q, rec)) return 0;
   }
   uint32_t gen = weft__chan_enter(&q->not_full);
   weft__deadline until = barrier_or_nap(nap_until(&q->get_lock, deadline));

@@ -238,21 +238,35 @@ static bool has_room(const weft_queue *q) {
 
 static bool has_item(const weft_queue *q) { return load(&q->tail) != load(&q->head); }
 
+/* A producer that found a bounded FIFO full spins until a cache line's
+ * worth of slots is free, not one: refilling the slot the consumer just
+ * emptied would write the very line it is reading, and the two cores
+ * would trade that line for every item. If the consumer stops short of a
+ * line, the spin ends and the put takes the room there is. */
+#define LINE_SLOTS (64 / sizeof(void *))
+
+static bool has_room_for_a_line(const weft_queue *q) {
+  if (q->order != WEFT_FIFO || q->maxsize <= LINE_SLOTS) return has_room(q);
+  return load(&q->tail) - load(&q->head) <= q->maxsize - LINE_SLOTS;
+}
+
 /* Waits (lock-free) until ready(q) or the queue closes, the deadline passes
- * or a signal on c comes: spins first if not spun yet. */
-static void wait_for(weft_queue *q, weft__chan *c, bool (*ready)(const weft_queue *), bool *spun,
-                     weft__deadline deadline) {
+ * or a signal on c comes: spins first if not spun yet, for ready_well(q),
+ * a better moment than just ready(q). */
+static void wait_for(weft_queue *q, weft__chan *c, bool (*ready)(const weft_queue *),
+                     bool (*ready_well)(const weft_queue *), bool *spun, weft__deadline deadline) {
   if (!*spun) {
     *spun = true;
     /* Looking less often as the wait goes on lets the other side fill (or
      * empty) a few slots between looks, instead of pulling the index's
      * cache line away after every item. */
     for (int i = 0, burst = 1; i < WAIT_SPINS; i += burst) {
-      if (ready(q) || is_closed(q)) return;
+      if (ready_well(q) || is_closed(q)) return;
       for (int k = 0; k < burst; k++) weft__cpu_relax();
       if (burst < SPIN_BURST_MAX) burst *= 2;
     }
   }
+  if (ready(q)) return; /* only the better moment did not come */
   uint32_t gen = weft__chan_enter(c);
   /* The other side's barrier (see before_signal); without it, look again
    * every millisecond rather than miss a signal. */
@@ -354,7 +368,7 @@ int weft_queue_put(weft_queue *q, void *item, double timeout) {
       if (timeout == 0) return weft__error(WEFT_EFULL, "%s: full (%zu items)", qname(q), q->maxsize);
       return weft__error(WEFT_EFULL, "%s: still full after %g s", qname(q), timeout);
     }
-    wait_for(q, &q->not_full, has_room, &spun, deadline);
+    wait_for(q, &q->not_full, has_room, has_room_for_a_line, &spun, deadline);
   }
 }
 
@@ -378,7 +392,7 @@ int weft_queue_get(weft_queue *q, void **item, double timeout) {
       if (timeout == 0) return weft__error(WEFT_EEMPTY, "%s: empty", qname(q));
       return weft__error(WEFT_EEMPTY, "%s: still empty after %g s", qname(q), timeout);
     }
-    wait_for(q, &q->not_empty, has_item, &spun, deadline);
+    wait_for(q, &q->not_empty, has_item, has_item, &spun, deadline);
   }
 }
 
@@ -419,7 +433,7 @@ int weft_queue_join(weft_queue *q, double timeout) {
     if (expired(timeout, deadline))
       return weft__error(WEFT_ETIMEDOUT, "%s: %zu items not done within %g s", qname(q),
                          load(&q->tail) - load(&q->done), timeout);
-    wait_for(q, &q->all_done, all_done, &spun, deadline);
+    wait_for(q, &q->all_done, all_done, all_done, &spun, deadline);
   }
   return 0;
 }
