@@ -72,7 +72,7 @@ void bench_python(const char *script, long iters, int reps, bench_result *r) {
     snprintf(line, sizeof line, "%s", last);
   }
   line[strcspn(line, "\n")] = '\0';
-  snprintf(r->note, sizeof r->note, "python skipped: %s",
+  snprintf(r->note, sizeof r->note, "python skipped: %.120s",
            line[0] ? line : "python3 could not be run");
 }
 

@@ -207,6 +207,84 @@ int count_substr(const char *haystack, const char *needle) {
   return n;
 }
 
+void nap(double s) {
+  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+void nap_ms(int ms) {
+  struct timespec ts = {0, (long)ms * 1000 * 1000};
+  nanosleep(&ts, NULL);
+}
+
+bool wait_ge(const int *p, int v, double timeout) {
+  double end = test_now() + timeout;
+  while (ld(p) < v) {
+    if (test_now() > end) return false;
+    nap(0.001);
+  }
+  return true;
+}
+
+pthread_t spawn(void *(*fn)(void *), void *arg) {
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, fn, arg), 0);
+  return t;
+}
+
+void join(pthread_t t) { ck_assert_int_eq(pthread_join(t, NULL), 0); }
+
+char stat_state(const char *path) {
+  char buf[512];
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return '?';
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char *paren = strrchr(buf, ')');
+  return paren != NULL && paren[1] != '\0' && paren[2] != '\0' ? paren[2] : '?';
+}
+
+char thread_state(pid_t tid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+  return stat_state(path);
+}
+
+char process_state(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  return stat_state(path);
+}
+
+weft_process start_process(weft_process_target target, void *arg) {
+  weft_process p = weft_process_new(target, .arg = arg);
+  ck_assert_uint_ne(p.id, 0);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  return p;
+}
+
+int finish_process(weft_process p, double timeout) {
+  int code = -1000;
+  if (weft_process_join(p, timeout) != 0) {
+    weft_process_kill(p);
+    kill(weft_process_pid(p), SIGCONT);
+    weft_process_join(p, WEFT_FOREVER);
+    weft_process_close(p);
+    return 1000;
+  }
+  weft_process_exitcode(p, &code);
+  weft_process_close(p);
+  return code;
+}
+
+void *shared(size_t size) {
+  void *p = weft_shared_alloc(size);
+  ck_assert_ptr_nonnull(p);
+  return p;
+}
+
 int main(void) {
   Suite *s = weft_test_suite();
   const char *name = program_invocation_short_name;

@@ -1,14 +1,26 @@
 /* Shared test harness: every suite defines weft_test_suite(); harness.c
  * runs it (each test in its own process, with a timeout) and prints
- * "<suite>: N passed, N failed". Helpers for tests of processes. */
+ * "<suite>: N passed, N failed". Helpers for tests of threads and processes. */
 #ifndef WEFT_TEST_HARNESS_H
 #define WEFT_TEST_HARNESS_H
 
 #include <check.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <weft.h>
+
+/* Sanitizers slow contended and byte loops down by up to an order of
+ * magnitude: suites divide iteration counts by SLOW so that each test stays
+ * well inside its timeout. */
+#if defined(WEFT_SANITIZE_THREAD)
+#define SLOW 10
+#elif defined(WEFT_SANITIZE_ADDRESS)
+#define SLOW 2
+#else
+#define SLOW 1
+#endif
 
 /* Defined by each suite file. */
 Suite *weft_test_suite(void);
@@ -60,5 +72,50 @@ double test_now(void);
 
 /* Counts occurrences of needle in haystack. */
 int count_substr(const char *haystack, const char *needle);
+
+/* ---- threads, processes and polling. Those that fail the test (ck_assert)
+ * are for the test's own thread, never for threads or children it starts. */
+
+/* Sleeps s seconds in full, resuming after a signal cuts the sleep short. */
+void nap(double s);
+
+/* Sleeps about ms milliseconds, a poll interval (a signal may cut it short). */
+void nap_ms(int ms);
+
+/* Acquire load of an int shared with other threads or processes. */
+static inline int ld(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
+/* Release store of an int shared with other threads or processes. */
+static inline void st(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
+/* Atomic increment of a shared int; returns the new value. */
+static inline int inc(int *p) { return __atomic_add_fetch(p, 1, __ATOMIC_ACQ_REL); }
+
+/* Polls until *p >= v or the deadline passes; returns whether it held. */
+bool wait_ge(const int *p, int v, double timeout);
+
+/* Starts a pthread running fn(arg); fails the test if it cannot. */
+pthread_t spawn(void *(*fn)(void *), void *arg);
+
+/* Joins a pthread, dropping its result; fails the test if the join fails. */
+void join(pthread_t t);
+
+/* The scheduler state letter of a /proc stat file ('S', 'R', 'T', ...), '?' if unreadable. */
+char stat_state(const char *path);
+
+/* stat_state of a thread of the calling process, by its kernel tid. */
+char thread_state(pid_t tid);
+
+/* stat_state of a process, by pid. */
+char process_state(pid_t pid);
+
+/* Creates and starts a weft process running target(arg); fails the test if it cannot. */
+weft_process start_process(weft_process_target target, void *arg);
+
+/* Joins and closes a child within timeout, else kills (and SIGCONTs) it: its exit code, or 1000. */
+int finish_process(weft_process p, double timeout);
+
+/* weft_shared_alloc (visible to children forked later) that fails the test if it fails. */
+void *shared(size_t size);
 
 #endif

@@ -26,16 +26,6 @@
 
 #include "harness.h"
 
-/* Sanitizers slow byte loops down: fewer iterations keep each test well
- * inside its timeout. */
-#if defined(WEFT_SANITIZE_THREAD)
-#define SLOW 8
-#elif defined(WEFT_SANITIZE_ADDRESS)
-#define SLOW 2
-#else
-#define SLOW 1
-#endif
-
 /* A recv that should succeed gets this long; hitting it is a failure, not a
  * hang. */
 #define LONG 10.0
@@ -43,12 +33,6 @@
 #define MiB ((size_t)1 << 20)
 
 /* ---- helpers ---- */
-
-static void nap(double s) {
-  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-}
 
 /* A byte that depends on the message and on its offset, so a reordered,
  * shifted or mixed-up chunk shows. */
@@ -94,50 +78,6 @@ static void recv_expect(weft_conn *c, void *buf, size_t cap, size_t want, uint64
   ck_assert_int_eq(weft_conn_recv(c, buf, cap, &len, LONG), 0);
   ck_assert_uint_eq(len, want);
   ck_assert(same(buf, len, seed));
-}
-
-static pthread_t spawn(void *(*fn)(void *), void *arg) {
-  pthread_t t;
-  ck_assert_int_eq(pthread_create(&t, NULL, fn, arg), 0);
-  return t;
-}
-
-static void join(pthread_t t) { ck_assert_int_eq(pthread_join(t, NULL), 0); }
-
-static weft_process start_process(weft_process_target target, void *arg) {
-  weft_process p = weft_process_new(target, .arg = arg);
-  ck_assert_uint_ne(p.id, 0);
-  ck_assert_int_eq(weft_process_start(p), 0);
-  return p;
-}
-
-/* Joins a child within timeout, killing it if it is still running then so
- * that a failing test leaves nothing behind. Returns its exit code, or 1000
- * if it had to be killed. */
-static int finish_process(weft_process p, double timeout) {
-  int code = -1000;
-  if (weft_process_join(p, timeout) != 0) {
-    weft_process_kill(p);
-    kill(weft_process_pid(p), SIGCONT);
-    weft_process_join(p, WEFT_FOREVER);
-    weft_process_close(p);
-    return 1000;
-  }
-  weft_process_exitcode(p, &code);
-  weft_process_close(p);
-  return code;
-}
-
-/* The scheduler state letter of a /proc stat file ('S', 'T', ...). */
-static char stat_state(const char *path) {
-  char buf[512];
-  FILE *f = fopen(path, "r");
-  if (f == NULL) return '?';
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  const char *paren = strrchr(buf, ')');
-  return paren != NULL && paren[1] != '\0' && paren[2] != '\0' ? paren[2] : '?';
 }
 
 static bool wait_state(const char *path, char state, double timeout) {

@@ -30,16 +30,6 @@
 
 #include "harness.h"
 
-/* Sanitizers slow contended loops down by an order of magnitude: fewer
- * iterations keep each test well inside its timeout. */
-#if defined(WEFT_SANITIZE_THREAD)
-#define SLOW 10
-#elif defined(WEFT_SANITIZE_ADDRESS)
-#define SLOW 2
-#else
-#define SLOW 1
-#endif
-
 /* A blocked put or get that is not served within this many seconds lost its
  * wake-up: the contended loops use it as their timeout and count such
  * timeouts, so a lost wake-up is a clear failure instead of a hang. */
@@ -60,26 +50,6 @@
 
 /* ---- helpers ---- */
 
-static void nap(double s) {
-  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-}
-
-static int ld(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-static void st(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-static int inc(int *p) { return __atomic_add_fetch(p, 1, __ATOMIC_ACQ_REL); }
-
-/* Polls until *p >= v or the deadline passes; returns whether it held. */
-static bool wait_ge(const int *p, int v, double timeout) {
-  double end = test_now() + timeout;
-  while (ld(p) < v) {
-    if (test_now() > end) return false;
-    nap(0.001);
-  }
-  return true;
-}
-
 /* Polls until *p is 0 or the deadline passes; returns whether it held. */
 static bool wait_zero(const int *p, double timeout) {
   double end = test_now() + timeout;
@@ -88,38 +58,6 @@ static bool wait_zero(const int *p, double timeout) {
     nap(0.0005);
   }
   return true;
-}
-
-static pthread_t spawn(void *(*fn)(void *), void *arg) {
-  pthread_t t;
-  ck_assert_int_eq(pthread_create(&t, NULL, fn, arg), 0);
-  return t;
-}
-
-static void join(pthread_t t) { ck_assert_int_eq(pthread_join(t, NULL), 0); }
-
-/* The scheduler state letter of a /proc stat file ('S', 'R', 'T', ...). */
-static char stat_state(const char *path) {
-  char buf[512];
-  FILE *f = fopen(path, "r");
-  if (f == NULL) return '?';
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  const char *paren = strrchr(buf, ')');
-  return paren != NULL && paren[1] != '\0' && paren[2] != '\0' ? paren[2] : '?';
-}
-
-static char thread_state(pid_t tid) {
-  char path[64];
-  snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-  return stat_state(path);
-}
-
-static char process_state(pid_t pid) {
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  return stat_state(path);
 }
 
 /* Waits until a thread (or process) has been seen asleep ('S') in five
@@ -133,36 +71,6 @@ static bool wait_asleep(char (*state)(pid_t), pid_t id, double timeout) {
     nap(0.001);
   }
   return true;
-}
-
-/* Joins a child within timeout; kills it if it is still running then, so
- * that a failing test never leaves it behind. Returns its exit code, or
- * 1000 if it had to be killed. */
-static int finish_process(weft_process p, double timeout) {
-  int code = -1000;
-  if (weft_process_join(p, timeout) != 0) {
-    weft_process_kill(p);
-    kill(weft_process_pid(p), SIGCONT);
-    weft_process_join(p, WEFT_FOREVER);
-    weft_process_close(p);
-    return 1000;
-  }
-  weft_process_exitcode(p, &code);
-  weft_process_close(p);
-  return code;
-}
-
-static weft_process start_process(weft_process_target target, void *arg) {
-  weft_process p = weft_process_new(target, .arg = arg);
-  ck_assert_uint_ne(p.id, 0);
-  ck_assert_int_eq(weft_process_start(p), 0);
-  return p;
-}
-
-static void *shared(size_t size) {
-  void *p = weft_shared_alloc(size);
-  ck_assert_ptr_nonnull(p);
-  return p;
 }
 
 static uint32_t mix32(uint32_t x) {

@@ -22,15 +22,6 @@
 
 #include "harness.h"
 
-/* Sanitizers slow contended loops down by an order of magnitude. */
-#if defined(WEFT_SANITIZE_THREAD)
-#define SLOW 10
-#elif defined(WEFT_SANITIZE_ADDRESS)
-#define SLOW 2
-#else
-#define SLOW 1
-#endif
-
 /* ---- helpers ---- */
 
 #define NAME_SIZE 128
@@ -52,36 +43,8 @@ static bool shm_exists(const char *name) {
   return access(path, F_OK) == 0;
 }
 
-/* Joins a child within timeout; kills it if it is still running then.
- * Returns its exit code, or 1000 if it had to be killed. */
-static int finish_process(weft_process p, double timeout) {
-  int code = -1000;
-  if (weft_process_join(p, timeout) != 0) {
-    weft_process_kill(p);
-    weft_process_join(p, WEFT_FOREVER);
-    weft_process_close(p);
-    return 1000;
-  }
-  weft_process_exitcode(p, &code);
-  weft_process_close(p);
-  return code;
-}
-
-static weft_process start_process(weft_process_target target, void *arg) {
-  weft_process p = weft_process_new(target, .arg = arg);
-  ck_assert_uint_ne(p.id, 0);
-  ck_assert_int_eq(weft_process_start(p), 0);
-  return p;
-}
-
 static int run_process(weft_process_target target, void *arg) {
   return finish_process(start_process(target, arg), 30);
-}
-
-static void *shared(size_t size) {
-  void *p = weft_shared_alloc(size);
-  ck_assert_ptr_nonnull(p);
-  return p;
 }
 
 static weft_shm *must_new(size_t size, const char *name) {
@@ -631,11 +594,6 @@ struct churn {
   int rounds;
   int index;
 };
-
-static void nap_ms(int ms) {
-  struct timespec ts = {0, ms * 1000000L};
-  nanosleep(&ts, NULL);
-}
 
 static void churn_pause_point(struct churn *c) {
   if (!__atomic_load_n(&c->pause, __ATOMIC_ACQUIRE)) return;

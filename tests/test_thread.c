@@ -26,11 +26,6 @@
 
 /* ---- small tools ---- */
 
-static void nap_ms(int ms) {
-  struct timespec ts = {0, (long)ms * 1000 * 1000};
-  nanosleep(&ts, NULL);
-}
-
 /* Number of threads of the calling process, as the kernel sees them. */
 static int count_tasks(void) {
   DIR *d = opendir("/proc/self/task");
