@@ -29,7 +29,7 @@
 #define MIN_CAPACITY 64
 #define RECORD_HEADER 8
 #define QNAME_MAX 63
-#define DEATH_CHECK_NS (50 * 1000 * 1000)
+#define SLEEP_CAP_NS (100 * 1000 * 1000)
 
 /* One side's position: bytes and messages ever put (or taken). */
 struct side {
@@ -41,12 +41,12 @@ struct weft_mpqueue {
   uint32_t closed;
   uint64_t capacity, maxsize; /* maxsize 0: none */
   char name[QNAME_MAX + 1];
-  _Alignas(64) uint32_t put_lock; /* pid of the holding process, 0: free */
+  _Alignas(64) uint64_t put_lock; /* the holder's owner_token(), 0: free */
   struct side tail;    /* written under put_lock */
   struct side journal_put;
   uint32_t journal_put_valid;
   uint64_t head_seen;  /* the putters' copy of head.pos */
-  _Alignas(64) uint32_t get_lock;
+  _Alignas(64) uint64_t get_lock;
   struct side head;    /* written under get_lock */
   struct side journal_get;
   uint32_t journal_get_valid;
@@ -89,43 +89,86 @@ weft_mpqueue *weft_mpqueue_new_opts(const weft_mpqueue_options *o) {
 /* ---- the side locks ---- */
 
 /* Each side's lock is held for one message copy and never across a wait.
- * It is a spin lock holding the holder's pid, released by a plain store (a
- * read-modify-write there would wait for the message's cache lines to
- * reach the other core, on every message). A waiter spins, then yields,
- * then naps a millisecond at a time (a holder that is stopped, or was
- * preempted for long); while it yields or naps it checks now and then
- * whether the holder process died, and takes the lock over if so. */
+ * It is a spin lock released by a plain store (a read-modify-write there
+ * would wait for the message's cache lines to reach the other core, on
+ * every message). Its word names the holder process for good: pid in the
+ * low half, the low 32 bits of the process's start time in the high half,
+ * so a pid reused by a new process is not taken for the dead holder (nor
+ * can the new one's lock word be mistaken for the old one's).
+ *
+ * A waiter spins, then yields, then naps a millisecond at a time (a holder
+ * that is stopped, or preempted for long). Once it yields it checks every
+ * so often whether the holder died, and takes the lock over if so. The
+ * caller's deadline only counts once one holder kept the lock for
+ * HOLDER_STUCK_NS: a put that must not wait still waits for a running
+ * putter's copy, as Python's put_nowait waits for the queue's mutex. */
 #define LOCK_SPINS 100
 #define LOCK_YIELDS 1000
+#define LOCK_CHECK_EVERY 64
+/* A holder that kept the lock this long is stopped (or very slow): only
+ * then does a waiter's deadline count. */
+#define HOLDER_STUCK_NS (20 * 1000 * 1000)
 
-static int plock(uint32_t *l, weft__deadline deadline) {
-  uint32_t me = (uint32_t)weft__pid;
+static uint64_t token_cache;
+static pid_t token_pid;
+
+static uint64_t owner_token(void) {
+  pid_t me = weft__pid;
+  if (__atomic_load_n(&token_pid, __ATOMIC_ACQUIRE) == me)
+    return __atomic_load_n(&token_cache, __ATOMIC_RELAXED);
+  uint64_t start = 0; /* without /proc: the pid alone, as before */
+  weft__os_process_start_time(me, &start);
+  uint64_t token = (uint32_t)me | (uint64_t)(uint32_t)start << 32;
+  __atomic_store_n(&token_cache, token, __ATOMIC_RELAXED);
+  __atomic_store_n(&token_pid, me, __ATOMIC_RELEASE);
+  return token;
+}
+
+static bool holder_gone(uint64_t holder) {
+  pid_t pid = (pid_t)(uint32_t)holder;
+  if (weft__os_process_gone(pid)) return true;
+  uint64_t start;
+  if (holder >> 32 == 0 || weft__os_process_start_time(pid, &start) != 0) return false;
+  return (uint32_t)start != (uint32_t)(holder >> 32); /* the pid was reused */
+}
+
+static int plock(uint64_t *l, weft__deadline deadline) {
+  uint64_t me = owner_token(), seen = 0;
+  int64_t seen_since = 0;
   weft__tsan_pre_lock(l, 0);
-  for (int i = 0;; i++) {
-    uint32_t v = __atomic_load_n(l, __ATOMIC_RELAXED);
+  for (unsigned i = 0;; i < UINT32_MAX ? i++ : i) {
+    uint64_t v = __atomic_load_n(l, __ATOMIC_RELAXED);
     if (v == 0 && __atomic_compare_exchange_n(l, &v, me, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
       break;
     if (i < LOCK_SPINS) {
       weft__cpu_relax();
       continue;
     }
-    if (v != 0 && v != me && i % 64 == 0 && weft__os_process_gone((pid_t)v) &&
+    if (v != 0 && v != me && i % LOCK_CHECK_EVERY == 0 && holder_gone(v) &&
         __atomic_compare_exchange_n(l, &v, me, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
       weft__tsan_post_lock(l, 0, 0);
       return WEFT_EOWNERDEAD;
     }
-    if (deadline != WEFT__NEVER && weft__os_now_ns() >= deadline) {
+    if (i < LOCK_SPINS + LOCK_YIELDS) {
+      weft__os_yield();
+      continue;
+    }
+    int64_t now = weft__os_now_ns();
+    if (v != seen) { /* another holder: it may be quick */
+      seen = v;
+      seen_since = now;
+    }
+    if (deadline != WEFT__NEVER && now >= deadline && now - seen_since >= HOLDER_STUCK_NS) {
       weft__tsan_post_lock(l, WEFT__TSAN_TRY_LOCK | WEFT__TSAN_TRY_LOCK_FAILED, 0);
       return WEFT_ETIMEDOUT;
     }
-    if (i < LOCK_SPINS + LOCK_YIELDS) weft__os_yield();
-    else weft__os_sleep_until(weft__os_now_ns() + 1000 * 1000);
+    weft__os_sleep_until(weft__os_now_ns() + 1000 * 1000);
   }
   weft__tsan_post_lock(l, 0, 0);
   return 0;
 }
 
-static void punlock(uint32_t *l) {
+static void punlock(uint64_t *l) {
   weft__tsan_pre_unlock(l, 0);
   __atomic_store_n(l, 0, __ATOMIC_RELEASE);
   weft__tsan_post_unlock(l, 0);
@@ -163,7 +206,7 @@ static weft__deadline barrier_or_nap(weft__deadline deadline) {
 
 static void replay(struct side *s, struct side *journal, uint32_t *valid) {
   if (!__atomic_load_n(valid, __ATOMIC_ACQUIRE)) return;
-  __atomic_store_n(&s->count, journal->count, __ATOMIC_RELAXED);
+  publish(&s->count, journal->count);
   publish(&s->pos, journal->pos);
   __atomic_store_n(valid, 0, __ATOMIC_RELEASE);
 }
@@ -181,6 +224,7 @@ static int lock_put(weft_mpqueue *q, weft__deadline deadline) {
   int r = plock(&q->put_lock, deadline);
   if (r != WEFT_EOWNERDEAD) return r;
   replay(&q->tail, &q->journal_put, &q->journal_put_valid);
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
   weft__chan_signal(&q->not_empty);
   return 0;
 }
@@ -189,6 +233,7 @@ static int lock_get(weft_mpqueue *q, weft__deadline deadline) {
   int r = plock(&q->get_lock, deadline);
   if (r != WEFT_EOWNERDEAD) return r;
   replay(&q->head, &q->journal_get, &q->journal_get_valid);
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
   weft__chan_signal(&q->not_full);
   return 0;
 }
@@ -196,28 +241,28 @@ static int lock_get(weft_mpqueue *q, weft__deadline deadline) {
 /* A putter that died after its commit point (journal marked valid) has put
  * its message, but only the next putter would replay the journal; a getter
  * that finds nothing else does it instead, taking the putters' lock for a
- * moment (it notices the death within OWNER_CHECK_NS, 50 ms). A live
- * putter in its commit only makes the getter wait a few instructions.
- * Never called with get_lock held. The same for the other side. */
-static bool repair_put_side(weft_mpqueue *q) {
+ * moment (plock notices the death). A live putter in its commit only makes
+ * the getter wait a few instructions. Never called with get_lock held.
+ * The same for the other side. Returns whether it replayed. */
+static bool repair_put_side(weft_mpqueue *q, weft__deadline deadline) {
   if (!__atomic_load_n(&q->journal_put_valid, __ATOMIC_ACQUIRE)) return false;
-  lock_put(q, WEFT__NEVER);
+  if (lock_put(q, deadline) != 0) return false;
   punlock(&q->put_lock);
   return true;
 }
 
-static bool repair_get_side(weft_mpqueue *q) {
+static bool repair_get_side(weft_mpqueue *q, weft__deadline deadline) {
   if (!__atomic_load_n(&q->journal_get_valid, __ATOMIC_ACQUIRE)) return false;
-  lock_get(q, WEFT__NEVER);
+  if (lock_get(q, deadline) != 0) return false;
   punlock(&q->get_lock);
   return true;
 }
 
-/* How long to sleep: while the other side's lock is held, its holder may
- * die and never signal, so look again after a while. */
-static weft__deadline nap_until(uint32_t *other, weft__deadline deadline) {
-  if (__atomic_load_n(other, __ATOMIC_RELAXED) == 0) return deadline;
-  weft__deadline check = weft__os_now_ns() + DEATH_CHECK_NS;
+/* How long a sleep may last: a process that dies between changing the
+ * queue and waking the sleepers leaves nobody to wake them, so every
+ * sleeper looks again (and repairs) at least this often. */
+static weft__deadline capped(weft__deadline deadline) {
+  weft__deadline check = weft__os_now_ns() + SLEEP_CAP_NS;
   return check < deadline ? check : deadline;
 }
 
@@ -288,8 +333,8 @@ static int wait_room(weft_mpqueue *q, uint64_t rec, bool *spun, weft__deadline d
     if (looks_roomy(q, rec)) return 0;
   }
   uint32_t gen = weft__chan_enter(&q->not_full);
-  weft__deadline until = barrier_or_nap(nap_until(&q->get_lock, deadline));
-  if (!looks_roomy(q, rec) && !is_closed(q) && !repair_get_side(q))
+  weft__deadline until = barrier_or_nap(capped(deadline));
+  if (!looks_roomy(q, rec) && !is_closed(q) && !repair_get_side(q, deadline))
     weft__chan_sleep(&q->not_full, gen, until);
   weft__chan_leave(&q->not_full, gen);
   return 0;
@@ -304,8 +349,8 @@ static void wait_message(weft_mpqueue *q, bool *spun, weft__deadline deadline) {
     }
   }
   uint32_t gen = weft__chan_enter(&q->not_empty);
-  weft__deadline until = barrier_or_nap(nap_until(&q->put_lock, deadline));
-  if (!looks_nonempty(q) && !is_closed(q) && !repair_put_side(q))
+  weft__deadline until = barrier_or_nap(capped(deadline));
+  if (!looks_nonempty(q) && !is_closed(q) && !repair_put_side(q, deadline))
     weft__chan_sleep(&q->not_empty, gen, until);
   weft__chan_leave(&q->not_empty, gen);
 }
@@ -342,7 +387,7 @@ int weft_mpqueue_put(weft_mpqueue *q, const void *msg, size_t len, double timeou
       return 0;
     }
     punlock(&q->put_lock);
-    if (repair_get_side(q)) continue;
+    if (repair_get_side(q, deadline)) continue;
     if (expired(timeout, deadline)) break;
     wait_room(q, rec, &spun, deadline);
   }
@@ -382,7 +427,7 @@ int weft_mpqueue_get(weft_mpqueue *q, void *buf, size_t cap, size_t *len, double
       return 0;
     }
     punlock(&q->get_lock);
-    if (repair_put_side(q)) continue;
+    if (repair_put_side(q, deadline)) continue;
     if (closed) return weft__error(WEFT_ECLOSED, "%s: closed and empty", qname(q));
     if (expired(timeout, deadline)) break;
     wait_message(q, &spun, deadline);
@@ -429,7 +474,7 @@ int weft_mpqueue_join(weft_mpqueue *q, double timeout) {
       return weft__error(WEFT_ETIMEDOUT, "%s: %llu messages not done within %g s", qname(q),
                          (unsigned long long)(load(&q->tail.count) - load(&q->done)), timeout);
     uint32_t gen = weft__chan_enter(&q->all_done);
-    if (!all_done(q)) weft__chan_sleep(&q->all_done, gen, deadline);
+    if (!all_done(q)) weft__chan_sleep(&q->all_done, gen, capped(deadline));
     weft__chan_leave(&q->all_done, gen);
   }
   return 0;

@@ -31,6 +31,9 @@
 #define WAIT_SPINS 1000
 #define MIN_CAP 64
 #define LOCK_SPINS 100
+/* A bounded FIFO gets its room up front up to this many items, and grows
+ * beyond as an unbounded one does. */
+#define PREALLOC_MAX 1024
 #define SPIN_BURST_MAX 64
 #ifndef CATCH_UP_PAUSES
 #define CATCH_UP_PAUSES 16
@@ -44,6 +47,7 @@ struct weft_queue {
   size_t head;       /* items ever taken; written under get_lock */
   size_t tail_seen;  /* the consumers' copy of tail */
   _Alignas(64) size_t done; /* task_done calls */
+  size_t inside;             /* threads in a slow path (enter_slow) */
   weft__chan not_empty, not_full, all_done;
   _Alignas(64) void **items; /* changed under both locks */
   size_t cap;                /* a power of two for FIFO */
@@ -92,7 +96,7 @@ weft_queue *weft_queue_new_opts(const weft_queue_options *o) {
   /* A bounded FIFO ring gets all its room at once (rounded up to a power
    * of two); the others start small and grow. */
   if (o->order == WEFT_FIFO && maxsize != 0)
-    while (cap < maxsize && cap <= SIZE_MAX / 2 / sizeof(void *)) cap *= 2;
+    while (cap < maxsize && cap < PREALLOC_MAX) cap *= 2;
   if (o->order != WEFT_FIFO && maxsize != 0 && maxsize < cap) cap = maxsize;
   weft_queue *q = aligned_alloc(64, sizeof *q);
   if (q != NULL) memset(q, 0, sizeof *q);
@@ -120,7 +124,7 @@ weft_queue *weft_queue_new_opts(const weft_queue_options *o) {
  * cache line as a fence does. */
 static void lock(uint32_t *l) {
   weft__tsan_pre_lock(l, 0);
-  for (int i = 0;; i++) {
+  for (unsigned i = 0;; i < LOCK_SPINS ? i++ : i) {
     if (__atomic_load_n(l, __ATOMIC_RELAXED) == 0 && __atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE) == 0)
       break;
     if (i < LOCK_SPINS) weft__cpu_relax();
@@ -153,12 +157,15 @@ static bool grow(weft_queue *q) {
   return true;
 }
 
-/* The room check, refreshing the copy of head when it says full. */
-static bool fifo_room(weft_queue *q) {
-  size_t limit = q->maxsize != 0 ? q->maxsize : q->cap;
-  if (q->tail - q->head_seen < limit) return true;
-  q->head_seen = load(&q->head);
-  return q->tail - q->head_seen < limit;
+/* Items held, by the producers' copy of head, refreshed when it says full
+ * (by maxsize or by the ring's size). put_lock held. */
+static size_t fifo_used(weft_queue *q) {
+  size_t used = q->tail - q->head_seen;
+  if (used == q->cap || (q->maxsize != 0 && used >= q->maxsize)) {
+    q->head_seen = load(&q->head);
+    used = q->tail - q->head_seen;
+  }
+  return used;
 }
 
 static bool fifo_has_item(weft_queue *q) {
@@ -283,18 +290,16 @@ static int try_put(weft_queue *q, void *item) {
   int r = 0;
   if (q->order == WEFT_FIFO) {
     lock(&q->put_lock);
+    size_t used = fifo_used(q);
     if (is_closed(q)) {
       r = WEFT_ECLOSED;
-    } else if (fifo_room(q)) {
-      q->items[q->tail & (q->cap - 1)] = item;
-      publish(&q->tail, q->tail + 1);
-    } else if (q->maxsize != 0) {
+    } else if (q->maxsize != 0 && used >= q->maxsize) {
       r = WEFT_EFULL;
-    } else if (grow(q)) {
+    } else if (used == q->cap && !grow(q)) {
+      r = WEFT_ENOMEM;
+    } else {
       q->items[q->tail & (q->cap - 1)] = item;
       publish(&q->tail, q->tail + 1);
-    } else {
-      r = WEFT_ENOMEM;
     }
     unlock(&q->put_lock);
     return r;
@@ -349,51 +354,78 @@ static int try_get(weft_queue *q, void **item) {
   return r;
 }
 
+/* Threads past the first try of a put or get, and in join, are counted,
+ * so that free can refuse while any is still inside (woken by close or
+ * not); the fast path does without, a free racing it is the caller's bug. */
+static void enter_slow(weft_queue *q) { __atomic_add_fetch(&q->inside, 1, __ATOMIC_SEQ_CST); }
+static void leave_slow(weft_queue *q) { __atomic_sub_fetch(&q->inside, 1, __ATOMIC_SEQ_CST); }
+
+static int put_error(weft_queue *q, int r, double timeout) {
+  if (r == WEFT_ECLOSED) return weft__error(r, "%s: put on a closed queue", qname(q));
+  if (r == WEFT_ENOMEM) return weft__error(r, "%s: out of memory to grow", qname(q));
+  if (timeout == 0) return weft__error(WEFT_EFULL, "%s: full (%zu items)", qname(q), q->maxsize);
+  return weft__error(WEFT_EFULL, "%s: still full after %g s", qname(q), timeout);
+}
+
+/* After a first try that found no room (or nothing), put and get wait
+ * and try again until done or the deadline, counted in inside until their
+ * last access to q. */
 int weft_queue_put(weft_queue *q, void *item, double timeout) {
   int err = check(q, "weft_queue_put", timeout);
   if (err != 0) return err;
-  weft__deadline deadline;
-  weft__deadline_from(timeout, &deadline);
-  bool spun = false;
-  for (;;) {
-    int r = try_put(q, item);
-    if (r == 0) {
-      before_signal();
-      weft__chan_signal(&q->not_empty);
-      return 0;
+  int r = try_put(q, item);
+  bool slow = r == WEFT_EFULL && timeout != 0;
+  if (slow) {
+    weft__deadline deadline;
+    weft__deadline_from(timeout, &deadline);
+    bool spun = false;
+    enter_slow(q);
+    while (r == WEFT_EFULL && !expired(timeout, deadline)) {
+      wait_for(q, &q->not_full, has_room, has_room_for_a_line, &spun, deadline);
+      r = try_put(q, item);
     }
-    if (r == WEFT_ECLOSED) return weft__error(r, "%s: put on a closed queue", qname(q));
-    if (r == WEFT_ENOMEM) return weft__error(r, "%s: out of memory to grow", qname(q));
-    if (expired(timeout, deadline)) {
-      if (timeout == 0) return weft__error(WEFT_EFULL, "%s: full (%zu items)", qname(q), q->maxsize);
-      return weft__error(WEFT_EFULL, "%s: still full after %g s", qname(q), timeout);
-    }
-    wait_for(q, &q->not_full, has_room, has_room_for_a_line, &spun, deadline);
   }
+  if (r != 0) {
+    r = put_error(q, r, timeout);
+  } else {
+    before_signal();
+    weft__chan_signal(&q->not_empty);
+  }
+  if (slow) leave_slow(q);
+  return r;
+}
+
+static int get_error(weft_queue *q, int r, double timeout) {
+  if (r == WEFT_ECLOSED) return weft__error(r, "%s: closed and empty", qname(q));
+  if (timeout == 0) return weft__error(WEFT_EEMPTY, "%s: empty", qname(q));
+  return weft__error(WEFT_EEMPTY, "%s: still empty after %g s", qname(q), timeout);
 }
 
 int weft_queue_get(weft_queue *q, void **item, double timeout) {
   int err = check(q, "weft_queue_get", timeout);
   if (err != 0) return err;
   if (item == NULL) return weft__error(WEFT_EINVAL, "weft_queue_get: item is NULL");
-  weft__deadline deadline;
-  weft__deadline_from(timeout, &deadline);
   if (timeout != 0) catch_up_pause(q);
-  bool spun = false;
-  for (;;) {
-    int r = try_get(q, item);
-    if (r == 0) {
-      before_signal();
-      weft__chan_signal(&q->not_full);
-      return 0;
+  int r = try_get(q, item);
+  bool slow = r == WEFT_EEMPTY && timeout != 0;
+  if (slow) {
+    weft__deadline deadline;
+    weft__deadline_from(timeout, &deadline);
+    bool spun = false;
+    enter_slow(q);
+    while (r == WEFT_EEMPTY && !expired(timeout, deadline)) {
+      wait_for(q, &q->not_empty, has_item, has_item, &spun, deadline);
+      r = try_get(q, item);
     }
-    if (r == WEFT_ECLOSED) return weft__error(r, "%s: closed and empty", qname(q));
-    if (expired(timeout, deadline)) {
-      if (timeout == 0) return weft__error(WEFT_EEMPTY, "%s: empty", qname(q));
-      return weft__error(WEFT_EEMPTY, "%s: still empty after %g s", qname(q), timeout);
-    }
-    wait_for(q, &q->not_empty, has_item, has_item, &spun, deadline);
   }
+  if (r != 0) {
+    r = get_error(q, r, timeout);
+  } else {
+    before_signal();
+    weft__chan_signal(&q->not_full);
+  }
+  if (slow) leave_slow(q);
+  return r;
 }
 
 size_t weft_queue_qsize(const weft_queue *q) {
@@ -429,13 +461,15 @@ int weft_queue_join(weft_queue *q, double timeout) {
   weft__deadline deadline;
   weft__deadline_from(timeout, &deadline);
   bool spun = true; /* joins are long waits: no spinning */
-  while (!all_done(q)) {
-    if (expired(timeout, deadline))
-      return weft__error(WEFT_ETIMEDOUT, "%s: %zu items not done within %g s", qname(q),
-                         load(&q->tail) - load(&q->done), timeout);
+  enter_slow(q);
+  while (!all_done(q) && !expired(timeout, deadline))
     wait_for(q, &q->all_done, all_done, all_done, &spun, deadline);
-  }
-  return 0;
+  int r = 0;
+  if (!all_done(q))
+    r = weft__error(WEFT_ETIMEDOUT, "%s: %zu items not done within %g s", qname(q),
+                    load(&q->tail) - load(&q->done), timeout);
+  leave_slow(q);
+  return r;
 }
 
 int weft_queue_close(weft_queue *q) {
@@ -451,8 +485,7 @@ int weft_queue_close(weft_queue *q) {
 
 int weft_queue_free(weft_queue *q) {
   if (q == NULL) return 0;
-  if (weft__chan_busy(&q->not_empty) || weft__chan_busy(&q->not_full) ||
-      weft__chan_busy(&q->all_done))
+  if (__atomic_load_n(&q->inside, __ATOMIC_SEQ_CST) != 0)
     return weft__error(WEFT_EBUSY, "%s: threads are blocked in it (close it first)", qname(q));
   weft__tsan_mutex_destroy(&q->put_lock, 0);
   weft__tsan_mutex_destroy(&q->get_lock, 0);

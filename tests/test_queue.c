@@ -17,6 +17,7 @@
  * Hot loops check with CHECK (ck_abort_msg on failure only): every passing
  * ck_assert_* writes a location record, which would dominate the run time. */
 #define _GNU_SOURCE
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1224,6 +1225,45 @@ START_TEST(queue_free_while_blocked_is_ebusy) {
   join(t);
   ck_assert_int_eq(g.last_rc, WEFT_ECLOSED);
   ck_assert_int_eq(ld(&g.n), 2);
+  ck_assert_int_eq(weft_queue_free(q), 0);
+}
+END_TEST
+
+/* A thread that close woke is still inside get for a moment: free must
+ * refuse until it has left, not free the queue under it (ASan would catch
+ * the use after free). Freed as soon as free says 0, every round. */
+START_TEST(queue_free_refuses_until_woken_threads_left) {
+  for (int round = 0; round < 50 / SLOW + 5; round++) {
+    weft_queue *q = weft_queue_new();
+    ck_assert_ptr_nonnull(q);
+    struct loop_getter g = {.q = q};
+    pthread_t t = spawn(loop_getter_main, &g);
+    ck_assert(wait_ge(&g.started, 1, 10));
+    ck_assert_msg(wait_asleep(thread_state, g.tid, 10), "the getter never blocked");
+    ck_assert_int_eq(weft_queue_close(q), 0);
+    int rc;
+    double end = test_now() + 10;
+    while ((rc = weft_queue_free(q)) == WEFT_EBUSY && test_now() < end) {
+    }
+    ck_assert_int_eq(rc, 0);
+    ck_assert(wait_ge(&g.finished, 1, 10));
+    join(t);
+    ck_assert_int_eq(g.last_rc, WEFT_ECLOSED);
+  }
+}
+END_TEST
+
+/* A bounded queue of a huge maxsize costs what it holds, not maxsize. */
+START_TEST(queue_huge_maxsize_allocates_lazily) {
+  weft_queue *q = weft_queue_new(.maxsize = LONG_MAX);
+  ck_assert_msg(q != NULL, "%s", weft_last_error());
+  for (intptr_t i = 0; i < 5000; i++) ck_assert_int_eq(weft_queue_put(q, P(i), 0), 0);
+  ck_assert(!weft_queue_full(q));
+  for (intptr_t i = 0; i < 5000; i++) {
+    void *it;
+    ck_assert_int_eq(weft_queue_get(q, &it, 0), 0);
+    ck_assert_int_eq(V(it), i);
+  }
   ck_assert_int_eq(weft_queue_free(q), 0);
 }
 END_TEST
@@ -2991,6 +3031,8 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, queue_close_refuses_puts_and_drains);
   tcase_add_test(tc, queue_close_wakes_blocked_getters_and_putters);
   tcase_add_test(tc, queue_free_while_blocked_is_ebusy);
+  tcase_add_test(tc, queue_free_refuses_until_woken_threads_left);
+  tcase_add_test(tc, queue_huge_maxsize_allocates_lazily);
   suite_add_tcase(s, tc);
 
   tc = weft_tcase("queue_args", 30);

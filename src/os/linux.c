@@ -5,6 +5,7 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
 #include <linux/membarrier.h>
@@ -63,6 +64,23 @@ bool weft__os_process_gone(pid_t pid) {
   bool gone = poll(&pfd, 1, 0) > 0;
   close(fd);
   return gone;
+}
+
+int weft__os_process_start_time(pid_t pid, uint64_t *ticks) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  weft__os_close(fd);
+  if (n <= 0) return -EIO;
+  buf[n] = '\0';
+  /* Field 22; the command name (field 2) may hold spaces and ')'. */
+  const char *p = strrchr(buf, ')');
+  for (int field = 2; p != NULL && field < 22; field++) p = strchr(p + 1, ' ');
+  if (p == NULL) return -EIO;
+  *ticks = strtoull(p + 1, NULL, 10);
+  return 0;
 }
 
 void *weft__os_map_shared(size_t size) {

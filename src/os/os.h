@@ -29,6 +29,11 @@ int weft__os_futex_wake(uint32_t *addr, int n);
  * exist. A pid reused by a new process reads as alive. */
 bool weft__os_process_gone(pid_t pid);
 
+/* Stores when process pid started (clock ticks since boot, from /proc) in
+ * *ticks: with the pid it names a process for good, as a pid alone does
+ * not once the pid is reused. -errno if it cannot be read. */
+int weft__os_process_start_time(pid_t pid, uint64_t *ticks);
+
 /* Maps size bytes of zeroed memory shared with children forked later.
  * Returns NULL (errno set) on failure. */
 void *weft__os_map_shared(size_t size);
