@@ -25,6 +25,7 @@
 
 #define MAGIC 0x77667471u /* "wftq" */
 #define WAIT_SPINS 1000
+#define SPIN_MIN 16
 #define DEFAULT_CAPACITY ((size_t)1 << 20)
 #define MIN_CAPACITY 64
 #define RECORD_HEADER 8
@@ -52,6 +53,7 @@ struct weft_mpqueue {
   uint32_t journal_get_valid;
   uint64_t tail_seen;  /* the getters' copy of tail.pos */
   _Alignas(64) uint64_t done; /* task_done calls */
+  uint32_t spin_room, spin_item; /* spin budgets (adapt) */
   weft__chan not_empty, not_full, all_done;
   /* the ring follows, 64-byte aligned */
 };
@@ -80,6 +82,7 @@ weft_mpqueue *weft_mpqueue_new_opts(const weft_mpqueue_options *o) {
     return NULL;
   }
   q->capacity = capacity;
+  q->spin_room = q->spin_item = WAIT_SPINS;
   q->maxsize = o->maxsize > 0 ? (uint64_t)o->maxsize : 0;
   if (o->name != NULL) strncpy(q->name, o->name, QNAME_MAX);
   q->magic = MAGIC;
@@ -319,6 +322,14 @@ static bool looks_roomy(const weft_mpqueue *q, uint64_t rec) {
 
 static bool looks_nonempty(const weft_mpqueue *q) { return load(&q->tail.pos) != load(&q->head.pos); }
 
+/* Spin budgets adapt as in the thread queue (see its wait_for): halved by
+ * a spin that ended in sleeping anyway, doubled by one that paid off, so
+ * processes sharing a CPU soon stop spinning at each other. */
+static void adapt(uint32_t *budget, uint32_t spins, bool paid_off) {
+  if (paid_off && spins < WAIT_SPINS) __atomic_store_n(budget, spins * 2, __ATOMIC_RELAXED);
+  if (!paid_off && spins > SPIN_MIN) __atomic_store_n(budget, spins / 2, __ATOMIC_RELAXED);
+}
+
 static int wait_room(weft_mpqueue *q, uint64_t rec, bool *spun, weft__deadline deadline) {
   if (!*spun) {
     *spun = true;
@@ -326,10 +337,12 @@ static int wait_room(weft_mpqueue *q, uint64_t rec, bool *spun, weft__deadline d
      * line the getter is reading would make the two cores trade it for
      * every message (see the thread queue's has_room_for_a_line). */
     uint64_t well = rec + 64 <= q->capacity ? rec + 64 : rec;
-    for (int i = 0; i < WAIT_SPINS; i++) {
-      if (looks_roomy(q, well) || is_closed(q)) return 0;
+    uint32_t spins = __atomic_load_n(&q->spin_room, __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < spins; i++) {
+      if (looks_roomy(q, well) || is_closed(q)) return adapt(&q->spin_room, spins, true), 0;
       weft__cpu_relax();
     }
+    adapt(&q->spin_room, spins, false);
     if (looks_roomy(q, rec)) return 0;
   }
   uint32_t gen = weft__chan_enter(&q->not_full);
@@ -343,10 +356,12 @@ static int wait_room(weft_mpqueue *q, uint64_t rec, bool *spun, weft__deadline d
 static void wait_message(weft_mpqueue *q, bool *spun, weft__deadline deadline) {
   if (!*spun) {
     *spun = true;
-    for (int i = 0; i < WAIT_SPINS; i++) {
-      if (looks_nonempty(q) || is_closed(q)) return;
+    uint32_t spins = __atomic_load_n(&q->spin_item, __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < spins; i++) {
+      if (looks_nonempty(q) || is_closed(q)) return adapt(&q->spin_item, spins, true);
       weft__cpu_relax();
     }
+    adapt(&q->spin_item, spins, false);
   }
   uint32_t gen = weft__chan_enter(&q->not_empty);
   weft__deadline until = barrier_or_nap(capped(deadline));

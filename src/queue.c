@@ -35,6 +35,7 @@
  * beyond as an unbounded one does. */
 #define PREALLOC_MAX 1024
 #define SPIN_BURST_MAX 64
+#define SPIN_MIN 16
 #ifndef CATCH_UP_PAUSES
 #define CATCH_UP_PAUSES 16
 #endif
@@ -48,6 +49,7 @@ struct weft_queue {
   size_t tail_seen;  /* the consumers' copy of tail */
   _Alignas(64) size_t done; /* task_done calls */
   size_t inside;             /* threads in a slow path (enter_slow) */
+  uint32_t spin_room, spin_item; /* spin budgets of wait_for */
   weft__chan not_empty, not_full, all_done;
   _Alignas(64) void **items; /* changed under both locks */
   size_t cap;                /* a power of two for FIFO */
@@ -112,6 +114,7 @@ weft_queue *weft_queue_new_opts(const weft_queue_options *o) {
     __atomic_store_n(&asymmetric, true, __ATOMIC_RELAXED);
   q->cap = cap;
   q->maxsize = maxsize;
+  q->spin_room = q->spin_item = WAIT_SPINS;
   q->order = o->order;
   q->compare = o->compare;
   q->name = o->name;
@@ -259,19 +262,31 @@ static bool has_room_for_a_line(const weft_queue *q) {
 
 /* Waits (lock-free) until ready(q) or the queue closes, the deadline passes
  * or a signal on c comes: spins first if not spun yet, for ready_well(q),
- * a better moment than just ready(q). */
+ * a better moment than just ready(q).
+ *
+ * How long to spin adapts, per queue and side (*budget): a spin that
+ * ended in sleeping anyway halves the next one, a spin that paid off
+ * doubles it. When producer and consumer share one CPU, spinning only
+ * keeps the other from running, and the budget soon falls to a few
+ * rounds. */
 static void wait_for(weft_queue *q, weft__chan *c, bool (*ready)(const weft_queue *),
-                     bool (*ready_well)(const weft_queue *), bool *spun, weft__deadline deadline) {
+                     bool (*ready_well)(const weft_queue *), uint32_t *budget, bool *spun,
+                     weft__deadline deadline) {
   if (!*spun) {
     *spun = true;
+    uint32_t spins = __atomic_load_n(budget, __ATOMIC_RELAXED);
     /* Looking less often as the wait goes on lets the other side fill (or
      * empty) a few slots between looks, instead of pulling the index's
      * cache line away after every item. */
-    for (int i = 0, burst = 1; i < WAIT_SPINS; i += burst) {
-      if (ready_well(q) || is_closed(q)) return;
-      for (int k = 0; k < burst; k++) weft__cpu_relax();
+    for (uint32_t i = 0, burst = 1; i < spins; i += burst) {
+      if (ready_well(q) || is_closed(q)) {
+        if (spins < WAIT_SPINS) __atomic_store_n(budget, spins * 2, __ATOMIC_RELAXED);
+        return;
+      }
+      for (uint32_t k = 0; k < burst; k++) weft__cpu_relax();
       if (burst < SPIN_BURST_MAX) burst *= 2;
     }
+    if (spins > SPIN_MIN) __atomic_store_n(budget, spins / 2, __ATOMIC_RELAXED);
   }
   if (ready(q)) return; /* only the better moment did not come */
   uint32_t gen = weft__chan_enter(c);
@@ -381,7 +396,7 @@ int weft_queue_put(weft_queue *q, void *item, double timeout) {
     bool spun = false;
     enter_slow(q);
     while (r == WEFT_EFULL && !expired(timeout, deadline)) {
-      wait_for(q, &q->not_full, has_room, has_room_for_a_line, &spun, deadline);
+      wait_for(q, &q->not_full, has_room, has_room_for_a_line, &q->spin_room, &spun, deadline);
       r = try_put(q, item);
     }
   }
@@ -414,7 +429,7 @@ int weft_queue_get(weft_queue *q, void **item, double timeout) {
     bool spun = false;
     enter_slow(q);
     while (r == WEFT_EEMPTY && !expired(timeout, deadline)) {
-      wait_for(q, &q->not_empty, has_item, has_item, &spun, deadline);
+      wait_for(q, &q->not_empty, has_item, has_item, &q->spin_item, &spun, deadline);
       r = try_get(q, item);
     }
   }
@@ -463,7 +478,7 @@ int weft_queue_join(weft_queue *q, double timeout) {
   bool spun = true; /* joins are long waits: no spinning */
   enter_slow(q);
   while (!all_done(q) && !expired(timeout, deadline))
-    wait_for(q, &q->all_done, all_done, all_done, &spun, deadline);
+    wait_for(q, &q->all_done, all_done, all_done, &q->spin_room, &spun, deadline);
   int r = 0;
   if (!all_done(q))
     r = weft__error(WEFT_ETIMEDOUT, "%s: %zu items not done within %g s", qname(q),
