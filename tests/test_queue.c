@@ -17,7 +17,12 @@
  * Hot loops check with CHECK (ck_abort_msg on failure only): every passing
  * ck_assert_* writes a location record, which would dominate the run time. */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <limits.h>
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <stdarg.h>
+#include <sys/syscall.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -2995,6 +3000,140 @@ START_TEST(mpqueue_no_fd_leak) {
 }
 END_TEST
 
+/* ================================ process queues: deaths at exact points
+ *
+ * weft makes its futex and membarrier calls through syscall(3); this
+ * program's own syscall() comes first in symbol lookup, so a child can
+ * arm it to stop or kill itself at one exact call: the wake-up after a
+ * commit, or the first membarrier registration, which a process makes
+ * inside its first commit (journal marked valid, nothing applied yet). */
+enum { FAULT_NONE, FAULT_KILL_AT_WAKE, FAULT_KILL_AT_REGISTER, FAULT_STOP_AT_REGISTER };
+static volatile sig_atomic_t fault;
+
+long syscall(long no, ...) {
+  va_list ap;
+  va_start(ap, no);
+  long a[6];
+  for (int i = 0; i < 6; i++) a[i] = va_arg(ap, long);
+  va_end(ap);
+  static long (*real_syscall)(long, ...);
+  long (*real)(long, ...) = __atomic_load_n(&real_syscall, __ATOMIC_ACQUIRE);
+  if (real == NULL) {
+    real = (long (*)(long, ...))dlsym(RTLD_NEXT, "syscall");
+    __atomic_store_n(&real_syscall, real, __ATOMIC_RELEASE);
+  }
+  if (fault == FAULT_KILL_AT_WAKE && no == SYS_futex && (a[1] & FUTEX_CMD_MASK) == FUTEX_WAKE)
+    raise(SIGKILL);
+  if (no == SYS_membarrier && a[0] == MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) {
+    if (fault == FAULT_KILL_AT_REGISTER) raise(SIGKILL);
+    if (fault == FAULT_STOP_AT_REGISTER) raise(SIGSTOP);
+  }
+  return real(no, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+struct injected {
+  weft_mpqueue *q;
+  int go;      /* the parent says: put now */
+  int mode;
+};
+
+static int faulty_putter(void *arg) {
+  struct injected *x = arg;
+  if (!wait_ge(&x->go, 1, 10)) return 1;
+  fault = x->mode;
+  weft_mpqueue_put(x->q, "hello", 5, 10);
+  return 0; /* not reached in the kill modes */
+}
+
+struct sleeping_getter {
+  weft_mpqueue *q;
+  pid_t tid;
+  int started, done, rc;
+  size_t len;
+  char buf[16];
+};
+
+static void *sleeping_getter_main(void *arg) {
+  struct sleeping_getter *g = arg;
+  g->tid = gettid();
+  st(&g->started, 1);
+  g->rc = weft_mpqueue_get(g->q, g->buf, sizeof g->buf, &g->len, 30);
+  st(&g->done, 1);
+  return NULL;
+}
+
+/* A putter killed after its message is in, before it wakes the getter
+ * asleep in get: the getter still gets the message, within a second (it
+ * looks again every 100 ms), not at its 30 s timeout. And one killed
+ * inside its commit: the message is in (the journal was marked valid),
+ * and the next get finds it. */
+START_TEST(mpqueue_putter_killed_between_commit_and_wake_up) {
+  for (int mode = FAULT_KILL_AT_WAKE; mode <= FAULT_KILL_AT_REGISTER; mode++) {
+    struct injected *x = shared(sizeof *x);
+    x->q = weft_mpqueue_new(.capacity = 4096);
+    x->mode = mode;
+    struct sleeping_getter g = {.q = x->q};
+    pthread_t t = spawn(sleeping_getter_main, &g);
+    ck_assert(wait_ge(&g.started, 1, 10));
+    weft_process p = start_process(faulty_putter, x);
+    ck_assert_msg(wait_asleep(thread_state, g.tid, 10), "the getter never blocked");
+    double t0 = test_now();
+    st(&x->go, 1);
+    bool got = wait_ge(&g.done, 1, 5);
+    double took = test_now() - t0;
+    int code = -1;
+    weft_process_join(p, 10);
+    weft_process_exitcode(p, &code);
+    weft_process_close(p);
+    if (!got) weft_mpqueue_close(x->q); /* let the thread go */
+    join(t);
+    ck_assert_int_eq(code, -SIGKILL);
+    ck_assert_msg(got, "mode %d: the sleeping getter was not woken", mode);
+    ck_assert_int_eq(g.rc, 0);
+    ck_assert_uint_eq(g.len, 5);
+    ck_assert(memcmp(g.buf, "hello", 5) == 0);
+    ck_assert_msg(took < 3, "mode %d: the getter took %.2f s", mode, took);
+    /* The queue goes on working. */
+    ck_assert_int_eq(weft_mpqueue_put(x->q, "again", 5, 1), 0);
+    char buf[16];
+    size_t len;
+    ck_assert_int_eq(weft_mpqueue_get(x->q, buf, sizeof buf, &len, 1), 0);
+    ck_assert(len == 5 && memcmp(buf, "again", 5) == 0);
+    ck_assert(weft_mpqueue_empty(x->q));
+    weft_mpqueue_free(x->q);
+    weft_shared_free(x);
+  }
+}
+END_TEST
+
+/* A putter stopped inside its commit holds the putters' side: a get that
+ * must not wait still returns at once (WEFT_EEMPTY), and once the putter
+ * continues its message arrives. */
+START_TEST(mpqueue_get_nowait_with_a_putter_stopped_in_commit) {
+  struct injected *x = shared(sizeof *x);
+  x->q = weft_mpqueue_new(.capacity = 4096);
+  x->mode = FAULT_STOP_AT_REGISTER;
+  weft_process p = start_process(faulty_putter, x);
+  st(&x->go, 1);
+  double end = test_now() + 10;
+  while (process_state(weft_process_pid(p)) != 'T' && test_now() < end) nap(0.001);
+  ck_assert_int_eq(process_state(weft_process_pid(p)), 'T');
+  char buf[16];
+  size_t len;
+  double t0 = test_now();
+  int rc = weft_mpqueue_get(x->q, buf, sizeof buf, &len, 0);
+  double took = test_now() - t0;
+  kill(weft_process_pid(p), SIGCONT);
+  ck_assert_int_eq(rc, WEFT_EEMPTY);
+  ck_assert_msg(took < 0.5, "get(timeout=0) took %.2f s", took);
+  ck_assert_int_eq(weft_mpqueue_get(x->q, buf, sizeof buf, &len, 10), 0);
+  ck_assert(len == 5 && memcmp(buf, "hello", 5) == 0);
+  ck_assert_int_eq(finish_process(p, 10), 0);
+  weft_mpqueue_free(x->q);
+  weft_shared_free(x);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("queue");
 
@@ -3069,6 +3208,8 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, mpqueue_consumer_killed_mid_stream);
   tcase_add_test(tc, mpqueue_outlives_a_producer_that_exited);
   tcase_add_test(tc, mpqueue_outlives_its_killed_creator);
+  tcase_add_test(tc, mpqueue_putter_killed_between_commit_and_wake_up);
+  tcase_add_test(tc, mpqueue_get_nowait_with_a_putter_stopped_in_commit);
   suite_add_tcase(s, tc);
   return s;
 }
