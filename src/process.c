@@ -861,3 +861,10 @@ WEFT__HOT void weft__process_after_fork_child(void) {
   }
   pthread_mutex_unlock(&registry);
 }
+
+int weft_cpu_count(void) {
+  int n = weft__os_affinity_count();
+  if (n < 1) n = 1;
+  int limit = weft__os_cgroup_cpu_limit();
+  return limit > 0 && limit < n ? limit : n;
+}

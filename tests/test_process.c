@@ -2,10 +2,12 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -710,9 +712,111 @@ START_TEST(fork_while_other_threads_use_weft) {
 }
 END_TEST
 
+/* ---- weft_cpu_count ---- */
+
+static int affinity_count(void) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : -1;
+}
+
+/* In a child restricted to one CPU: 1, whatever the machine has. */
+static int one_cpu_child(void *arg) {
+  (void)arg;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return 10;
+  int first = -1;
+  for (int i = 0; i < CPU_SETSIZE && first < 0; i++)
+    if (CPU_ISSET(i, &set)) first = i;
+  CPU_ZERO(&set);
+  CPU_SET(first, &set);
+  if (sched_setaffinity(0, sizeof set, &set) != 0) return 11;
+  return weft_cpu_count();
+}
+
+START_TEST(cpu_count_follows_affinity) {
+  int n = weft_cpu_count(), affinity = affinity_count();
+  ck_assert_int_ge(n, 1);
+  ck_assert_int_ge(affinity, 1);
+  /* The cgroup quota may lower it, never raise it. */
+  ck_assert_int_le(n, affinity);
+  weft_process p = weft_process_new(one_cpu_child);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_join(p, 10), 0);
+  int code = -1;
+  ck_assert_int_eq(weft_process_exitcode(p, &code), 0);
+  weft_process_close(p);
+  ck_assert_int_eq(code, 1);
+}
+END_TEST
+
+/* Where the machine lets the test (root, cgroup v1's cpu controller or
+ * v2 with cpu enabled), a child in a new cgroup with a quota of half a CPU
+ * counts 1. Elsewhere it says it was skipped. */
+static char cgroup_dir[128];
+
+static int child_in_cgroup(void *arg) {
+  (void)arg;
+  char path[192], pid[32];
+  snprintf(path, sizeof path, "%s/cgroup.procs", cgroup_dir);
+  int fd = open(path, O_WRONLY);
+  if (fd < 0) return 100;
+  int len = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+  bool moved = write(fd, pid, (size_t)len) == len;
+  close(fd);
+  return moved ? weft_cpu_count() : 101;
+}
+
+static bool write_file(const char *dir, const char *name, const char *text) {
+  char path[192];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  int fd = open(path, O_WRONLY);
+  if (fd < 0) return false;
+  bool ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+  close(fd);
+  return ok;
+}
+
+START_TEST(cpu_count_respects_cgroup_quota) {
+  char controllers[256] = "";
+  int fd = open("/sys/fs/cgroup/cgroup.subtree_control", O_RDONLY);
+  if (fd >= 0) {
+    ssize_t n = read(fd, controllers, sizeof controllers - 1);
+    controllers[n > 0 ? n : 0] = '\0';
+    close(fd);
+  }
+  bool v1 = access("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", W_OK) == 0;
+  bool v2 = !v1 && strstr(controllers, "cpu") != NULL && access("/sys/fs/cgroup", W_OK) == 0;
+  if (geteuid() != 0 || (!v1 && !v2)) {
+    fprintf(stderr, "cpu_count_respects_cgroup_quota: skipped (needs root and a cpu cgroup)\n");
+    return;
+  }
+  snprintf(cgroup_dir, sizeof cgroup_dir, "/sys/fs/cgroup%s/weft-test-%d", v1 ? "/cpu" : "",
+           (int)getpid());
+  ck_assert_int_eq(mkdir(cgroup_dir, 0755), 0);
+  bool set = v1 ? write_file(cgroup_dir, "cpu.cfs_period_us", "100000") &&
+                      write_file(cgroup_dir, "cpu.cfs_quota_us", "50000")
+                : write_file(cgroup_dir, "cpu.max", "50000 100000");
+  int code = -1;
+  if (set) {
+    weft_process p = weft_process_new(child_in_cgroup);
+    if (weft_process_start(p) == 0 && weft_process_join(p, 10) == 0)
+      weft_process_exitcode(p, &code);
+    weft_process_close(p);
+  }
+  int removed = rmdir(cgroup_dir);
+  ck_assert_msg(set, "could not set a quota in %s", cgroup_dir);
+  ck_assert_int_eq(code, 1);
+  ck_assert_int_eq(removed, 0);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("process");
   TCase *tc = weft_tcase("lifecycle", 20);
+  tcase_add_test(tc, cpu_count_follows_affinity);
+  tcase_add_test(tc, cpu_count_respects_cgroup_quota);
   tcase_add_test(tc, exitcode_is_target_return);
   tcase_add_test(tc, exitcode_of_exit_call);
   tcase_add_test(tc, exitcode_of_self_kill_is_minus_9);

@@ -127,4 +127,10 @@ WEFT_API int weft_active_children(weft_process *out, size_t max);
  * sending SIGKILL (default 1.0 s; negative: never escalate, like Python). */
 WEFT_API int weft_set_daemon_grace(double seconds);
 
+/* Returns how many CPUs the calling process may use: those in its affinity
+ * mask (Python's os.process_cpu_count()), capped by its cgroup's CPU quota
+ * rounded up (which Python ignores, so its pools oversubscribe containers);
+ * at least 1. */
+WEFT_API int weft_cpu_count(void);
+
 #endif

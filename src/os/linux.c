@@ -180,6 +180,93 @@ int weft__os_reserve_fd(void) {
 
 void weft__os_yield(void) { sched_yield(); }
 
+int weft__os_affinity_count(void) {
+  for (int ncpus = 1024; ncpus <= 1 << 20; ncpus *= 2) {
+    cpu_set_t *set = CPU_ALLOC((size_t)ncpus);
+    if (set == NULL) return -ENOMEM;
+    size_t size = CPU_ALLOC_SIZE((size_t)ncpus);
+    if (sched_getaffinity(0, size, set) == 0) {
+      int n = CPU_COUNT_S(size, set);
+      CPU_FREE(set);
+      return n;
+    }
+    int err = errno;
+    CPU_FREE(set);
+    if (err != EINVAL) return -err; /* EINVAL: the mask is larger */
+  }
+  return -EINVAL;
+}
+
+static bool read_text(const char *path, char *buf, size_t size) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  ssize_t n = read(fd, buf, size - 1);
+  weft__os_close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  return true;
+}
+
+/* CPUs allowed by a quota over a period, rounded up; 0 for none. */
+static int quota_cpus(long long quota, long long period) {
+  if (quota <= 0 || period <= 0) return 0;
+  long long n = (quota + period - 1) / period;
+  return n > INT_MAX ? INT_MAX : (int)n;
+}
+
+int weft__os_cgroup_cpu_limit(void) {
+  char cg[4096], path[4352], text[256];
+  if (!read_text("/proc/self/cgroup", cg, sizeof cg)) return 0;
+  int limit = 0;
+  /* cgroup v2: the line "0::/path"; cpu.max is "max 100000" or "50000 100000". */
+  char *v2 = strstr(cg, "0::");
+  if (v2 != NULL && (v2 == cg || v2[-1] == '\n')) {
+    char *dir = v2 + 3;
+    dir[strcspn(dir, "\n")] = '\0';
+    for (;;) {
+      snprintf(path, sizeof path, "/sys/fs/cgroup%s/cpu.max", strcmp(dir, "/") == 0 ? "" : dir);
+      long long quota, period;
+      if (read_text(path, text, sizeof text) && sscanf(text, "%lld %lld", &quota, &period) == 2) {
+        int n = quota_cpus(quota, period);
+        if (n > 0 && (limit == 0 || n < limit)) limit = n;
+      }
+      char *slash = strrchr(dir, '/');
+      if (slash == NULL || slash == dir) break;
+      *slash = '\0';
+    }
+    if (limit > 0) return limit;
+  }
+  /* cgroup v1: the line "N:...cpu...:/path"; the controller is mounted at
+   * /sys/fs/cgroup/cpu (or cpu,cpuacct), where a container sees its own
+   * group as the root. */
+  if (!read_text("/proc/self/cgroup", cg, sizeof cg)) return 0;
+  const char *dir = "/";
+  char *lines = NULL;
+  for (char *line = strtok_r(cg, "\n", &lines); line != NULL; line = strtok_r(NULL, "\n", &lines)) {
+    char *ctl = strchr(line, ':'), *where = ctl != NULL ? strchr(ctl + 1, ':') : NULL;
+    if (where == NULL) continue;
+    *where = '\0';
+    char *toks = NULL;
+    for (char *tok = strtok_r(ctl + 1, ",", &toks); tok != NULL; tok = strtok_r(NULL, ",", &toks))
+      if (strcmp(tok, "cpu") == 0) dir = where + 1;
+  }
+  static const char *const mounts[] = {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"};
+  for (size_t m = 0; m < sizeof mounts / sizeof mounts[0]; m++) {
+    for (int root = 0; root < 2; root++) {
+      const char *sub = root || strcmp(dir, "/") == 0 ? "" : dir;
+      long long quota = 0, period = 0;
+      snprintf(path, sizeof path, "%s%s/cpu.cfs_quota_us", mounts[m], sub);
+      if (!read_text(path, text, sizeof text)) continue;
+      quota = atoll(text);
+      snprintf(path, sizeof path, "%s%s/cpu.cfs_period_us", mounts[m], sub);
+      if (read_text(path, text, sizeof text)) period = atoll(text);
+      int n = quota_cpus(quota, period);
+      if (n > 0 && (limit == 0 || n < limit)) limit = n;
+    }
+  }
+  return limit;
+}
+
 int weft__os_membarrier(void) {
   if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return 0;
   if (errno != EPERM) return -errno; /* EPERM: not registered yet */

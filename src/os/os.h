@@ -86,6 +86,14 @@ void weft__os_get_thread_name(char *buf, size_t size);
  * table, so that a later open is sure to find one. Returns it or -errno. */
 int weft__os_reserve_fd(void);
 
+/* How many CPUs the calling thread's affinity mask holds; -errno on failure. */
+int weft__os_affinity_count(void);
+
+/* The CPU quota of the calling process's cgroup (v2 cpu.max or v1
+ * cfs_quota_us, the smallest along the way up to the root), in CPUs
+ * rounded up; 0 when there is none or it cannot be read. */
+int weft__os_cgroup_cpu_limit(void);
+
 /* Gives the CPU to another runnable thread, if any. */
 void weft__os_yield(void);
 
