@@ -1,10 +1,10 @@
 /* Queue between processes: a ring of byte messages in shared memory with
- * two process-shared Locks, one for the putters and one for the getters, as
+ * two process-shared locks, one for the putters and one for the getters, as
  * the FIFO thread queue (queue.c) has; the sides meet only through the
  * tail and head positions.
  *
- * Surviving a process killed anywhere: a Lock notices a dead holder
- * (WEFT_EOWNERDEAD), so the question is only what state the dead one left.
+ * Surviving a process killed anywhere: a side lock notices a dead holder
+ * (plock below), so the question is only what state the dead one left.
  * Message bytes are written into free space, or read from used space,
  * before anything that says where the messages are changes; that changes in
  * one step: the side's new position and count go into its journal, the
