@@ -114,21 +114,7 @@ int weft__os_pidfd_reap(int pidfd, bool nohang, int *exitcode) {
 }
 
 int weft__os_wait_readable(int fd, int64_t deadline_ns) {
-  struct pollfd pfd = {.fd = fd, .events = POLLIN};
-  for (;;) {
-    struct timespec ts, *tsp = NULL;
-    if (deadline_ns != INT64_MAX) {
-      int64_t left = deadline_ns - weft__os_now_ns();
-      if (left < 0) left = 0;
-      ts.tv_sec = (time_t)(left / 1000000000);
-      ts.tv_nsec = (long)(left % 1000000000);
-      tsp = &ts;
-    }
-    int n = ppoll(&pfd, 1, tsp, NULL);
-    if (n > 0) return 1;
-    if (n == 0) return 0;
-    if (errno != EINTR) return -errno;
-  }
+  return weft__os_wait_fd(fd, true, false, deadline_ns);
 }
 
 pid_t weft__os_fork(void) {
