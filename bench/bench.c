@@ -125,5 +125,6 @@ int main(int argc, char **argv) {
   bench_deadlock_rows(&cfg);
   bench_queue_rows(&cfg);
   bench_shm_rows(&cfg);
+  bench_pool_rows(&cfg);
   return 0;
 }

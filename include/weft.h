@@ -7,6 +7,7 @@
 #include "weft/deadlock.h"
 #include "weft/error.h"
 #include "weft/pipe.h"
+#include "weft/pool.h"
 #include "weft/process.h"
 #include "weft/queue.h"
 #include "weft/shm.h"

@@ -32,13 +32,15 @@
   XX(ENOENT, -ENOENT, "no such name")                                              \
   XX(EMSGSIZE, -EMSGSIZE, "message too long")                                      \
   XX(EPIPE, -EPIPE, "the other end is closed")                                     \
+  XX(ECANCELED, -ECANCELED, "cancelled")                                           \
   XX(ENOTSTARTED, -4001, "not started")                                            \
   XX(ERUNNING, -4002, "still running")                                             \
   XX(ECLOSED, -4003, "closed (or an invalid handle)")                               \
   XX(EBROKEN, -4004, "the barrier is broken")                                       \
   XX(EFULL, -4005, "the queue is full")                                            \
   XX(EEMPTY, -4006, "the queue is empty")                                          \
-  XX(EEOF, -4007, "end of file: the other end was closed")
+  XX(EEOF, -4007, "end of file: the other end was closed")                         \
+  XX(ETASKFAILED, -4008, "the task failed")
 
 /* The error codes, e.g. WEFT_EINVAL. */
 typedef enum weft_errno {
