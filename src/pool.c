@@ -29,6 +29,7 @@
 
 #include "handle.h"
 #include "internal.h"
+#include "runtime.h"
 #include "os/os.h"
 #include "weft/process.h"
 #include "weft/queue.h"
@@ -60,6 +61,7 @@ struct future {
   void *arg;
   void *result;
   int task_err;
+  pid_t pid;         /* the process that made it: a forked child cannot use it */
   pthread_mutex_t cb_lock;
   bool cb_fired;     /* under cb_lock: callbacks added now run at once */
   struct callback *cbs;
@@ -91,6 +93,12 @@ static void future_put(struct future *f) {
 static struct future *future_get(weft_future h, const char *fn) {
   pthread_mutex_lock(&futures_lock);
   struct future *f = weft__handle_get(&futures, h.id);
+  if (f != NULL && f->pid != weft__pid) {
+    pthread_mutex_unlock(&futures_lock);
+    weft__error(WEFT_EPERM, "%s: the future was made in process %d; its worker is not here",
+                fn, (int)f->pid);
+    return NULL;
+  }
   if (f != NULL) __atomic_add_fetch(&f->refs, 1, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&futures_lock);
   if (f == NULL) weft__error(WEFT_ECLOSED, "%s: the future handle is closed or invalid", fn);
@@ -102,6 +110,7 @@ static struct future *future_new(weft_task fn, void *arg) {
   struct future *f = calloc(1, sizeof *f);
   if (f == NULL) return NULL;
   f->refs = 2;
+  f->pid = weft__pid;
   f->fn = fn;
   f->arg = arg;
   pthread_mutex_init(&f->cb_lock, NULL);
@@ -187,7 +196,7 @@ int weft_future_result(weft_future h, double timeout, void **result) {
   int err = weft__deadline_from(timeout, &deadline);
   if (err != 0) return weft__error(err, "weft_future_result: timeout is NaN");
   struct future *f = future_get(h, __func__);
-  if (f == NULL) return WEFT_ECLOSED;
+  if (f == NULL) return weft_last_error_code();
   if (!future_wait(f, deadline)) {
     err = weft__error(WEFT_ETIMEDOUT, "weft_future_result: the task is not done after %g s",
                       timeout);
@@ -214,7 +223,7 @@ int weft_future_result(weft_future h, double timeout, void **result) {
 
 int weft_future_task_error(weft_future h) {
   struct future *f = future_get(h, __func__);
-  if (f == NULL) return WEFT_ECLOSED;
+  if (f == NULL) return weft_last_error_code();
   int code = state_of(f) == FS_FAILED ? f->task_err : 0;
   future_put(f);
   return code;
@@ -237,7 +246,7 @@ bool weft_future_cancelled(weft_future h) { return future_test(h, __func__, is_c
 
 int weft_future_cancel(weft_future h) {
   struct future *f = future_get(h, __func__);
-  if (f == NULL) return WEFT_ECLOSED;
+  if (f == NULL) return weft_last_error_code();
   int err = 0;
   if (!future_settle_pending(f, FS_CANCELLED) && state_of(f) != FS_CANCELLED)
     err = weft__error(WEFT_EBUSY, "weft_future_cancel: the task is %s",
@@ -249,7 +258,7 @@ int weft_future_cancel(weft_future h) {
 int weft_future_add_done_callback(weft_future h, weft_future_callback cb, void *arg) {
   if (cb == NULL) return weft__error(WEFT_EINVAL, "weft_future_add_done_callback: cb is NULL");
   struct future *f = future_get(h, __func__);
-  if (f == NULL) return WEFT_ECLOSED;
+  if (f == NULL) return weft_last_error_code();
   struct callback *c = malloc(sizeof *c);
   if (c == NULL) {
     future_put(f);
@@ -281,13 +290,13 @@ int weft_futures_wait(const weft_future *hs, size_t n, bool all, double timeout)
   weft__deadline deadline;
   int err = weft__deadline_from(timeout, &deadline);
   if (err != 0) return weft__error(err, "weft_futures_wait: timeout is NaN");
-  struct future **fs = malloc(n * sizeof *fs);
+  struct future **fs = calloc(n, sizeof *fs);
   if (fs == NULL) return weft__error(WEFT_ENOMEM, "weft_futures_wait: out of memory");
   size_t got = 0;
   for (; got < n; got++) {
     fs[got] = future_get(hs[got], __func__);
     if (fs[got] == NULL) {
-      err = WEFT_ECLOSED;
+      err = weft_last_error_code();
       break;
     }
   }
@@ -334,6 +343,7 @@ int weft_future_close(weft_future h) {
 struct pool {
   uint64_t id;
   int refs; /* the handle, calls in flight */
+  pid_t pid; /* the process that made it: a forked child has none of its workers */
   char name[WEFT_NAME_MAX + 1];
   int max_workers;
   long maxtasks;
@@ -348,7 +358,8 @@ struct pool {
   bool closed;
   bool joined;
   int live;      /* workers started and not yet leaving */
-  int started;   /* numbers the workers' names */
+  unsigned started; /* numbers the workers' names (wraps) */
+  int joining;       /* joins in progress: no compaction meanwhile */
   weft_thread *threads;
   size_t nthreads, cap;
 };
@@ -371,6 +382,12 @@ static void pool_put(struct pool *p) {
 static struct pool *pool_get(weft_pool h, const char *fn) {
   pthread_mutex_lock(&pools_lock);
   struct pool *p = weft__handle_get(&pools, h.id);
+  if (p != NULL && p->pid != weft__pid) {
+    pthread_mutex_unlock(&pools_lock);
+    weft__error(WEFT_EPERM, "%s: %s was made in process %d; a forked child has none of its workers",
+                fn, p->name, (int)p->pid);
+    return NULL;
+  }
   if (p != NULL) __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&pools_lock);
   if (p == NULL) weft__error(WEFT_ECLOSED, "%s: the pool handle is closed or invalid", fn);
@@ -380,6 +397,7 @@ static struct pool *pool_get(weft_pool h, const char *fn) {
 static void close_at_exit(void *obj, void *unused) {
   (void)unused;
   struct pool *p = obj;
+  if (p->pid != weft__pid) return; /* a forked child's copy: its lock may be held */
   pthread_mutex_lock(&p->lock);
   p->closed = true;
   pthread_mutex_unlock(&p->lock);
@@ -410,6 +428,7 @@ weft_pool weft_thread_pool_new_opts(const weft_pool_options *o) {
     return none;
   }
   p->refs = 1;
+  p->pid = weft__pid;
   p->max_workers = o->workers > 0 ? o->workers : weft_cpu_count();
   p->maxtasks = o->maxtasksperchild;
   p->initializer = o->initializer;
@@ -496,7 +515,22 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
+/* Forgets workers that have ended (replaced after maxtasksperchild), so a
+ * long-lived pool keeps only the live ones. Not while a join walks the
+ * list, which relies on the order. p->lock held. */
+static void forget_ended_locked(struct pool *p) {
+  if (p->joining != 0) return;
+  size_t kept = 0;
+  for (size_t i = 0; i < p->nthreads; i++) {
+    weft_thread t = p->threads[i];
+    if (!weft_thread_is_alive(t) && weft_thread_join(t, 0, NULL) == 0) weft_thread_close(t);
+    else p->threads[kept++] = t;
+  }
+  p->nthreads = kept;
+}
+
 static int start_worker_locked(struct pool *p) {
+  if (p->nthreads == p->cap) forget_ended_locked(p);
   if (p->nthreads == p->cap) {
     size_t cap = p->cap ? p->cap * 2 : 8;
     weft_thread *t = realloc(p->threads, cap * sizeof *t);
@@ -505,7 +539,7 @@ static int start_worker_locked(struct pool *p) {
     p->cap = cap;
   }
   char name[WEFT_NAME_MAX + 16];
-  snprintf(name, sizeof name, "%.*s_%d", WEFT_NAME_MAX - 11, p->name, p->started);
+  snprintf(name, sizeof name, "%.*s_%u", WEFT_NAME_MAX - 11, p->name, p->started);
   weft_thread t = weft_thread_new(worker_main, .name = name, .arg = p);
   if (t.id == 0) return weft_last_error_code();
   int err = weft_thread_start(t);
@@ -572,7 +606,7 @@ weft_future weft_pool_submit(weft_pool h, weft_task fn, void *arg) {
 
 int weft_pool_close(weft_pool h) {
   struct pool *p = pool_get(h, __func__);
-  if (p == NULL) return WEFT_ECLOSED;
+  if (p == NULL) return weft_last_error_code();
   pthread_mutex_lock(&p->lock);
   p->closed = true;
   pthread_mutex_unlock(&p->lock);
@@ -583,7 +617,7 @@ int weft_pool_close(weft_pool h) {
 
 int weft_pool_terminate(weft_pool h) {
   struct pool *p = pool_get(h, __func__);
-  if (p == NULL) return WEFT_ECLOSED;
+  if (p == NULL) return weft_last_error_code();
   int err = 0;
   if (__atomic_exchange_n(&p->terminated, 1, __ATOMIC_ACQ_REL)) {
     err = weft__error(WEFT_EALREADY, "weft_pool_terminate: %s was already terminated", p->name);
@@ -602,7 +636,7 @@ int weft_pool_join(weft_pool h, double timeout) {
   int err = weft__deadline_from(timeout, &deadline);
   if (err != 0) return weft__error(err, "weft_pool_join: timeout is NaN");
   struct pool *p = pool_get(h, __func__);
-  if (p == NULL) return WEFT_ECLOSED;
+  if (p == NULL) return weft_last_error_code();
   pthread_mutex_lock(&p->lock);
   if (tls_pool == p)
     err = weft__error(WEFT_EDEADLK, "weft_pool_join: called from a worker of %s", p->name);
@@ -611,6 +645,7 @@ int weft_pool_join(weft_pool h, double timeout) {
                       p->name);
   /* Workers are only appended, and a replacement before its predecessor
    * leaves, so joining in order sees every one. */
+  p->joining++;
   for (size_t i = 0; err == 0 && i < p->nthreads; i++) {
     weft_thread t = p->threads[i];
     pthread_mutex_unlock(&p->lock);
@@ -625,6 +660,7 @@ int weft_pool_join(weft_pool h, double timeout) {
                         timeout);
     pthread_mutex_lock(&p->lock);
   }
+  p->joining--;
   if (err == 0) p->joined = true;
   pthread_mutex_unlock(&p->lock);
   pool_put(p);
@@ -637,6 +673,10 @@ int weft_pool_free(weft_pool h) {
   int err = 0;
   if (p == NULL) {
     err = weft__error(WEFT_ECLOSED, "weft_pool_free: the pool handle is closed or invalid");
+  } else if (p->pid != weft__pid) {
+    err = weft__error(WEFT_EPERM, "weft_pool_free: %s was made in process %d", p->name,
+                      (int)p->pid);
+    p = NULL;
   } else {
     pthread_mutex_lock(&p->lock);
     bool joined = p->joined;
@@ -649,4 +689,25 @@ int weft_pool_free(weft_pool h) {
   pthread_mutex_unlock(&pools_lock);
   if (err == 0) pool_put(p);
   return err;
+}
+
+/* ---- fork ---- */
+
+/* The registries' locks are held across fork, so a child never inherits
+ * one held by a thread it does not have; both sides then release them. Its
+ * copies of pools and futures refuse every call (they carry the parent's
+ * pid): their workers stayed in the parent. */
+void weft__pool_before_fork(void) {
+  pthread_mutex_lock(&pools_lock);
+  pthread_mutex_lock(&futures_lock);
+}
+
+void weft__pool_after_fork_parent(void) {
+  pthread_mutex_unlock(&futures_lock);
+  pthread_mutex_unlock(&pools_lock);
+}
+
+void weft__pool_after_fork_child(void) {
+  pthread_mutex_unlock(&futures_lock); /* the forking thread took them: it is the child's */
+  pthread_mutex_unlock(&pools_lock);
 }

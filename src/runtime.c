@@ -46,6 +46,7 @@ WEFT__HOT static void after_fork_child(void) {
   weft__process_after_fork_child();
   weft__thread_after_fork_child();
   weft__dd_after_fork_child();
+  weft__pool_after_fork_child();
 }
 
 /* Python's order: join the non-daemon threads, then end the children; then
@@ -58,6 +59,7 @@ WEFT__HOT void weft__runtime_exit_rules(void) {
 }
 
 static void before_fork(void) {
+  weft__pool_before_fork(); /* the highest layer's locks first */
   weft__tid(); /* the child learns which thread it was */
   weft__thread_before_fork();
   weft__process_before_fork();
@@ -72,6 +74,7 @@ static void after_fork_parent(void) {
   weft__dd_after_fork_parent();
   weft__process_after_fork_parent();
   weft__thread_after_fork_parent();
+  weft__pool_after_fork_parent();
 }
 
 static void at_exit(void) {

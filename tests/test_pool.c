@@ -587,6 +587,58 @@ START_TEST(exit_waits_for_queued_work) {
 }
 END_TEST
 
+/* A forked child has none of the parent's workers: its copies of the
+ * parent's pool and futures refuse every call instead of accepting tasks
+ * that never run (or waiting for ever), even while a parent thread is
+ * busy in the pool at the fork. */
+struct forked_use {
+  weft_pool pool;
+  weft_future done_future;
+};
+
+static int use_parents_pool(void *arg) {
+  struct forked_use *u = arg;
+  weft_future f = weft_pool_submit(u->pool, square, (void *)3);
+  if (f.id != 0 || weft_last_error_code() != WEFT_EPERM) return 1;
+  void *r;
+  if (weft_future_result(u->done_future, 1, &r) != WEFT_EPERM) return 2;
+  if (weft_pool_close(u->pool) != WEFT_EPERM) return 3;
+  /* The child's own pool works. */
+  weft_pool mine = weft_thread_pool_new(.workers = 1);
+  weft_future g = weft_pool_submit(mine, square, (void *)5);
+  if (weft_future_result(g, 10, &r) != 0 || (intptr_t)r != 25) return 4;
+  weft_future_close(g);
+  weft_pool_close(mine);
+  if (weft_pool_join(mine, 10) != 0 || weft_pool_free(mine) != 0) return 5;
+  return 0;
+}
+
+START_TEST(forked_child_cannot_use_the_parents_pool) {
+  struct forked_use u = {.pool = weft_thread_pool_new(.workers = 2)};
+  ck_assert_uint_ne(u.pool.id, 0);
+  u.done_future = weft_pool_submit(u.pool, square, (void *)2);
+  void *r;
+  ck_assert_int_eq(weft_future_result(u.done_future, 10, &r), 0);
+  for (int round = 0; round < 20 / SLOW + 2; round++) {
+    /* Keep the pool busy from another thread while forking. */
+    weft_future busy[16];
+    for (int i = 0; i < 16; i++) busy[i] = weft_pool_submit(u.pool, square, (void *)(intptr_t)i);
+    weft_process p = weft_process_new(use_parents_pool, .arg = &u);
+    ck_assert_int_eq(weft_process_start(p), 0);
+    ck_assert_int_eq(finish_process(p, 20), 0);
+    for (int i = 0; i < 16; i++) {
+      ck_assert_int_eq(weft_future_result(busy[i], 10, &r), 0);
+      ck_assert_int_eq((intptr_t)r, i * i);
+      weft_future_close(busy[i]);
+    }
+  }
+  weft_future_close(u.done_future);
+  ck_assert_int_eq(weft_pool_close(u.pool), 0);
+  ck_assert_int_eq(weft_pool_join(u.pool, 10), 0);
+  ck_assert_int_eq(weft_pool_free(u.pool), 0);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("pool");
   TCase *tc = weft_tcase("futures", 60);
@@ -611,6 +663,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, failing_initializer_breaks_pool);
   tcase_add_test(tc, initializer_runs_once_per_worker);
   tcase_add_test(tc, no_fd_or_thread_leak);
+  tcase_add_test(tc, forked_child_cannot_use_the_parents_pool);
   tcase_add_test(tc, exit_waits_for_queued_work);
   suite_add_tcase(s, tc);
   return s;
