@@ -113,7 +113,7 @@ int weft_cond_wait(weft_cond *c, double timeout) {
       notified = true;
       break;
     }
-    if (r == -ETIMEDOUT || (deadline != WEFT__NEVER && weft__os_now_ns() >= deadline)) {
+    if (r == -ETIMEDOUT || weft__deadline_passed(deadline)) {
       notified = give_up(c, epoch);
       break;
     }

@@ -68,6 +68,18 @@ static inline uint32_t weft__owner_token(void) {
 int weft__nocancel_begin(void);
 void weft__nocancel_end(int old_state);
 
+/* A pause in a spin-wait loop: lets the sibling hardware thread run and
+ * saves power. */
+static inline void weft__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Whether a deadline from weft__deadline_from has passed (never for
+ * WEFT__NEVER; at once for a timeout of 0). */
+bool weft__deadline_passed(weft__deadline deadline);
+
 /* Marks code a forked child runs before and after its target. The compiler
  * places such functions together (.text.hot), so a child faults in as few
  * code pages as possible: each one costs a start about a microsecond. */

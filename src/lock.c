@@ -55,12 +55,6 @@
  * (a cache-line transfer each, ~50 ns), while sleeping lets one run on. */
 #define REACQUIRE_SPINS 100
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 int weft_lock_init_opts(weft_lock *l, const char *expr, const char *site,
                         const weft_lock_options *o) {
   if (l == NULL) return weft__error(WEFT_EINVAL, "weft_lock_init: lock is NULL");
@@ -120,7 +114,7 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
     uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
     if (v & STARVING) break;
     if ((v & PID_MASK) == 0 && cas(&l->word, v, v | me)) return 0;
-    cpu_relax();
+    weft__cpu_relax();
   }
   __atomic_add_fetch(&l->waiters, 1, __ATOMIC_SEQ_CST);
   int64_t since = weft__os_now_ns();
@@ -165,7 +159,7 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
       }
       continue;
     }
-    if (deadline != WEFT__NEVER && weft__os_now_ns() >= deadline) {
+    if (weft__deadline_passed(deadline)) {
       leave(l);
       return WEFT_ETIMEDOUT;
     }
@@ -207,17 +201,13 @@ __attribute__((noinline)) static int acquire_slow(weft_lock *l, double timeout, 
 /* The uncontended acquire: one compare-and-swap of a wholly free word. */
 static inline bool take_free(weft_lock *l) { return cas(&l->word, 0, (uint32_t)weft__pid); }
 
-int weft__lock_acquire_spin(weft_lock *l, weft__deadline deadline) {
-  int r = 0;
-  if (!take_free(l)) r = weft__lock_wait(l, deadline, REACQUIRE_SPINS, false);
-  if (r == 0 || r == WEFT_EOWNERDEAD) set_owner(l);
-  return r;
-}
-
 int weft__lock_reacquire(weft_lock *l) {
+  int r = 0;
   /* No detector check: it cannot refuse here, as the wait's caller must get
    * its lock back (Python's wait never fails to re-acquire either). */
-  return weft__lock_acquire_spin(l, WEFT__NEVER);
+  if (!take_free(l)) r = weft__lock_wait(l, WEFT__NEVER, REACQUIRE_SPINS, false);
+  set_owner(l);
+  return r;
 }
 
 /* The uncontended acquire is one compare-and-swap, inlined into each entry

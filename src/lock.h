@@ -17,11 +17,6 @@ int weft__lock_wait(weft_lock *lock, weft__deadline deadline, int spins, bool tr
  * from a wait that must take its lock back. 0 or WEFT_EOWNERDEAD. */
 int weft__lock_reacquire(weft_lock *lock);
 
-/* Acquires, spinning a little before it sleeps, until the deadline: for
- * locks held only for a few instructions (a queue's). 0, WEFT_EOWNERDEAD or
- * WEFT_ETIMEDOUT; the detector is not told. */
-int weft__lock_acquire_spin(weft_lock *lock, weft__deadline deadline);
-
 /* Releases a Lock: 0, or WEFT_EPERM if it was not locked. */
 int weft__lock_release(weft_lock *lock);
 

@@ -24,8 +24,6 @@
 #include "weft/queue.h"
 
 #define MAGIC 0x77667471u /* "wftq" */
-#define WAIT_SPINS 1000
-#define SPIN_MIN 16
 #define DEFAULT_CAPACITY ((size_t)1 << 20)
 #define MIN_CAPACITY 64
 #define RECORD_HEADER 8
@@ -53,7 +51,7 @@ struct weft_mpqueue {
   uint32_t journal_get_valid;
   uint64_t tail_seen;  /* the getters' copy of tail.pos */
   _Alignas(64) uint64_t done; /* task_done calls */
-  uint32_t spin_room, spin_item; /* spin budgets (adapt) */
+  uint32_t spin_room, spin_item; /* spin budgets (weft__spin_adapt) */
   weft__chan not_empty, not_full, all_done;
   /* the ring follows, 64-byte aligned */
 };
@@ -82,7 +80,7 @@ weft_mpqueue *weft_mpqueue_new_opts(const weft_mpqueue_options *o) {
     return NULL;
   }
   q->capacity = capacity;
-  q->spin_room = q->spin_item = WAIT_SPINS;
+  q->spin_room = q->spin_item = WEFT__SPIN_MAX;
   q->maxsize = o->maxsize > 0 ? (uint64_t)o->maxsize : 0;
   if (o->name != NULL) strncpy(q->name, o->name, QNAME_MAX);
   q->magic = MAGIC;
@@ -294,10 +292,6 @@ static int check(const weft_mpqueue *q, const char *fn, double timeout) {
 
 static bool is_closed(const weft_mpqueue *q) { return __atomic_load_n(&q->closed, __ATOMIC_SEQ_CST); }
 
-static bool expired(double timeout, weft__deadline deadline) {
-  return timeout == 0 || (deadline != WEFT__NEVER && weft__os_now_ns() >= deadline);
-}
-
 /* Room for rec more bytes, by the putters' copy of head (refreshed when it
  * says no). put_lock held. */
 static bool room_for(weft_mpqueue *q, uint64_t rec) {
@@ -322,14 +316,6 @@ static bool looks_roomy(const weft_mpqueue *q, uint64_t rec) {
 
 static bool looks_nonempty(const weft_mpqueue *q) { return load(&q->tail.pos) != load(&q->head.pos); }
 
-/* Spin budgets adapt as in the thread queue (see its wait_for): halved by
- * a spin that ended in sleeping anyway, doubled by one that paid off, so
- * processes sharing a CPU soon stop spinning at each other. */
-static void adapt(uint32_t *budget, uint32_t spins, bool paid_off) {
-  if (paid_off && spins < WAIT_SPINS) __atomic_store_n(budget, spins * 2, __ATOMIC_RELAXED);
-  if (!paid_off && spins > SPIN_MIN) __atomic_store_n(budget, spins / 2, __ATOMIC_RELAXED);
-}
-
 static int wait_room(weft_mpqueue *q, uint64_t rec, bool *spun, weft__deadline deadline) {
   if (!*spun) {
     *spun = true;
@@ -339,10 +325,10 @@ static int wait_room(weft_mpqueue *q, uint64_t rec, bool *spun, weft__deadline d
     uint64_t well = rec + 64 <= q->capacity ? rec + 64 : rec;
     uint32_t spins = __atomic_load_n(&q->spin_room, __ATOMIC_RELAXED);
     for (uint32_t i = 0; i < spins; i++) {
-      if (looks_roomy(q, well) || is_closed(q)) return adapt(&q->spin_room, spins, true), 0;
+      if (looks_roomy(q, well) || is_closed(q)) return weft__spin_adapt(&q->spin_room, spins, true), 0;
       weft__cpu_relax();
     }
-    adapt(&q->spin_room, spins, false);
+    weft__spin_adapt(&q->spin_room, spins, false);
     if (looks_roomy(q, rec)) return 0;
   }
   uint32_t gen = weft__chan_enter(&q->not_full);
@@ -358,10 +344,10 @@ static void wait_message(weft_mpqueue *q, bool *spun, weft__deadline deadline) {
     *spun = true;
     uint32_t spins = __atomic_load_n(&q->spin_item, __ATOMIC_RELAXED);
     for (uint32_t i = 0; i < spins; i++) {
-      if (looks_nonempty(q) || is_closed(q)) return adapt(&q->spin_item, spins, true);
+      if (looks_nonempty(q) || is_closed(q)) return weft__spin_adapt(&q->spin_item, spins, true);
       weft__cpu_relax();
     }
-    adapt(&q->spin_item, spins, false);
+    weft__spin_adapt(&q->spin_item, spins, false);
   }
   uint32_t gen = weft__chan_enter(&q->not_empty);
   weft__deadline until = barrier_or_nap(capped(deadline));
@@ -403,7 +389,7 @@ int weft_mpqueue_put(weft_mpqueue *q, const void *msg, size_t len, double timeou
     }
     punlock(&q->put_lock);
     if (repair_get_side(q, deadline)) continue;
-    if (expired(timeout, deadline)) break;
+    if (weft__deadline_passed(deadline)) break;
     wait_room(q, rec, &spun, deadline);
   }
   if (timeout == 0) return weft__error(WEFT_EFULL, "%s: full", qname(q));
@@ -444,7 +430,7 @@ int weft_mpqueue_get(weft_mpqueue *q, void *buf, size_t cap, size_t *len, double
     punlock(&q->get_lock);
     if (repair_put_side(q, deadline)) continue;
     if (closed) return weft__error(WEFT_ECLOSED, "%s: closed and empty", qname(q));
-    if (expired(timeout, deadline)) break;
+    if (weft__deadline_passed(deadline)) break;
     wait_message(q, &spun, deadline);
   }
   if (timeout == 0) return weft__error(WEFT_EEMPTY, "%s: empty", qname(q));
@@ -485,7 +471,7 @@ int weft_mpqueue_join(weft_mpqueue *q, double timeout) {
   weft__deadline deadline;
   weft__deadline_from(timeout, &deadline);
   while (!all_done(q)) {
-    if (expired(timeout, deadline))
+    if (weft__deadline_passed(deadline))
       return weft__error(WEFT_ETIMEDOUT, "%s: %llu messages not done within %g s", qname(q),
                          (unsigned long long)(load(&q->tail.count) - load(&q->done)), timeout);
     uint32_t gen = weft__chan_enter(&q->all_done);

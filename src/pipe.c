@@ -203,7 +203,7 @@ static bool stage_body(weft_conn *c, const void *buf, size_t size) {
  * The caller's cancellation state applies while cancellable. */
 static int wait_readable(const weft_conn *c, weft__deadline deadline, int cancel_state,
                          bool cancellable) {
-  if (deadline != WEFT__NEVER && weft__os_now_ns() >= deadline) return 0;
+  if (weft__deadline_passed(deadline)) return 0;
   if (cancellable) weft__nocancel_end(cancel_state);
   int r = weft__os_wait_fd(c->fd, true, false, deadline);
   if (cancellable) weft__nocancel_begin();

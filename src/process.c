@@ -185,7 +185,7 @@ static int wait_child_locked(struct proc *p, weft__deadline deadline) {
       continue;
     }
     if (poll_locked(p)) break;
-    if (deadline != WEFT__NEVER && weft__os_now_ns() >= deadline) return WEFT_ETIMEDOUT;
+    if (weft__deadline_passed(deadline)) return WEFT_ETIMEDOUT;
     p->pollers++;
     pthread_mutex_unlock(&registry);
     int r = weft__os_wait_readable(fd, deadline);

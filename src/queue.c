@@ -27,18 +27,13 @@
 #include "tsan.h"
 #include "weft/queue.h"
 
-/* Rounds of watching the other side's index before sleeping. */
-#define WAIT_SPINS 1000
 #define MIN_CAP 64
 #define LOCK_SPINS 100
 /* A bounded FIFO gets its room up front up to this many items, and grows
  * beyond as an unbounded one does. */
 #define PREALLOC_MAX 1024
 #define SPIN_BURST_MAX 64
-#define SPIN_MIN 16
-#ifndef CATCH_UP_PAUSES
 #define CATCH_UP_PAUSES 16
-#endif
 
 struct weft_queue {
   _Alignas(64) uint32_t put_lock;
@@ -114,7 +109,7 @@ weft_queue *weft_queue_new_opts(const weft_queue_options *o) {
     __atomic_store_n(&asymmetric, true, __ATOMIC_RELAXED);
   q->cap = cap;
   q->maxsize = maxsize;
-  q->spin_room = q->spin_item = WAIT_SPINS;
+  q->spin_room = q->spin_item = WEFT__SPIN_MAX;
   q->order = o->order;
   q->compare = o->compare;
   q->name = o->name;
@@ -238,10 +233,6 @@ static int check(const weft_queue *q, const char *fn, double timeout) {
   return 0;
 }
 
-static bool expired(double timeout, weft__deadline deadline) {
-  return timeout == 0 || (deadline != WEFT__NEVER && weft__os_now_ns() >= deadline);
-}
-
 static bool has_room(const weft_queue *q) {
   return q->maxsize == 0 || load(&q->tail) - load(&q->head) < q->maxsize;
 }
@@ -264,11 +255,9 @@ static bool has_room_for_a_line(const weft_queue *q) {
  * or a signal on c comes: spins first if not spun yet, for ready_well(q),
  * a better moment than just ready(q).
  *
- * How long to spin adapts, per queue and side (*budget): a spin that
- * ended in sleeping anyway halves the next one, a spin that paid off
- * doubles it. When producer and consumer share one CPU, spinning only
- * keeps the other from running, and the budget soon falls to a few
- * rounds. */
+ * How long to spin adapts per queue and side (*budget, weft__spin_adapt):
+ * when producer and consumer share one CPU, spinning only keeps the other
+ * from running. */
 static void wait_for(weft_queue *q, weft__chan *c, bool (*ready)(const weft_queue *),
                      bool (*ready_well)(const weft_queue *), uint32_t *budget, bool *spun,
                      weft__deadline deadline) {
@@ -280,13 +269,13 @@ static void wait_for(weft_queue *q, weft__chan *c, bool (*ready)(const weft_queu
      * cache line away after every item. */
     for (uint32_t i = 0, burst = 1; i < spins; i += burst) {
       if (ready_well(q) || is_closed(q)) {
-        if (spins < WAIT_SPINS) __atomic_store_n(budget, spins * 2, __ATOMIC_RELAXED);
+        weft__spin_adapt(budget, spins, true);
         return;
       }
       for (uint32_t k = 0; k < burst; k++) weft__cpu_relax();
       if (burst < SPIN_BURST_MAX) burst *= 2;
     }
-    if (spins > SPIN_MIN) __atomic_store_n(budget, spins / 2, __ATOMIC_RELAXED);
+    weft__spin_adapt(budget, spins, false);
   }
   if (ready(q)) return; /* only the better moment did not come */
   uint32_t gen = weft__chan_enter(c);
@@ -395,7 +384,7 @@ int weft_queue_put(weft_queue *q, void *item, double timeout) {
     weft__deadline_from(timeout, &deadline);
     bool spun = false;
     enter_slow(q);
-    while (r == WEFT_EFULL && !expired(timeout, deadline)) {
+    while (r == WEFT_EFULL && !weft__deadline_passed(deadline)) {
       wait_for(q, &q->not_full, has_room, has_room_for_a_line, &q->spin_room, &spun, deadline);
       r = try_put(q, item);
     }
@@ -428,7 +417,7 @@ int weft_queue_get(weft_queue *q, void **item, double timeout) {
     weft__deadline_from(timeout, &deadline);
     bool spun = false;
     enter_slow(q);
-    while (r == WEFT_EEMPTY && !expired(timeout, deadline)) {
+    while (r == WEFT_EEMPTY && !weft__deadline_passed(deadline)) {
       wait_for(q, &q->not_empty, has_item, has_item, &q->spin_item, &spun, deadline);
       r = try_get(q, item);
     }
@@ -477,7 +466,7 @@ int weft_queue_join(weft_queue *q, double timeout) {
   weft__deadline_from(timeout, &deadline);
   bool spun = true; /* joins are long waits: no spinning */
   enter_slow(q);
-  while (!all_done(q) && !expired(timeout, deadline))
+  while (!all_done(q) && !weft__deadline_passed(deadline))
     wait_for(q, &q->all_done, all_done, all_done, &q->spin_room, &spun, deadline);
   int r = 0;
   if (!all_done(q))

@@ -15,6 +15,10 @@ int weft__deadline_from(double timeout, weft__deadline *out) {
   return 0;
 }
 
+bool weft__deadline_passed(weft__deadline deadline) {
+  return deadline != WEFT__NEVER && weft__os_now_ns() >= deadline;
+}
+
 int weft_sleep(double seconds) {
   weft__deadline deadline = 0;
   int err = weft__deadline_from(seconds, &deadline);
