@@ -33,18 +33,6 @@ static inline uint32_t *weft__chan_futex(weft__chan *c) {
   return (uint32_t *)&c->word;
 #else
   return (uint32_t *)&c->word + 1;
-/* Spin budgets: how many rounds a waiter watches the state before it
- * sleeps on a channel. A spin that ended in sleeping anyway halves the
- * next one, a spin that paid off doubles it, so threads (or processes)
- * sharing one CPU soon stop spinning at each other. */
-#define WEFT__SPIN_MAX 1000
-#define WEFT__SPIN_MIN 16
-
-static inline void weft__spin_adapt(uint32_t *budget, uint32_t spins, bool paid_off) {
-  if (paid_off && spins < WEFT__SPIN_MAX) __atomic_store_n(budget, spins * 2, __ATOMIC_RELAXED);
-  if (!paid_off && spins > WEFT__SPIN_MIN) __atomic_store_n(budget, spins / 2, __ATOMIC_RELAXED);
-}
-
 #endif
 }
 
