@@ -87,4 +87,9 @@ bool weft__deadline_passed(weft__deadline deadline);
 
 #define WEFT__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* process.c: a dup of a started child's pidfd (for process pools, which
+ * poll many at once), or a negative code. */
+struct weft_process;
+int weft__process_dup_pidfd(struct weft_process h);
+
 #endif

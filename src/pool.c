@@ -22,13 +22,17 @@
 #define _GNU_SOURCE
 #include "weft/pool.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #include "handle.h"
 #include "internal.h"
+#include "pool_internal.h"
 #include "runtime.h"
 #include "os/os.h"
 #include "weft/process.h"
@@ -37,34 +41,21 @@
 
 /* ---- futures ---- */
 
-enum {
-  FS_PENDING,
-  FS_RUNNING,
-  FS_OK,        /* finished with a result */
-  FS_FAILED,    /* the task returned its own code */
-  FS_CANCELLED,
-  FS_BROKEN,    /* its pool broke before it ran */
-};
-
-struct callback {
+struct weft__callback {
   weft_future_callback fn;
   void *arg;
-  struct callback *next;
+  int when; /* CB_ALWAYS, or only on success / failure (apply_async) */
+  struct weft__callback *next;
 };
 
-struct future {
-  uint64_t id;
-  int refs;
-  uint32_t state;    /* futex */
-  uint32_t waiters;  /* threads in result() */
-  weft_task fn;
+enum { CB_ALWAYS, CB_SUCCESS, CB_FAILURE };
+
+/* Internal watchers (imap, as_completed): run inline when the future
+ * finishes, before any callback, and never block. */
+struct weft__watch {
+  void (*fn)(struct future *f, void *arg);
   void *arg;
-  void *result;
-  int task_err;
-  pid_t pid;         /* the process that made it: a forked child cannot use it */
-  pthread_mutex_t cb_lock;
-  bool cb_fired;     /* under cb_lock: callbacks added now run at once */
-  struct callback *cbs;
+  struct weft__watch *next;
 };
 
 static pthread_mutex_t futures_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -78,19 +69,27 @@ static bool final_state(uint32_t s) { return s >= FS_OK; }
 
 static uint32_t state_of(struct future *f) { return __atomic_load_n(&f->state, __ATOMIC_ACQUIRE); }
 
-static void future_put(struct future *f) {
+void weft__future_put(struct future *f) {
   if (__atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
-  struct callback *c = f->cbs;
+  struct weft__callback *c = f->cbs;
   while (c != NULL) {
-    struct callback *next = c->next;
+    struct weft__callback *next = c->next;
     free(c);
     c = next;
   }
+  struct weft__watch *w = f->watches;
+  while (w != NULL) {
+    struct weft__watch *next = w->next;
+    free(w);
+    w = next;
+  }
+  free(f->call);
+  free(f->bytes);
   pthread_mutex_destroy(&f->cb_lock);
   free(f);
 }
 
-static struct future *future_get(weft_future h, const char *fn) {
+struct future *weft__future_get(weft_future h, const char *fn) {
   pthread_mutex_lock(&futures_lock);
   struct future *f = weft__handle_get(&futures, h.id);
   if (f != NULL && f->pid != weft__pid) {
@@ -105,8 +104,7 @@ static struct future *future_get(weft_future h, const char *fn) {
   return f;
 }
 
-/* A new pending future with two references: the handle's and the task's. */
-static struct future *future_new(weft_task fn, void *arg) {
+struct future *weft__future_new(weft_task fn, void *arg) {
   struct future *f = calloc(1, sizeof *f);
   if (f == NULL) return NULL;
   f->refs = 2;
@@ -125,8 +123,26 @@ static struct future *future_new(weft_task fn, void *arg) {
   return f;
 }
 
-/* Wakes whoever waits for f (now in a final state), then runs its
- * callbacks in the calling thread, outside every lock. */
+static bool succeeded(uint32_t s) { return s == FS_OK; }
+
+void weft__future_run_callbacks(struct future *f) {
+  pthread_mutex_lock(&f->cb_lock);
+  struct weft__callback *c = f->cbs;
+  f->cbs = NULL;
+  pthread_mutex_unlock(&f->cb_lock);
+  weft_future self = {f->id};
+  bool ok = succeeded(state_of(f));
+  while (c != NULL) {
+    struct weft__callback *next = c->next;
+    if (c->when == CB_ALWAYS || (c->when == CB_SUCCESS) == ok) c->fn(self, c->arg);
+    free(c);
+    c = next;
+  }
+}
+
+/* Wakes whoever waits for f (now in a final state), runs its watchers, then
+ * its callbacks: in the calling thread, outside every lock, or on its
+ * pool's callback threads. */
 static void future_finished(struct future *f) {
   if (__atomic_load_n(&f->waiters, __ATOMIC_SEQ_CST) != 0)
     weft__os_futex_wake(&f->state, INT32_MAX);
@@ -136,20 +152,26 @@ static void future_finished(struct future *f) {
   }
   pthread_mutex_lock(&f->cb_lock);
   f->cb_fired = true;
-  struct callback *c = f->cbs;
-  f->cbs = NULL;
+  struct weft__watch *w = f->watches;
+  f->watches = NULL;
+  bool any = f->cbs != NULL;
   pthread_mutex_unlock(&f->cb_lock);
-  weft_future self = {f->id};
-  while (c != NULL) {
-    struct callback *next = c->next;
-    c->fn(self, c->arg);
-    free(c);
-    c = next;
+  while (w != NULL) {
+    struct weft__watch *next = w->next;
+    w->fn(f, w->arg);
+    free(w);
+    w = next;
   }
+  if (!any) return;
+  if (f->cb_queue != NULL) {
+    __atomic_add_fetch(&f->refs, 1, __ATOMIC_RELAXED);
+    if (weft_queue_put(f->cb_queue, f, WEFT_FOREVER) == 0) return;
+    weft__future_put(f); /* the queue closed (the pool is ending): run them here */
+  }
+  weft__future_run_callbacks(f);
 }
 
-/* Moves a pending future to a final state; false if it had left PENDING. */
-static bool future_settle_pending(struct future *f, uint32_t to) {
+bool weft__future_settle_pending(struct future *f, uint32_t to) {
   uint32_t expect = FS_PENDING;
   if (!__atomic_compare_exchange_n(&f->state, &expect, to, false, __ATOMIC_SEQ_CST,
                                    __ATOMIC_ACQUIRE))
@@ -158,15 +180,104 @@ static bool future_settle_pending(struct future *f, uint32_t to) {
   return true;
 }
 
+bool weft__future_settle(struct future *f, uint32_t to) {
+  uint32_t s = state_of(f);
+  while (!final_state(s))
+    if (__atomic_compare_exchange_n(&f->state, &s, to, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_ACQUIRE)) {
+      future_finished(f);
+      return true;
+    }
+  return false;
+}
+
+/* Adds an internal watcher; runs it now if f is done. */
+static int future_watch(struct future *f, void (*fn)(struct future *, void *), void *arg) {
+  struct weft__watch *w = malloc(sizeof *w);
+  if (w == NULL) return WEFT_ENOMEM;
+  w->fn = fn;
+  w->arg = arg;
+  pthread_mutex_lock(&f->cb_lock);
+  bool now = f->cb_fired;
+  if (!now) {
+    w->next = f->watches;
+    f->watches = w;
+  }
+  pthread_mutex_unlock(&f->cb_lock);
+  if (now) {
+    fn(f, arg);
+    free(w);
+  }
+  return 0;
+}
+
+/* ---- bytes tasks ---- */
+
+int weft__call_run(const weft__call *c, const void *in, void *out, size_t room, size_t *out_len,
+                   uint64_t *item) {
+  if (c->kind == WEFT__CALL_SINGLE) {
+    if (item != NULL) __atomic_store_n(item, c->base, __ATOMIC_RELAXED);
+    size_t len = room;
+    int code = c->fn(in, (size_t)c->in_len, out, &len);
+    if (code == 0 && len > room) code = WEFT_EMSGSIZE;
+    *out_len = code == 0 ? len : 0;
+    return code;
+  }
+  /* Results first, so each starts as aligned as result_size allows (a
+   * task may store through a long *), then the codes. */
+  size_t n = c->n, isz = (size_t)c->item_size, rsz = (size_t)c->result_size;
+  unsigned char *res = out;
+  unsigned char *codes = res + n * rsz;
+  const unsigned char *items = in;
+  for (size_t i = 0; i < n; i++) {
+    if (item != NULL) __atomic_store_n(item, c->base + i, __ATOMIC_RELAXED);
+    size_t len = rsz;
+    int32_t code = c->fn(items + i * isz, isz, res + i * rsz, &len);
+    if (code == 0 && len > rsz) code = WEFT_EMSGSIZE;
+    memcpy(codes + i * sizeof code, &code, sizeof code);
+  }
+  *out_len = weft__chunk_out_len(n, rsz);
+  return 0;
+}
+
+/* A thread pool worker's room for results of bytes tasks. */
+static _Thread_local unsigned char *tls_room;
+static _Thread_local size_t tls_room_size;
+
+/* Runs a bytes task in a worker thread: the result goes to the worker's
+ * room, then into the future's own block. */
+static int run_call(struct future *f, size_t room) {
+  if (tls_room_size < room) {
+    unsigned char *b = realloc(tls_room, room);
+    if (b == NULL) return WEFT_ENOMEM;
+    tls_room = b;
+    tls_room_size = room;
+  }
+  size_t len = 0;
+  int code = weft__call_run(f->call, f->call + 1, tls_room, room, &len, NULL);
+  if (code != 0) return code;
+  f->bytes = malloc(len > 0 ? len : 1);
+  if (f->bytes == NULL) return WEFT_ENOMEM;
+  memcpy(f->bytes, tls_room, len);
+  f->bytes_len = len;
+  return 0;
+}
+
 /* Runs a pending future's task in the calling thread, unless it was
  * cancelled first. */
-static void future_run(struct future *f) {
+static void future_run(struct future *f, size_t room) {
   uint32_t expect = FS_PENDING;
   if (!__atomic_compare_exchange_n(&f->state, &expect, FS_RUNNING, false, __ATOMIC_ACQ_REL,
                                    __ATOMIC_ACQUIRE))
     return;
   void *result = NULL;
-  int code = f->fn(f->arg, &result);
+  int code;
+  if (f->call != NULL) {
+    code = run_call(f, room);
+    result = f->bytes;
+  } else {
+    code = f->fn(f->arg, &result);
+  }
   f->result = result;
   f->task_err = code;
   __atomic_store_n(&f->state, code == 0 ? FS_OK : FS_FAILED, __ATOMIC_SEQ_CST);
@@ -191,49 +302,68 @@ static bool future_wait(struct future *f, weft__deadline deadline) {
   return final_state(s);
 }
 
-int weft_future_result(weft_future h, double timeout, void **result) {
+/* The outcome of a finished future as a code, with its message. */
+static int outcome(struct future *f, const char *fn) {
+  switch (state_of(f)) {
+  case FS_OK:
+    return 0;
+  case FS_FAILED:
+    return weft__error(WEFT_ETASKFAILED, "%s: the task failed with code %d", fn,
+                       f->task_err);
+  case FS_CANCELLED:
+    return weft__error(WEFT_ECANCELED, "%s: %s", fn,
+                       f->report[0] ? f->report : "the task was cancelled");
+  case FS_DIED:
+    return weft__error(WEFT_EWORKERDIED, "%s: %s", fn, f->report);
+  case FS_TIMEDOUT:
+    return weft__error(WEFT_ETASKTIMEOUT, "%s: %s", fn, f->report);
+  default:
+    return weft__error(WEFT_EBROKEN, "%s: the pool broke before the task ran", fn);
+  }
+}
+
+static int future_result(weft_future h, double timeout, const char *fn, void **result,
+                         const void **data, size_t *len) {
   weft__deadline deadline;
   int err = weft__deadline_from(timeout, &deadline);
-  if (err != 0) return weft__error(err, "weft_future_result: timeout is NaN");
-  struct future *f = future_get(h, __func__);
+  if (err != 0) return weft__error(err, "%s: timeout is NaN", fn);
+  struct future *f = weft__future_get(h, fn);
   if (f == NULL) return weft_last_error_code();
   if (!future_wait(f, deadline)) {
-    err = weft__error(WEFT_ETIMEDOUT, "weft_future_result: the task is not done after %g s",
-                      timeout);
+    err = weft__error(WEFT_ETIMEDOUT, "%s: the task is not done after %g s", fn, timeout);
   } else {
-    switch (state_of(f)) {
-    case FS_OK:
+    err = outcome(f, fn);
+    if (err == 0) {
       if (result != NULL) *result = f->result;
-      break;
-    case FS_FAILED:
-      err = weft__error(WEFT_ETASKFAILED, "weft_future_result: the task failed with code %d",
-                        f->task_err);
-      break;
-    case FS_CANCELLED:
-      err = weft__error(WEFT_ECANCELED, "weft_future_result: the task was cancelled");
-      break;
-    default:
-      err = weft__error(WEFT_EBROKEN, "weft_future_result: the pool broke before the task ran");
-      break;
+      if (data != NULL) *data = f->bytes;
+      if (len != NULL) *len = f->bytes_len;
     }
   }
-  future_put(f);
+  weft__future_put(f);
   return err;
 }
 
+int weft_future_result(weft_future h, double timeout, void **result) {
+  return future_result(h, timeout, __func__, result, NULL, NULL);
+}
+
+int weft_future_result_bytes(weft_future h, double timeout, const void **data, size_t *len) {
+  return future_result(h, timeout, __func__, NULL, data, len);
+}
+
 int weft_future_task_error(weft_future h) {
-  struct future *f = future_get(h, __func__);
+  struct future *f = weft__future_get(h, __func__);
   if (f == NULL) return weft_last_error_code();
   int code = state_of(f) == FS_FAILED ? f->task_err : 0;
-  future_put(f);
+  weft__future_put(f);
   return code;
 }
 
 static bool future_test(weft_future h, const char *fn, bool (*pred)(uint32_t)) {
-  struct future *f = future_get(h, fn);
+  struct future *f = weft__future_get(h, fn);
   if (f == NULL) return false;
   bool r = pred(state_of(f));
-  future_put(f);
+  weft__future_put(f);
   return r;
 }
 
@@ -245,23 +375,23 @@ bool weft_future_running(weft_future h) { return future_test(h, __func__, is_run
 bool weft_future_cancelled(weft_future h) { return future_test(h, __func__, is_cancelled); }
 
 int weft_future_cancel(weft_future h) {
-  struct future *f = future_get(h, __func__);
+  struct future *f = weft__future_get(h, __func__);
   if (f == NULL) return weft_last_error_code();
   int err = 0;
-  if (!future_settle_pending(f, FS_CANCELLED) && state_of(f) != FS_CANCELLED)
+  if (!weft__future_settle_pending(f, FS_CANCELLED) && state_of(f) != FS_CANCELLED)
     err = weft__error(WEFT_EBUSY, "weft_future_cancel: the task is %s",
                       state_of(f) == FS_RUNNING ? "running" : "done");
-  future_put(f);
+  weft__future_put(f);
   return err;
 }
 
 int weft_future_add_done_callback(weft_future h, weft_future_callback cb, void *arg) {
   if (cb == NULL) return weft__error(WEFT_EINVAL, "weft_future_add_done_callback: cb is NULL");
-  struct future *f = future_get(h, __func__);
+  struct future *f = weft__future_get(h, __func__);
   if (f == NULL) return weft_last_error_code();
-  struct callback *c = malloc(sizeof *c);
+  struct weft__callback *c = malloc(sizeof *c);
   if (c == NULL) {
-    future_put(f);
+    weft__future_put(f);
     return weft__error(WEFT_ENOMEM, "weft_future_add_done_callback: out of memory");
   }
   c->fn = cb;
@@ -270,7 +400,7 @@ int weft_future_add_done_callback(weft_future h, weft_future_callback cb, void *
   bool now = f->cb_fired;
   if (!now) {
     /* Appended, so callbacks run in the order they were added. */
-    struct callback **p = &f->cbs;
+    struct weft__callback **p = &f->cbs;
     while (*p != NULL) p = &(*p)->next;
     c->next = NULL;
     *p = c;
@@ -280,7 +410,7 @@ int weft_future_add_done_callback(weft_future h, weft_future_callback cb, void *
     cb(h, arg);
     free(c);
   }
-  future_put(f);
+  weft__future_put(f);
   return 0;
 }
 
@@ -294,7 +424,7 @@ int weft_futures_wait(const weft_future *hs, size_t n, bool all, double timeout)
   if (fs == NULL) return weft__error(WEFT_ENOMEM, "weft_futures_wait: out of memory");
   size_t got = 0;
   for (; got < n; got++) {
-    fs[got] = future_get(hs[got], __func__);
+    fs[got] = weft__future_get(hs[got], __func__);
     if (fs[got] == NULL) {
       err = weft_last_error_code();
       break;
@@ -322,7 +452,7 @@ int weft_futures_wait(const weft_future *hs, size_t n, bool all, double timeout)
     }
     __atomic_sub_fetch(&gen_waiters, 1, __ATOMIC_SEQ_CST);
   }
-  for (size_t i = 0; i < got; i++) future_put(fs[i]);
+  for (size_t i = 0; i < got; i++) weft__future_put(fs[i]);
   free(fs);
   return err;
 }
@@ -334,35 +464,11 @@ int weft_future_close(weft_future h) {
   pthread_mutex_unlock(&futures_lock);
   if (f == NULL)
     return weft__error(WEFT_ECLOSED, "weft_future_close: the future handle is closed or invalid");
-  future_put(f);
+  weft__future_put(f);
   return 0;
 }
 
 /* ---- pools ---- */
-
-struct pool {
-  uint64_t id;
-  int refs; /* the handle, calls in flight */
-  pid_t pid; /* the process that made it: a forked child has none of its workers */
-  char name[WEFT_NAME_MAX + 1];
-  int max_workers;
-  long maxtasks;
-  int (*initializer)(void *);
-  void *initarg;
-  weft_queue *tasks; /* of struct future * */
-  int idle;          /* as Python's _idle_semaphore: workers that finished a task */
-  int broken;        /* atomic */
-  int terminated;    /* atomic: queued tasks are cancelled, not run */
-  pthread_mutex_t lock;
-  /* under lock */
-  bool closed;
-  bool joined;
-  int live;      /* workers started and not yet leaving */
-  unsigned started; /* numbers the workers' names (wraps) */
-  int joining;       /* joins in progress: no compaction meanwhile */
-  weft_thread *threads;
-  size_t nthreads, cap;
-};
 
 static pthread_mutex_t pools_lock = PTHREAD_MUTEX_INITIALIZER;
 static weft__handle_table pools;
@@ -374,7 +480,8 @@ static void pool_put(struct pool *p) {
   if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
   for (size_t i = 0; i < p->nthreads; i++) weft_thread_close(p->threads[i]);
   free(p->threads);
-  weft_queue_free(p->tasks);
+  if (p->tasks != NULL) weft_queue_free(p->tasks);
+  if (p->proc != NULL) weft__ppool_free(p);
   pthread_mutex_destroy(&p->lock);
   free(p);
 }
@@ -398,6 +505,10 @@ static void close_at_exit(void *obj, void *unused) {
   (void)unused;
   struct pool *p = obj;
   if (p->pid != weft__pid) return; /* a forked child's copy: its lock may be held */
+  if (p->kind == POOL_PROCESSES) {
+    weft__ppool_at_exit(p);
+    return;
+  }
   pthread_mutex_lock(&p->lock);
   p->closed = true;
   pthread_mutex_unlock(&p->lock);
@@ -410,51 +521,99 @@ static void pools_at_exit(void) {
   pthread_mutex_unlock(&pools_lock);
 }
 
-weft_pool weft_thread_pool_new_opts(const weft_pool_options *o) {
+static void ensure_exit_hook(void) {
+  if (!__atomic_exchange_n(&exit_hook_set, 1, __ATOMIC_ACQ_REL)) atexit(pools_at_exit);
+}
+
+#define DEFAULT_MAX_MESSAGE ((size_t)4 << 20)
+
+static weft_pool pool_new(const weft_pool_options *o, int kind, const char *fn) {
   weft_pool none = {0};
   if (o == NULL || o->workers < 0 || o->maxtasksperchild < 0) {
-    weft__error(WEFT_EINVAL, "weft_thread_pool_new: negative workers or maxtasksperchild");
+    weft__error(WEFT_EINVAL, "%s: negative workers or maxtasksperchild", fn);
     return none;
   }
   /* Room for "_N" with N up to 10 digits in the thread names. */
   if (o->name != NULL && strlen(o->name) > WEFT_NAME_MAX - 11) {
-    weft__error(WEFT_EINVAL, "weft_thread_pool_new: name is longer than %d bytes",
-                WEFT_NAME_MAX - 11);
+    weft__error(WEFT_EINVAL, "%s: name is longer than %d bytes", fn, WEFT_NAME_MAX - 11);
+    return none;
+  }
+  if (kind == POOL_THREADS && o->task_timeout != 0) {
+    weft__error(WEFT_EINVAL, "%s: task_timeout needs a process pool (threads cannot be killed)",
+                fn);
+    return none;
+  }
+  if (!(o->task_timeout >= 0)) {
+    weft__error(WEFT_EINVAL, "%s: task_timeout is negative or NaN", fn);
+    return none;
+  }
+  if (o->max_message != 0 && (o->max_message < 64 || o->max_message > ((size_t)1 << 30))) {
+    weft__error(WEFT_EINVAL, "%s: max_message must be between 64 bytes and 1 GiB", fn);
+    return none;
+  }
+  if (o->callback_threads < 0) {
+    weft__error(WEFT_EINVAL, "%s: negative callback_threads", fn);
     return none;
   }
   struct pool *p = calloc(1, sizeof *p);
   if (p == NULL) {
-    weft__error(WEFT_ENOMEM, "weft_thread_pool_new: out of memory");
+    weft__error(WEFT_ENOMEM, "%s: out of memory", fn);
     return none;
   }
   p->refs = 1;
+  p->kind = kind;
   p->pid = weft__pid;
   p->max_workers = o->workers > 0 ? o->workers : weft_cpu_count();
   p->maxtasks = o->maxtasksperchild;
   p->initializer = o->initializer;
   p->initarg = o->initarg;
+  p->max_message = o->max_message != 0 ? o->max_message : DEFAULT_MAX_MESSAGE;
   pthread_mutex_init(&p->lock, NULL);
-  p->tasks = weft_queue_new(.name = "pool tasks");
-  if (p->tasks == NULL) {
-    pthread_mutex_destroy(&p->lock);
-    free(p);
-    weft__error(WEFT_ENOMEM, "weft_thread_pool_new: out of memory");
-    return none;
+  if (kind == POOL_THREADS) {
+    p->tasks = weft_queue_new(.name = "pool tasks");
+    if (p->tasks == NULL) {
+      pthread_mutex_destroy(&p->lock);
+      free(p);
+      weft__error(WEFT_ENOMEM, "%s: out of memory", fn);
+      return none;
+    }
   }
   pthread_mutex_lock(&pools_lock);
   if (o->name != NULL)
     snprintf(p->name, sizeof p->name, "%s", o->name);
-  else
+  else if (kind == POOL_THREADS)
     snprintf(p->name, sizeof p->name, "ThreadPool-%u", pool_counter++);
+  else
+    snprintf(p->name, sizeof p->name, "ProcessPool-%u", pool_counter++);
+  pthread_mutex_unlock(&pools_lock);
+  if (kind == POOL_PROCESSES && weft__ppool_start(p, o) != 0) {
+    pthread_mutex_destroy(&p->lock); /* weft__ppool_start cleaned up and said why */
+    free(p);
+    return none;
+  }
+  if (kind == POOL_PROCESSES) ensure_exit_hook();
+  pthread_mutex_lock(&pools_lock);
   p->id = weft__handle_add(&pools, p);
   pthread_mutex_unlock(&pools_lock);
   if (p->id == 0) {
+    if (kind == POOL_PROCESSES) {
+      weft__ppool_terminate(p);
+      weft__ppool_join(p, WEFT__NEVER, -1);
+    }
     p->refs = 1;
     pool_put(p);
-    weft__error(WEFT_ENOMEM, "weft_thread_pool_new: out of memory");
+    weft__error(WEFT_ENOMEM, "%s: out of memory", fn);
     return none;
   }
   return (weft_pool){p->id};
+}
+
+weft_pool weft_thread_pool_new_opts(const weft_pool_options *o) {
+  return pool_new(o, POOL_THREADS, "weft_thread_pool_new");
+}
+
+weft_pool weft_process_pool_new_opts(const weft_pool_options *o) {
+  return pool_new(o, POOL_PROCESSES, "weft_process_pool_new");
 }
 
 /* Closes the queue and settles every task still in it as `to` (cancelled
@@ -464,8 +623,8 @@ static void drain(struct pool *p, uint32_t to) {
   void *item;
   while (weft_queue_get(p->tasks, &item, 0) == 0) {
     struct future *f = item;
-    future_settle_pending(f, to);
-    future_put(f);
+    weft__future_settle_pending(f, to);
+    weft__future_put(f);
   }
 }
 
@@ -484,12 +643,12 @@ static void *worker_main(void *arg) {
     while (weft_queue_get(p->tasks, &item, WEFT_FOREVER) == 0) {
       struct future *f = item;
       if (__atomic_load_n(&p->broken, __ATOMIC_ACQUIRE))
-        future_settle_pending(f, FS_BROKEN);
+        weft__future_settle_pending(f, FS_BROKEN);
       else if (__atomic_load_n(&p->terminated, __ATOMIC_ACQUIRE))
-        future_settle_pending(f, FS_CANCELLED);
+        weft__future_settle_pending(f, FS_CANCELLED);
       else
-        future_run(f);
-      future_put(f);
+        future_run(f, p->max_message);
+      weft__future_put(f);
       __atomic_add_fetch(&p->idle, 1, __ATOMIC_RELEASE);
       if (p->maxtasks > 0 && ++ran >= p->maxtasks) {
         replace = true;
@@ -511,6 +670,9 @@ static void *worker_main(void *arg) {
     __atomic_store_n(&p->broken, 1, __ATOMIC_SEQ_CST);
     drain(p, FS_BROKEN);
   }
+  free(tls_room);
+  tls_room = NULL;
+  tls_room_size = 0;
   tls_pool = NULL;
   return NULL;
 }
@@ -550,7 +712,7 @@ static int start_worker_locked(struct pool *p) {
   p->started++;
   p->live++;
   p->threads[p->nthreads++] = t;
-  if (!__atomic_exchange_n(&exit_hook_set, 1, __ATOMIC_ACQ_REL)) atexit(pools_at_exit);
+  ensure_exit_hook();
   return 0;
 }
 
@@ -584,18 +746,23 @@ weft_future weft_pool_submit(weft_pool h, weft_task fn, void *arg) {
   if (p == NULL) return none;
   int err = 0;
   struct future *f = NULL;
-  if (__atomic_load_n(&p->broken, __ATOMIC_ACQUIRE)) {
+  if (p->kind == POOL_PROCESSES) {
+    err = weft__error(WEFT_EINVAL,
+                      "weft_pool_submit: %s is a process pool, which takes bytes: use "
+                      "weft_pool_apply_async",
+                      p->name);
+  } else if (__atomic_load_n(&p->broken, __ATOMIC_ACQUIRE)) {
     err = weft__error(WEFT_EBROKEN, "weft_pool_submit: %s is broken (an initializer failed)",
                       p->name);
   } else if ((err = ensure_worker(p)) == 0) {
-    f = future_new(fn, arg);
+    f = weft__future_new(fn, arg);
     if (f == NULL) {
       err = weft__error(WEFT_ENOMEM, "weft_pool_submit: out of memory");
     } else if (weft_queue_put(p->tasks, f, WEFT_FOREVER) != 0) {
       err = __atomic_load_n(&p->broken, __ATOMIC_ACQUIRE)
                 ? weft__error(WEFT_EBROKEN, "weft_pool_submit: %s is broken", p->name)
                 : weft__error(WEFT_ECLOSED, "weft_pool_submit: %s is closed", p->name);
-      future_put(f); /* the task's reference */
+      weft__future_put(f); /* the task's reference */
       weft_future_close((weft_future){f->id});
       f = NULL;
     }
@@ -610,7 +777,10 @@ int weft_pool_close(weft_pool h) {
   pthread_mutex_lock(&p->lock);
   p->closed = true;
   pthread_mutex_unlock(&p->lock);
-  weft_queue_close(p->tasks);
+  if (p->kind == POOL_PROCESSES)
+    weft__ppool_close(p);
+  else
+    weft_queue_close(p->tasks);
   pool_put(p);
   return 0;
 }
@@ -625,7 +795,10 @@ int weft_pool_terminate(weft_pool h) {
     pthread_mutex_lock(&p->lock);
     p->closed = true;
     pthread_mutex_unlock(&p->lock);
-    drain(p, FS_CANCELLED);
+    if (p->kind == POOL_PROCESSES)
+      weft__ppool_terminate(p);
+    else
+      drain(p, FS_CANCELLED);
   }
   pool_put(p);
   return err;
@@ -637,6 +810,21 @@ int weft_pool_join(weft_pool h, double timeout) {
   if (err != 0) return weft__error(err, "weft_pool_join: timeout is NaN");
   struct pool *p = pool_get(h, __func__);
   if (p == NULL) return weft_last_error_code();
+  if (p->kind == POOL_PROCESSES) {
+    pthread_mutex_lock(&p->lock);
+    bool closed = p->closed;
+    pthread_mutex_unlock(&p->lock);
+    err = closed ? weft__ppool_join(p, deadline, timeout)
+                 : weft__error(WEFT_ERUNNING,
+                               "weft_pool_join: %s is still running; close it first", p->name);
+    if (err == 0) {
+      pthread_mutex_lock(&p->lock);
+      p->joined = true;
+      pthread_mutex_unlock(&p->lock);
+    }
+    pool_put(p);
+    return err;
+  }
   pthread_mutex_lock(&p->lock);
   if (tls_pool == p)
     err = weft__error(WEFT_EDEADLK, "weft_pool_join: called from a worker of %s", p->name);
@@ -689,6 +877,600 @@ int weft_pool_free(weft_pool h) {
   pthread_mutex_unlock(&pools_lock);
   if (err == 0) pool_put(p);
   return err;
+}
+
+/* ---- bytes tasks: apply_async, map, imap ---- */
+
+/* A future for a bytes task: its call header and argument in one block. */
+static struct future *call_future(struct pool *p, weft_bytes_task fn, uint32_t kind,
+                                  const void *in, size_t in_len, const char *what) {
+  if (sizeof(weft__call) + in_len > p->max_message || in_len > p->max_message) {
+    weft__error(WEFT_EMSGSIZE, "%s: the argument (%zu bytes) is larger than %s's max_message (%zu)",
+                what, in_len, p->name, p->max_message - sizeof(weft__call));
+    return NULL;
+  }
+  weft__call *c = malloc(sizeof *c + (in_len > 0 ? in_len : 1));
+  if (c == NULL) {
+    weft__error(WEFT_ENOMEM, "%s: out of memory", what);
+    return NULL;
+  }
+  memset(c, 0, sizeof *c);
+  c->fn = fn;
+  c->kind = kind;
+  c->in_len = in_len;
+  if (in_len > 0) memcpy(c + 1, in, in_len);
+  struct future *f = weft__future_new(NULL, NULL);
+  if (f == NULL) {
+    free(c);
+    weft__error(WEFT_ENOMEM, "%s: out of memory", what);
+    return NULL;
+  }
+  f->call = c;
+  return f;
+}
+
+/* Hands a bytes-task future to its pool (the task's reference goes with
+ * it); on failure the future is released and the error said. */
+static int queue_call(struct pool *p, struct future *f, const char *what) {
+  int err = 0;
+  if (__atomic_load_n(&p->broken, __ATOMIC_ACQUIRE)) {
+    err = weft__error(WEFT_EBROKEN, "%s: %s is broken (an initializer failed)", what, p->name);
+  } else if (p->kind == POOL_PROCESSES) {
+    err = weft__ppool_submit(p, f);
+  } else if ((err = ensure_worker(p)) == 0 && weft_queue_put(p->tasks, f, WEFT_FOREVER) != 0) {
+    err = __atomic_load_n(&p->broken, __ATOMIC_ACQUIRE)
+              ? weft__error(WEFT_EBROKEN, "%s: %s is broken", what, p->name)
+              : weft__error(WEFT_ECLOSED, "%s: %s is closed", what, p->name);
+  }
+  if (err != 0) {
+    weft__future_put(f); /* the task's reference */
+    pthread_mutex_lock(&futures_lock);
+    weft__handle_remove(&futures, f->id);
+    pthread_mutex_unlock(&futures_lock);
+    weft__future_put(f); /* the handle's */
+  }
+  return err;
+}
+
+static int add_callback(struct future *f, weft_future_callback cb, void *arg, int when) {
+  struct weft__callback *c = malloc(sizeof *c);
+  if (c == NULL) return WEFT_ENOMEM;
+  c->fn = cb;
+  c->arg = arg;
+  c->when = when;
+  c->next = f->cbs;
+  f->cbs = c;
+  return 0;
+}
+
+weft_future weft_pool_apply_async_opts(weft_pool h, weft_bytes_task fn, const void *arg,
+                                       size_t len, const weft_apply_options *o) {
+  weft_future none = {0};
+  static const weft_apply_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
+  if (fn == NULL || (arg == NULL && len > 0) || (ssize_t)len < 0) {
+    weft__error(WEFT_EINVAL, "weft_pool_apply_async: %s",
+                fn == NULL ? "fn is NULL" : "arg is NULL or len is negative");
+    return none;
+  }
+  if (!(o->timeout >= 0)) {
+    weft__error(WEFT_EINVAL, "weft_pool_apply_async: timeout is negative or NaN");
+    return none;
+  }
+  struct pool *p = pool_get(h, __func__);
+  if (p == NULL) return none;
+  weft_future out = none;
+  if (o->timeout != 0 && p->kind == POOL_THREADS) {
+    weft__error(WEFT_EINVAL,
+                "weft_pool_apply_async: a time limit needs a process pool (threads cannot be "
+                "killed)");
+  } else {
+    struct future *f = call_future(p, fn, WEFT__CALL_SINGLE, arg, len, __func__);
+    if (f != NULL) {
+      f->timeout = o->timeout;
+      /* Added before the task is queued, so they cannot miss its end;
+       * the one added last runs first, so the error callback goes first. */
+      int err = 0;
+      if (o->callback != NULL) err = add_callback(f, o->callback, o->callback_arg, CB_SUCCESS);
+      if (err == 0 && o->error_callback != NULL)
+        err = add_callback(f, o->error_callback, o->callback_arg, CB_FAILURE);
+      if (err != 0) {
+        weft__error(WEFT_ENOMEM, "weft_pool_apply_async: out of memory");
+        weft__future_put(f);
+        weft_future_close((weft_future){f->id});
+      } else if (queue_call(p, f, __func__) == 0) {
+        out = (weft_future){f->id};
+      }
+    }
+  }
+  pool_put(p);
+  return out;
+}
+
+/* Items per chunk: the caller's, or Python's default for map, and never
+ * more than fit in a message either way. */
+static size_t chunk_items(struct pool *p, long chunksize, size_t n, size_t item_size,
+                          size_t result_size) {
+  size_t c = (size_t)chunksize;
+  if (chunksize == 0) {
+    size_t parts = (size_t)p->max_workers * 4;
+    c = n / parts + (n % parts != 0);
+    if (c == 0) c = 1;
+  }
+  size_t room = p->max_message - sizeof(weft__call);
+  size_t per = item_size > sizeof(int32_t) + result_size ? item_size
+                                                          : sizeof(int32_t) + result_size;
+  size_t fit = room / per;
+  if (fit == 0) fit = 1;
+  return c < fit ? c : fit;
+}
+
+static int check_map(struct pool *p, weft_bytes_task fn, size_t item_size, size_t result_size,
+                     const weft_map_options *o, const char *what) {
+  if (fn == NULL) return weft__error(WEFT_EINVAL, "%s: fn is NULL", what);
+  if (result_size == 0) return weft__error(WEFT_EINVAL, "%s: result_size is 0", what);
+  if (o->chunksize < 0)
+    return weft__error(WEFT_EINVAL, "%s: chunksize %ld is below 1", what, o->chunksize);
+  if (o->window < 0) return weft__error(WEFT_EINVAL, "%s: window %ld is below 1", what, o->window);
+  if (!(o->timeout >= 0))
+    return weft__error(WEFT_EINVAL, "%s: timeout is negative or NaN", what);
+  if (o->timeout != 0 && p->kind == POOL_THREADS)
+    return weft__error(WEFT_EINVAL, "%s: a time limit needs a process pool", what);
+  size_t per = item_size > sizeof(int32_t) + result_size ? item_size
+                                                          : sizeof(int32_t) + result_size;
+  if (sizeof(weft__call) + per > p->max_message)
+    return weft__error(WEFT_EMSGSIZE, "%s: one item or result does not fit in max_message (%zu)",
+                       what, p->max_message);
+  return 0;
+}
+
+/* Submits a chunk of n items starting at index base. */
+static struct future *submit_chunk(struct pool *p, weft_bytes_task fn, const void *items,
+                                   size_t item_size, size_t n, size_t base, size_t result_size,
+                                   double timeout, const char *what) {
+  struct future *f = call_future(p, fn, WEFT__CALL_CHUNK, items, n * item_size, what);
+  if (f == NULL) return NULL;
+  f->call->n = (uint32_t)n;
+  f->call->base = base;
+  f->call->item_size = item_size;
+  f->call->result_size = result_size;
+  f->timeout = timeout;
+  if (queue_call(p, f, what) != 0) return NULL;
+  return f;
+}
+
+static const unsigned char *chunk_codes(struct future *f) {
+  return (const unsigned char *)f->bytes + (size_t)f->call->n * (size_t)f->call->result_size;
+}
+
+/* The code of item i of a finished chunk future, with the message said
+ * when it is not 0. */
+static int chunk_item_code(struct future *f, size_t i, size_t first, const char *what) {
+  uint32_t s = state_of(f);
+  if (s == FS_OK) {
+    int32_t code;
+    memcpy(&code, chunk_codes(f) + i * sizeof code, sizeof code);
+    if (code == 0) return 0;
+    return weft__error(WEFT_ETASKFAILED, "%s: item %zu failed with code %d", what, first + i,
+                       (int)code);
+  }
+  return outcome(f, what);
+}
+
+static void chunk_item_result(struct future *f, size_t i, size_t result_size, void *dst) {
+  memcpy(dst, (const unsigned char *)f->bytes + i * result_size, result_size);
+}
+
+static double since(int64_t t0) { return (double)(weft__os_now_ns() - t0) / 1e9; }
+
+int weft_pool_map_opts(weft_pool h, weft_bytes_task fn, const void *items, size_t item_size,
+                       size_t n, void *results, size_t result_size, const weft_map_options *o) {
+  static const weft_map_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
+  if (n > 0 && (items == NULL || results == NULL))
+    return weft__error(WEFT_EINVAL, "weft_pool_map: items or results is NULL");
+  struct pool *p = pool_get(h, __func__);
+  if (p == NULL) return weft_last_error_code();
+  int err = check_map(p, fn, item_size, result_size, o, __func__);
+  if (err != 0 || n == 0) {
+    pool_put(p);
+    return err;
+  }
+  int64_t t0 = weft__os_now_ns();
+  size_t per = chunk_items(p, o->chunksize, n, item_size, result_size);
+  size_t nchunks = n / per + (n % per != 0);
+  struct future **fs = calloc(nchunks, sizeof *fs);
+  if (fs == NULL) {
+    pool_put(p);
+    return weft__error(WEFT_ENOMEM, "weft_pool_map: out of memory");
+  }
+  size_t submitted = 0;
+  for (; submitted < nchunks; submitted++) {
+    size_t base = submitted * per, k = n - base < per ? n - base : per;
+    fs[submitted] = submit_chunk(p, fn, (const unsigned char *)items + base * item_size,
+                                 item_size, k, base, result_size, o->timeout, __func__);
+    if (fs[submitted] == NULL) {
+      err = weft_last_error_code();
+      break;
+    }
+  }
+  /* Every submitted chunk is waited for, even after a failure: the caller's
+   * arrays must not be written once map has returned. */
+  int first = 0;
+  char first_msg[512];
+  size_t done = 0;
+  for (size_t c = 0; c < submitted; c++) {
+    struct future *f = fs[c];
+    future_wait(f, WEFT__NEVER);
+    size_t base = c * per, k = f->call->n;
+    for (size_t i = 0; i < k; i++) {
+      int code = chunk_item_code(f, i, base, __func__);
+      if (o->errors != NULL) o->errors[base + i] = code;
+      if (code == 0) {
+        chunk_item_result(f, i, result_size, (unsigned char *)results + (base + i) * result_size);
+      } else if (first == 0) {
+        first = code;
+        snprintf(first_msg, sizeof first_msg, "%s", weft_last_error());
+      }
+    }
+    done += k;
+    if (o->progress != NULL) o->progress(done, n, since(t0), o->progress_arg);
+    weft_future_close((weft_future){f->id}); /* the last reference: the pool dropped its own */
+  }
+  free(fs);
+  pool_put(p);
+  if (err != 0) return err; /* a submit failed: its own message stands */
+  if (first != 0) return weft__error(first, "%s", first_msg);
+  return 0;
+}
+
+/* ---- imap ---- */
+
+struct weft_imap;
+
+struct ichunk {
+  struct future *f;
+  struct weft_imap *it;
+  size_t base, n, pos; /* items base..base+n-1; pos: the next to give */
+  struct ichunk *next;
+};
+
+struct weft_imap {
+  struct pool *p;
+  weft_bytes_task fn;
+  weft_imap_source source;
+  void *source_arg;
+  size_t item_size, result_size, per, window;
+  bool unordered, source_done;
+  double timeout;
+  weft_progress_fn progress;
+  void *progress_arg;
+  int64_t t0;
+  size_t read, given;
+  unsigned char *buf;         /* items of the chunk being read */
+  struct ichunk *head, *tail; /* ordered: in submission order */
+  size_t inflight;            /* chunks submitted and not yet fully given */
+  size_t submitted;
+  uint32_t fired;             /* futex: chunk watchers that ran (unordered) */
+  weft_queue *done;           /* unordered: chunks as they finish */
+  struct ichunk *cur;         /* unordered: the chunk being given */
+  int task_err;
+};
+
+/* Unordered: a finished chunk joins the queue of finished ones. It must
+ * not touch the chunk after the put (the reader may free it at once). */
+static void imap_chunk_done(struct future *f, void *arg) {
+  (void)f;
+  struct ichunk *c = arg;
+  struct weft_imap *it = c->it;
+  weft_queue_put(it->done, c, WEFT_FOREVER);
+  __atomic_add_fetch(&it->fired, 1, __ATOMIC_SEQ_CST);
+  weft__os_futex_wake(&it->fired, INT32_MAX);
+}
+
+/* Reads and submits chunks while the window has room. */
+static int imap_fill(struct weft_imap *it) {
+  while (!it->source_done && it->inflight < it->window) {
+    size_t k = 0;
+    while (k < it->per && it->source(it->buf + k * it->item_size, it->source_arg)) k++;
+    if (k < it->per) it->source_done = true;
+    if (k == 0) break;
+    struct ichunk *c = calloc(1, sizeof *c);
+    if (c == NULL) return weft__error(WEFT_ENOMEM, "weft_imap_next: out of memory");
+    c->it = it;
+    c->base = it->read;
+    c->n = k;
+    c->f = submit_chunk(it->p, it->fn, it->buf, it->item_size, k, it->read, it->result_size,
+                        it->timeout, "weft_imap_next");
+    if (c->f == NULL) {
+      free(c);
+      return weft_last_error_code();
+    }
+    it->read += k;
+    it->inflight++;
+    it->submitted++;
+    if (it->tail != NULL)
+      it->tail->next = c;
+    else
+      it->head = c;
+    it->tail = c;
+    if (it->unordered && future_watch(c->f, imap_chunk_done, c) != 0) {
+      /* Without its watcher the chunk would never be given: wait here. */
+      future_wait(c->f, WEFT__NEVER);
+      imap_chunk_done(c->f, c);
+    }
+  }
+  return 0;
+}
+
+static void ichunk_free(struct ichunk *c) {
+  weft_future_close((weft_future){c->f->id});
+  free(c);
+}
+
+weft_imap *weft_pool_imap_opts(weft_pool h, weft_bytes_task fn, weft_imap_source source,
+                               void *source_arg, size_t item_size, size_t result_size,
+                               const weft_map_options *o) {
+  static const weft_map_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
+  if (source == NULL) {
+    weft__error(WEFT_EINVAL, "weft_pool_imap: source is NULL");
+    return NULL;
+  }
+  struct pool *p = pool_get(h, __func__);
+  if (p == NULL) return NULL;
+  if (check_map(p, fn, item_size, result_size, o, "weft_pool_imap") != 0) {
+    pool_put(p);
+    return NULL;
+  }
+  struct weft_imap *it = calloc(1, sizeof *it);
+  size_t per = chunk_items(p, o->chunksize == 0 ? 1 : o->chunksize, 1, item_size, result_size);
+  unsigned char *buf = malloc(per * item_size > 0 ? per * item_size : 1);
+  weft_queue *done = o->unordered ? weft_queue_new(.name = "imap results") : NULL;
+  if (it == NULL || buf == NULL || (o->unordered && done == NULL)) {
+    free(it);
+    free(buf);
+    if (done != NULL) weft_queue_free(done);
+    pool_put(p);
+    weft__error(WEFT_ENOMEM, "weft_pool_imap: out of memory");
+    return NULL;
+  }
+  it->p = p; /* keeps the call's reference until weft_imap_free */
+  it->fn = fn;
+  it->source = source;
+  it->source_arg = source_arg;
+  it->item_size = item_size;
+  it->result_size = result_size;
+  it->per = per;
+  it->window = o->window > 0 ? (size_t)o->window : (size_t)p->max_workers * 4;
+  it->unordered = o->unordered;
+  it->timeout = o->timeout;
+  it->progress = o->progress;
+  it->progress_arg = o->progress_arg;
+  it->t0 = weft__os_now_ns();
+  it->buf = buf;
+  it->done = done;
+  return it;
+}
+
+int weft_imap_next(weft_imap *it, double timeout, size_t *index, void *result) {
+  if (it == NULL) return weft__error(WEFT_EINVAL, "weft_imap_next: it is NULL");
+  weft__deadline deadline;
+  int err = weft__deadline_from(timeout, &deadline);
+  if (err != 0) return weft__error(err, "weft_imap_next: timeout is NaN");
+  it->task_err = 0;
+  if ((err = imap_fill(it)) != 0) return err;
+  struct ichunk *c;
+  if (!it->unordered) {
+    c = it->head;
+    if (c == NULL) return weft__error(WEFT_EEOF, "weft_imap_next: no more results");
+    if (!future_wait(c->f, deadline))
+      return weft__error(WEFT_ETIMEDOUT, "weft_imap_next: no result after %g s", timeout);
+  } else {
+    c = it->cur;
+    if (c == NULL) {
+      if (it->inflight == 0) return weft__error(WEFT_EEOF, "weft_imap_next: no more results");
+      void *item;
+      double left = -1;
+      if (deadline != WEFT__NEVER) {
+        left = (double)(deadline - weft__os_now_ns()) / 1e9;
+        if (left < 0) left = 0;
+      }
+      if (weft_queue_get(it->done, &item, left) != 0)
+        return weft__error(WEFT_ETIMEDOUT, "weft_imap_next: no result after %g s", timeout);
+      c = it->cur = item;
+    }
+  }
+  size_t i = c->pos++;
+  if (index != NULL) *index = c->base + i;
+  err = chunk_item_code(c->f, i, c->base, "weft_imap_next");
+  if (err == 0 && result != NULL) chunk_item_result(c->f, i, it->result_size, result);
+  if (err == WEFT_ETASKFAILED) {
+    int32_t code;
+    memcpy(&code, chunk_codes(c->f) + i * sizeof code, sizeof code);
+    it->task_err = code;
+  }
+  it->given++;
+  if (c->pos == c->n) {
+    struct ichunk **pp = &it->head, *prev = NULL;
+    while (*pp != c) {
+      prev = *pp;
+      pp = &(*pp)->next;
+    }
+    *pp = c->next;
+    if (it->tail == c) it->tail = prev;
+    if (it->unordered) it->cur = NULL;
+    it->inflight--;
+    ichunk_free(c);
+  }
+  if (it->progress != NULL)
+    it->progress(it->given, it->source_done && it->inflight == 0 ? it->given : 0, since(it->t0),
+                 it->progress_arg);
+  if (err != 0) return err;
+  /* Keep the workers busy while the caller works on this result. */
+  int ferr = imap_fill(it);
+  (void)ferr; /* said again by the next call */
+  return 0;
+}
+
+int weft_imap_task_error(const weft_imap *it) { return it == NULL ? 0 : it->task_err; }
+
+int weft_imap_free(weft_imap *it) {
+  if (it == NULL) return 0;
+  /* Cancel what has not started, wait for the rest. */
+  for (struct ichunk *c = it->head; c != NULL; c = c->next)
+    weft__future_settle_pending(c->f, FS_CANCELLED);
+  if (it->unordered) {
+    /* Watchers still to run touch it: wait until all have. */
+    uint32_t fired;
+    while ((fired = __atomic_load_n(&it->fired, __ATOMIC_SEQ_CST)) != it->submitted)
+      weft__os_futex_wait(&it->fired, fired, WEFT__NEVER);
+  }
+  while (it->head != NULL) {
+    struct ichunk *c = it->head;
+    it->head = c->next;
+    future_wait(c->f, WEFT__NEVER);
+    ichunk_free(c);
+  }
+  pool_put(it->p);
+  if (it->done != NULL) weft_queue_free(it->done);
+  free(it->buf);
+  free(it);
+  return 0;
+}
+
+/* ---- as_completed ---- */
+
+struct weft_as_completed {
+  size_t n, given;
+  weft_queue *done; /* positions + 1, as they finish */
+  struct future **fs;
+  uint32_t fired;   /* futex: watchers that ran */
+};
+
+struct ac_watch {
+  struct weft_as_completed *ac;
+  size_t index;
+};
+
+static void ac_done(struct future *f, void *arg) {
+  (void)f;
+  struct ac_watch *w = arg;
+  struct weft_as_completed *ac = w->ac;
+  weft_queue_put(ac->done, (void *)(uintptr_t)(w->index + 1), WEFT_FOREVER);
+  free(w);
+  __atomic_add_fetch(&ac->fired, 1, __ATOMIC_SEQ_CST);
+  weft__os_futex_wake(&ac->fired, INT32_MAX);
+}
+
+weft_as_completed *weft_as_completed_new(const weft_future *hs, size_t n) {
+  if (hs == NULL || n == 0) {
+    weft__error(WEFT_EINVAL, "weft_as_completed_new: no futures given");
+    return NULL;
+  }
+  struct weft_as_completed *ac = calloc(1, sizeof *ac);
+  struct future **fs = calloc(n, sizeof *fs);
+  weft_queue *done = weft_queue_new(.name = "as_completed");
+  if (ac == NULL || fs == NULL || done == NULL) {
+    free(ac);
+    free(fs);
+    if (done != NULL) weft_queue_free(done);
+    weft__error(WEFT_ENOMEM, "weft_as_completed_new: out of memory");
+    return NULL;
+  }
+  ac->n = n;
+  ac->fs = fs;
+  ac->done = done;
+  size_t got = 0;
+  for (; got < n; got++)
+    if ((fs[got] = weft__future_get(hs[got], "weft_as_completed_new")) == NULL) break;
+  if (got < n) {
+    int err = weft_last_error_code();
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", weft_last_error());
+    for (size_t i = 0; i < got; i++) weft__future_put(fs[i]);
+    free(fs);
+    weft_queue_free(done);
+    free(ac);
+    weft__error(err, "%s", msg);
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    struct ac_watch *w = malloc(sizeof *w);
+    if (w != NULL) {
+      w->ac = ac;
+      w->index = i;
+    }
+    if (w == NULL || future_watch(fs[i], ac_done, w) != 0) {
+      /* No watcher: wait for this one now rather than lose it. */
+      free(w);
+      future_wait(fs[i], WEFT__NEVER);
+      weft_queue_put(done, (void *)(uintptr_t)(i + 1), WEFT_FOREVER);
+      __atomic_add_fetch(&ac->fired, 1, __ATOMIC_SEQ_CST);
+    }
+  }
+  return ac;
+}
+
+int weft_as_completed_next(weft_as_completed *ac, double timeout, weft_future *future,
+                           size_t *index) {
+  if (ac == NULL) return weft__error(WEFT_EINVAL, "weft_as_completed_next: ac is NULL");
+  if (isnan(timeout)) return weft__error(WEFT_EINVAL, "weft_as_completed_next: timeout is NaN");
+  if (ac->given == ac->n)
+    return weft__error(WEFT_EEOF, "weft_as_completed_next: all %zu futures were given", ac->n);
+  void *item;
+  if (weft_queue_get(ac->done, &item, timeout) != 0)
+    return weft__error(WEFT_ETIMEDOUT, "weft_as_completed_next: %zu of %zu still running after %g s",
+                       ac->n - ac->given, ac->n, timeout);
+  size_t i = (size_t)(uintptr_t)item - 1;
+  ac->given++;
+  if (future != NULL) *future = (weft_future){ac->fs[i]->id};
+  if (index != NULL) *index = i;
+  return 0;
+}
+
+int weft_as_completed_free(weft_as_completed *ac) {
+  if (ac == NULL) return 0;
+  /* Watchers still to run hold a pointer to ac: wait for them (the futures
+   * run to their end regardless; a caller who stops early waits for them). */
+  uint32_t fired;
+  while ((fired = __atomic_load_n(&ac->fired, __ATOMIC_SEQ_CST)) != ac->n)
+    weft__os_futex_wait(&ac->fired, fired, WEFT__NEVER);
+  for (size_t i = 0; i < ac->n; i++) weft__future_put(ac->fs[i]);
+  free(ac->fs);
+  weft_queue_free(ac->done);
+  free(ac);
+  return 0;
+}
+
+/* ---- progress, scope ---- */
+
+void weft_progress_bar(size_t done, size_t total, double elapsed, void *arg) {
+  static _Thread_local double last = -1;
+  if (!isatty(STDERR_FILENO)) return;
+  bool end = total != 0 && done >= total;
+  if (!end && last >= 0 && elapsed - last < 0.1 && elapsed >= last) return;
+  last = end ? -1 : elapsed;
+  const char *label = arg != NULL ? arg : "";
+  char bar[31];
+  if (total != 0) {
+    size_t fill = done * 30 / total;
+    for (size_t i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
+    bar[30] = '\0';
+    fprintf(stderr, "\r%s%s[%s] %zu/%zu %5.1f%% %.1fs", label, *label ? " " : "", bar, done,
+            total, 100.0 * (double)done / (double)total, elapsed);
+  } else {
+    fprintf(stderr, "\r%s%s%zu done %.1fs", label, *label ? " " : "", done, elapsed);
+  }
+  if (end) fputc('\n', stderr);
+  fflush(stderr);
+}
+
+void weft_pool_scope_end(weft_pool *pool) {
+  if (pool == NULL || pool->id == 0) return;
+  weft_pool_close(*pool);
+  if (weft_pool_join(*pool, WEFT_FOREVER) == 0) weft_pool_free(*pool);
+  pool->id = 0;
 }
 
 /* ---- fork ---- */

@@ -783,6 +783,21 @@ static void terminate_daemon(void *obj, void *unused) {
     weft__os_pidfd_signal(p->pidfd, SIGTERM);
 }
 
+/* A dup of a started child's pidfd, for a caller that polls many children
+ * at once (process pools): readable once the child has exited, whoever
+ * reaps it. The fd or a negative code. */
+int weft__process_dup_pidfd(weft_process h) {
+  pthread_mutex_lock(&registry);
+  struct proc *p = get_locked(h, __func__);
+  int fd = WEFT_ECLOSED;
+  if (p != NULL) {
+    fd = p->pidfd >= 0 ? weft__os_dup(p->pidfd) : WEFT_ESRCH;
+    put_locked(p);
+  }
+  pthread_mutex_unlock(&registry);
+  return fd;
+}
+
 /* Waits for each running child of one kind, one at a time, without holding
  * a list: children stopped meanwhile are skipped by the search. */
 static void wait_children_locked(bool daemon, weft__deadline deadline) {

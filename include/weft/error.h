@@ -36,11 +36,13 @@
   XX(ENOTSTARTED, -4001, "not started")                                            \
   XX(ERUNNING, -4002, "still running")                                             \
   XX(ECLOSED, -4003, "closed (or an invalid handle)")                               \
-  XX(EBROKEN, -4004, "the barrier is broken")                                       \
+  XX(EBROKEN, -4004, "broken (a barrier, or a pool whose initializer failed)")                                       \
   XX(EFULL, -4005, "the queue is full")                                            \
   XX(EEMPTY, -4006, "the queue is empty")                                          \
   XX(EEOF, -4007, "end of file: the other end was closed")                         \
-  XX(ETASKFAILED, -4008, "the task failed")
+  XX(ETASKFAILED, -4008, "the task failed")                                       \
+  XX(EWORKERDIED, -4009, "the worker process died while running the task")         \
+  XX(ETASKTIMEOUT, -4010, "the task ran past its time limit and its worker was killed")
 
 /* The error codes, e.g. WEFT_EINVAL. */
 typedef enum weft_errno {

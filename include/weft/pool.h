@@ -1,5 +1,6 @@
-/* weft/pool.h — pools of worker threads and futures: Python's
- * concurrent.futures.ThreadPoolExecutor and Future (process pools follow).
+/* weft/pool.h — pools of worker threads or processes, and futures: Python's
+ * concurrent.futures (ThreadPoolExecutor, Future, wait, as_completed) and
+ * multiprocessing.Pool (apply_async, map, imap, imap_unordered).
  *
  *     static int square(void *arg, void **result) {
  *       *result = (void *)((intptr_t)arg * (intptr_t)arg);
@@ -20,10 +21,30 @@
  * a non-zero code of its own that fails the task: the future then reports
  * WEFT_ETASKFAILED and keeps the code (Python's "the task raised").
  *
- * Workers are non-daemon weft threads, as ThreadPoolExecutor's: when the
- * program exits with a pool still open, weft closes it, the queued tasks
+ * Thread pools pass pointers (weft_pool_submit). Process pools pass bytes:
+ * a weft_bytes_task reads its argument and writes its result as bytes, which
+ * travel through shared memory (no feeder thread); thread pools run bytes
+ * tasks too, so apply_async, map and imap work on both kinds.
+ *
+ * Thread workers are non-daemon weft threads, as ThreadPoolExecutor's: when
+ * the program exits with a pool still open, weft closes it, the queued tasks
  * still run, and the exit rules (see thread.h) wait for the workers. A task
  * that never returns therefore holds up the exit, as in Python.
+ *
+ * Process workers are daemon weft processes named "ForkPoolWorker-N", as
+ * multiprocessing.Pool's, all started by weft_process_pool_new. They die
+ * with the pool's process however it ends (exit, crash, SIGKILL): none is
+ * ever orphaned. A worker that dies while running a task (a crash, abort,
+ * exit, a kill from outside) fails exactly that task with
+ * WEFT_EWORKERDIED and a sentence naming it ("ForkPoolWorker-2 died with
+ * SIGSEGV while running task 17"); the pool starts a replacement and every
+ * other task still runs. With a time limit, a task that runs past it has
+ * its worker killed and replaced, and fails with WEFT_ETASKTIMEOUT.
+ *
+ * Callbacks of a process pool run on its callback threads (two unless
+ * .callback_threads says otherwise), never on the thread that collects
+ * results: a callback that blocks delays no result and no future, only the
+ * callbacks behind it once every callback thread is blocked.
  */
 #ifndef WEFT_POOL_H
 #define WEFT_POOL_H
@@ -60,6 +81,15 @@ typedef struct weft_pool_options {
    * "ThreadPool-K", K counting pools from 0); at most WEFT_NAME_MAX - 11
    * bytes, else WEFT_EINVAL. */
   const char *name;
+  /* Process pools only (WEFT_EINVAL for a thread pool, whose threads cannot
+   * be killed): seconds a task may run before its worker is killed; 0 or
+   * left out: no limit. */
+  double task_timeout;
+  /* Process pools: the largest argument or result message in bytes
+   * (default 4 MiB), which bounds a bytes task's result. */
+  size_t max_message;
+  /* Process pools: threads that run callbacks (default 2). */
+  int callback_threads;
 } weft_pool_options;
 
 /* Creates a pool of threads, started lazily as tasks arrive (as
@@ -71,16 +101,153 @@ typedef struct weft_pool_options {
                                                        __VA_ARGS__})
 WEFT_API weft_pool weft_thread_pool_new_opts(const weft_pool_options *opts);
 
+/* Creates a pool of worker processes (multiprocessing.Pool), all started
+ * now. Names default to "ProcessPool-K"; workers are "ForkPoolWorker-N",
+ * N counting every pool's workers from 1. Handle id 0 and weft_last_error()
+ * on failure: WEFT_EINVAL (as above, or a negative or NaN task_timeout, a
+ * max_message below 64 bytes or above 1 GiB, negative callback_threads),
+ * WEFT_ENOMEM, WEFT_EAGAIN (a worker could not be started; none is left). */
+#define weft_process_pool_new(...)                                                         \
+  weft_process_pool_new_opts(&(const weft_pool_options){.size_ = sizeof(weft_pool_options), \
+                                                        __VA_ARGS__})
+WEFT_API weft_pool weft_process_pool_new_opts(const weft_pool_options *opts);
+
 /* Queues fn(arg) and returns its future (id 0 on failure: WEFT_EINVAL for a
  * NULL fn, WEFT_ECLOSED after close or terminate, WEFT_EBROKEN, WEFT_ENOMEM,
- * WEFT_EAGAIN if no worker thread could be started). */
+ * WEFT_EAGAIN if no worker thread could be started). Thread pools only: a
+ * process pool takes bytes (WEFT_EINVAL; see weft_pool_apply_async). */
 WEFT_API weft_future weft_pool_submit(weft_pool pool, weft_task fn, void *arg);
+
+/* A task that takes and gives bytes, as process pools run (thread pools
+ * run them too). It reads len bytes at arg and writes its result at
+ * result, where *result_len bytes of room wait; it sets *result_len to the
+ * length of its result (the whole room if left as is) and returns 0, or
+ * returns a non-zero code of its own to fail the task. It runs in a
+ * worker: in a process pool it sees the pool's process as it was when the
+ * worker started, and what it writes elsewhere stays in the worker. */
+typedef int (*weft_bytes_task)(const void *arg, size_t len, void *result, size_t *result_len);
+
+/* Options of weft_pool_apply_async. */
+typedef struct weft_apply_options {
+  size_t size_;   /* set by the macro */
+  /* Process pools: this task's time limit in seconds (see task_timeout);
+   * 0 or left out: the pool's. WEFT_EINVAL on a thread pool. */
+  double timeout;
+  /* Run once the task succeeded / once it did not (failed, worker died,
+   * timed out, cancelled, pool broken) -- Pool.apply_async's callback and
+   * error_callback. They get the future, and callback_arg. */
+  weft_future_callback callback;
+  weft_future_callback error_callback;
+  void *callback_arg;
+} weft_apply_options;
+
+/* Queues fn on a copy of the len bytes at arg (arg may be NULL when len is
+ * 0) and returns its future, whose result is the task's bytes
+ * (weft_future_result_bytes). Id 0 on failure: as weft_pool_submit, and
+ * WEFT_EMSGSIZE for an argument larger than the pool's max_message. */
+#define weft_pool_apply_async(pool, fn, arg, len, ...)                              \
+  weft_pool_apply_async_opts((pool), (fn), (arg), (len),                            \
+                             &(const weft_apply_options){                           \
+                                 .size_ = sizeof(weft_apply_options), __VA_ARGS__})
+WEFT_API weft_future weft_pool_apply_async_opts(weft_pool pool, weft_bytes_task fn,
+                                                const void *arg, size_t len,
+                                                const weft_apply_options *opts);
+
+/* A progress hook: done of total items finished, elapsed seconds since the
+ * call began (total is 0 while an imap's input has not ended). Runs in the
+ * thread that waits for the results. */
+typedef void (*weft_progress_fn)(size_t done, size_t total, double elapsed, void *arg);
+
+/* A ready-made progress hook: a one-line bar on stderr, drawn only when
+ * stderr is a terminal and at most ten times a second; arg is a label (a
+ * const char *) or NULL. */
+WEFT_API void weft_progress_bar(size_t done, size_t total, double elapsed, void *arg);
+
+/* Options of weft_pool_map and the imaps. */
+typedef struct weft_map_options {
+  size_t size_;   /* set by the macro */
+  /* Items per task; 0 or left out: map's default is Python's,
+   * ceil(n / (4 * workers)), the imaps' is 1; negative: WEFT_EINVAL. A
+   * process pool splits chunks that would not fit in max_message. */
+  long chunksize;
+  double timeout;  /* per task (chunk), as weft_apply_options.timeout */
+  /* map: if set, n codes, each 0 or the failure of its item (a chunk
+   * whose worker died or timed out fails all its items). */
+  int *errors;
+  /* imaps: the most tasks in flight at once (default 4 per worker), so
+   * an endless input never fills memory. */
+  long window;
+  bool unordered;  /* imaps: results in completion order (imap_unordered) */
+  weft_progress_fn progress;
+  void *progress_arg;
+} weft_map_options;
+
+/* Python's Pool.map: runs fn on each of the n items (item_size bytes each,
+ * one after the other at items) and writes the result of item i at
+ * results + i * result_size (the room each call gets). Waits for all, then
+ * returns 0, or the failure of the first item that failed (by index):
+ * WEFT_ETASKFAILED, WEFT_EWORKERDIED, WEFT_ETASKTIMEOUT, ... with a message
+ * naming it; the other items' results are written all the same.
+ * WEFT_EINVAL for a NULL fn, NULL items or results with n > 0, a zero
+ * result_size, a negative chunksize; WEFT_ECLOSED after close. */
+#define weft_pool_map(pool, fn, items, item_size, n, results, result_size, ...)          \
+  weft_pool_map_opts((pool), (fn), (items), (item_size), (n), (results), (result_size),  \
+                     &(const weft_map_options){.size_ = sizeof(weft_map_options),       \
+                                               __VA_ARGS__})
+WEFT_API int weft_pool_map_opts(weft_pool pool, weft_bytes_task fn, const void *items,
+                                size_t item_size, size_t n, void *results, size_t result_size,
+                                const weft_map_options *opts);
+
+/* Where an imap takes its items: writes the next one (item_size bytes) at
+ * item and returns true, or returns false at the end. Called by
+ * weft_imap_next, in the caller's thread, only as the window has room. */
+typedef bool (*weft_imap_source)(void *item, void *arg);
+
+typedef struct weft_imap weft_imap;
+
+/* Python's Pool.imap / imap_unordered: a lazy map over the items source
+ * gives; results come from weft_imap_next. NULL and weft_last_error() on
+ * failure (as weft_pool_map; WEFT_EINVAL also for a NULL source or a
+ * negative window). */
+#define weft_pool_imap(pool, fn, source, source_arg, item_size, result_size, ...)          \
+  weft_pool_imap_opts((pool), (fn), (source), (source_arg), (item_size), (result_size),    \
+                      &(const weft_map_options){.size_ = sizeof(weft_map_options),        \
+                                                __VA_ARGS__})
+#define weft_pool_imap_unordered(pool, fn, source, source_arg, item_size, result_size, ...) \
+  weft_pool_imap(pool, fn, source, source_arg, item_size, result_size, .unordered = true,  \
+                 __VA_ARGS__)
+WEFT_API weft_imap *weft_pool_imap_opts(weft_pool pool, weft_bytes_task fn,
+                                        weft_imap_source source, void *source_arg,
+                                        size_t item_size, size_t result_size,
+                                        const weft_map_options *opts);
+
+/* The next result: 0 with the item's index in *index (may be NULL) and its
+ * result_size bytes at result; the item's failure (WEFT_ETASKFAILED, whose
+ * own code weft_imap_task_error gives, WEFT_EWORKERDIED, ...) with *index
+ * set -- the next call goes on with the following item; WEFT_EEOF after
+ * the last; WEFT_ETIMEDOUT. */
+WEFT_API int weft_imap_next(weft_imap *it, double timeout, size_t *index, void *result);
+
+/* The task's own code for the item weft_imap_next last failed with
+ * WEFT_ETASKFAILED; 0 otherwise. */
+WEFT_API int weft_imap_task_error(const weft_imap *it);
+
+/* Ends an imap: tasks not started are cancelled, running ones are waited
+ * for. NULL is ignored. */
+WEFT_API int weft_imap_free(weft_imap *it);
 
 /* Waits at most timeout seconds for the task, then: 0 with its result in
  * *result (result may be NULL), WEFT_ETASKFAILED (the task's own code from
  * weft_future_task_error), WEFT_ECANCELED, WEFT_EBROKEN, or WEFT_ETIMEDOUT
  * while it is not done. */
 WEFT_API int weft_future_result(weft_future future, double timeout, void **result);
+
+/* The result of a bytes task (weft_pool_apply_async): waits as
+ * weft_future_result, then *data points at the bytes (owned by the future:
+ * valid until it is closed) and *len says how many. weft_future_result
+ * gives the same pointer. */
+WEFT_API int weft_future_result_bytes(weft_future future, double timeout, const void **data,
+                                      size_t *len);
 
 /* The non-zero code a failed task returned; 0 otherwise. */
 WEFT_API int weft_future_task_error(weft_future future);
@@ -108,6 +275,23 @@ WEFT_API int weft_future_add_done_callback(weft_future future, weft_future_callb
  * ALL_COMPLETED / FIRST_COMPLETED). WEFT_EINVAL for n == 0 or NULL. */
 WEFT_API int weft_futures_wait(const weft_future *futures, size_t n, bool all, double timeout);
 
+/* Futures in the order they finish (concurrent.futures.as_completed). */
+typedef struct weft_as_completed weft_as_completed;
+
+/* Watches n futures (the caller keeps their handles open meanwhile). NULL
+ * and weft_last_error() on failure: WEFT_EINVAL (NULL or n == 0),
+ * WEFT_ECLOSED (a closed handle), WEFT_ENOMEM. */
+WEFT_API weft_as_completed *weft_as_completed_new(const weft_future *futures, size_t n);
+
+/* The next future to finish, at most timeout seconds away: 0 with it in
+ * *future and its position in *index (either may be NULL), WEFT_EEOF once
+ * all have been given, WEFT_ETIMEDOUT. */
+WEFT_API int weft_as_completed_next(weft_as_completed *ac, double timeout, weft_future *future,
+                                    size_t *index);
+
+/* Stops watching. NULL is ignored. */
+WEFT_API int weft_as_completed_free(weft_as_completed *ac);
+
 /* Releases a future (its result is the caller's). A pending or running
  * task still runs; its outcome is dropped, though its done callbacks still
  * run (calls through the handle they get then return WEFT_ECLOSED). */
@@ -125,11 +309,25 @@ WEFT_API int weft_pool_close(weft_pool pool);
 WEFT_API int weft_pool_join(weft_pool pool, double timeout);
 
 /* Closes the pool and cancels every task that has not started (Python's
- * shutdown(cancel_futures=True)); running tasks finish (threads cannot be
- * killed safely). WEFT_EALREADY the second time. */
+ * shutdown(cancel_futures=True)). In a thread pool running tasks finish
+ * (threads cannot be killed safely); a process pool kills its workers at
+ * once (Pool.terminate) and their running tasks fail with
+ * WEFT_ECANCELED. WEFT_EALREADY the second time. */
 WEFT_API int weft_pool_terminate(weft_pool pool);
 
 /* Releases a joined pool. WEFT_EBUSY until it has been joined. */
 WEFT_API int weft_pool_free(weft_pool pool);
+
+/* The scoped form, Python's `with Pool() as pool:` with one difference:
+ * it waits. At the end of the block
+ *
+ *     { weft_pool_scoped pool = weft_process_pool_new(.workers = 4); ... }
+ *
+ * the pool is closed, joined -- every queued task runs to completion --
+ * and freed (Python's `with Pool` terminates, dropping queued work; call
+ * weft_pool_terminate in the block for that). Needs GCC or Clang's cleanup
+ * attribute. */
+#define weft_pool_scoped __attribute__((cleanup(weft_pool_scope_end))) weft_pool
+WEFT_API void weft_pool_scope_end(weft_pool *pool);
 
 #endif

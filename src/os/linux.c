@@ -309,6 +309,28 @@ int weft__os_wait_fd(int fd, bool readable, bool writable, int64_t deadline_ns) 
   }
 }
 
+int weft__os_poll_readable(struct pollfd *fds, size_t n, int64_t deadline_ns) {
+  for (size_t i = 0; i < n; i++) fds[i].events = POLLIN;
+  for (;;) {
+    struct timespec ts, *tsp = NULL;
+    if (deadline_ns != INT64_MAX) {
+      int64_t left = deadline_ns - weft__os_now_ns();
+      if (left < 0) left = 0;
+      ts.tv_sec = (time_t)(left / 1000000000);
+      ts.tv_nsec = (long)(left % 1000000000);
+      tsp = &ts;
+    }
+    int r = ppoll(fds, (nfds_t)n, tsp, NULL);
+    if (r >= 0) return r;
+    if (errno != EINTR) return -errno;
+  }
+}
+
+int weft__os_dup(int fd) {
+  int r = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  return r < 0 ? -errno : r;
+}
+
 ssize_t weft__os_send2(int fd, const void *a, size_t alen, const void *b, size_t blen,
                        bool nonblock) {
   struct iovec iov[2] = {{.iov_base = (void *)a, .iov_len = alen},

@@ -131,6 +131,14 @@ int weft__os_shutdown(int fd, int how);
  * (ns, INT64_MAX: never) passes. Returns 1 when ready, 0 on timeout. */
 int weft__os_wait_fd(int fd, bool readable, bool writable, int64_t deadline_ns);
 
+/* Waits until one of n fds is readable (events are set here): the number
+ * ready (revents tell which), 0 at the deadline, or -errno. */
+struct pollfd;
+int weft__os_poll_readable(struct pollfd *fds, size_t n, int64_t deadline_ns);
+
+/* dup(2) with close-on-exec: the new fd, or -errno. */
+int weft__os_dup(int fd);
+
 /* Sends a (alen bytes) then b (blen bytes) in one gather write, without
  * raising SIGPIPE. Returns how many bytes of the two were sent, or -errno
  * (-EPIPE for a closed peer; -EAGAIN when nonblock is set and nothing fits);

@@ -1,0 +1,739 @@
+/* Process pools: multiprocessing.Pool's workers, with faults handled.
+ *
+ * Each worker has its own inbox (a process queue) that the pool's process
+ * fills, at most DEPTH tasks deep, and all workers put their results into
+ * one results queue. Because the pool's process decides which worker gets
+ * which task, it always knows what a worker had: when one dies, the task
+ * its shared slot says it was running fails (the slot is written before
+ * the task starts), and the others it held go back to the front of the
+ * pending list for the rest. A task taken from the inbox but not yet in
+ * the slot never started, so it is handed out again rather than failed.
+ *
+ * Two threads serve a pool. The collector takes results (and everything
+ * else: deaths, the stop request) from the results queue in order, so a
+ * worker's last result is always seen before its death; it settles
+ * futures, refills inboxes, kills tasks past their time limit, and starts
+ * replacements. The watcher polls the workers' pidfds and turns a death
+ * into a message on the same queue. Callbacks run on callback threads fed
+ * by a thread queue, so a slow callback never holds up a result.
+ *
+ * A worker is a daemon weft process: it dies with the pool's process
+ * however that ends (weft's exit rules, PR_SET_PDEATHSIG). Its buffers are
+ * allocated by the pool before it forks, so a worker never needs malloc.
+ */
+#define _GNU_SOURCE
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "os/os.h"
+#include "pool_internal.h"
+
+#define DEPTH 2 /* tasks in a worker's hands: the running one and the next */
+
+enum { MSG_RESULT = 1, MSG_DEAD, MSG_STOP };
+
+/* A message on the results queue; a result's bytes follow. */
+struct msg {
+  uint32_t type;
+  uint32_t worker; /* index of the worker's place */
+  uint32_t gen;    /* which worker in that place */
+  int32_t code;
+  uint64_t seq;
+  uint64_t len;
+};
+
+/* A worker's place in shared memory: what its worker is doing now. */
+struct slot {
+  uint64_t current; /* seq + 1 of the task running, 0 when none */
+  int64_t started;  /* when it started (CLOCK_MONOTONIC ns, the same in every process) */
+  uint64_t item;    /* index of the item running */
+  uint32_t init_failed;
+  uint32_t pad;
+};
+
+struct worker {
+  weft_process proc; /* id 0: the place is empty */
+  weft_mpqueue *inbox;
+  int sentinel;      /* a dup of its pidfd; -1 once its death was reported */
+  uint32_t gen;
+  struct future *head, *tail; /* tasks handed to it, in order */
+  int assigned;
+  long budget;       /* tasks it may still take (maxtasksperchild), or -1 */
+  uint64_t killed;   /* seq + 1 of a task it was killed for running too long */
+  char name[WEFT_NAME_MAX + 1];
+  /* Read by the worker process after fork: */
+  struct ppool *pp;
+  uint32_t index;
+};
+
+struct ppool {
+  struct pool *p;
+  int n;
+  double task_timeout;
+  size_t cap; /* message buffer size */
+  struct slot *slots;
+  size_t slots_size;
+  struct worker *w;
+  weft_mpqueue *results;
+  unsigned char *wbuf_in, *wbuf_out; /* the workers' buffers (each has its own copy) */
+  unsigned char *rbuf;               /* the collector's */
+  pthread_mutex_t mu;
+  /* under mu */
+  struct future *pend_head, *pend_tail;
+  uint64_t next_seq;
+  size_t outstanding; /* tasks submitted and not settled */
+  int alive;          /* workers whose death the collector has not handled */
+  bool closed, broken, terminated, shut;
+  /* atomics */
+  int stopping;       /* the pool is ending: no replacements */
+  uint32_t change;    /* futex: bumped when outstanding or alive drop */
+  int wake[2];        /* the watcher's wake-up socket pair */
+  weft_thread collector, watcher;
+  weft_queue *cbq;
+  weft_thread *cbt;
+  int ncb;
+};
+
+static unsigned worker_counter; /* "ForkPoolWorker-N" across all pools */
+
+/* Names the threads that serve a pool, so a join from one of them is
+ * refused instead of waiting for itself. */
+static _Thread_local struct ppool *tls_served;
+
+static void bump(struct ppool *pp) {
+  __atomic_add_fetch(&pp->change, 1, __ATOMIC_SEQ_CST);
+  weft__os_futex_wake(&pp->change, INT32_MAX);
+}
+
+/* ---- the worker process ---- */
+
+static int worker_main(void *arg) {
+  struct worker *w = arg;
+  struct ppool *pp = w->pp;
+  struct pool *p = pp->p;
+  struct slot *slot = &pp->slots[w->index];
+  uint32_t index = w->index, gen = w->gen;
+  weft_mpqueue *inbox = w->inbox;
+  if (p->initializer != NULL && p->initializer(p->initarg) != 0) {
+    __atomic_store_n(&slot->init_failed, 1, __ATOMIC_SEQ_CST);
+    return 1;
+  }
+  long ran = 0;
+  size_t head = sizeof(struct msg);
+  for (;;) {
+    size_t len;
+    if (weft_mpqueue_get(inbox, pp->wbuf_in, pp->cap, &len, WEFT_FOREVER) != 0) break;
+    const weft__call *c = (const weft__call *)pp->wbuf_in;
+    __atomic_store_n(&slot->item, c->base, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->started, weft__os_now_ns(), __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->current, c->seq + 1, __ATOMIC_SEQ_CST);
+    size_t out_len = 0;
+    int code = weft__call_run(c, c + 1, pp->wbuf_out + head, pp->cap - head, &out_len,
+                              &slot->item);
+    struct msg m = {.type = MSG_RESULT, .worker = index, .gen = gen, .code = code,
+                    .seq = c->seq, .len = out_len};
+    memcpy(pp->wbuf_out, &m, sizeof m);
+    if (weft_mpqueue_put(pp->results, pp->wbuf_out, head + out_len, WEFT_FOREVER) != 0) break;
+    __atomic_store_n(&slot->current, 0, __ATOMIC_SEQ_CST);
+    if (p->maxtasks > 0 && ++ran >= p->maxtasks) break;
+  }
+  return 0;
+}
+
+/* ---- workers, seen from the pool ---- */
+
+/* Starts a worker in place i. mu held or the pool not yet shared. */
+static int start_worker(struct ppool *pp, uint32_t i) {
+  struct worker *w = &pp->w[i];
+  w->inbox = weft_mpqueue_new(.capacity = (pp->cap + 16) * DEPTH, .name = "pool worker inbox");
+  if (w->inbox == NULL) return weft_last_error_code();
+  memset(&pp->slots[i], 0, sizeof pp->slots[i]);
+  w->gen++;
+  w->pp = pp;
+  w->index = i;
+  w->head = w->tail = NULL;
+  w->assigned = 0;
+  w->budget = pp->p->maxtasks > 0 ? pp->p->maxtasks : -1;
+  w->killed = 0;
+  unsigned n = __atomic_add_fetch(&worker_counter, 1, __ATOMIC_RELAXED);
+  snprintf(w->name, sizeof w->name, "ForkPoolWorker-%u", n);
+  w->proc = weft_process_new(worker_main, .name = w->name, .arg = w, .daemon = true);
+  int err = w->proc.id == 0 ? weft_last_error_code() : weft_process_start(w->proc);
+  if (err == 0) {
+    w->sentinel = weft__process_dup_pidfd(w->proc);
+    if (w->sentinel < 0) {
+      err = w->sentinel;
+      weft_process_kill(w->proc);
+      weft_process_join(w->proc, WEFT_FOREVER);
+    }
+  }
+  if (err != 0) {
+    if (w->proc.id != 0) weft_process_close(w->proc);
+    w->proc.id = 0;
+    w->sentinel = -1;
+    weft_mpqueue_free(w->inbox);
+    w->inbox = NULL;
+    return weft__error(err == WEFT_ENOMEM ? WEFT_ENOMEM : WEFT_EAGAIN,
+                       "%s: could not start a worker process", pp->p->name);
+  }
+  pp->alive++;
+  return 0;
+}
+
+static void wake_watcher(struct ppool *pp) {
+  char b = 1;
+  weft__os_send(pp->wake[1], &b, 1);
+}
+
+/* Hands pending tasks to workers with room. mu held. */
+static void dispatch_locked(struct ppool *pp) {
+  for (int i = 0; i < pp->n && pp->pend_head != NULL; i++) {
+    struct worker *w = &pp->w[i];
+    if (w->proc.id == 0 || w->sentinel < 0) continue;
+    while (pp->pend_head != NULL && w->assigned < DEPTH && w->budget != 0) {
+      struct future *f = pp->pend_head;
+      pp->pend_head = f->next;
+      if (pp->pend_head == NULL) pp->pend_tail = NULL;
+      f->next = NULL;
+      uint32_t s = FS_PENDING;
+      /* A task cancelled while pending is already settled: drop it. A
+       * task handed back after a death is RUNNING already. */
+      if (!__atomic_compare_exchange_n(&f->state, &s, FS_RUNNING, false, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_ACQUIRE) &&
+          s != FS_RUNNING) {
+        pp->outstanding--;
+        weft__future_put(f);
+        bump(pp);
+        continue;
+      }
+      weft__call *c = f->call;
+      if (weft_mpqueue_put(w->inbox, c, sizeof *c + (size_t)c->in_len, 0) != 0) {
+        /* Cannot happen (the inbox holds DEPTH of the largest message);
+         * if it does, the task waits for the next worker. */
+        f->next = pp->pend_head;
+        pp->pend_head = f;
+        if (pp->pend_tail == NULL) pp->pend_tail = f;
+        break;
+      }
+      if (w->tail != NULL)
+        w->tail->next = f;
+      else
+        w->head = f;
+      w->tail = f;
+      w->assigned++;
+      if (w->budget > 0) w->budget--;
+    }
+  }
+}
+
+/* Settles a future for the pool: its task reference is dropped, joins are
+ * told. mu not held (callbacks may run here). */
+static void settle(struct ppool *pp, struct future *f, uint32_t to) {
+  weft__future_settle(f, to);
+  weft__future_put(f);
+  pthread_mutex_lock(&pp->mu);
+  pp->outstanding--;
+  pthread_mutex_unlock(&pp->mu);
+  bump(pp);
+}
+
+static void on_result(struct ppool *pp, const struct msg *m, const unsigned char *bytes) {
+  pthread_mutex_lock(&pp->mu);
+  struct worker *w = m->worker < (uint32_t)pp->n ? &pp->w[m->worker] : NULL;
+  struct future *f = NULL;
+  if (w != NULL && w->gen == m->gen && w->head != NULL && w->head->call->seq == m->seq) {
+    f = w->head;
+    w->head = f->next;
+    if (w->head == NULL) w->tail = NULL;
+    f->next = NULL;
+    w->assigned--;
+    dispatch_locked(pp);
+  }
+  pthread_mutex_unlock(&pp->mu);
+  if (f == NULL) return; /* cannot happen: a worker reports its tasks in order */
+  uint32_t to = FS_OK;
+  if (m->code != 0 && f->call->kind == WEFT__CALL_SINGLE) {
+    f->task_err = m->code;
+    to = FS_FAILED;
+  } else {
+    f->bytes = malloc(m->len > 0 ? m->len : 1);
+    if (f->bytes == NULL) {
+      f->task_err = WEFT_ENOMEM;
+      to = FS_FAILED;
+    } else {
+      memcpy(f->bytes, bytes, m->len);
+      f->bytes_len = m->len;
+      f->result = f->bytes;
+    }
+  }
+  settle(pp, f, to);
+}
+
+/* "SIGSEGV", or "exit code 3". */
+static void describe_end(weft_process proc, char *buf, size_t size) {
+  int code = 0;
+  if (weft_process_exitcode(proc, &code) != 0) {
+    snprintf(buf, size, "an unknown status");
+  } else if (code < 0) {
+    const char *name = sigabbrev_np(-code);
+    if (name != NULL)
+      snprintf(buf, size, "SIG%s", name);
+    else
+      snprintf(buf, size, "signal %d", -code);
+  } else {
+    snprintf(buf, size, "exit code %d", code);
+  }
+}
+
+static void drain_pending_locked(struct ppool *pp, struct future **out) {
+  while (pp->pend_head != NULL) {
+    struct future *f = pp->pend_head;
+    pp->pend_head = f->next;
+    f->next = *out;
+    *out = f;
+  }
+  pp->pend_tail = NULL;
+}
+
+static void on_dead(struct ppool *pp, const struct msg *m) {
+  pthread_mutex_lock(&pp->mu);
+  struct worker *w = m->worker < (uint32_t)pp->n ? &pp->w[m->worker] : NULL;
+  if (w == NULL || w->gen != m->gen || w->proc.id == 0) {
+    pthread_mutex_unlock(&pp->mu);
+    return;
+  }
+  weft_process_join(w->proc, WEFT_FOREVER); /* its pidfd said it has ended */
+  struct slot *slot = &pp->slots[m->worker];
+  uint64_t current = __atomic_load_n(&slot->current, __ATOMIC_SEQ_CST);
+  uint64_t item = __atomic_load_n(&slot->item, __ATOMIC_RELAXED);
+  struct future *failed = NULL;
+  uint32_t to = FS_DIED;
+  if (w->head != NULL && current == w->head->call->seq + 1) {
+    failed = w->head;
+    w->head = failed->next;
+    if (w->head == NULL) w->tail = NULL;
+    failed->next = NULL;
+    w->assigned--;
+    char how[48];
+    describe_end(w->proc, how, sizeof how);
+    char what[64];
+    if (failed->call->kind == WEFT__CALL_CHUNK)
+      snprintf(what, sizeof what, "task %llu (item %llu)", (unsigned long long)failed->call->seq,
+               (unsigned long long)item);
+    else
+      snprintf(what, sizeof what, "task %llu", (unsigned long long)failed->call->seq);
+    if (pp->terminated) {
+      to = FS_CANCELLED;
+      snprintf(failed->report, sizeof failed->report,
+               "%s was terminated while running %s", pp->p->name, what);
+    } else if (w->killed == current) {
+      to = FS_TIMEDOUT;
+      snprintf(failed->report, sizeof failed->report,
+               "%s was killed: %s ran past its time limit of %g s", w->name, what,
+               failed->timeout);
+    } else {
+      snprintf(failed->report, sizeof failed->report, "%s died with %s while running %s",
+               w->name, how, what);
+    }
+  }
+  if (__atomic_load_n(&slot->init_failed, __ATOMIC_SEQ_CST)) pp->broken = true;
+  /* The tasks it held and never started go back first in line. */
+  if (w->tail != NULL) {
+    w->tail->next = pp->pend_head;
+    pp->pend_head = w->head;
+    if (pp->pend_tail == NULL) pp->pend_tail = w->tail;
+  }
+  w->head = w->tail = NULL;
+  w->assigned = 0;
+  weft_process_close(w->proc);
+  w->proc.id = 0;
+  weft_mpqueue_free(w->inbox);
+  w->inbox = NULL;
+  pp->alive--;
+  uint32_t i = m->worker;
+  bool replace = !pp->broken && !pp->terminated &&
+                 !__atomic_load_n(&pp->stopping, __ATOMIC_ACQUIRE) &&
+                 (!pp->closed || pp->pend_head != NULL);
+  struct future *broken = NULL;
+  if (replace && start_worker(pp, i) != 0 && pp->alive == 0) pp->broken = true;
+  if (pp->broken) {
+    __atomic_store_n(&pp->p->broken, 1, __ATOMIC_SEQ_CST);
+    drain_pending_locked(pp, &broken);
+  } else if (pp->terminated) {
+    drain_pending_locked(pp, &broken); /* settled below as cancelled */
+  } else {
+    dispatch_locked(pp);
+  }
+  pthread_mutex_unlock(&pp->mu);
+  if (replace) wake_watcher(pp);
+  bump(pp);
+  if (failed != NULL) settle(pp, failed, to);
+  uint32_t rest = pp->terminated ? FS_CANCELLED : FS_BROKEN;
+  while (broken != NULL) {
+    struct future *f = broken;
+    broken = f->next;
+    f->next = NULL;
+    settle(pp, f, rest);
+  }
+}
+
+/* Kills the workers whose task ran past its limit; returns when to look
+ * again (WEFT__NEVER when no task has a limit). */
+static weft__deadline check_limits(struct ppool *pp) {
+  weft__deadline next = WEFT__NEVER;
+  int64_t now = weft__os_now_ns();
+  pthread_mutex_lock(&pp->mu);
+  for (int i = 0; i < pp->n; i++) {
+    struct worker *w = &pp->w[i];
+    if (w->proc.id == 0 || w->sentinel < 0) continue;
+    for (struct future *f = w->head; f != NULL; f = f->next) {
+      if (f->timeout <= 0) continue;
+      uint64_t current = __atomic_load_n(&pp->slots[i].current, __ATOMIC_SEQ_CST);
+      if (f != w->head || current != f->call->seq + 1) {
+        /* Not started yet: look again soon. */
+        if (next > now + 10000000) next = now + 10000000;
+        continue;
+      }
+      int64_t end = __atomic_load_n(&pp->slots[i].started, __ATOMIC_RELAXED) +
+                    (int64_t)(f->timeout * 1e9);
+      if (now >= end) {
+        if (w->killed != current) {
+          w->killed = current;
+          weft_process_kill(w->proc);
+        }
+      } else if (end < next) {
+        next = end;
+      }
+    }
+  }
+  pthread_mutex_unlock(&pp->mu);
+  return next;
+}
+
+static void *collector_main(void *arg) {
+  struct ppool *pp = arg;
+  tls_served = pp;
+  weft__deadline next = WEFT__NEVER;
+  for (;;) {
+    double left = -1;
+    if (next != WEFT__NEVER) {
+      left = (double)(next - weft__os_now_ns()) / 1e9;
+      if (left < 0) left = 0;
+    }
+    size_t len;
+    int r = weft_mpqueue_get(pp->results, pp->rbuf, pp->cap, &len, left);
+    if (r == 0) {
+      struct msg m;
+      memcpy(&m, pp->rbuf, sizeof m);
+      if (m.type == MSG_STOP) break;
+      if (m.type == MSG_RESULT) on_result(pp, &m, pp->rbuf + sizeof m);
+      if (m.type == MSG_DEAD) on_dead(pp, &m);
+    } else if (r != WEFT_ETIMEDOUT && r != WEFT_EEMPTY) {
+      break;
+    }
+    next = check_limits(pp);
+  }
+  tls_served = NULL;
+  return NULL;
+}
+
+static void *watcher_main(void *arg) {
+  struct ppool *pp = arg;
+  tls_served = pp;
+  struct pollfd *fds = calloc((size_t)pp->n + 1, sizeof *fds);
+  uint32_t *who = calloc((size_t)pp->n + 1, sizeof *who);
+  uint32_t *gens = calloc((size_t)pp->n + 1, sizeof *gens);
+  if (fds == NULL || who == NULL || gens == NULL) {
+    /* Without a watcher deaths would go unseen: break the pool instead. */
+    __atomic_store_n(&pp->p->broken, 1, __ATOMIC_SEQ_CST);
+    free(fds);
+    free(who);
+    free(gens);
+    return NULL;
+  }
+  for (;;) {
+    size_t n = 0;
+    fds[n++].fd = pp->wake[0];
+    pthread_mutex_lock(&pp->mu);
+    for (int i = 0; i < pp->n; i++)
+      if (pp->w[i].proc.id != 0 && pp->w[i].sentinel >= 0) {
+        who[n] = (uint32_t)i;
+        gens[n] = pp->w[i].gen;
+        fds[n++].fd = pp->w[i].sentinel;
+      }
+    pthread_mutex_unlock(&pp->mu);
+    if (__atomic_load_n(&pp->stopping, __ATOMIC_ACQUIRE) == 2) break;
+    if (weft__os_poll_readable(fds, n, WEFT__NEVER) < 0) continue;
+    if (fds[0].revents != 0) {
+      char b[64];
+      while (weft__os_recv(pp->wake[0], b, sizeof b, false, true) > 0) {
+      }
+    }
+    for (size_t k = 1; k < n; k++) {
+      if (fds[k].revents == 0) continue;
+      pthread_mutex_lock(&pp->mu);
+      struct worker *w = &pp->w[who[k]];
+      bool same = w->gen == gens[k] && w->sentinel >= 0;
+      if (same) {
+        weft__os_close(w->sentinel);
+        w->sentinel = -1; /* no more tasks for it, and no second report */
+      }
+      pthread_mutex_unlock(&pp->mu);
+      if (!same) continue;
+      struct msg m = {.type = MSG_DEAD, .worker = who[k], .gen = gens[k]};
+      weft_mpqueue_put(pp->results, &m, sizeof m, WEFT_FOREVER);
+    }
+  }
+  free(fds);
+  free(who);
+  free(gens);
+  tls_served = NULL;
+  return NULL;
+}
+
+static void *callbacks_main(void *arg) {
+  struct ppool *pp = arg;
+  tls_served = pp;
+  void *item;
+  while (weft_queue_get(pp->cbq, &item, WEFT_FOREVER) == 0) {
+    struct future *f = item;
+    weft__future_run_callbacks(f);
+    weft__future_put(f);
+  }
+  tls_served = NULL;
+  return NULL;
+}
+
+/* ---- the pool ---- */
+
+static void ppool_release(struct ppool *pp) {
+  for (int i = 0; i < pp->ncb; i++) weft_thread_close(pp->cbt[i]);
+  free(pp->cbt);
+  if (pp->collector.id != 0) weft_thread_close(pp->collector);
+  if (pp->watcher.id != 0) weft_thread_close(pp->watcher);
+  if (pp->cbq != NULL) weft_queue_free(pp->cbq);
+  if (pp->wake[0] >= 0) weft__os_close(pp->wake[0]);
+  if (pp->wake[1] >= 0) weft__os_close(pp->wake[1]);
+  if (pp->results != NULL) weft_mpqueue_free(pp->results);
+  if (pp->slots != NULL) weft__os_unmap(pp->slots, pp->slots_size);
+  free(pp->wbuf_in);
+  free(pp->wbuf_out);
+  free(pp->rbuf);
+  free(pp->w);
+  pthread_mutex_destroy(&pp->mu);
+  free(pp);
+}
+
+/* Kills and reaps every worker started so far (a failed start). */
+static void kill_all(struct ppool *pp) {
+  for (int i = 0; i < pp->n; i++) {
+    struct worker *w = &pp->w[i];
+    if (w->proc.id == 0) continue;
+    weft_process_kill(w->proc);
+    weft_process_join(w->proc, WEFT_FOREVER);
+    weft_process_close(w->proc);
+    w->proc.id = 0;
+    if (w->sentinel >= 0) weft__os_close(w->sentinel);
+    weft_mpqueue_free(w->inbox);
+  }
+}
+
+int weft__ppool_start(struct pool *p, const weft_pool_options *o) {
+  const char *fn = "weft_process_pool_new";
+  struct ppool *pp = calloc(1, sizeof *pp);
+  if (pp == NULL) return weft__error(WEFT_ENOMEM, "%s: out of memory", fn);
+  pp->p = p;
+  pp->n = p->max_workers;
+  pp->task_timeout = o->task_timeout;
+  pp->cap = p->max_message + sizeof(struct msg);
+  pp->wake[0] = pp->wake[1] = -1;
+  pthread_mutex_init(&pp->mu, NULL);
+  pp->ncb = o->callback_threads > 0 ? o->callback_threads : 2;
+  pp->slots_size = sizeof(struct slot) * (size_t)pp->n;
+  pp->w = calloc((size_t)pp->n, sizeof *pp->w);
+  pp->cbt = calloc((size_t)pp->ncb, sizeof *pp->cbt);
+  pp->wbuf_in = malloc(pp->cap);
+  pp->wbuf_out = malloc(pp->cap);
+  pp->rbuf = malloc(pp->cap);
+  pp->slots = weft__os_map_shared(pp->slots_size);
+  if (pp->slots == NULL) pp->slots_size = 0;
+  pp->cbq = weft_queue_new(.name = "pool callbacks");
+  pp->results = weft_mpqueue_new(.capacity = 2 * (pp->cap + 16) + 4096, .name = "pool results");
+  int err = 0;
+  if (pp->w == NULL || pp->cbt == NULL || pp->wbuf_in == NULL || pp->wbuf_out == NULL ||
+      pp->rbuf == NULL || pp->slots == NULL || pp->cbq == NULL || pp->results == NULL)
+    err = weft__error(WEFT_ENOMEM, "%s: out of memory", fn);
+  else if (weft__os_socketpair(pp->wake) != 0)
+    err = weft__error(WEFT_EMFILE, "%s: no file descriptors left", fn);
+  p->proc = pp;
+  for (int i = 0; i < pp->n; i++) pp->w[i].sentinel = -1;
+  /* The workers first, while this thread is the pool's only one. */
+  for (int i = 0; err == 0 && i < pp->n; i++) err = start_worker(pp, (uint32_t)i);
+  char name[WEFT_NAME_MAX + 16];
+  if (err == 0) {
+    snprintf(name, sizeof name, "%.*s-results", WEFT_NAME_MAX - 11, p->name);
+    pp->collector = weft_thread_new(collector_main, .name = name, .arg = pp, .daemon = true);
+    snprintf(name, sizeof name, "%.*s-watch", WEFT_NAME_MAX - 11, p->name);
+    pp->watcher = weft_thread_new(watcher_main, .name = name, .arg = pp, .daemon = true);
+    if (pp->collector.id == 0 || pp->watcher.id == 0 || weft_thread_start(pp->collector) != 0)
+      err = weft__error(WEFT_EAGAIN, "%s: could not start the pool's threads", fn);
+    else if (weft_thread_start(pp->watcher) != 0)
+      err = WEFT_EAGAIN;
+  }
+  int started_cb = 0;
+  for (; err == 0 && started_cb < pp->ncb; started_cb++) {
+    snprintf(name, sizeof name, "%.*s-cb_%d", WEFT_NAME_MAX - 11, p->name, started_cb);
+    pp->cbt[started_cb] = weft_thread_new(callbacks_main, .name = name, .arg = pp, .daemon = true);
+    if (pp->cbt[started_cb].id == 0 || weft_thread_start(pp->cbt[started_cb]) != 0) err = WEFT_EAGAIN;
+  }
+  if (err != 0) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", weft_last_error());
+    /* Stop whatever started, in reverse. */
+    __atomic_store_n(&pp->stopping, 2, __ATOMIC_SEQ_CST);
+    if (pp->cbq != NULL) weft_queue_close(pp->cbq);
+    for (int i = 0; i < started_cb; i++)
+      if (pp->cbt[i].id != 0) weft_thread_join(pp->cbt[i], WEFT_FOREVER, NULL);
+    if (pp->watcher.id != 0 && weft_thread_is_alive(pp->watcher)) {
+      wake_watcher(pp);
+      weft_thread_join(pp->watcher, WEFT_FOREVER, NULL);
+    }
+    if (pp->collector.id != 0 && weft_thread_is_alive(pp->collector)) {
+      struct msg m = {.type = MSG_STOP};
+      weft_mpqueue_put(pp->results, &m, sizeof m, WEFT_FOREVER);
+      weft_thread_join(pp->collector, WEFT_FOREVER, NULL);
+    }
+    if (pp->w != NULL) kill_all(pp);
+    p->proc = NULL;
+    ppool_release(pp);
+    return weft__error(err, "%s", msg);
+  }
+  for (int i = 0; i < pp->n; i++) pp->w[i].budget = p->maxtasks > 0 ? p->maxtasks : -1;
+  return 0;
+}
+
+int weft__ppool_submit(struct pool *p, struct future *f) {
+  struct ppool *pp = p->proc;
+  const char *fn = "weft_pool_apply_async";
+  if (f->timeout == 0) f->timeout = pp->task_timeout;
+  f->cb_queue = pp->cbq;
+  pthread_mutex_lock(&pp->mu);
+  int err = 0;
+  if (pp->closed || pp->terminated)
+    err = weft__error(WEFT_ECLOSED, "%s: %s is closed", fn, p->name);
+  else if (pp->broken)
+    err = weft__error(WEFT_EBROKEN, "%s: %s is broken (an initializer failed)", fn, p->name);
+  if (err == 0) {
+    f->call->seq = pp->next_seq++;
+    f->next = NULL;
+    if (pp->pend_tail != NULL)
+      pp->pend_tail->next = f;
+    else
+      pp->pend_head = f;
+    pp->pend_tail = f;
+    pp->outstanding++;
+    dispatch_locked(pp);
+  }
+  pthread_mutex_unlock(&pp->mu);
+  return err;
+}
+
+int weft__ppool_close(struct pool *p) {
+  struct ppool *pp = p->proc;
+  /* From now on a worker that ends with nothing pending is not replaced. */
+  pthread_mutex_lock(&pp->mu);
+  pp->closed = true;
+  pthread_mutex_unlock(&pp->mu);
+  return 0;
+}
+
+int weft__ppool_terminate(struct pool *p) {
+  struct ppool *pp = p->proc;
+  struct future *cancelled = NULL;
+  pthread_mutex_lock(&pp->mu);
+  pp->terminated = true;
+  pp->closed = true;
+  drain_pending_locked(pp, &cancelled);
+  for (int i = 0; i < pp->n; i++)
+    if (pp->w[i].proc.id != 0) weft_process_kill(pp->w[i].proc);
+  pthread_mutex_unlock(&pp->mu);
+  while (cancelled != NULL) {
+    struct future *f = cancelled;
+    cancelled = f->next;
+    f->next = NULL;
+    settle(pp, f, FS_CANCELLED);
+  }
+  return 0;
+}
+
+/* Waits until the futex word changes from seen or the deadline passes. */
+static bool wait_change(struct ppool *pp, uint32_t seen, weft__deadline deadline) {
+  return weft__os_futex_wait(&pp->change, seen, deadline) != -ETIMEDOUT;
+}
+
+int weft__ppool_join(struct pool *p, weft__deadline deadline, double timeout) {
+  struct ppool *pp = p->proc;
+  if (tls_served == pp)
+    return weft__error(WEFT_EDEADLK, "weft_pool_join: called from a thread of %s", p->name);
+  /* Every task settles first... */
+  for (;;) {
+    uint32_t seen = __atomic_load_n(&pp->change, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&pp->mu);
+    size_t left = pp->outstanding;
+    pthread_mutex_unlock(&pp->mu);
+    if (left == 0) break;
+    if (!wait_change(pp, seen, deadline))
+      return weft__error(WEFT_ETIMEDOUT, "weft_pool_join: %s still has %zu tasks after %g s",
+                         p->name, left, timeout);
+  }
+  /* ...then the workers leave: their inboxes close, and the collector
+   * handles each end as a death it does not replace. */
+  pthread_mutex_lock(&pp->mu);
+  if (!pp->shut) {
+    pp->shut = true;
+    __atomic_store_n(&pp->stopping, 1, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < pp->n; i++)
+      if (pp->w[i].inbox != NULL) weft_mpqueue_close(pp->w[i].inbox);
+  }
+  pthread_mutex_unlock(&pp->mu);
+  for (;;) {
+    uint32_t seen = __atomic_load_n(&pp->change, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&pp->mu);
+    int alive = pp->alive;
+    pthread_mutex_unlock(&pp->mu);
+    if (alive == 0) break;
+    if (!wait_change(pp, seen, deadline))
+      return weft__error(WEFT_ETIMEDOUT, "weft_pool_join: %d workers of %s still running after %g s",
+                         alive, p->name, timeout);
+  }
+  /* Then the pool's own threads. Joining twice finds them ended. */
+  if (__atomic_exchange_n(&pp->stopping, 2, __ATOMIC_SEQ_CST) != 2) {
+    struct msg m = {.type = MSG_STOP};
+    weft_mpqueue_put(pp->results, &m, sizeof m, WEFT_FOREVER);
+    wake_watcher(pp);
+    weft_queue_close(pp->cbq);
+  }
+  weft_thread_join(pp->collector, WEFT_FOREVER, NULL);
+  weft_thread_join(pp->watcher, WEFT_FOREVER, NULL);
+  for (int i = 0; i < pp->ncb; i++) weft_thread_join(pp->cbt[i], WEFT_FOREVER, NULL);
+  return 0;
+}
+
+void weft__ppool_free(struct pool *p) {
+  struct ppool *pp = p->proc;
+  p->proc = NULL;
+  ppool_release(pp);
+}
+
+/* At exit the daemon workers are about to be terminated by weft's exit
+ * rules: the collector must not replace them as they go. */
+void weft__ppool_at_exit(struct pool *p) {
+  struct ppool *pp = p->proc;
+  if (pp == NULL) return;
+  int expect = 0;
+  __atomic_compare_exchange_n(&pp->stopping, &expect, 1, false, __ATOMIC_SEQ_CST,
+                              __ATOMIC_RELAXED);
+}
