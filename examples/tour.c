@@ -28,6 +28,7 @@ static const struct {
     {"lesson3_7_deadlock", "§3.7 死锁 — a deadlock, detected and backed out of instead of hanging"},
     {"lesson4_isolation", "§4 进程之间不共享全局变量 — processes do not share globals"},
     {"lesson5_ipc", "§4+ 进程间通信 — a queue between two processes, and a shared Value counted right"},
+    {"lesson6_pool", "§4++ 进程池 — a process pool survives a crashing task, and speeds up the rest"},
 };
 
 static int run(const char *dir, const char *program) {

@@ -916,7 +916,7 @@ static int queue_call(struct pool *p, struct future *f, const char *what) {
   if (__atomic_load_n(&p->broken, __ATOMIC_ACQUIRE)) {
     err = weft__error(WEFT_EBROKEN, "%s: %s is broken (an initializer failed)", what, p->name);
   } else if (p->kind == POOL_PROCESSES) {
-    err = weft__ppool_submit(p, f);
+    err = weft__ppool_submit(p, f, what);
   } else if ((err = ensure_worker(p)) == 0 && weft_queue_put(p->tasks, f, WEFT_FOREVER) != 0) {
     err = __atomic_load_n(&p->broken, __ATOMIC_ACQUIRE)
               ? weft__error(WEFT_EBROKEN, "%s: %s is broken", what, p->name)
@@ -957,7 +957,7 @@ weft_future weft_pool_apply_async_opts(weft_pool h, weft_bytes_task fn, const vo
     weft__error(WEFT_EINVAL, "weft_pool_apply_async: timeout is negative or NaN");
     return none;
   }
-  struct pool *p = pool_get(h, __func__);
+  struct pool *p = pool_get(h, "weft_pool_apply_async");
   if (p == NULL) return none;
   weft_future out = none;
   if (o->timeout != 0 && p->kind == POOL_THREADS) {
@@ -965,7 +965,7 @@ weft_future weft_pool_apply_async_opts(weft_pool h, weft_bytes_task fn, const vo
                 "weft_pool_apply_async: a time limit needs a process pool (threads cannot be "
                 "killed)");
   } else {
-    struct future *f = call_future(p, fn, WEFT__CALL_SINGLE, arg, len, __func__);
+    struct future *f = call_future(p, fn, WEFT__CALL_SINGLE, arg, len, "weft_pool_apply_async");
     if (f != NULL) {
       f->timeout = o->timeout;
       /* Added before the task is queued, so they cannot miss its end;
@@ -978,7 +978,7 @@ weft_future weft_pool_apply_async_opts(weft_pool h, weft_bytes_task fn, const vo
         weft__error(WEFT_ENOMEM, "weft_pool_apply_async: out of memory");
         weft__future_put(f);
         weft_future_close((weft_future){f->id});
-      } else if (queue_call(p, f, __func__) == 0) {
+      } else if (queue_call(p, f, "weft_pool_apply_async") == 0) {
         out = (weft_future){f->id};
       }
     }
@@ -1069,9 +1069,9 @@ int weft_pool_map_opts(weft_pool h, weft_bytes_task fn, const void *items, size_
   if (o == NULL) o = &defaults;
   if (n > 0 && (items == NULL || results == NULL))
     return weft__error(WEFT_EINVAL, "weft_pool_map: items or results is NULL");
-  struct pool *p = pool_get(h, __func__);
+  struct pool *p = pool_get(h, "weft_pool_map");
   if (p == NULL) return weft_last_error_code();
-  int err = check_map(p, fn, item_size, result_size, o, __func__);
+  int err = check_map(p, fn, item_size, result_size, o, "weft_pool_map");
   if (err != 0 || n == 0) {
     pool_put(p);
     return err;
@@ -1088,7 +1088,7 @@ int weft_pool_map_opts(weft_pool h, weft_bytes_task fn, const void *items, size_
   for (; submitted < nchunks; submitted++) {
     size_t base = submitted * per, k = n - base < per ? n - base : per;
     fs[submitted] = submit_chunk(p, fn, (const unsigned char *)items + base * item_size,
-                                 item_size, k, base, result_size, o->timeout, __func__);
+                                 item_size, k, base, result_size, o->timeout, "weft_pool_map");
     if (fs[submitted] == NULL) {
       err = weft_last_error_code();
       break;
@@ -1104,7 +1104,7 @@ int weft_pool_map_opts(weft_pool h, weft_bytes_task fn, const void *items, size_
     future_wait(f, WEFT__NEVER);
     size_t base = c * per, k = f->call->n;
     for (size_t i = 0; i < k; i++) {
-      int code = chunk_item_code(f, i, base, __func__);
+      int code = chunk_item_code(f, i, base, "weft_pool_map");
       if (o->errors != NULL) o->errors[base + i] = code;
       if (code == 0) {
         chunk_item_result(f, i, result_size, (unsigned char *)results + (base + i) * result_size);

@@ -127,7 +127,7 @@ struct pool {
 
 /* ppool.c: the process pool behind a generic pool. */
 int weft__ppool_start(struct pool *p, const weft_pool_options *o);
-int weft__ppool_submit(struct pool *p, struct future *f);
+int weft__ppool_submit(struct pool *p, struct future *f, const char *what);
 int weft__ppool_close(struct pool *p);
 int weft__ppool_terminate(struct pool *p);
 int weft__ppool_join(struct pool *p, weft__deadline deadline, double timeout);

@@ -615,9 +615,8 @@ int weft__ppool_start(struct pool *p, const weft_pool_options *o) {
   return 0;
 }
 
-int weft__ppool_submit(struct pool *p, struct future *f) {
+int weft__ppool_submit(struct pool *p, struct future *f, const char *fn) {
   struct ppool *pp = p->proc;
-  const char *fn = "weft_pool_apply_async";
   if (f->timeout == 0) f->timeout = pp->task_timeout;
   f->cb_queue = pp->cbq;
   pthread_mutex_lock(&pp->mu);

@@ -366,6 +366,60 @@ START_TEST(lesson5_ipc) {
 }
 END_TEST
 
+/* ---- §4++ a process pool ---- */
+
+static long long primes_in(long long lo, long long hi) {
+  long long count = 0;
+  for (long long n = lo < 2 ? 2 : lo; n < hi; n++) {
+    bool prime = true;
+    for (long long d = 2; d * d <= n && prime; d++) prime = n % d != 0;
+    count += prime;
+  }
+  return count;
+}
+
+START_TEST(lesson6_pool) {
+  static struct run r;
+  run_program("lesson6_pool", &r);
+  assert_exit_zero("lesson6_pool", &r);
+  ck_assert_msg(r.eof, "lesson6_pool: pipe still open after exit; output:\n%s", r.out);
+  char want[256];
+  snprintf(want, sizeof want, "进程池：%d 个工作进程，16 个任务，任务 7 故意崩溃\n", weft_cpu_count());
+  ck_assert_msg(strncmp(r.out, want, strlen(want)) == 0, "first line; output:\n%s", r.out);
+  /* The crash report names the worker, how it died and the task. Under a
+   * sanitizer the sanitizer catches SIGSEGV and exits instead. */
+  const char *report = strstr(r.out, "失败的任务：weft_pool_map: ForkPoolWorker-");
+  ck_assert_msg(report != NULL, "no crash report; output:\n%s", r.out);
+#if defined(WEFT_SANITIZE_ADDRESS) || defined(WEFT_SANITIZE_THREAD)
+  const char *how = " died with exit code ";
+#else
+  const char *how = " died with SIGSEGV while running task 7 (item 7)\n";
+#endif
+  const char *eol = strchr(report, '\n');
+  const char *at = strstr(report, how);
+  ck_assert_msg(at != NULL && at < eol + 1, "crash report; output:\n%s", r.out);
+  long long total = 0;
+  for (int i = 0; i < 16; i++) {
+    long long lo = i * 60000LL, hi = lo + 60000;
+    long long count = primes_in(lo, hi);
+    total += count;
+    if (i == 7)
+      snprintf(want, sizeof want, "\n区间 [%lld, %lld)：WEFT_EWORKERDIED\n", lo, hi);
+    else
+      snprintf(want, sizeof want, "\n区间 [%lld, %lld)：%lld 个素数\n", lo, hi, count);
+    ck_assert_msg(strstr(r.out, want) != NULL, "no line \"%s\"; output:\n%s", want + 1, r.out);
+  }
+  snprintf(want, sizeof want, "\n960000 以下共 %lld 个素数\n", total);
+  ck_assert_msg(strstr(r.out, want) != NULL, "no total line \"%s\"; output:\n%s", want + 1, r.out);
+  const char *speed = strstr(r.out, "\n1 个工作进程：");
+  double one, all, x;
+  int n;
+  ck_assert_msg(speed != NULL && sscanf(speed + 1, "1 个工作进程：%lf 秒；%d 个工作进程：%lf 秒；加速 %lf 倍",
+                                        &one, &n, &all, &x) == 4 && n == weft_cpu_count(),
+                "no speed-up line; output:\n%s", r.out);
+}
+END_TEST
+
 /* ---- the tour runs every lesson ---- */
 
 START_TEST(tour) {
@@ -375,12 +429,13 @@ START_TEST(tour) {
   ck_assert_msg(r.eof, "tour: pipe still open after exit; output:\n%s", r.out);
   static const char *const headings[] = {"==== §2.1 ", "==== §2.2 ", "==== §2.3 ", "==== §2.4 ",
                                          "==== §3.1 ", "==== §3.3 ", "==== §3.4 ", "==== §3.5 ",
-                                         "==== §3.6 ", "==== §3.7 ", "==== §4 ",   "==== §4+ "};
+                                         "==== §3.6 ", "==== §3.7 ", "==== §4 ",   "==== §4+ ",
+                                         "==== §4++ "};
   for (size_t i = 0; i < sizeof headings / sizeof headings[0]; i++)
     ck_assert_msg(has_line_starting(r.out, headings[i]),
                   "tour: no heading line starting with \"%s\"; output:\n%s", headings[i], r.out);
-  ck_assert_msg(has_line_starting(r.out, "==== tour done: 12 lessons, 0 failed\n"),
-                "tour: no \"tour done: 12 lessons, 0 failed\" line; output:\n%s", r.out);
+  ck_assert_msg(has_line_starting(r.out, "==== tour done: 13 lessons, 0 failed\n"),
+                "tour: no \"tour done: 13 lessons, 0 failed\" line; output:\n%s", r.out);
   ck_assert_msg(!has_line_starting(r.out, "!!!!"), "tour: a lesson failed; output:\n%s", r.out);
   /* The lessons' own output appears under the headings. */
   ck_assert_msg(strstr(r.out, "\nover\n") != NULL && strstr(r.out, "主进程读取的全局变量：[]\n") != NULL,
@@ -440,7 +495,11 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, lesson5_ipc);
   suite_add_tcase(s, tc);
 
-  tc = weft_tcase("tour", 60);
+  tc = weft_tcase("lesson6_pool", 60);
+  tcase_add_test(tc, lesson6_pool);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("tour", 90);
   tcase_add_test(tc, tour);
   suite_add_tcase(s, tc);
 
