@@ -1304,8 +1304,7 @@ int weft_imap_next(weft_imap *it, double timeout, size_t *index, void *result) {
     ichunk_free(c);
   }
   if (it->progress != NULL)
-    it->progress(it->given, it->source_done && it->inflight == 0 ? it->given : 0, since(it->t0),
-                 it->progress_arg);
+    it->progress(it->given, it->source_done ? it->read : 0, since(it->t0), it->progress_arg);
   if (err != 0) return err;
   /* Keep the workers busy while the caller works on this result. */
   int ferr = imap_fill(it);
