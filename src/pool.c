@@ -396,6 +396,7 @@ int weft_future_add_done_callback(weft_future h, weft_future_callback cb, void *
   }
   c->fn = cb;
   c->arg = arg;
+  c->when = CB_ALWAYS;
   pthread_mutex_lock(&f->cb_lock);
   bool now = f->cb_fired;
   if (!now) {
@@ -505,10 +506,7 @@ static void close_at_exit(void *obj, void *unused) {
   (void)unused;
   struct pool *p = obj;
   if (p->pid != weft__pid) return; /* a forked child's copy: its lock may be held */
-  if (p->kind == POOL_PROCESSES) {
-    weft__ppool_at_exit(p);
-    return;
-  }
+  if (p->kind == POOL_PROCESSES) return; /* see weft__pool_exit_rules */
   pthread_mutex_lock(&p->lock);
   p->closed = true;
   pthread_mutex_unlock(&p->lock);
@@ -774,13 +772,12 @@ weft_future weft_pool_submit(weft_pool h, weft_task fn, void *arg) {
 int weft_pool_close(weft_pool h) {
   struct pool *p = pool_get(h, __func__);
   if (p == NULL) return weft_last_error_code();
+  /* The process pool refuses submits before a join can see it closed. */
+  if (p->kind == POOL_PROCESSES) weft__ppool_close(p);
   pthread_mutex_lock(&p->lock);
   p->closed = true;
   pthread_mutex_unlock(&p->lock);
-  if (p->kind == POOL_PROCESSES)
-    weft__ppool_close(p);
-  else
-    weft_queue_close(p->tasks);
+  if (p->kind == POOL_THREADS) weft_queue_close(p->tasks);
   pool_put(p);
   return 0;
 }
@@ -792,13 +789,11 @@ int weft_pool_terminate(weft_pool h) {
   if (__atomic_exchange_n(&p->terminated, 1, __ATOMIC_ACQ_REL)) {
     err = weft__error(WEFT_EALREADY, "weft_pool_terminate: %s was already terminated", p->name);
   } else {
+    if (p->kind == POOL_PROCESSES) weft__ppool_terminate(p);
     pthread_mutex_lock(&p->lock);
     p->closed = true;
     pthread_mutex_unlock(&p->lock);
-    if (p->kind == POOL_PROCESSES)
-      weft__ppool_terminate(p);
-    else
-      drain(p, FS_CANCELLED);
+    if (p->kind == POOL_THREADS) drain(p, FS_CANCELLED);
   }
   pool_put(p);
   return err;
@@ -1016,6 +1011,9 @@ static int check_map(struct pool *p, weft_bytes_task fn, size_t item_size, size_
     return weft__error(WEFT_EINVAL, "%s: timeout is negative or NaN", what);
   if (o->timeout != 0 && p->kind == POOL_THREADS)
     return weft__error(WEFT_EINVAL, "%s: a time limit needs a process pool", what);
+  if (item_size > p->max_message || result_size > p->max_message)
+    return weft__error(WEFT_EMSGSIZE, "%s: one item or result does not fit in max_message (%zu)",
+                       what, p->max_message);
   size_t per = item_size > sizeof(int32_t) + result_size ? item_size
                                                           : sizeof(int32_t) + result_size;
   if (sizeof(weft__call) + per > p->max_message)
@@ -1072,6 +1070,11 @@ int weft_pool_map_opts(weft_pool h, weft_bytes_task fn, const void *items, size_
   struct pool *p = pool_get(h, "weft_pool_map");
   if (p == NULL) return weft_last_error_code();
   int err = check_map(p, fn, item_size, result_size, o, "weft_pool_map");
+  if (err == 0 && n == 0) {
+    pthread_mutex_lock(&p->lock);
+    if (p->closed) err = weft__error(WEFT_ECLOSED, "weft_pool_map: %s is closed", p->name);
+    pthread_mutex_unlock(&p->lock);
+  }
   if (err != 0 || n == 0) {
     pool_put(p);
     return err;
@@ -1147,6 +1150,7 @@ struct weft_imap {
   void *progress_arg;
   int64_t t0;
   size_t read, given;
+  size_t held;                /* items in buf read from the source, not yet submitted */
   unsigned char *buf;         /* items of the chunk being read */
   struct ichunk *head, *tail; /* ordered: in submission order */
   size_t inflight;            /* chunks submitted and not yet fully given */
@@ -1170,11 +1174,15 @@ static void imap_chunk_done(struct future *f, void *arg) {
 
 /* Reads and submits chunks while the window has room. */
 static int imap_fill(struct weft_imap *it) {
-  while (!it->source_done && it->inflight < it->window) {
-    size_t k = 0;
-    while (k < it->per && it->source(it->buf + k * it->item_size, it->source_arg)) k++;
-    if (k < it->per) it->source_done = true;
-    if (k == 0) break;
+  while ((it->held > 0 || !it->source_done) && it->inflight < it->window) {
+    /* Items read but not yet submitted (a submit failed) go first. */
+    size_t k = it->held;
+    if (k == 0) {
+      while (k < it->per && it->source(it->buf + k * it->item_size, it->source_arg)) k++;
+      if (k < it->per) it->source_done = true;
+      if (k == 0) break;
+    }
+    it->held = k;
     struct ichunk *c = calloc(1, sizeof *c);
     if (c == NULL) return weft__error(WEFT_ENOMEM, "weft_imap_next: out of memory");
     c->it = it;
@@ -1186,6 +1194,7 @@ static int imap_fill(struct weft_imap *it) {
       free(c);
       return weft_last_error_code();
     }
+    it->held = 0;
     it->read += k;
     it->inflight++;
     it->submitted++;
@@ -1259,7 +1268,10 @@ int weft_imap_next(weft_imap *it, double timeout, size_t *index, void *result) {
   int err = weft__deadline_from(timeout, &deadline);
   if (err != 0) return weft__error(err, "weft_imap_next: timeout is NaN");
   it->task_err = 0;
-  if ((err = imap_fill(it)) != 0) return err;
+  /* A fill that fails (the pool was closed or broke before the input
+   * ended) is said once the results already in flight have been given. */
+  int fill_err = imap_fill(it);
+  if (fill_err != 0 && it->inflight == 0) return fill_err;
   struct ichunk *c;
   if (!it->unordered) {
     c = it->head;
@@ -1322,7 +1334,7 @@ int weft_imap_free(weft_imap *it) {
   if (it->unordered) {
     /* Watchers still to run touch it: wait until all have. */
     uint32_t fired;
-    while ((fired = __atomic_load_n(&it->fired, __ATOMIC_SEQ_CST)) != it->submitted)
+    while ((fired = __atomic_load_n(&it->fired, __ATOMIC_SEQ_CST)) != (uint32_t)it->submitted)
       weft__os_futex_wait(&it->fired, fired, WEFT__NEVER);
   }
   while (it->head != NULL) {
@@ -1344,7 +1356,8 @@ struct weft_as_completed {
   size_t n, given;
   weft_queue *done; /* positions + 1, as they finish */
   struct future **fs;
-  uint32_t fired;   /* futex: watchers that ran */
+  struct ac_watch **ws; /* each future's watcher arg */
+  uint32_t fired;   /* futex: watchers that ran (or were taken back) */
 };
 
 struct ac_watch {
@@ -1357,7 +1370,7 @@ static void ac_done(struct future *f, void *arg) {
   struct ac_watch *w = arg;
   struct weft_as_completed *ac = w->ac;
   weft_queue_put(ac->done, (void *)(uintptr_t)(w->index + 1), WEFT_FOREVER);
-  free(w);
+  /* w stays until weft_as_completed_free: its address names this watcher. */
   __atomic_add_fetch(&ac->fired, 1, __ATOMIC_SEQ_CST);
   weft__os_futex_wake(&ac->fired, INT32_MAX);
 }
@@ -1369,16 +1382,19 @@ weft_as_completed *weft_as_completed_new(const weft_future *hs, size_t n) {
   }
   struct weft_as_completed *ac = calloc(1, sizeof *ac);
   struct future **fs = calloc(n, sizeof *fs);
+  struct ac_watch **ws = calloc(n, sizeof *ws);
   weft_queue *done = weft_queue_new(.name = "as_completed");
-  if (ac == NULL || fs == NULL || done == NULL) {
+  if (ac == NULL || fs == NULL || ws == NULL || done == NULL) {
     free(ac);
     free(fs);
+    free(ws);
     if (done != NULL) weft_queue_free(done);
     weft__error(WEFT_ENOMEM, "weft_as_completed_new: out of memory");
     return NULL;
   }
   ac->n = n;
   ac->fs = fs;
+  ac->ws = ws;
   ac->done = done;
   size_t got = 0;
   for (; got < n; got++)
@@ -1389,6 +1405,7 @@ weft_as_completed *weft_as_completed_new(const weft_future *hs, size_t n) {
     snprintf(msg, sizeof msg, "%s", weft_last_error());
     for (size_t i = 0; i < got; i++) weft__future_put(fs[i]);
     free(fs);
+    free(ws);
     weft_queue_free(done);
     free(ac);
     weft__error(err, "%s", msg);
@@ -1400,9 +1417,11 @@ weft_as_completed *weft_as_completed_new(const weft_future *hs, size_t n) {
       w->ac = ac;
       w->index = i;
     }
+    ws[i] = w;
     if (w == NULL || future_watch(fs[i], ac_done, w) != 0) {
       /* No watcher: wait for this one now rather than lose it. */
       free(w);
+      ws[i] = NULL;
       future_wait(fs[i], WEFT__NEVER);
       weft_queue_put(done, (void *)(uintptr_t)(i + 1), WEFT_FOREVER);
       __atomic_add_fetch(&ac->fired, 1, __ATOMIC_SEQ_CST);
@@ -1430,12 +1449,32 @@ int weft_as_completed_next(weft_as_completed *ac, double timeout, weft_future *f
 
 int weft_as_completed_free(weft_as_completed *ac) {
   if (ac == NULL) return 0;
-  /* Watchers still to run hold a pointer to ac: wait for them (the futures
-   * run to their end regardless; a caller who stops early waits for them). */
+  /* Take back the watchers of futures still running; one that is being
+   * run now is waited for (it is about to count itself). */
+  for (size_t i = 0; i < ac->n; i++) {
+    struct future *f = ac->fs[i];
+    if (ac->ws[i] == NULL) continue;
+    pthread_mutex_lock(&f->cb_lock);
+    bool taken = false;
+    for (struct weft__watch **pw = &f->watches; *pw != NULL; pw = &(*pw)->next)
+      if ((*pw)->arg == ac->ws[i]) {
+        struct weft__watch *w = *pw;
+        *pw = w->next;
+        free(w);
+        taken = true;
+        break;
+      }
+    pthread_mutex_unlock(&f->cb_lock);
+    if (taken) __atomic_add_fetch(&ac->fired, 1, __ATOMIC_SEQ_CST);
+  }
   uint32_t fired;
-  while ((fired = __atomic_load_n(&ac->fired, __ATOMIC_SEQ_CST)) != ac->n)
+  while ((fired = __atomic_load_n(&ac->fired, __ATOMIC_SEQ_CST)) != (uint32_t)ac->n)
     weft__os_futex_wait(&ac->fired, fired, WEFT__NEVER);
-  for (size_t i = 0; i < ac->n; i++) weft__future_put(ac->fs[i]);
+  for (size_t i = 0; i < ac->n; i++) {
+    weft__future_put(ac->fs[i]);
+    free(ac->ws[i]);
+  }
+  free(ac->ws);
   free(ac->fs);
   weft_queue_free(ac->done);
   free(ac);
@@ -1472,6 +1511,24 @@ void weft_pool_scope_end(weft_pool *pool) {
   pool->id = 0;
 }
 
+/* ---- exit ---- */
+
+static void stop_at_exit(void *obj, void *unused) {
+  (void)unused;
+  struct pool *p = obj;
+  if (p->pid == weft__pid && p->kind == POOL_PROCESSES) weft__ppool_at_exit(p);
+}
+
+/* Run by the exit rules once the non-daemon threads have been joined (they
+ * may still use a pool, as in Python, whose pools end after them) and
+ * before the daemon children, the workers among them, are terminated: from
+ * here on a worker that ends is not replaced. */
+void weft__pool_exit_rules(void) {
+  pthread_mutex_lock(&pools_lock);
+  weft__handle_each(&pools, stop_at_exit, NULL);
+  pthread_mutex_unlock(&pools_lock);
+}
+
 /* ---- fork ---- */
 
 /* The registries' locks are held across fork, so a child never inherits
@@ -1488,7 +1545,14 @@ void weft__pool_after_fork_parent(void) {
   pthread_mutex_unlock(&pools_lock);
 }
 
+static void pool_fork_child(void *obj, void *unused) {
+  (void)unused;
+  struct pool *p = obj;
+  if (p->kind == POOL_PROCESSES && p->proc != NULL) weft__ppool_after_fork_child(p);
+}
+
 void weft__pool_after_fork_child(void) {
+  weft__handle_each(&pools, pool_fork_child, NULL);
   pthread_mutex_unlock(&futures_lock); /* the forking thread took them: it is the child's */
   pthread_mutex_unlock(&pools_lock);
 }

@@ -133,5 +133,6 @@ int weft__ppool_terminate(struct pool *p);
 int weft__ppool_join(struct pool *p, weft__deadline deadline, double timeout);
 void weft__ppool_free(struct pool *p);
 void weft__ppool_at_exit(struct pool *p);
+void weft__ppool_after_fork_child(struct pool *p);
 
 #endif

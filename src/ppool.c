@@ -33,7 +33,7 @@
 
 #define DEPTH 2 /* tasks in a worker's hands: the running one and the next */
 
-enum { MSG_RESULT = 1, MSG_DEAD, MSG_STOP };
+enum { MSG_RESULT = 1, MSG_DEAD, MSG_STOP, MSG_WAKE };
 
 /* A message on the results queue; a result's bytes follow. */
 struct msg {
@@ -91,6 +91,8 @@ struct ppool {
   int stopping;       /* the pool is ending: no replacements */
   uint32_t change;    /* futex: bumped when outstanding or alive drop */
   int wake[2];        /* the watcher's wake-up socket pair */
+  struct pollfd *wfds; /* the watcher's poll set, and whose fd each is */
+  uint32_t *wwho, *wgen;
   weft_thread collector, watcher;
   weft_queue *cbq;
   weft_thread *cbt;
@@ -225,6 +227,13 @@ static void dispatch_locked(struct ppool *pp) {
       w->tail = f;
       w->assigned++;
       if (w->budget > 0) w->budget--;
+      if (f->timeout > 0 && f->timeout <= 1e9) {
+        /* The collector may be asleep with no limit to watch: it must
+         * start watching this one. If the queue is full it is busy and
+         * looks at the limits after each message anyway. */
+        struct msg m = {.type = MSG_WAKE};
+        weft_mpqueue_put(pp->results, &m, sizeof m, 0);
+      }
     }
   }
 }
@@ -311,7 +320,12 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
   uint64_t item = __atomic_load_n(&slot->item, __ATOMIC_RELAXED);
   struct future *failed = NULL;
   uint32_t to = FS_DIED;
-  if (w->head != NULL && current == w->head->call->seq + 1) {
+  if (w->head != NULL && current == w->head->call->seq + 1 && w->killed != 0 &&
+      w->killed != current) {
+    /* Killed for a task that finished as the signal was on its way: the
+     * task it had just started is not to blame. It goes back in line and
+     * runs again elsewhere. */
+  } else if (w->head != NULL && current == w->head->call->seq + 1) {
     failed = w->head;
     w->head = failed->next;
     if (w->head == NULL) w->tail = NULL;
@@ -367,11 +381,11 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
   } else {
     dispatch_locked(pp);
   }
+  uint32_t rest = pp->terminated ? FS_CANCELLED : FS_BROKEN;
   pthread_mutex_unlock(&pp->mu);
   if (replace) wake_watcher(pp);
   bump(pp);
   if (failed != NULL) settle(pp, failed, to);
-  uint32_t rest = pp->terminated ? FS_CANCELLED : FS_BROKEN;
   while (broken != NULL) {
     struct future *f = broken;
     broken = f->next;
@@ -390,7 +404,7 @@ static weft__deadline check_limits(struct ppool *pp) {
     struct worker *w = &pp->w[i];
     if (w->proc.id == 0 || w->sentinel < 0) continue;
     for (struct future *f = w->head; f != NULL; f = f->next) {
-      if (f->timeout <= 0) continue;
+      if (f->timeout <= 0 || f->timeout > 1e9) continue; /* above 30 years: no limit */
       uint64_t current = __atomic_load_n(&pp->slots[i].current, __ATOMIC_SEQ_CST);
       if (f != w->head || current != f->call->seq + 1) {
         /* Not started yet: look again soon. */
@@ -443,17 +457,8 @@ static void *collector_main(void *arg) {
 static void *watcher_main(void *arg) {
   struct ppool *pp = arg;
   tls_served = pp;
-  struct pollfd *fds = calloc((size_t)pp->n + 1, sizeof *fds);
-  uint32_t *who = calloc((size_t)pp->n + 1, sizeof *who);
-  uint32_t *gens = calloc((size_t)pp->n + 1, sizeof *gens);
-  if (fds == NULL || who == NULL || gens == NULL) {
-    /* Without a watcher deaths would go unseen: break the pool instead. */
-    __atomic_store_n(&pp->p->broken, 1, __ATOMIC_SEQ_CST);
-    free(fds);
-    free(who);
-    free(gens);
-    return NULL;
-  }
+  struct pollfd *fds = pp->wfds;
+  uint32_t *who = pp->wwho, *gens = pp->wgen;
   for (;;) {
     size_t n = 0;
     fds[n++].fd = pp->wake[0];
@@ -487,9 +492,6 @@ static void *watcher_main(void *arg) {
       weft_mpqueue_put(pp->results, &m, sizeof m, WEFT_FOREVER);
     }
   }
-  free(fds);
-  free(who);
-  free(gens);
   tls_served = NULL;
   return NULL;
 }
@@ -522,6 +524,9 @@ static void ppool_release(struct ppool *pp) {
   free(pp->wbuf_in);
   free(pp->wbuf_out);
   free(pp->rbuf);
+  free(pp->wfds);
+  free(pp->wwho);
+  free(pp->wgen);
   free(pp->w);
   pthread_mutex_destroy(&pp->mu);
   free(pp);
@@ -558,13 +563,17 @@ int weft__ppool_start(struct pool *p, const weft_pool_options *o) {
   pp->wbuf_in = malloc(pp->cap);
   pp->wbuf_out = malloc(pp->cap);
   pp->rbuf = malloc(pp->cap);
+  pp->wfds = calloc((size_t)pp->n + 1, sizeof *pp->wfds);
+  pp->wwho = calloc((size_t)pp->n + 1, sizeof *pp->wwho);
+  pp->wgen = calloc((size_t)pp->n + 1, sizeof *pp->wgen);
   pp->slots = weft__os_map_shared(pp->slots_size);
   if (pp->slots == NULL) pp->slots_size = 0;
   pp->cbq = weft_queue_new(.name = "pool callbacks");
   pp->results = weft_mpqueue_new(.capacity = 2 * (pp->cap + 16) + 4096, .name = "pool results");
   int err = 0;
   if (pp->w == NULL || pp->cbt == NULL || pp->wbuf_in == NULL || pp->wbuf_out == NULL ||
-      pp->rbuf == NULL || pp->slots == NULL || pp->cbq == NULL || pp->results == NULL)
+      pp->rbuf == NULL || pp->wfds == NULL || pp->wwho == NULL || pp->wgen == NULL ||
+      pp->slots == NULL || pp->cbq == NULL || pp->results == NULL)
     err = weft__error(WEFT_ENOMEM, "%s: out of memory", fn);
   else if (weft__os_socketpair(pp->wake) != 0)
     err = weft__error(WEFT_EMFILE, "%s: no file descriptors left", fn);
@@ -578,16 +587,16 @@ int weft__ppool_start(struct pool *p, const weft_pool_options *o) {
     pp->collector = weft_thread_new(collector_main, .name = name, .arg = pp, .daemon = true);
     snprintf(name, sizeof name, "%.*s-watch", WEFT_NAME_MAX - 11, p->name);
     pp->watcher = weft_thread_new(watcher_main, .name = name, .arg = pp, .daemon = true);
-    if (pp->collector.id == 0 || pp->watcher.id == 0 || weft_thread_start(pp->collector) != 0)
+    if (pp->collector.id == 0 || pp->watcher.id == 0 || weft_thread_start(pp->collector) != 0 ||
+        weft_thread_start(pp->watcher) != 0)
       err = weft__error(WEFT_EAGAIN, "%s: could not start the pool's threads", fn);
-    else if (weft_thread_start(pp->watcher) != 0)
-      err = WEFT_EAGAIN;
   }
   int started_cb = 0;
   for (; err == 0 && started_cb < pp->ncb; started_cb++) {
     snprintf(name, sizeof name, "%.*s-cb_%d", WEFT_NAME_MAX - 11, p->name, started_cb);
     pp->cbt[started_cb] = weft_thread_new(callbacks_main, .name = name, .arg = pp, .daemon = true);
-    if (pp->cbt[started_cb].id == 0 || weft_thread_start(pp->cbt[started_cb]) != 0) err = WEFT_EAGAIN;
+    if (pp->cbt[started_cb].id == 0 || weft_thread_start(pp->cbt[started_cb]) != 0)
+      err = weft__error(WEFT_EAGAIN, "%s: could not start the pool's callback threads", fn);
   }
   if (err != 0) {
     char msg[256];
@@ -689,7 +698,8 @@ int weft__ppool_join(struct pool *p, weft__deadline deadline, double timeout) {
                          p->name, left, timeout);
   }
   /* ...then the workers leave: their inboxes close, and the collector
-   * handles each end as a death it does not replace. */
+   * handles each end as a death it does not replace. The pool was closed
+   * before the join began, so nothing can be submitted meanwhile. */
   pthread_mutex_lock(&pp->mu);
   if (!pp->shut) {
     pp->shut = true;
@@ -725,6 +735,23 @@ void weft__ppool_free(struct pool *p) {
   struct ppool *pp = p->proc;
   p->proc = NULL;
   ppool_release(pp);
+}
+
+/* A forked child (a worker, or any other child) keeps none of the fds a
+ * pool's process uses to watch its workers. Raw closes, no locks: the
+ * thread that forked is the child's only one. */
+void weft__ppool_after_fork_child(struct pool *p) {
+  struct ppool *pp = p->proc;
+  for (int k = 0; k < 2; k++)
+    if (pp->wake[k] >= 0) {
+      weft__os_close(pp->wake[k]);
+      pp->wake[k] = -1;
+    }
+  for (int i = 0; i < pp->n; i++)
+    if (pp->w[i].sentinel >= 0) {
+      weft__os_close(pp->w[i].sentinel);
+      pp->w[i].sentinel = -1;
+    }
 }
 
 /* At exit the daemon workers are about to be terminated by weft's exit

@@ -54,6 +54,7 @@ WEFT__HOT static void after_fork_child(void) {
  * its own can still want to attach to them. */
 WEFT__HOT void weft__runtime_exit_rules(void) {
   weft__thread_exit_rules();
+  weft__pool_exit_rules(); /* after the threads that may still use a pool */
   weft__process_exit_rules();
   weft__shm_exit_rules();
 }

@@ -28,6 +28,7 @@ void weft__shm_after_fork_parent(void);
 
 /* Pool subsystem hooks (pool.c). */
 void weft__pool_before_fork(void);
+void weft__pool_exit_rules(void);
 void weft__pool_after_fork_parent(void);
 void weft__pool_after_fork_child(void);
 
