@@ -86,7 +86,9 @@ void weft__future_put(struct future *f) {
   free(f->call);
   free(f->bytes);
   pthread_mutex_destroy(&f->cb_lock);
+  struct pool *owner = f->owner;
   free(f);
+  if (owner != NULL) weft__pool_put(owner);
 }
 
 struct future *weft__future_get(weft_future h, const char *fn) {
@@ -371,14 +373,28 @@ static bool is_running(uint32_t s) { return s == FS_RUNNING; }
 static bool is_cancelled(uint32_t s) { return s == FS_CANCELLED; }
 
 bool weft_future_done(weft_future h) { return future_test(h, __func__, final_state); }
-bool weft_future_running(weft_future h) { return future_test(h, __func__, is_running); }
+
+bool weft_future_running(weft_future h) {
+  struct future *f = weft__future_get(h, __func__);
+  if (f == NULL) return false;
+  bool r = is_running(state_of(f)) && (f->owner == NULL || weft__ppool_running(f));
+  weft__future_put(f);
+  return r;
+}
 bool weft_future_cancelled(weft_future h) { return future_test(h, __func__, is_cancelled); }
+
+/* Cancels f unless it began: true if it is cancelled (now or before). */
+static bool future_cancel(struct future *f) {
+  /* A process pool's task handed to a worker that has not begun it. */
+  if (f->owner != NULL && state_of(f) == FS_RUNNING && weft__ppool_cancel(f) == 0) return true;
+  return weft__future_settle_pending(f, FS_CANCELLED) || state_of(f) == FS_CANCELLED;
+}
 
 int weft_future_cancel(weft_future h) {
   struct future *f = weft__future_get(h, __func__);
   if (f == NULL) return weft_last_error_code();
   int err = 0;
-  if (!weft__future_settle_pending(f, FS_CANCELLED) && state_of(f) != FS_CANCELLED)
+  if (!future_cancel(f))
     err = weft__error(WEFT_EBUSY, "weft_future_cancel: the task is %s",
                       state_of(f) == FS_RUNNING ? "running" : "done");
   weft__future_put(f);
@@ -477,7 +493,7 @@ static unsigned pool_counter;
 static int exit_hook_set;
 static _Thread_local struct pool *tls_pool;
 
-static void pool_put(struct pool *p) {
+void weft__pool_put(struct pool *p) {
   if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
   for (size_t i = 0; i < p->nthreads; i++) weft_thread_close(p->threads[i]);
   free(p->threads);
@@ -599,7 +615,7 @@ static weft_pool pool_new(const weft_pool_options *o, int kind, const char *fn) 
       weft__ppool_join(p, WEFT__NEVER, -1);
     }
     p->refs = 1;
-    pool_put(p);
+    weft__pool_put(p);
     weft__error(WEFT_ENOMEM, "%s: out of memory", fn);
     return none;
   }
@@ -765,7 +781,7 @@ weft_future weft_pool_submit(weft_pool h, weft_task fn, void *arg) {
       f = NULL;
     }
   }
-  pool_put(p);
+  weft__pool_put(p);
   return f != NULL ? (weft_future){f->id} : none;
 }
 
@@ -778,7 +794,7 @@ int weft_pool_close(weft_pool h) {
   p->closed = true;
   pthread_mutex_unlock(&p->lock);
   if (p->kind == POOL_THREADS) weft_queue_close(p->tasks);
-  pool_put(p);
+  weft__pool_put(p);
   return 0;
 }
 
@@ -795,7 +811,7 @@ int weft_pool_terminate(weft_pool h) {
     pthread_mutex_unlock(&p->lock);
     if (p->kind == POOL_THREADS) drain(p, FS_CANCELLED);
   }
-  pool_put(p);
+  weft__pool_put(p);
   return err;
 }
 
@@ -817,7 +833,7 @@ int weft_pool_join(weft_pool h, double timeout) {
       p->joined = true;
       pthread_mutex_unlock(&p->lock);
     }
-    pool_put(p);
+    weft__pool_put(p);
     return err;
   }
   pthread_mutex_lock(&p->lock);
@@ -846,7 +862,7 @@ int weft_pool_join(weft_pool h, double timeout) {
   p->joining--;
   if (err == 0) p->joined = true;
   pthread_mutex_unlock(&p->lock);
-  pool_put(p);
+  weft__pool_put(p);
   return err;
 }
 
@@ -870,7 +886,7 @@ int weft_pool_free(weft_pool h) {
       weft__handle_remove(&pools, h.id);
   }
   pthread_mutex_unlock(&pools_lock);
-  if (err == 0) pool_put(p);
+  if (err == 0) weft__pool_put(p);
   return err;
 }
 
@@ -978,7 +994,7 @@ weft_future weft_pool_apply_async_opts(weft_pool h, weft_bytes_task fn, const vo
       }
     }
   }
-  pool_put(p);
+  weft__pool_put(p);
   return out;
 }
 
@@ -1076,7 +1092,7 @@ int weft_pool_map_opts(weft_pool h, weft_bytes_task fn, const void *items, size_
     pthread_mutex_unlock(&p->lock);
   }
   if (err != 0 || n == 0) {
-    pool_put(p);
+    weft__pool_put(p);
     return err;
   }
   int64_t t0 = weft__os_now_ns();
@@ -1084,7 +1100,7 @@ int weft_pool_map_opts(weft_pool h, weft_bytes_task fn, const void *items, size_
   size_t nchunks = n / per + (n % per != 0);
   struct future **fs = calloc(nchunks, sizeof *fs);
   if (fs == NULL) {
-    pool_put(p);
+    weft__pool_put(p);
     return weft__error(WEFT_ENOMEM, "weft_pool_map: out of memory");
   }
   size_t submitted = 0;
@@ -1121,7 +1137,7 @@ int weft_pool_map_opts(weft_pool h, weft_bytes_task fn, const void *items, size_
     weft_future_close((weft_future){f->id}); /* the last reference: the pool dropped its own */
   }
   free(fs);
-  pool_put(p);
+  weft__pool_put(p);
   if (err != 0) return err; /* a submit failed: its own message stands */
   if (first != 0) return weft__error(first, "%s", first_msg);
   return 0;
@@ -1229,7 +1245,7 @@ weft_imap *weft_pool_imap_opts(weft_pool h, weft_bytes_task fn, weft_imap_source
   struct pool *p = pool_get(h, __func__);
   if (p == NULL) return NULL;
   if (check_map(p, fn, item_size, result_size, o, "weft_pool_imap") != 0) {
-    pool_put(p);
+    weft__pool_put(p);
     return NULL;
   }
   struct weft_imap *it = calloc(1, sizeof *it);
@@ -1240,7 +1256,7 @@ weft_imap *weft_pool_imap_opts(weft_pool h, weft_bytes_task fn, weft_imap_source
     free(it);
     free(buf);
     if (done != NULL) weft_queue_free(done);
-    pool_put(p);
+    weft__pool_put(p);
     weft__error(WEFT_ENOMEM, "weft_pool_imap: out of memory");
     return NULL;
   }
@@ -1329,8 +1345,7 @@ int weft_imap_task_error(const weft_imap *it) { return it == NULL ? 0 : it->task
 int weft_imap_free(weft_imap *it) {
   if (it == NULL) return 0;
   /* Cancel what has not started, wait for the rest. */
-  for (struct ichunk *c = it->head; c != NULL; c = c->next)
-    weft__future_settle_pending(c->f, FS_CANCELLED);
+  for (struct ichunk *c = it->head; c != NULL; c = c->next) future_cancel(c->f);
   if (it->unordered) {
     /* Watchers still to run touch it: wait until all have. */
     uint32_t fired;
@@ -1343,7 +1358,7 @@ int weft_imap_free(weft_imap *it) {
     future_wait(c->f, WEFT__NEVER);
     ichunk_free(c);
   }
-  pool_put(it->p);
+  weft__pool_put(it->p);
   if (it->done != NULL) weft_queue_free(it->done);
   free(it->buf);
   free(it);

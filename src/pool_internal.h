@@ -35,6 +35,7 @@ typedef struct weft__call {
   uint32_t kind;
   uint32_t n;            /* items of a chunk */
   uint64_t base;         /* index of a chunk's first item */
+  uint64_t ticket;       /* process pools: the worker's number for it (see ppool.c) */
   uint64_t item_size, result_size;
   uint64_t in_len;
 } weft__call;
@@ -74,6 +75,8 @@ struct future {
   struct future *next;
   double timeout;
   weft_queue *cb_queue;
+  struct pool *owner;  /* a process pool (holds a reference), or NULL */
+  uint64_t *gate;      /* under the pool's lock: its ticket word while a worker holds it */
   char report[256];  /* why it failed, for FS_DIED / FS_TIMEDOUT / FS_CANCELLED */
   pthread_mutex_t cb_lock;
   bool cb_fired;     /* under cb_lock: callbacks added now run at once */
@@ -129,6 +132,9 @@ struct pool {
 int weft__ppool_start(struct pool *p, const weft_pool_options *o);
 int weft__ppool_submit(struct pool *p, struct future *f, const char *what);
 int weft__ppool_close(struct pool *p);
+int weft__ppool_cancel(struct future *f);
+bool weft__ppool_running(struct future *f);
+void weft__pool_put(struct pool *p);
 int weft__ppool_terminate(struct pool *p);
 int weft__ppool_join(struct pool *p, weft__deadline deadline, double timeout);
 void weft__ppool_free(struct pool *p);

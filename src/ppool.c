@@ -9,6 +9,15 @@
  * pending list for the rest. A task taken from the inbox but not yet in
  * the slot never started, so it is handed out again rather than failed.
  *
+ * Whether a handed-out task has started is decided by one compare-and-swap
+ * on a ticket word in the worker's slot: the pool opens the word when it
+ * hands the task out, the worker swaps it to STARTED before running it,
+ * and a cancel swaps it to VETOED. Exactly one of them wins, so cancel
+ * refuses only a task that really began, as the header promises. A worker
+ * holds at most DEPTH tasks, numbered in order, so two words (by the
+ * ticket's parity) are enough: a word is reused only after its previous
+ * task's result has come back.
+ *
  * Two threads serve a pool. The collector takes results (and everything
  * else: deaths, the stop request) from the results queue in order, so a
  * worker's last result is always seen before its death; it settles
@@ -33,7 +42,11 @@
 
 #define DEPTH 2 /* tasks in a worker's hands: the running one and the next */
 
-enum { MSG_RESULT = 1, MSG_DEAD, MSG_STOP, MSG_WAKE };
+enum { MSG_RESULT = 1, MSG_DEAD, MSG_STOP, MSG_WAKE, MSG_SKIPPED };
+
+/* A ticket word: the ticket number << 2 | one of these. */
+enum { G_OPEN = 1, G_STARTED = 2, G_VETOED = 3 };
+#define GATE(ticket, state) (((ticket) << 2) | (state))
 
 /* A message on the results queue; a result's bytes follow. */
 struct msg {
@@ -50,6 +63,7 @@ struct slot {
   uint64_t current; /* seq + 1 of the task running, 0 when none */
   int64_t started;  /* when it started (CLOCK_MONOTONIC ns, the same in every process) */
   uint64_t item;    /* index of the item running */
+  uint64_t gate[2]; /* ticket words, by the ticket's parity */
   uint32_t init_failed;
   uint32_t pad;
 };
@@ -62,6 +76,7 @@ struct worker {
   struct future *head, *tail; /* tasks handed to it, in order */
   int assigned;
   long budget;       /* tasks it may still take (maxtasksperchild), or -1 */
+  uint64_t tickets;  /* tickets handed out */
   uint64_t killed;   /* seq + 1 of a task it was killed for running too long */
   char name[WEFT_NAME_MAX + 1];
   /* Read by the worker process after fork: */
@@ -101,6 +116,10 @@ struct ppool {
 
 static unsigned worker_counter; /* "ForkPoolWorker-N" across all pools */
 
+/* The gate of a task whose worker has reported on it (or died running
+ * it): never open, so a cancel refuses it while it settles. */
+static uint64_t gate_done;
+
 /* Names the threads that serve a pool, so a join from one of them is
  * refused instead of waiting for itself. */
 static _Thread_local struct ppool *tls_served;
@@ -129,6 +148,15 @@ static int worker_main(void *arg) {
     size_t len;
     if (weft_mpqueue_get(inbox, pp->wbuf_in, pp->cap, &len, WEFT_FOREVER) != 0) break;
     const weft__call *c = (const weft__call *)pp->wbuf_in;
+    uint64_t open = GATE(c->ticket, G_OPEN);
+    if (!__atomic_compare_exchange_n(&slot->gate[c->ticket & 1], &open,
+                                     GATE(c->ticket, G_STARTED), false, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST)) {
+      /* Cancelled before it began: say so, so the pool drops it in order. */
+      struct msg m = {.type = MSG_SKIPPED, .worker = index, .gen = gen, .seq = c->seq};
+      if (weft_mpqueue_put(pp->results, &m, sizeof m, WEFT_FOREVER) != 0) break;
+      continue;
+    }
     __atomic_store_n(&slot->item, c->base, __ATOMIC_RELAXED);
     __atomic_store_n(&slot->started, weft__os_now_ns(), __ATOMIC_RELAXED);
     __atomic_store_n(&slot->current, c->seq + 1, __ATOMIC_SEQ_CST);
@@ -159,6 +187,7 @@ static int start_worker(struct ppool *pp, uint32_t i) {
   w->head = w->tail = NULL;
   w->assigned = 0;
   w->budget = pp->p->maxtasks > 0 ? pp->p->maxtasks : -1;
+  w->tickets = 0;
   w->killed = 0;
   unsigned n = __atomic_add_fetch(&worker_counter, 1, __ATOMIC_RELAXED);
   snprintf(w->name, sizeof w->name, "ForkPoolWorker-%u", n);
@@ -190,12 +219,15 @@ static void wake_watcher(struct ppool *pp) {
   weft__os_send(pp->wake[1], &b, 1);
 }
 
-/* Hands pending tasks to workers with room. mu held. */
+/* Hands pending tasks to workers with room: first one to each idle
+ * worker, then a second to each busy one, so an idle worker never waits
+ * while another holds two. mu held. */
 static void dispatch_locked(struct ppool *pp) {
+  for (int level = 0; level < DEPTH; level++)
   for (int i = 0; i < pp->n && pp->pend_head != NULL; i++) {
     struct worker *w = &pp->w[i];
     if (w->proc.id == 0 || w->sentinel < 0) continue;
-    while (pp->pend_head != NULL && w->assigned < DEPTH && w->budget != 0) {
+    while (pp->pend_head != NULL && w->assigned <= level && w->budget != 0) {
       struct future *f = pp->pend_head;
       pp->pend_head = f->next;
       if (pp->pend_head == NULL) pp->pend_tail = NULL;
@@ -212,6 +244,9 @@ static void dispatch_locked(struct ppool *pp) {
         continue;
       }
       weft__call *c = f->call;
+      c->ticket = w->tickets;
+      uint64_t *gate = &pp->slots[i].gate[c->ticket & 1];
+      __atomic_store_n(gate, GATE(c->ticket, G_OPEN), __ATOMIC_SEQ_CST);
       if (weft_mpqueue_put(w->inbox, c, sizeof *c + (size_t)c->in_len, 0) != 0) {
         /* Cannot happen (the inbox holds DEPTH of the largest message);
          * if it does, the task waits for the next worker. */
@@ -220,6 +255,8 @@ static void dispatch_locked(struct ppool *pp) {
         if (pp->pend_tail == NULL) pp->pend_tail = f;
         break;
       }
+      w->tickets++;
+      f->gate = gate;
       if (w->tail != NULL)
         w->tail->next = f;
       else
@@ -258,11 +295,16 @@ static void on_result(struct ppool *pp, const struct msg *m, const unsigned char
     w->head = f->next;
     if (w->head == NULL) w->tail = NULL;
     f->next = NULL;
+    f->gate = &gate_done;
     w->assigned--;
     dispatch_locked(pp);
   }
   pthread_mutex_unlock(&pp->mu);
   if (f == NULL) return; /* cannot happen: a worker reports its tasks in order */
+  if (m->type == MSG_SKIPPED) {
+    settle(pp, f, FS_CANCELLED); /* its cancel settled it already */
+    return;
+  }
   uint32_t to = FS_OK;
   if (m->code != 0 && f->call->kind == WEFT__CALL_SINGLE) {
     f->task_err = m->code;
@@ -320,16 +362,21 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
   uint64_t item = __atomic_load_n(&slot->item, __ATOMIC_RELAXED);
   struct future *failed = NULL;
   uint32_t to = FS_DIED;
-  if (w->head != NULL && current == w->head->call->seq + 1 && w->killed != 0 &&
-      w->killed != current) {
+  /* The head began if its ticket says so (it may have died before it
+   * wrote `current`). */
+  bool began = w->head != NULL && __atomic_load_n(w->head->gate, __ATOMIC_SEQ_CST) ==
+                                      GATE(w->head->call->ticket, G_STARTED);
+  if (began) current = w->head->call->seq + 1;
+  if (began && w->killed != 0 && w->killed != current) {
     /* Killed for a task that finished as the signal was on its way: the
      * task it had just started is not to blame. It goes back in line and
      * runs again elsewhere. */
-  } else if (w->head != NULL && current == w->head->call->seq + 1) {
+  } else if (began) {
     failed = w->head;
     w->head = failed->next;
     if (w->head == NULL) w->tail = NULL;
     failed->next = NULL;
+    failed->gate = &gate_done;
     w->assigned--;
     char how[48];
     describe_end(w->proc, how, sizeof how);
@@ -355,6 +402,7 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
   }
   if (__atomic_load_n(&slot->init_failed, __ATOMIC_SEQ_CST)) pp->broken = true;
   /* The tasks it held and never started go back first in line. */
+  for (struct future *f = w->head; f != NULL; f = f->next) f->gate = NULL;
   if (w->tail != NULL) {
     w->tail->next = pp->pend_head;
     pp->pend_head = w->head;
@@ -443,7 +491,7 @@ static void *collector_main(void *arg) {
       struct msg m;
       memcpy(&m, pp->rbuf, sizeof m);
       if (m.type == MSG_STOP) break;
-      if (m.type == MSG_RESULT) on_result(pp, &m, pp->rbuf + sizeof m);
+      if (m.type == MSG_RESULT || m.type == MSG_SKIPPED) on_result(pp, &m, pp->rbuf + sizeof m);
       if (m.type == MSG_DEAD) on_dead(pp, &m);
     } else if (r != WEFT_ETIMEDOUT && r != WEFT_EEMPTY) {
       break;
@@ -628,6 +676,8 @@ int weft__ppool_submit(struct pool *p, struct future *f, const char *fn) {
   struct ppool *pp = p->proc;
   if (f->timeout == 0) f->timeout = pp->task_timeout;
   f->cb_queue = pp->cbq;
+  f->owner = p; /* keeps the pool's memory while the future lives: cancel and running use it */
+  __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
   pthread_mutex_lock(&pp->mu);
   int err = 0;
   if (pp->closed || pp->terminated)
@@ -647,6 +697,37 @@ int weft__ppool_submit(struct pool *p, struct future *f, const char *fn) {
   }
   pthread_mutex_unlock(&pp->mu);
   return err;
+}
+
+/* Cancels a task a worker holds but has not begun (0), or says it began
+ * (WEFT_EBUSY). A task back in the pending list (its worker died) has no
+ * ticket and is cancelled as any pending one. */
+int weft__ppool_cancel(struct future *f) {
+  struct ppool *pp = f->owner->proc;
+  pthread_mutex_lock(&pp->mu);
+  int err = WEFT_EBUSY;
+  if (f->gate == NULL) {
+    err = 0;
+  } else {
+    uint64_t open = GATE(f->call->ticket, G_OPEN);
+    if (__atomic_compare_exchange_n(f->gate, &open, GATE(f->call->ticket, G_VETOED), false,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+      err = 0;
+  }
+  pthread_mutex_unlock(&pp->mu);
+  /* The worker skips it (or it is dropped from the pending list); its
+   * entry is released there. */
+  if (err == 0 && !weft__future_settle(f, FS_CANCELLED)) err = WEFT_EBUSY;
+  return err;
+}
+
+bool weft__ppool_running(struct future *f) {
+  struct ppool *pp = f->owner->proc;
+  pthread_mutex_lock(&pp->mu);
+  bool r = f->gate != NULL &&
+           __atomic_load_n(f->gate, __ATOMIC_SEQ_CST) == GATE(f->call->ticket, G_STARTED);
+  pthread_mutex_unlock(&pp->mu);
+  return r;
 }
 
 int weft__ppool_close(struct pool *p) {
