@@ -255,11 +255,12 @@ WEFT_API int weft_future_task_error(weft_future future);
 /* Whether the task finished, failed or was cancelled. */
 WEFT_API bool weft_future_done(weft_future future);
 
-/* Whether it is running now. */
+/* Whether it is running now (in a process pool: its worker has begun it). */
 WEFT_API bool weft_future_running(weft_future future);
 
-/* Cancels a task that has not started: 0 (or 0 again if already
- * cancelled), WEFT_EBUSY if it is running or done (Python's False). */
+/* Cancels a task that has not started -- in a process pool also one a
+ * worker holds but has not begun: 0 (or 0 again if already cancelled),
+ * WEFT_EBUSY if it is running or done (Python's False). */
 WEFT_API int weft_future_cancel(weft_future future);
 
 /* Whether it was cancelled. */
