@@ -85,6 +85,7 @@ void weft__future_put(struct future *f) {
   }
   free(f->call);
   free(f->bytes);
+  free(f->report);
   pthread_mutex_destroy(&f->cb_lock);
   struct pool *owner = f->owner;
   free(f);
@@ -314,11 +315,13 @@ static int outcome(struct future *f, const char *fn) {
                        f->task_err);
   case FS_CANCELLED:
     return weft__error(WEFT_ECANCELED, "%s: %s", fn,
-                       f->report[0] ? f->report : "the task was cancelled");
+                       f->report != NULL ? f->report : "the task was cancelled");
   case FS_DIED:
-    return weft__error(WEFT_EWORKERDIED, "%s: %s", fn, f->report);
+    return weft__error(WEFT_EWORKERDIED, "%s: %s", fn,
+                       f->report != NULL ? f->report : weft_strerror(WEFT_EWORKERDIED));
   case FS_TIMEDOUT:
-    return weft__error(WEFT_ETASKTIMEOUT, "%s: %s", fn, f->report);
+    return weft__error(WEFT_ETASKTIMEOUT, "%s: %s", fn,
+                       f->report != NULL ? f->report : weft_strerror(WEFT_ETASKTIMEOUT));
   default:
     return weft__error(WEFT_EBROKEN, "%s: the pool broke before the task ran", fn);
   }

@@ -77,7 +77,7 @@ struct future {
   weft_queue *cb_queue;
   struct pool *owner;  /* a process pool (holds a reference), or NULL */
   uint64_t *gate;      /* under the pool's lock: its ticket word while a worker holds it */
-  char report[256];  /* why it failed, for FS_DIED / FS_TIMEDOUT / FS_CANCELLED */
+  char *report;      /* why it failed (FS_DIED, FS_TIMEDOUT, FS_CANCELLED), or NULL */
   pthread_mutex_t cb_lock;
   bool cb_fired;     /* under cb_lock: callbacks added now run at once */
   struct weft__callback *cbs;

@@ -386,19 +386,18 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
                (unsigned long long)item);
     else
       snprintf(what, sizeof what, "task %llu", (unsigned long long)failed->call->seq);
+    char report[256];
     if (pp->terminated) {
       to = FS_CANCELLED;
-      snprintf(failed->report, sizeof failed->report,
-               "%s was terminated while running %s", pp->p->name, what);
+      snprintf(report, sizeof report, "%s was terminated while running %s", pp->p->name, what);
     } else if (w->killed == current) {
       to = FS_TIMEDOUT;
-      snprintf(failed->report, sizeof failed->report,
-               "%s was killed: %s ran past its time limit of %g s", w->name, what,
-               failed->timeout);
+      snprintf(report, sizeof report, "%s was killed: %s ran past its time limit of %g s",
+               w->name, what, failed->timeout);
     } else {
-      snprintf(failed->report, sizeof failed->report, "%s died with %s while running %s",
-               w->name, how, what);
+      snprintf(report, sizeof report, "%s died with %s while running %s", w->name, how, what);
     }
+    failed->report = strdup(report); /* NULL: the code's own message will do */
   }
   if (__atomic_load_n(&slot->init_failed, __ATOMIC_SEQ_CST)) pp->broken = true;
   /* The tasks it held and never started go back first in line. */
