@@ -757,9 +757,17 @@ int weft__ppool_terminate(struct pool *p) {
   return 0;
 }
 
-/* Waits until the futex word changes from seen or the deadline passes. */
-static bool wait_change(struct ppool *pp, uint32_t seen, weft__deadline deadline) {
-  return weft__os_futex_wait(&pp->change, seen, deadline) != -ETIMEDOUT;
+/* Waits until the tasks not yet settled (workers = false) or the workers
+ * not yet ended (true) number 0: 0, or how many are left at the deadline. */
+static size_t wait_none_left(struct ppool *pp, bool workers, weft__deadline deadline) {
+  for (;;) {
+    uint32_t seen = __atomic_load_n(&pp->change, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&pp->mu);
+    size_t left = workers ? (size_t)pp->alive : pp->outstanding;
+    pthread_mutex_unlock(&pp->mu);
+    if (left == 0 || weft__os_futex_wait(&pp->change, seen, deadline) == -ETIMEDOUT)
+      return left;
+  }
 }
 
 int weft__ppool_join(struct pool *p, weft__deadline deadline, double timeout) {
@@ -767,16 +775,10 @@ int weft__ppool_join(struct pool *p, weft__deadline deadline, double timeout) {
   if (tls_served == pp)
     return weft__error(WEFT_EDEADLK, "weft_pool_join: called from a thread of %s", p->name);
   /* Every task settles first... */
-  for (;;) {
-    uint32_t seen = __atomic_load_n(&pp->change, __ATOMIC_SEQ_CST);
-    pthread_mutex_lock(&pp->mu);
-    size_t left = pp->outstanding;
-    pthread_mutex_unlock(&pp->mu);
-    if (left == 0) break;
-    if (!wait_change(pp, seen, deadline))
-      return weft__error(WEFT_ETIMEDOUT, "weft_pool_join: %s still has %zu tasks after %g s",
-                         p->name, left, timeout);
-  }
+  size_t left = wait_none_left(pp, false, deadline);
+  if (left != 0)
+    return weft__error(WEFT_ETIMEDOUT, "weft_pool_join: %s still has %zu tasks after %g s",
+                       p->name, left, timeout);
   /* ...then the workers leave: their inboxes close, and the collector
    * handles each end as a death it does not replace. The pool was closed
    * before the join began, so nothing can be submitted meanwhile. */
@@ -788,16 +790,10 @@ int weft__ppool_join(struct pool *p, weft__deadline deadline, double timeout) {
       if (pp->w[i].inbox != NULL) weft_mpqueue_close(pp->w[i].inbox);
   }
   pthread_mutex_unlock(&pp->mu);
-  for (;;) {
-    uint32_t seen = __atomic_load_n(&pp->change, __ATOMIC_SEQ_CST);
-    pthread_mutex_lock(&pp->mu);
-    int alive = pp->alive;
-    pthread_mutex_unlock(&pp->mu);
-    if (alive == 0) break;
-    if (!wait_change(pp, seen, deadline))
-      return weft__error(WEFT_ETIMEDOUT, "weft_pool_join: %d workers of %s still running after %g s",
-                         alive, p->name, timeout);
-  }
+  left = wait_none_left(pp, true, deadline);
+  if (left != 0)
+    return weft__error(WEFT_ETIMEDOUT, "weft_pool_join: %zu workers of %s still running after %g s",
+                       left, p->name, timeout);
   /* Then the pool's own threads. Joining twice finds them ended. */
   if (__atomic_exchange_n(&pp->stopping, 2, __ATOMIC_SEQ_CST) != 2) {
     struct msg m = {.type = MSG_STOP};

@@ -291,26 +291,9 @@ ssize_t weft__os_recv(int fd, void *buf, size_t len, bool peek, bool nonblock) {
 
 int weft__os_shutdown(int fd, int how) { return shutdown(fd, how) < 0 ? -errno : 0; }
 
-int weft__os_wait_fd(int fd, bool readable, bool writable, int64_t deadline_ns) {
-  struct pollfd pfd = {.fd = fd, .events = (short)((readable ? POLLIN : 0) | (writable ? POLLOUT : 0))};
-  for (;;) {
-    struct timespec ts, *tsp = NULL;
-    if (deadline_ns != INT64_MAX) {
-      int64_t left = deadline_ns - weft__os_now_ns();
-      if (left < 0) left = 0;
-      ts.tv_sec = (time_t)(left / 1000000000);
-      ts.tv_nsec = (long)(left % 1000000000);
-      tsp = &ts;
-    }
-    int r = ppoll(&pfd, 1, tsp, NULL);
-    if (r > 0) return 1;
-    if (r == 0) return 0;
-    if (errno != EINTR) return -errno;
-  }
-}
-
-int weft__os_poll_readable(struct pollfd *fds, size_t n, int64_t deadline_ns) {
-  for (size_t i = 0; i < n; i++) fds[i].events = POLLIN;
+/* ppoll until one of fds is ready or the deadline passes, across EINTR:
+ * how many are ready, 0 at the deadline, or -errno. */
+static int ppoll_until(struct pollfd *fds, size_t n, int64_t deadline_ns) {
   for (;;) {
     struct timespec ts, *tsp = NULL;
     if (deadline_ns != INT64_MAX) {
@@ -324,6 +307,17 @@ int weft__os_poll_readable(struct pollfd *fds, size_t n, int64_t deadline_ns) {
     if (r >= 0) return r;
     if (errno != EINTR) return -errno;
   }
+}
+
+int weft__os_wait_fd(int fd, bool readable, bool writable, int64_t deadline_ns) {
+  struct pollfd pfd = {.fd = fd, .events = (short)((readable ? POLLIN : 0) | (writable ? POLLOUT : 0))};
+  int r = ppoll_until(&pfd, 1, deadline_ns);
+  return r > 0 ? 1 : r;
+}
+
+int weft__os_poll_readable(struct pollfd *fds, size_t n, int64_t deadline_ns) {
+  for (size_t i = 0; i < n; i++) fds[i].events = POLLIN;
+  return ppoll_until(fds, n, deadline_ns);
 }
 
 int weft__os_dup(int fd) {
