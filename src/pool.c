@@ -1372,6 +1372,7 @@ int weft_imap_free(weft_imap *it) {
 
 struct weft_as_completed {
   size_t n, given;
+  size_t unique;    /* futures to give: a future listed twice is given once */
   weft_queue *done; /* positions + 1, as they finish */
   struct future **fs;
   struct ac_watch **ws; /* each future's watcher arg */
@@ -1382,6 +1383,35 @@ struct ac_watch {
   struct weft_as_completed *ac;
   size_t index;
 };
+
+struct ac_sort {
+  struct future *f;
+  size_t i;
+};
+
+static int ac_cmp(const void *a, const void *b) {
+  const struct ac_sort *x = a, *y = b;
+  if (x->f != y->f) return (uintptr_t)x->f < (uintptr_t)y->f ? -1 : 1;
+  return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* Marks in dup each position whose future came earlier in the list (as
+ * Python's as_completed, which makes a set of them); returns how many are
+ * left. */
+static size_t ac_mark_duplicates(struct future **fs, size_t n, bool *dup) {
+  struct ac_sort *s = malloc(n * sizeof *s);
+  if (s == NULL) return n; /* then duplicates are given twice: better than failing */
+  for (size_t i = 0; i < n; i++) s[i] = (struct ac_sort){fs[i], i};
+  qsort(s, n, sizeof *s, ac_cmp);
+  size_t unique = n;
+  for (size_t k = 1; k < n; k++)
+    if (s[k].f == s[k - 1].f) {
+      dup[s[k].i] = true;
+      unique--;
+    }
+  free(s);
+  return unique;
+}
 
 static void ac_done(struct future *f, void *arg) {
   (void)f;
@@ -1429,7 +1459,13 @@ weft_as_completed *weft_as_completed_new(const weft_future *hs, size_t n) {
     weft__error(err, "%s", msg);
     return NULL;
   }
+  bool *dup = calloc(n, sizeof *dup);
+  ac->unique = dup != NULL ? ac_mark_duplicates(fs, n, dup) : n;
   for (size_t i = 0; i < n; i++) {
+    if (dup != NULL && dup[i]) {
+      __atomic_add_fetch(&ac->fired, 1, __ATOMIC_SEQ_CST); /* nothing to wait for */
+      continue;
+    }
     struct ac_watch *w = malloc(sizeof *w);
     if (w != NULL) {
       w->ac = ac;
@@ -1445,6 +1481,7 @@ weft_as_completed *weft_as_completed_new(const weft_future *hs, size_t n) {
       __atomic_add_fetch(&ac->fired, 1, __ATOMIC_SEQ_CST);
     }
   }
+  free(dup);
   return ac;
 }
 
@@ -1452,12 +1489,13 @@ int weft_as_completed_next(weft_as_completed *ac, double timeout, weft_future *f
                            size_t *index) {
   if (ac == NULL) return weft__error(WEFT_EINVAL, "weft_as_completed_next: ac is NULL");
   if (isnan(timeout)) return weft__error(WEFT_EINVAL, "weft_as_completed_next: timeout is NaN");
-  if (ac->given == ac->n)
-    return weft__error(WEFT_EEOF, "weft_as_completed_next: all %zu futures were given", ac->n);
+  if (ac->given == ac->unique)
+    return weft__error(WEFT_EEOF, "weft_as_completed_next: all %zu futures were given",
+                       ac->unique);
   void *item;
   if (weft_queue_get(ac->done, &item, timeout) != 0)
     return weft__error(WEFT_ETIMEDOUT, "weft_as_completed_next: %zu of %zu still running after %g s",
-                       ac->n - ac->given, ac->n, timeout);
+                       ac->unique - ac->given, ac->unique, timeout);
   size_t i = (size_t)(uintptr_t)item - 1;
   ac->given++;
   if (future != NULL) *future = (weft_future){ac->fs[i]->id};

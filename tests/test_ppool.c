@@ -1636,6 +1636,40 @@ START_TEST(as_completed_each_future_once) {
   ck_assert_ptr_null(weft_as_completed_new(none, 1));
   ck_assert_int_eq(weft_last_error_code(), WEFT_ECLOSED);
   ck_assert_int_eq(weft_as_completed_free(NULL), 0);
+
+  /* A future listed more than once is given once, at its first position,
+   * as Python's as_completed (it makes a set); free before the end and
+   * while some still run gives back the rest at once. */
+  weft_pool dp = weft_process_pool_new(.workers = 2);
+  ck_assert_uint_ne(dp.id, 0);
+  for (int round = 0; round < 20; round++) {
+    weft_future f[3];
+    for (int i = 0; i < 3; i++) {
+      int64_t v = i;
+      f[i] = weft_pool_apply_async(dp, sq_task, &v, sizeof v);
+      ck_assert_uint_ne(f[i].id, 0);
+    }
+    weft_future list[7] = {f[0], f[1], f[0], f[2], f[1], f[2], f[0]};
+    weft_as_completed *ac = weft_as_completed_new(list, 7);
+    ck_assert_ptr_nonnull(ac);
+    bool seen[7] = {false};
+    int got = 0;
+    weft_future out;
+    size_t index;
+    while (weft_as_completed_next(ac, 10, &out, &index) == 0) {
+      ck_assert_msg(index == 0 || index == 1 || index == 3, "round %d: position %zu given", round,
+                    index);
+      ck_assert(!seen[index]);
+      seen[index] = true;
+      ck_assert_uint_eq(out.id, list[index].id);
+      got++;
+    }
+    ck_assert_int_eq(weft_last_error_code(), WEFT_EEOF);
+    ck_assert_int_eq(got, 3);
+    ck_assert_int_eq(weft_as_completed_free(ac), 0);
+    for (int i = 0; i < 3; i++) weft_future_close(f[i]);
+  }
+  finish_pool(dp);
 }
 END_TEST
 

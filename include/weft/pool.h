@@ -279,7 +279,8 @@ WEFT_API int weft_futures_wait(const weft_future *futures, size_t n, bool all, d
 /* Futures in the order they finish (concurrent.futures.as_completed). */
 typedef struct weft_as_completed weft_as_completed;
 
-/* Watches n futures (the caller keeps their handles open meanwhile). NULL
+/* Watches n futures (the caller keeps their handles open meanwhile); one
+ * listed twice is given once, at its first position, as in Python. NULL
  * and weft_last_error() on failure: WEFT_EINVAL (NULL or n == 0),
  * WEFT_ECLOSED (a closed handle), WEFT_ENOMEM. */
 WEFT_API weft_as_completed *weft_as_completed_new(const weft_future *futures, size_t n);
