@@ -546,8 +546,12 @@ static void ensure_exit_hook(void) {
 
 static weft_pool pool_new(const weft_pool_options *o, int kind, const char *fn) {
   weft_pool none = {0};
-  if (o == NULL || o->workers < 0 || o->maxtasksperchild < 0) {
-    weft__error(WEFT_EINVAL, "%s: negative workers or maxtasksperchild", fn);
+  if (o == NULL || (o->workers < 1 && o->workers != WEFT_DEFAULT)) {
+    weft__error(WEFT_EINVAL, "%s: workers must be at least 1 (leave it out for the default)", fn);
+    return none;
+  }
+  if (o->maxtasksperchild < 0) {
+    weft__error(WEFT_EINVAL, "%s: negative maxtasksperchild", fn);
     return none;
   }
   /* Room for "_N" with N up to 10 digits in the thread names. */
@@ -580,7 +584,7 @@ static weft_pool pool_new(const weft_pool_options *o, int kind, const char *fn) 
   p->refs = 1;
   p->kind = kind;
   p->pid = weft__pid;
-  p->max_workers = o->workers > 0 ? o->workers : weft_cpu_count();
+  p->max_workers = o->workers != WEFT_DEFAULT ? o->workers : weft_cpu_count();
   p->maxtasks = o->maxtasksperchild;
   p->initializer = o->initializer;
   p->initarg = o->initarg;
@@ -1006,7 +1010,7 @@ weft_future weft_pool_apply_async_opts(weft_pool h, weft_bytes_task fn, const vo
 static size_t chunk_items(struct pool *p, long chunksize, size_t n, size_t item_size,
                           size_t result_size) {
   size_t c = (size_t)chunksize;
-  if (chunksize == 0) {
+  if (chunksize == WEFT_DEFAULT) {
     size_t parts = (size_t)p->max_workers * 4;
     c = n / parts + (n % parts != 0);
     if (c == 0) c = 1;
@@ -1023,7 +1027,7 @@ static int check_map(struct pool *p, weft_bytes_task fn, size_t item_size, size_
                      const weft_map_options *o, const char *what) {
   if (fn == NULL) return weft__error(WEFT_EINVAL, "%s: fn is NULL", what);
   if (result_size == 0) return weft__error(WEFT_EINVAL, "%s: result_size is 0", what);
-  if (o->chunksize < 0)
+  if (o->chunksize < 1 && o->chunksize != WEFT_DEFAULT)
     return weft__error(WEFT_EINVAL, "%s: chunksize %ld is below 1", what, o->chunksize);
   if (o->window < 0) return weft__error(WEFT_EINVAL, "%s: window %ld is below 1", what, o->window);
   if (!(o->timeout >= 0))
@@ -1082,7 +1086,7 @@ static double since(int64_t t0) { return (double)(weft__os_now_ns() - t0) / 1e9;
 
 int weft_pool_map_opts(weft_pool h, weft_bytes_task fn, const void *items, size_t item_size,
                        size_t n, void *results, size_t result_size, const weft_map_options *o) {
-  static const weft_map_options defaults = {.size_ = sizeof defaults};
+  static const weft_map_options defaults = {.size_ = sizeof defaults, .chunksize = WEFT_DEFAULT};
   if (o == NULL) o = &defaults;
   if (n > 0 && (items == NULL || results == NULL))
     return weft__error(WEFT_EINVAL, "weft_pool_map: items or results is NULL");
@@ -1239,7 +1243,7 @@ static void ichunk_free(struct ichunk *c) {
 weft_imap *weft_pool_imap_opts(weft_pool h, weft_bytes_task fn, weft_imap_source source,
                                void *source_arg, size_t item_size, size_t result_size,
                                const weft_map_options *o) {
-  static const weft_map_options defaults = {.size_ = sizeof defaults};
+  static const weft_map_options defaults = {.size_ = sizeof defaults, .chunksize = WEFT_DEFAULT};
   if (o == NULL) o = &defaults;
   if (source == NULL) {
     weft__error(WEFT_EINVAL, "weft_pool_imap: source is NULL");
@@ -1252,7 +1256,8 @@ weft_imap *weft_pool_imap_opts(weft_pool h, weft_bytes_task fn, weft_imap_source
     return NULL;
   }
   struct weft_imap *it = calloc(1, sizeof *it);
-  size_t per = chunk_items(p, o->chunksize == 0 ? 1 : o->chunksize, 1, item_size, result_size);
+  size_t per =
+      chunk_items(p, o->chunksize == WEFT_DEFAULT ? 1 : o->chunksize, 1, item_size, result_size);
   unsigned char *buf = malloc(per * item_size > 0 ? per * item_size : 1);
   weft_queue *done = o->unordered ? weft_queue_new(.name = "imap results") : NULL;
   if (it == NULL || buf == NULL || (o->unordered && done == NULL)) {

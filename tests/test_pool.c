@@ -396,6 +396,9 @@ START_TEST(bad_arguments) {
   weft_pool bad = weft_thread_pool_new(.workers = -1);
   ck_assert_uint_eq(bad.id, 0);
   ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
+  bad = weft_thread_pool_new(.workers = 0); /* Python's ValueError for max_workers=0 */
+  ck_assert_uint_eq(bad.id, 0);
+  ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
   bad = weft_thread_pool_new(.maxtasksperchild = -1);
   ck_assert_uint_eq(bad.id, 0);
   ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);

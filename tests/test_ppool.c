@@ -1062,7 +1062,7 @@ static void map_squares(weft_pool pool, size_t n, long chunksize) {
   int64_t *results = malloc(n * sizeof *results);
   ck_assert_ptr_nonnull(results);
   memset(results, 0xff, n * sizeof *results);
-  int rc = weft_pool_map(pool, sq_task, items, 8, n, results, 8, .chunksize = chunksize);
+  int rc = weft_pool_map(pool, sq_task, items, 8, n, results, 8, .chunksize = chunksize != 0 ? chunksize : WEFT_DEFAULT);
   CHECK(rc == 0, "map of %zu, chunksize %ld: %s (%s)", n, chunksize, weft_err_name(rc),
         weft_last_error());
   for (size_t i = 0; i < n; i++)
@@ -1125,7 +1125,7 @@ static void map_marks_failures(weft_pool pool, size_t n, long chunksize) {
   ck_assert_ptr_nonnull(results);
   ck_assert_ptr_nonnull(errors);
   for (size_t i = 0; i < n; i++) errors[i] = 12345;
-  int rc = weft_pool_map(pool, sq_fail_task, items, 8, n, results, 8, .chunksize = chunksize,
+  int rc = weft_pool_map(pool, sq_fail_task, items, 8, n, results, 8, .chunksize = chunksize != 0 ? chunksize : WEFT_DEFAULT,
                          .errors = errors);
   char msg[512];
   snprintf(msg, sizeof msg, "%s", weft_last_error());
@@ -1229,7 +1229,7 @@ static void check_progress(weft_pool pool, size_t n, long chunksize) {
   int64_t *items = make_items(n);
   int64_t *results = malloc(n * sizeof *results);
   ck_assert_ptr_nonnull(results);
-  int rc = weft_pool_map(pool, sq_task, items, 8, n, results, 8, .chunksize = chunksize,
+  int rc = weft_pool_map(pool, sq_task, items, 8, n, results, 8, .chunksize = chunksize != 0 ? chunksize : WEFT_DEFAULT,
                          .progress = progress_hook, .progress_arg = &p);
   ck_assert_int_eq(rc, 0);
   ck_assert_uint_ge(p.calls, 1);
@@ -1304,7 +1304,7 @@ static bool counting_source(void *item, void *arg) {
 static void imap_ordered(weft_pool pool, int64_t n, long chunksize) {
   struct src s = {0, n, 0};
   weft_imap *it = weft_pool_imap(pool, sq_jitter_task, counting_source, &s, 8, 8,
-                                 .chunksize = chunksize);
+                                 .chunksize = chunksize != 0 ? chunksize : WEFT_DEFAULT);
   ck_assert_msg(it != NULL, "imap: %s", weft_last_error());
   for (int64_t k = 0; k < n; k++) {
     size_t idx = SIZE_MAX;
@@ -1326,7 +1326,7 @@ static void imap_ordered(weft_pool pool, int64_t n, long chunksize) {
 static void imap_unordered(weft_pool pool, int64_t n, long chunksize) {
   struct src s = {0, n, 0};
   weft_imap *it = weft_pool_imap_unordered(pool, sq_jitter_task, counting_source, &s, 8, 8,
-                                           .chunksize = chunksize);
+                                           .chunksize = chunksize != 0 ? chunksize : WEFT_DEFAULT);
   ck_assert_msg(it != NULL, "imap_unordered: %s", weft_last_error());
   char *seen = calloc((size_t)n, 1);
   ck_assert_ptr_nonnull(seen);
@@ -1373,7 +1373,7 @@ END_TEST
 static void imap_endless(weft_pool pool, bool unordered, long chunksize, long window, long k) {
   struct src s = {0, INT64_MAX, 0};
   weft_imap *it = weft_pool_imap(pool, sq_jitter_task, counting_source, &s, 8, 8,
-                                 .chunksize = chunksize, .window = window, .unordered = unordered);
+                                 .chunksize = chunksize != 0 ? chunksize : WEFT_DEFAULT, .window = window, .unordered = unordered);
   ck_assert_msg(it != NULL, "imap: %s", weft_last_error());
   for (long i = 0; i < k; i++) {
     size_t idx;
@@ -1414,7 +1414,7 @@ static void imap_failures(weft_pool pool, long chunksize, bool unordered) {
   int64_t n = 300;
   struct src s = {0, n, 0};
   weft_imap *it = weft_pool_imap(pool, sq_fail_task, counting_source, &s, 8, 8,
-                                 .chunksize = chunksize, .unordered = unordered);
+                                 .chunksize = chunksize != 0 ? chunksize : WEFT_DEFAULT, .unordered = unordered);
   ck_assert_ptr_nonnull(it);
   char *seen = calloc((size_t)n, 1);
   for (int64_t k = 0; k < n; k++) {
@@ -1837,6 +1837,22 @@ static int ptr_task(void *arg, void **result) {
 START_TEST(misuse_is_refused) {
   ck_assert_uint_eq(weft_process_pool_new(.workers = -1).id, 0);
   ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
+  /* An explicit 0 is refused, as Python's Pool(0); left out is the default. */
+  ck_assert_uint_eq(weft_process_pool_new(.workers = 0).id, 0);
+  ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
+  {
+    weft_pool dflt = weft_process_pool_new(.maxtasksperchild = 0);
+    ck_assert_uint_ne(dflt.id, 0);
+    int64_t items[3] = {1, 2, 3}, out[3];
+    ck_assert_int_eq(weft_pool_map(dflt, sq_task, items, 8, 3, out, 8, .chunksize = 0),
+                     WEFT_EINVAL);
+    struct src none = {.n = 0};
+    ck_assert_ptr_null(weft_pool_imap(dflt, sq_task, counting_source, &none, 8, 8, .chunksize = 0));
+    ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
+    ck_assert_int_eq(weft_pool_map(dflt, sq_task, items, 8, 3, out, 8), 0);
+    ck_assert(out[2] == 9);
+    finish_pool(dflt);
+  }
   ck_assert_uint_eq(weft_process_pool_new(.maxtasksperchild = -1).id, 0);
   ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
   ck_assert_uint_eq(weft_process_pool_new(.workers = 1, .max_message = 63).id, 0);

@@ -49,7 +49,26 @@
 #ifndef WEFT_POOL_H
 #define WEFT_POOL_H
 
+#include <limits.h>
+
 #include "common.h"
+
+/* What the option macros below give .workers and .chunksize when they are
+ * left out, so that an explicit 0 can be refused as Python refuses it
+ * (Pool(0), ThreadPoolExecutor(0), chunksize=0: ValueError). Callers of the
+ * _opts functions set it themselves for the default. */
+#define WEFT_DEFAULT INT_MIN
+
+/* Builds an options literal with the defaults above and the caller's
+ * fields, which override them: GCC and Clang warn of an overridden field
+ * (-Woverride-init, in -Wextra), so the warning is off for this literal
+ * only, which needs a statement expression. */
+#define WEFT__WITH_DEFAULTS(result_type, call)                              \
+  __extension__({                                                                      \
+    _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Woverride-init\"") \
+    result_type weft__result_ = call;                                                  \
+    _Pragma("GCC diagnostic pop") weft__result_;                                       \
+  })
 
 typedef struct weft_pool {
   uint64_t id;
@@ -70,7 +89,7 @@ typedef void (*weft_future_callback)(weft_future future, void *arg);
 /* Options of weft_thread_pool_new. */
 typedef struct weft_pool_options {
   size_t size_;       /* set by the macro */
-  int workers;        /* 0 or left out: weft_cpu_count(); negative: WEFT_EINVAL */
+  int workers;        /* left out (WEFT_DEFAULT): weft_cpu_count(); 0 or negative: WEFT_EINVAL */
   /* Run once in each worker before its first task; a non-zero return
    * breaks the pool (as Python's BrokenThreadPool): pending and later
    * tasks fail with WEFT_EBROKEN. */
@@ -94,11 +113,13 @@ typedef struct weft_pool_options {
 
 /* Creates a pool of threads, started lazily as tasks arrive (as
  * ThreadPoolExecutor). Handle id 0 and weft_last_error() on failure:
- * WEFT_EINVAL (negative workers or maxtasksperchild, name too long),
- * WEFT_ENOMEM. */
+ * WEFT_EINVAL (workers 0 or negative, negative maxtasksperchild, name too
+ * long), WEFT_ENOMEM. */
 #define weft_thread_pool_new(...)                                                         \
-  weft_thread_pool_new_opts(&(const weft_pool_options){.size_ = sizeof(weft_pool_options), \
-                                                       __VA_ARGS__})
+  WEFT__WITH_DEFAULTS(weft_pool,                                       \
+                      weft_thread_pool_new_opts(&(const weft_pool_options){               \
+                          .size_ = sizeof(weft_pool_options), .workers = WEFT_DEFAULT,     \
+                          __VA_ARGS__}))
 WEFT_API weft_pool weft_thread_pool_new_opts(const weft_pool_options *opts);
 
 /* Creates a pool of worker processes (multiprocessing.Pool), all started
@@ -107,9 +128,11 @@ WEFT_API weft_pool weft_thread_pool_new_opts(const weft_pool_options *opts);
  * on failure: WEFT_EINVAL (as above, or a negative or NaN task_timeout, a
  * max_message below 64 bytes or above 1 GiB, negative callback_threads),
  * WEFT_ENOMEM, WEFT_EAGAIN (a worker could not be started; none is left). */
-#define weft_process_pool_new(...)                                                         \
-  weft_process_pool_new_opts(&(const weft_pool_options){.size_ = sizeof(weft_pool_options), \
-                                                        __VA_ARGS__})
+#define weft_process_pool_new(...)                                                        \
+  WEFT__WITH_DEFAULTS(weft_pool,                                       \
+                      weft_process_pool_new_opts(&(const weft_pool_options){              \
+                          .size_ = sizeof(weft_pool_options), .workers = WEFT_DEFAULT,     \
+                          __VA_ARGS__}))
 WEFT_API weft_pool weft_process_pool_new_opts(const weft_pool_options *opts);
 
 /* Queues fn(arg) and returns its future (id 0 on failure: WEFT_EINVAL for a
@@ -166,9 +189,9 @@ WEFT_API void weft_progress_bar(size_t done, size_t total, double elapsed, void 
 /* Options of weft_pool_map and the imaps. */
 typedef struct weft_map_options {
   size_t size_;   /* set by the macro */
-  /* Items per task; 0 or left out: map's default is Python's,
-   * ceil(n / (4 * workers)), the imaps' is 1; negative: WEFT_EINVAL. A
-   * process pool splits chunks that would not fit in max_message. */
+  /* Items per task; left out (WEFT_DEFAULT): map's default is Python's,
+   * ceil(n / (4 * workers)), the imaps' is 1; 0 or negative: WEFT_EINVAL.
+   * A process pool splits chunks that would not fit in max_message. */
   long chunksize;
   double timeout;  /* per task (chunk), as weft_apply_options.timeout */
   /* map: if set, n codes, each 0 or the failure of its item (a chunk
@@ -189,11 +212,14 @@ typedef struct weft_map_options {
  * WEFT_ETASKFAILED, WEFT_EWORKERDIED, WEFT_ETASKTIMEOUT, ... with a message
  * naming it; the other items' results are written all the same.
  * WEFT_EINVAL for a NULL fn, NULL items or results with n > 0, a zero
- * result_size, a negative chunksize; WEFT_ECLOSED after close. */
-#define weft_pool_map(pool, fn, items, item_size, n, results, result_size, ...)          \
-  weft_pool_map_opts((pool), (fn), (items), (item_size), (n), (results), (result_size),  \
-                     &(const weft_map_options){.size_ = sizeof(weft_map_options),       \
-                                               __VA_ARGS__})
+ * result_size, a chunksize below 1; WEFT_ECLOSED after close. */
+#define weft_pool_map(pool, fn, items, item_size, n, results, result_size, ...)           \
+  WEFT__WITH_DEFAULTS(int,                                              \
+                      weft_pool_map_opts((pool), (fn), (items), (item_size), (n), (results), \
+                                         (result_size),                                   \
+                                         &(const weft_map_options){                       \
+                                             .size_ = sizeof(weft_map_options),            \
+                                             .chunksize = WEFT_DEFAULT, __VA_ARGS__}))
 WEFT_API int weft_pool_map_opts(weft_pool pool, weft_bytes_task fn, const void *items,
                                 size_t item_size, size_t n, void *results, size_t result_size,
                                 const weft_map_options *opts);
@@ -209,10 +235,13 @@ typedef struct weft_imap weft_imap;
  * gives; results come from weft_imap_next. NULL and weft_last_error() on
  * failure (as weft_pool_map; WEFT_EINVAL also for a NULL source or a
  * negative window). */
-#define weft_pool_imap(pool, fn, source, source_arg, item_size, result_size, ...)          \
-  weft_pool_imap_opts((pool), (fn), (source), (source_arg), (item_size), (result_size),    \
-                      &(const weft_map_options){.size_ = sizeof(weft_map_options),        \
-                                                __VA_ARGS__})
+#define weft_pool_imap(pool, fn, source, source_arg, item_size, result_size, ...)         \
+  WEFT__WITH_DEFAULTS(weft_imap *,                                      \
+                      weft_pool_imap_opts((pool), (fn), (source), (source_arg), (item_size), \
+                                          (result_size),                                  \
+                                          &(const weft_map_options){                      \
+                                              .size_ = sizeof(weft_map_options),           \
+                                              .chunksize = WEFT_DEFAULT, __VA_ARGS__}))
 #define weft_pool_imap_unordered(pool, fn, source, source_arg, item_size, result_size, ...) \
   weft_pool_imap(pool, fn, source, source_arg, item_size, result_size, .unordered = true,  \
                  __VA_ARGS__)
