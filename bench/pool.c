@@ -234,7 +234,7 @@ struct speedup {
   int64_t expected; /* pi(bound) */
 };
 
-/* One sample: a pool of the given workers (0: weft_cpu_count()) started
+/* One sample: a pool of the given workers (WEFT_DEFAULT: weft_cpu_count()) started
  * off the clock, then iters runs of the whole task set (one weft_pool_map),
  * each checked; ns per task set. */
 static double speedup_run(long iters, struct speedup *s, int workers) {
@@ -259,7 +259,7 @@ static double speedup_run(long iters, struct speedup *s, int workers) {
   return ns;
 }
 
-static double speedup_all_sample(long iters, void *arg) { return speedup_run(iters, arg, 0); }
+static double speedup_all_sample(long iters, void *arg) { return speedup_run(iters, arg, WEFT_DEFAULT); }
 static double speedup_one_sample(long iters, void *arg) { return speedup_run(iters, arg, 1); }
 
 /* The same task set on a pool of every core (impl weft) and on a pool of

@@ -47,6 +47,7 @@ WEFT__HOT static void after_fork_child(void) {
   weft__thread_after_fork_child();
   weft__dd_after_fork_child();
   weft__pool_after_fork_child();
+  weft__mpqueue_after_fork();
 }
 
 /* Python's order: join the non-daemon threads, then end the children; then
@@ -66,11 +67,13 @@ static void before_fork(void) {
   weft__process_before_fork();
   weft__dd_before_fork();
   weft__shm_before_fork();
+  weft__mpqueue_before_fork();
 }
 
 static void after_fork_parent(void) {
   /* From now on this thread's acquisitions are not the child's. */
   weft__tls_forks = (weft__tls_forks + 1) & WEFT__OWNER_FORKS_MASK;
+  weft__mpqueue_after_fork();
   weft__shm_after_fork_parent();
   weft__dd_after_fork_parent();
   weft__process_after_fork_parent();
