@@ -68,12 +68,44 @@ struct slot {
   uint32_t pad;
 };
 
+/* A FIFO of futures linked through their `next`. */
+struct flist {
+  struct future *head, *tail;
+};
+
+static void flist_push(struct flist *l, struct future *f) {
+  f->next = NULL;
+  if (l->tail != NULL)
+    l->tail->next = f;
+  else
+    l->head = f;
+  l->tail = f;
+}
+
+static struct future *flist_pop(struct flist *l) {
+  struct future *f = l->head;
+  if (f == NULL) return NULL;
+  l->head = f->next;
+  if (l->head == NULL) l->tail = NULL;
+  f->next = NULL;
+  return f;
+}
+
+/* Moves all of `from` in front of `to`. */
+static void flist_prepend(struct flist *to, struct flist *from) {
+  if (from->head == NULL) return;
+  from->tail->next = to->head;
+  to->head = from->head;
+  if (to->tail == NULL) to->tail = from->tail;
+  from->head = from->tail = NULL;
+}
+
 struct worker {
   weft_process proc; /* id 0: the place is empty */
   weft_mpqueue *inbox;
   int sentinel;      /* a dup of its pidfd; -1 once its death was reported */
   uint32_t gen;
-  struct future *head, *tail; /* tasks handed to it, in order */
+  struct flist held;  /* tasks handed to it, in order */
   int assigned;
   long budget;       /* tasks it may still take (maxtasksperchild), or -1 */
   uint64_t tickets;  /* tickets handed out */
@@ -97,7 +129,7 @@ struct ppool {
   unsigned char *rbuf;               /* the collector's */
   pthread_mutex_t mu;
   /* under mu */
-  struct future *pend_head, *pend_tail;
+  struct flist pending;
   uint64_t next_seq;
   size_t outstanding; /* tasks submitted and not settled */
   int alive;          /* workers whose death the collector has not handled */
@@ -184,7 +216,7 @@ static int start_worker(struct ppool *pp, uint32_t i) {
   w->gen++;
   w->pp = pp;
   w->index = i;
-  w->head = w->tail = NULL;
+  w->held = (struct flist){0};
   w->assigned = 0;
   w->budget = pp->p->maxtasks > 0 ? pp->p->maxtasks : -1;
   w->tickets = 0;
@@ -224,14 +256,11 @@ static void wake_watcher(struct ppool *pp) {
  * while another holds two. mu held. */
 static void dispatch_locked(struct ppool *pp) {
   for (int level = 0; level < DEPTH; level++)
-  for (int i = 0; i < pp->n && pp->pend_head != NULL; i++) {
+  for (int i = 0; i < pp->n && pp->pending.head != NULL; i++) {
     struct worker *w = &pp->w[i];
     if (w->proc.id == 0 || w->sentinel < 0) continue;
-    while (pp->pend_head != NULL && w->assigned <= level && w->budget != 0) {
-      struct future *f = pp->pend_head;
-      pp->pend_head = f->next;
-      if (pp->pend_head == NULL) pp->pend_tail = NULL;
-      f->next = NULL;
+    while (pp->pending.head != NULL && w->assigned <= level && w->budget != 0) {
+      struct future *f = flist_pop(&pp->pending);
       uint32_t s = FS_PENDING;
       /* A task cancelled while pending is already settled: drop it. A
        * task handed back after a death is RUNNING already. */
@@ -250,18 +279,13 @@ static void dispatch_locked(struct ppool *pp) {
       if (weft_mpqueue_put(w->inbox, c, sizeof *c + (size_t)c->in_len, 0) != 0) {
         /* Cannot happen (the inbox holds DEPTH of the largest message);
          * if it does, the task waits for the next worker. */
-        f->next = pp->pend_head;
-        pp->pend_head = f;
-        if (pp->pend_tail == NULL) pp->pend_tail = f;
+        struct flist back = {f, f};
+        flist_prepend(&pp->pending, &back);
         break;
       }
       w->tickets++;
       f->gate = gate;
-      if (w->tail != NULL)
-        w->tail->next = f;
-      else
-        w->head = f;
-      w->tail = f;
+      flist_push(&w->held, f);
       w->assigned++;
       if (w->budget > 0) w->budget--;
       if (f->timeout > 0 && f->timeout <= 1e9) {
@@ -290,11 +314,9 @@ static void on_result(struct ppool *pp, const struct msg *m, const unsigned char
   pthread_mutex_lock(&pp->mu);
   struct worker *w = m->worker < (uint32_t)pp->n ? &pp->w[m->worker] : NULL;
   struct future *f = NULL;
-  if (w != NULL && w->gen == m->gen && w->head != NULL && w->head->call->seq == m->seq) {
-    f = w->head;
-    w->head = f->next;
-    if (w->head == NULL) w->tail = NULL;
-    f->next = NULL;
+  if (w != NULL && w->gen == m->gen && w->held.head != NULL &&
+      w->held.head->call->seq == m->seq) {
+    f = flist_pop(&w->held);
     f->gate = &gate_done;
     w->assigned--;
     dispatch_locked(pp);
@@ -339,14 +361,11 @@ static void describe_end(weft_process proc, char *buf, size_t size) {
   }
 }
 
-static void drain_pending_locked(struct ppool *pp, struct future **out) {
-  while (pp->pend_head != NULL) {
-    struct future *f = pp->pend_head;
-    pp->pend_head = f->next;
-    f->next = *out;
-    *out = f;
-  }
-  pp->pend_tail = NULL;
+/* Takes the whole pending list (linked through next). mu held. */
+static struct future *take_pending_locked(struct ppool *pp) {
+  struct future *all = pp->pending.head;
+  pp->pending = (struct flist){0};
+  return all;
 }
 
 static void on_dead(struct ppool *pp, const struct msg *m) {
@@ -364,18 +383,16 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
   uint32_t to = FS_DIED;
   /* The head began if its ticket says so (it may have died before it
    * wrote `current`). */
-  bool began = w->head != NULL && __atomic_load_n(w->head->gate, __ATOMIC_SEQ_CST) ==
-                                      GATE(w->head->call->ticket, G_STARTED);
-  if (began) current = w->head->call->seq + 1;
+  struct future *head = w->held.head;
+  bool began = head != NULL &&
+               __atomic_load_n(head->gate, __ATOMIC_SEQ_CST) == GATE(head->call->ticket, G_STARTED);
+  if (began) current = head->call->seq + 1;
   if (began && w->killed != 0 && w->killed != current) {
     /* Killed for a task that finished as the signal was on its way: the
      * task it had just started is not to blame. It goes back in line and
      * runs again elsewhere. */
   } else if (began) {
-    failed = w->head;
-    w->head = failed->next;
-    if (w->head == NULL) w->tail = NULL;
-    failed->next = NULL;
+    failed = flist_pop(&w->held);
     failed->gate = &gate_done;
     w->assigned--;
     char how[48];
@@ -401,13 +418,8 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
   }
   if (__atomic_load_n(&slot->init_failed, __ATOMIC_SEQ_CST)) pp->broken = true;
   /* The tasks it held and never started go back first in line. */
-  for (struct future *f = w->head; f != NULL; f = f->next) f->gate = NULL;
-  if (w->tail != NULL) {
-    w->tail->next = pp->pend_head;
-    pp->pend_head = w->head;
-    if (pp->pend_tail == NULL) pp->pend_tail = w->tail;
-  }
-  w->head = w->tail = NULL;
+  for (struct future *f = w->held.head; f != NULL; f = f->next) f->gate = NULL;
+  flist_prepend(&pp->pending, &w->held);
   w->assigned = 0;
   weft_process_close(w->proc);
   w->proc.id = 0;
@@ -417,14 +429,14 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
   uint32_t i = m->worker;
   bool replace = !pp->broken && !pp->terminated &&
                  !__atomic_load_n(&pp->stopping, __ATOMIC_ACQUIRE) &&
-                 (!pp->closed || pp->pend_head != NULL);
+                 (!pp->closed || pp->pending.head != NULL);
   struct future *broken = NULL;
   if (replace && start_worker(pp, i) != 0 && pp->alive == 0) pp->broken = true;
   if (pp->broken) {
     __atomic_store_n(&pp->p->broken, 1, __ATOMIC_SEQ_CST);
-    drain_pending_locked(pp, &broken);
+    broken = take_pending_locked(pp);
   } else if (pp->terminated) {
-    drain_pending_locked(pp, &broken); /* settled below as cancelled */
+    broken = take_pending_locked(pp); /* settled below as cancelled */
   } else {
     dispatch_locked(pp);
   }
@@ -450,10 +462,10 @@ static weft__deadline check_limits(struct ppool *pp) {
   for (int i = 0; i < pp->n; i++) {
     struct worker *w = &pp->w[i];
     if (w->proc.id == 0 || w->sentinel < 0) continue;
-    for (struct future *f = w->head; f != NULL; f = f->next) {
+    for (struct future *f = w->held.head; f != NULL; f = f->next) {
       if (f->timeout <= 0 || f->timeout > 1e9) continue; /* above 30 years: no limit */
       uint64_t current = __atomic_load_n(&pp->slots[i].current, __ATOMIC_SEQ_CST);
-      if (f != w->head || current != f->call->seq + 1) {
+      if (f != w->held.head || current != f->call->seq + 1) {
         /* Not started yet: look again soon. */
         if (next > now + 10000000) next = now + 10000000;
         continue;
@@ -685,12 +697,7 @@ int weft__ppool_submit(struct pool *p, struct future *f, const char *fn) {
     err = weft__error(WEFT_EBROKEN, "%s: %s is broken (an initializer failed)", fn, p->name);
   if (err == 0) {
     f->call->seq = pp->next_seq++;
-    f->next = NULL;
-    if (pp->pend_tail != NULL)
-      pp->pend_tail->next = f;
-    else
-      pp->pend_head = f;
-    pp->pend_tail = f;
+    flist_push(&pp->pending, f);
     pp->outstanding++;
     dispatch_locked(pp);
   }
@@ -744,7 +751,7 @@ int weft__ppool_terminate(struct pool *p) {
   pthread_mutex_lock(&pp->mu);
   pp->terminated = true;
   pp->closed = true;
-  drain_pending_locked(pp, &cancelled);
+  cancelled = take_pending_locked(pp);
   for (int i = 0; i < pp->n; i++)
     if (pp->w[i].proc.id != 0) weft_process_kill(pp->w[i].proc);
   pthread_mutex_unlock(&pp->mu);
