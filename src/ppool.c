@@ -134,6 +134,8 @@ struct ppool {
   size_t outstanding; /* tasks submitted and not settled */
   int alive;          /* workers whose death the collector has not handled */
   bool closed, broken, terminated, shut;
+  weft__deadline retry_at; /* when to try again to fill a place whose replacement failed */
+  int missing;              /* atomic: some place is empty (a replacement failed) */
   /* atomics */
   int stopping;       /* the pool is ending: no replacements */
   uint32_t change;    /* futex: bumped when outstanding or alive drop */
@@ -431,7 +433,14 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
                  !__atomic_load_n(&pp->stopping, __ATOMIC_ACQUIRE) &&
                  (!pp->closed || pp->pending.head != NULL);
   struct future *broken = NULL;
-  if (replace && start_worker(pp, i) != 0 && pp->alive == 0) pp->broken = true;
+  if (replace && start_worker(pp, i) != 0) {
+    if (pp->alive == 0)
+      pp->broken = true;
+    else {
+      pp->retry_at = weft__os_now_ns() + 1000000000; /* the others go on; try again in 1 s */
+      __atomic_store_n(&pp->missing, 1, __ATOMIC_RELAXED);
+    }
+  }
   if (pp->broken) {
     __atomic_store_n(&pp->p->broken, 1, __ATOMIC_SEQ_CST);
     broken = take_pending_locked(pp);
@@ -486,6 +495,36 @@ static weft__deadline check_limits(struct ppool *pp) {
   return next;
 }
 
+/* Starts workers in places left empty by a replacement that could not
+ * start (fork failed: EAGAIN, ENOMEM), at most once a second; returns when
+ * to try again, or WEFT__NEVER. */
+static weft__deadline refill(struct ppool *pp) {
+  pthread_mutex_lock(&pp->mu);
+  weft__deadline next = WEFT__NEVER;
+  bool started = false;
+  bool wanted = !pp->broken && !pp->terminated &&
+                !__atomic_load_n(&pp->stopping, __ATOMIC_ACQUIRE) &&
+                (!pp->closed || pp->pending.head != NULL);
+  if (wanted && pp->alive < pp->n && weft__os_now_ns() < pp->retry_at) {
+    next = pp->retry_at;
+  } else if (wanted && pp->alive < pp->n) {
+    for (int i = 0; i < pp->n; i++) {
+      if (pp->w[i].proc.id != 0) continue;
+      if (start_worker(pp, (uint32_t)i) != 0) {
+        pp->retry_at = weft__os_now_ns() + 1000000000;
+        next = pp->retry_at;
+        break;
+      }
+      started = true;
+    }
+    if (started) dispatch_locked(pp);
+  }
+  if (next == WEFT__NEVER) __atomic_store_n(&pp->missing, 0, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&pp->mu);
+  if (started) wake_watcher(pp);
+  return next;
+}
+
 static void *collector_main(void *arg) {
   struct ppool *pp = arg;
   tls_served = pp;
@@ -508,6 +547,10 @@ static void *collector_main(void *arg) {
       break;
     }
     next = check_limits(pp);
+    if (__atomic_load_n(&pp->missing, __ATOMIC_RELAXED)) {
+      weft__deadline again = refill(pp);
+      if (again < next) next = again;
+    }
   }
   tls_served = NULL;
   return NULL;
