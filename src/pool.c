@@ -219,7 +219,6 @@ static int future_watch(struct future *f, void (*fn)(struct future *, void *), v
 int weft__call_run(const weft__call *c, const void *in, void *out, size_t room, size_t *out_len,
                    uint64_t *item) {
   if (c->kind == WEFT__CALL_SINGLE) {
-    if (item != NULL) __atomic_store_n(item, c->base, __ATOMIC_RELAXED);
     size_t len = room;
     int code = c->fn(in, (size_t)c->in_len, out, &len);
     if (code == 0 && len > room) code = WEFT_EMSGSIZE;
@@ -757,6 +756,8 @@ static int ensure_worker(struct pool *p) {
   return err;
 }
 
+static int queue_call(struct pool *p, struct future *f, const char *what);
+
 weft_future weft_pool_submit(weft_pool h, weft_task fn, void *arg) {
   weft_future none = {0};
   if (fn == NULL) {
@@ -765,31 +766,20 @@ weft_future weft_pool_submit(weft_pool h, weft_task fn, void *arg) {
   }
   struct pool *p = pool_get(h, __func__);
   if (p == NULL) return none;
-  int err = 0;
-  struct future *f = NULL;
+  weft_future out = none;
+  struct future *f;
   if (p->kind == POOL_PROCESSES) {
-    err = weft__error(WEFT_EINVAL,
-                      "weft_pool_submit: %s is a process pool, which takes bytes: use "
-                      "weft_pool_apply_async",
-                      p->name);
-  } else if (__atomic_load_n(&p->broken, __ATOMIC_ACQUIRE)) {
-    err = weft__error(WEFT_EBROKEN, "weft_pool_submit: %s is broken (an initializer failed)",
-                      p->name);
-  } else if ((err = ensure_worker(p)) == 0) {
-    f = weft__future_new(fn, arg);
-    if (f == NULL) {
-      err = weft__error(WEFT_ENOMEM, "weft_pool_submit: out of memory");
-    } else if (weft_queue_put(p->tasks, f, WEFT_FOREVER) != 0) {
-      err = __atomic_load_n(&p->broken, __ATOMIC_ACQUIRE)
-                ? weft__error(WEFT_EBROKEN, "weft_pool_submit: %s is broken", p->name)
-                : weft__error(WEFT_ECLOSED, "weft_pool_submit: %s is closed", p->name);
-      weft__future_put(f); /* the task's reference */
-      weft_future_close((weft_future){f->id});
-      f = NULL;
-    }
+    weft__error(WEFT_EINVAL,
+                "weft_pool_submit: %s is a process pool, which takes bytes: use "
+                "weft_pool_apply_async",
+                p->name);
+  } else if ((f = weft__future_new(fn, arg)) == NULL) {
+    weft__error(WEFT_ENOMEM, "weft_pool_submit: out of memory");
+  } else if (queue_call(p, f, "weft_pool_submit") == 0) {
+    out = (weft_future){f->id};
   }
   weft__pool_put(p);
-  return f != NULL ? (weft_future){f->id} : none;
+  return out;
 }
 
 int weft_pool_close(weft_pool h) {
@@ -1005,6 +995,13 @@ weft_future weft_pool_apply_async_opts(weft_pool h, weft_bytes_task fn, const vo
   return out;
 }
 
+/* The bytes one item of a chunk takes in a message: the larger of its
+ * argument and its result with the result's code. */
+static size_t chunk_bytes_per_item(size_t item_size, size_t result_size) {
+  size_t out = sizeof(int32_t) + result_size;
+  return item_size > out ? item_size : out;
+}
+
 /* Items per chunk: the caller's, or Python's default for map, and never
  * more than fit in a message either way. */
 static size_t chunk_items(struct pool *p, long chunksize, size_t n, size_t item_size,
@@ -1016,8 +1013,7 @@ static size_t chunk_items(struct pool *p, long chunksize, size_t n, size_t item_
     if (c == 0) c = 1;
   }
   size_t room = p->max_message - sizeof(weft__call);
-  size_t per = item_size > sizeof(int32_t) + result_size ? item_size
-                                                          : sizeof(int32_t) + result_size;
+  size_t per = chunk_bytes_per_item(item_size, result_size);
   size_t fit = room / per;
   if (fit == 0) fit = 1;
   return c < fit ? c : fit;
@@ -1037,8 +1033,7 @@ static int check_map(struct pool *p, weft_bytes_task fn, size_t item_size, size_
   if (item_size > p->max_message || result_size > p->max_message)
     return weft__error(WEFT_EMSGSIZE, "%s: one item or result does not fit in max_message (%zu)",
                        what, p->max_message);
-  size_t per = item_size > sizeof(int32_t) + result_size ? item_size
-                                                          : sizeof(int32_t) + result_size;
+  size_t per = chunk_bytes_per_item(item_size, result_size);
   if (sizeof(weft__call) + per > p->max_message)
     return weft__error(WEFT_EMSGSIZE, "%s: one item or result does not fit in max_message (%zu)",
                        what, p->max_message);

@@ -41,9 +41,10 @@ typedef struct weft__call {
 } weft__call;
 
 /* Runs a call whose argument is at in, writing its result at out (room
- * bytes) and its length in *out_len. Stores the index of each item before
- * running it in *item when item is not NULL (a worker's shared slot, so
- * the pool can name the item that crashed). */
+ * bytes) and its length in *out_len. Stores the index of each item of a
+ * chunk before running it in *item when item is not NULL (a worker's
+ * shared slot, which holds a single task's base already, so the pool can
+ * name the item that crashed). */
 int weft__call_run(const weft__call *c, const void *in, void *out, size_t room, size_t *out_len,
                    uint64_t *item);
 

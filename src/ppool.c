@@ -722,7 +722,6 @@ int weft__ppool_start(struct pool *p, const weft_pool_options *o) {
     ppool_release(pp);
     return weft__error(err, "%s", msg);
   }
-  for (int i = 0; i < pp->n; i++) pp->w[i].budget = p->maxtasks > 0 ? p->maxtasks : -1;
   return 0;
 }
 
