@@ -16,7 +16,6 @@
  * Each message is an 8-byte record header (its length) and its bytes,
  * padded to 8; records wrap around the end of the ring. */
 #define _GNU_SOURCE
-#include <pthread.h>
 #include <string.h>
 
 #include "chan.h"
@@ -136,42 +135,6 @@ static bool holder_gone(uint64_t holder) {
   return (uint32_t)start != (uint32_t)(holder >> 32); /* the pid was reused */
 }
 
-/* ThreadSanitizer copies into a forked child its view of which thread
- * holds which annotated lock, and the other threads are gone there: a child
- * forked while another thread holds a side lock would see its own first
- * take of that lock reported as a double lock (the real lock word names the
- * parent process, and the child waits for it correctly). In TSan builds
- * only, a fork therefore waits until no thread of this process is between
- * taking and releasing a side lock, which never blocks for long: the lock
- * is held only while a message is copied. */
-#ifdef WEFT__TSAN
-/* Not a rwlock: glibc decides whether an unlock is a writer's by the
- * thread id, which differs in the child that must release it. */
-static pthread_mutex_t tsan_guard = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t tsan_idle = PTHREAD_COND_INITIALIZER;
-static int tsan_holders;
-static void tsan_hold(void) {
-  pthread_mutex_lock(&tsan_guard);
-  tsan_holders++;
-  pthread_mutex_unlock(&tsan_guard);
-}
-static void tsan_release(void) {
-  pthread_mutex_lock(&tsan_guard);
-  if (--tsan_holders == 0) pthread_cond_broadcast(&tsan_idle);
-  pthread_mutex_unlock(&tsan_guard);
-}
-void weft__mpqueue_before_fork(void) {
-  pthread_mutex_lock(&tsan_guard); /* held across the fork */
-  while (tsan_holders > 0) pthread_cond_wait(&tsan_idle, &tsan_guard);
-}
-void weft__mpqueue_after_fork(void) { pthread_mutex_unlock(&tsan_guard); }
-#else
-static void tsan_hold(void) {}
-static void tsan_release(void) {}
-void weft__mpqueue_before_fork(void) {}
-void weft__mpqueue_after_fork(void) {}
-#endif
-
 static int plock(uint64_t *l, weft__deadline deadline) {
   uint64_t me = owner_token(), seen = 0;
   int64_t seen_since = 0;
@@ -186,7 +149,6 @@ static int plock(uint64_t *l, weft__deadline deadline) {
     }
     if (v != 0 && v != me && i % LOCK_CHECK_EVERY == 0 && holder_gone(v) &&
         __atomic_compare_exchange_n(l, &v, me, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-      tsan_hold();
       weft__tsan_post_lock(l, 0, 0);
       return WEFT_EOWNERDEAD;
     }
@@ -205,7 +167,6 @@ static int plock(uint64_t *l, weft__deadline deadline) {
     }
     weft__os_sleep_until(weft__os_now_ns() + 1000 * 1000);
   }
-  tsan_hold();
   weft__tsan_post_lock(l, 0, 0);
   return 0;
 }
@@ -214,7 +175,6 @@ static void punlock(uint64_t *l) {
   weft__tsan_pre_unlock(l, 0);
   __atomic_store_n(l, 0, __ATOMIC_RELEASE);
   weft__tsan_post_unlock(l, 0);
-  tsan_release();
 }
 
 /* Publishing a position: as in the thread queue, sleepers make the

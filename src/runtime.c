@@ -12,11 +12,24 @@
 #include <unistd.h>
 
 #include "os/os.h"
+#include "tsan.h"
 
 pid_t weft__pid;
 _Thread_local pid_t weft__tls_tid __attribute__((tls_model("initial-exec")));
 _Thread_local struct weft__lineage weft__tls_lineage __attribute__((tls_model("initial-exec")));
 _Thread_local uint32_t weft__tls_forks __attribute__((tls_model("initial-exec")));
+
+#ifdef WEFT__TSAN
+_Bool weft__tsan_off;
+static int threads_at_fork; /* counted by the forking process for its child */
+static void tsan_before_fork(void) { threads_at_fork = weft__os_thread_count(); }
+static void tsan_after_fork_child(void) {
+  if (threads_at_fork != 1) weft__tsan_off = 1;
+}
+#else
+static void tsan_before_fork(void) {}
+static void tsan_after_fork_child(void) {}
+#endif
 
 pid_t weft__tid_slow(void) { return weft__tls_tid = weft__os_gettid(); }
 
@@ -40,6 +53,7 @@ WEFT__HOT static void after_fork_child(void) {
   l->pid[0] = weft__pid;
   l->owner[0] = weft__owner_token(); /* tid cached by before_fork */
   l->n = keep + 1;
+  tsan_after_fork_child();
   weft__pid = getpid();
   weft__tls_tid = 0;
   weft__tls_forks = 0;
@@ -47,7 +61,6 @@ WEFT__HOT static void after_fork_child(void) {
   weft__thread_after_fork_child();
   weft__dd_after_fork_child();
   weft__pool_after_fork_child();
-  weft__mpqueue_after_fork();
 }
 
 /* Python's order: join the non-daemon threads, then end the children; then
@@ -67,13 +80,12 @@ static void before_fork(void) {
   weft__process_before_fork();
   weft__dd_before_fork();
   weft__shm_before_fork();
-  weft__mpqueue_before_fork();
+  tsan_before_fork();
 }
 
 static void after_fork_parent(void) {
   /* From now on this thread's acquisitions are not the child's. */
   weft__tls_forks = (weft__tls_forks + 1) & WEFT__OWNER_FORKS_MASK;
-  weft__mpqueue_after_fork();
   weft__shm_after_fork_parent();
   weft__dd_after_fork_parent();
   weft__process_after_fork_parent();

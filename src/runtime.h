@@ -26,11 +26,6 @@ void weft__shm_exit_rules(void);
 void weft__shm_before_fork(void);
 void weft__shm_after_fork_parent(void);
 
-/* Process queues (mpqueue.c): in TSan builds a fork waits for side locks
- * held by other threads (see there); no-ops otherwise. */
-void weft__mpqueue_before_fork(void);
-void weft__mpqueue_after_fork(void);
-
 /* Pool subsystem hooks (pool.c). */
 void weft__pool_before_fork(void);
 void weft__pool_exit_rules(void);

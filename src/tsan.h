@@ -26,12 +26,20 @@ void __tsan_mutex_post_unlock(void *addr, unsigned flags);
 #define WEFT__TSAN_TRY_LOCK_FAILED (1u << 5)
 #define WEFT__TSAN_RECURSIVE_LOCK (1u << 6)
 #define WEFT__TSAN_RECURSIVE_UNLOCK (1u << 7)
-#define weft__tsan_mutex_create(a, f) __tsan_mutex_create((a), (f))
-#define weft__tsan_mutex_destroy(a, f) __tsan_mutex_destroy((a), (f))
-#define weft__tsan_pre_lock(a, f) __tsan_mutex_pre_lock((a), (f))
-#define weft__tsan_post_lock(a, f, r) __tsan_mutex_post_lock((a), (f), (r))
-#define weft__tsan_pre_unlock(a, f) __tsan_mutex_pre_unlock((a), (f))
-#define weft__tsan_post_unlock(a, f) __tsan_mutex_post_unlock((a), (f))
+/* Set in a child forked from a process with more than one thread. TSan
+ * turns itself off there (it enables its ignores, as some of its own
+ * mutexes may have been held by other threads at the fork), but the
+ * annotations still reach its internals: one that must allocate sync state
+ * waits forever on such a mutex. Seen as a process pool worker hanging in
+ * its first lock. So weft stops annotating in that child. */
+extern _Bool weft__tsan_off;
+#define WEFT__TSAN_CALL(call) (__builtin_expect(weft__tsan_off, 0) ? (void)0 : (void)(call))
+#define weft__tsan_mutex_create(a, f) WEFT__TSAN_CALL(__tsan_mutex_create((a), (f)))
+#define weft__tsan_mutex_destroy(a, f) WEFT__TSAN_CALL(__tsan_mutex_destroy((a), (f)))
+#define weft__tsan_pre_lock(a, f) WEFT__TSAN_CALL(__tsan_mutex_pre_lock((a), (f)))
+#define weft__tsan_post_lock(a, f, r) WEFT__TSAN_CALL(__tsan_mutex_post_lock((a), (f), (r)))
+#define weft__tsan_pre_unlock(a, f) (weft__tsan_off ? 0 : __tsan_mutex_pre_unlock((a), (f)))
+#define weft__tsan_post_unlock(a, f) WEFT__TSAN_CALL(__tsan_mutex_post_unlock((a), (f)))
 #else
 #define WEFT__TSAN_WRITE_REENTRANT 0u
 #define WEFT__TSAN_NOT_STATIC 0u

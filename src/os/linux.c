@@ -66,7 +66,8 @@ bool weft__os_process_gone(pid_t pid) {
   return gone;
 }
 
-int weft__os_process_start_time(pid_t pid, uint64_t *ticks) {
+/* A numeric field of /proc/<pid>/stat (fields counted from 1, as proc(5)). */
+static int stat_field(pid_t pid, int want, uint64_t *value) {
   char path[64], buf[1024];
   snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -75,12 +76,20 @@ int weft__os_process_start_time(pid_t pid, uint64_t *ticks) {
   weft__os_close(fd);
   if (n <= 0) return -EIO;
   buf[n] = '\0';
-  /* Field 22; the command name (field 2) may hold spaces and ')'. */
+  /* The command name (field 2) may hold spaces and ')'. */
   const char *p = strrchr(buf, ')');
-  for (int field = 2; p != NULL && field < 22; field++) p = strchr(p + 1, ' ');
+  for (int field = 2; p != NULL && field < want; field++) p = strchr(p + 1, ' ');
   if (p == NULL) return -EIO;
-  *ticks = strtoull(p + 1, NULL, 10);
+  *value = strtoull(p + 1, NULL, 10);
   return 0;
+}
+
+int weft__os_process_start_time(pid_t pid, uint64_t *ticks) { return stat_field(pid, 22, ticks); }
+
+int weft__os_thread_count(void) {
+  uint64_t n = 0;
+  int r = stat_field(getpid(), 20, &n);
+  return r < 0 ? r : (int)n;
 }
 
 void *weft__os_map_shared(size_t size) {

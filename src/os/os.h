@@ -34,6 +34,10 @@ bool weft__os_process_gone(pid_t pid);
  * not once the pid is reused. -errno if it cannot be read. */
 int weft__os_process_start_time(pid_t pid, uint64_t *ticks);
 
+/* How many threads the calling process has (the kernel's count), or a
+ * negative code. */
+int weft__os_thread_count(void);
+
 /* Maps size bytes of zeroed memory shared with children forked later.
  * Returns NULL (errno set) on failure. */
 void *weft__os_map_shared(size_t size);
