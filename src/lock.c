@@ -13,17 +13,33 @@
  * it the running thread keeps the lock for long runs while the other wakes,
  * as the seed's §3.6 loop wants. Unregistered threads (the fast path and the
  * spinners) leave WOKEN alone; every registered waiter clears it whenever it
- * acts -- takes the lock or goes back to sleep -- so a WOKEN whose wake-up
- * reached nobody asleep cannot outlive the waiters that could act on it.
+ * acts -- takes the lock or goes back to sleep (a nap, below, keeps it) --
+ * so a WOKEN whose wake-up reached nobody asleep cannot outlive the waiters
+ * that could act on it.
  *
  * STARVING: a registered waiter that has waited over STARVE_NS sets it, and
  * then only registered waiters may take the lock; spinners and the fast path
  * queue up instead of barging in. The first waiter that gets the lock after
  * a short wait, or as the last one, switches back.
  *
- * Releasing reads `waiters` after clearing the pid and a sleeper reads the
- * word after counting itself, both sequentially consistent, so one of them
- * always sees the other and no wake-up is lost.
+ * Sleepers sleep on `seq`, which only a wake-up changes, not on the word,
+ * which a thread running a loop around the lock changes every few
+ * nanoseconds: a futex_wait on the word failed at once nearly every time,
+ * and the waiter, awake, kept taking the lock from the running thread
+ * (300,000 hand-overs in the seed's §3.6 loop on a VM whose cores are far
+ * apart, 95 ns per step where glibc took 25).
+ *
+ * A woken waiter that finds the lock taken again by the thread that held
+ * it when it went to sleep naps instead of sleeping: for 50 us, doubling,
+ * with WOKEN kept so that the running thread's releases make no system
+ * call, until it finds the lock free, or STARVE_NS has passed and it asks
+ * for the lock as above. Sleeping at once would have it woken by the very
+ * next release, before it even reached the kernel, again and again.
+ *
+ * Releasing reads `waiters` after clearing the pid and a sleeper reads
+ * `seq` and the word after counting itself, all sequentially consistent,
+ * so either the sleeper sees the lock free or the release's wake-up
+ * changes `seq` after the sleeper read it, and no wake-up is lost.
  *
  * ThreadSanitizer: a Lock is a binary semaphore (any thread may release it),
  * which TSan's mutex annotations cannot express -- they report a release by
@@ -54,6 +70,9 @@
  * §3.6 loop, spinning makes two threads trade the lock on every iteration
  * (a cache-line transfer each, ~50 ns), while sleeping lets one run on. */
 #define REACQUIRE_SPINS 100
+/* A woken waiter's first nap; shorter would be rounded up by the kernel's
+ * default timer slack anyway. Each nap doubles it, up to STARVE_NS. */
+#define FIRST_NAP_NS (50 * 1000)
 
 int weft_lock_init_opts(weft_lock *l, const char *expr, const char *site,
                         const weft_lock_options *o) {
@@ -71,7 +90,9 @@ static bool cas(uint32_t *word, uint32_t expected, uint32_t value) {
 }
 
 static void set_owner(weft_lock *l) {
-  __atomic_store_n(&l->owner, weft__owner_token(), __ATOMIC_RELAXED);
+  uint32_t t = weft__owner_token();
+  __atomic_store_n(&l->owner, t, __ATOMIC_RELAXED);
+  __atomic_store_n(&l->last, t, __ATOMIC_RELAXED);
 }
 
 static uint32_t waiters(weft_lock *l) { return __atomic_load_n(&l->waiters, __ATOMIC_SEQ_CST); }
@@ -84,7 +105,8 @@ static void wake_one(weft_lock *l) {
   while ((v & (PID_MASK | WOKEN)) == 0 && waiters(l) != 0) {
     if (__atomic_compare_exchange_n(&l->word, &v, v | WOKEN, false, __ATOMIC_SEQ_CST,
                                     __ATOMIC_RELAXED)) {
-      weft__os_futex_wake(&l->word, 1);
+      __atomic_add_fetch(&l->seq, 1, __ATOMIC_SEQ_CST);
+      weft__os_futex_wake(&l->seq, 1);
       return;
     }
   }
@@ -118,9 +140,30 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
   }
   __atomic_add_fetch(&l->waiters, 1, __ATOMIC_SEQ_CST);
   int64_t since = weft__os_now_ns();
+  bool woke = false;
+  uint32_t slept_on = 0; /* `last` when this thread went to sleep */
+  int64_t nap = FIRST_NAP_NS;
   for (;;) {
+    uint32_t seq = __atomic_load_n(&l->seq, __ATOMIC_SEQ_CST);
     uint32_t v = __atomic_load_n(&l->word, __ATOMIC_SEQ_CST);
-    bool starving = weft__os_now_ns() - since >= STARVE_NS;
+    int64_t now = weft__os_now_ns();
+    bool starving = now - since >= STARVE_NS;
+    /* Woken, yet the thread that held the lock then has taken it again:
+     * it is running a loop around the lock. Nap, keeping WOKEN, rather
+     * than sleep until the next release, which would come within
+     * nanoseconds and wake this thread again (see the file comment). */
+    if (woke && (v & PID_MASK) != 0 && (v & (WOKEN | STARVING)) == WOKEN && !starving &&
+        __atomic_load_n(&l->last, __ATOMIC_RELAXED) == slept_on) {
+      weft__deadline until = now + nap, starve_at = since + STARVE_NS;
+      if (until > starve_at) until = starve_at;
+      if (until > deadline) until = deadline;
+      if (weft__os_futex_wait(&l->seq, seq, until) == -ETIMEDOUT && weft__deadline_passed(deadline)) {
+        leave(l);
+        return WEFT_ETIMEDOUT;
+      }
+      nap *= 2;
+      continue;
+    }
     if ((v & PID_MASK) == 0) {
       uint32_t next = (v & ~WOKEN) | me;
       if ((v & STARVING) && (!starving || waiters(l) == 1)) next &= ~STARVING;
@@ -151,7 +194,11 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
       }
       continue; /* the owner may have let go meanwhile */
     }
-    if (weft__os_futex_wait(&l->word, v, wake_by) != -ETIMEDOUT) continue;
+    slept_on = __atomic_load_n(&l->last, __ATOMIC_RELAXED);
+    if (weft__os_futex_wait(&l->seq, seq, wake_by) != -ETIMEDOUT) {
+      woke = true;
+      continue;
+    }
     if (holder != weft__pid && weft__os_process_gone(holder)) {
       if (cas(&l->word, v, (v & ~(PID_MASK | WOKEN)) | me)) {
         __atomic_sub_fetch(&l->waiters, 1, __ATOMIC_SEQ_CST);

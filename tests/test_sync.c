@@ -345,6 +345,116 @@ START_TEST(lock_handoff_loses_no_wakeup) {
 }
 END_TEST
 
+/* One thread runs a loop around the lock (the seed's §3.6 shape) while
+ * another blocks on it, round after round: a woken waiter that finds the
+ * looping thread holding the lock again naps instead of sleeping, and must
+ * still get the lock (by fairness, or at the latest when the loop stops),
+ * exclusively, while a third thread's short timed acquires keep giving up
+ * beside it (a timed-out waiter hands the wake-up on). */
+struct looping {
+  weft_lock lock;
+  int stop, rounds_done;
+  long spins;     /* the looping thread's count, changed only under the lock */
+  int errors, timeouts, lost, overlaps;
+};
+
+static void *loop_around_lock(void *arg) {
+  struct looping *x = arg;
+  while (!ld(&x->stop)) {
+    if (weft_lock_acquire(&x->lock, LOST_WAKEUP_S) != 0) {
+      inc(&x->errors);
+      continue;
+    }
+    /* An atomic store: the main thread watches the count unlocked. */
+    __atomic_store_n(&x->spins, x->spins + 1, __ATOMIC_RELAXED);
+    if (weft_lock_release(&x->lock) != 0) inc(&x->errors);
+  }
+  return NULL;
+}
+
+static void *give_up_quickly(void *arg) {
+  struct looping *x = arg;
+  while (!ld(&x->stop)) {
+    int rc = weft_lock_acquire(&x->lock, 0.0002);
+    if (rc == WEFT_ETIMEDOUT) {
+      inc(&x->timeouts);
+    } else if (rc != 0 || weft_lock_release(&x->lock) != 0) {
+      inc(&x->errors);
+    }
+  }
+  return NULL;
+}
+
+START_TEST(lock_waiter_gets_lock_from_a_looping_holder) {
+  struct looping x = {.lock = WEFT_LOCK_INIT};
+  pthread_t looper = spawn(loop_around_lock, &x);
+  pthread_t quitter = spawn(give_up_quickly, &x);
+  int rounds = 400 / SLOW;
+  for (int r = 0; r < rounds; r++) {
+    long seen = __atomic_load_n(&x.spins, __ATOMIC_RELAXED);
+    while (__atomic_load_n(&x.spins, __ATOMIC_RELAXED) < seen + 1000) sched_yield();
+    if (weft_lock_acquire(&x.lock, LOST_WAKEUP_S) != 0) {
+      inc(&x.lost);
+      continue;
+    }
+    long held = x.spins;
+    for (volatile int k = 0; k < 2000; k++) {
+    }
+    if (x.spins != held) inc(&x.overlaps);
+    if (weft_lock_release(&x.lock) != 0) inc(&x.errors);
+    st(&x.rounds_done, r + 1);
+  }
+  st(&x.stop, 1);
+  join(looper);
+  join(quitter);
+  ck_assert_msg(x.lost == 0, "%d of %d acquires waited %g s beside a looping holder", x.lost,
+                rounds, LOST_WAKEUP_S);
+  ck_assert_int_eq(x.overlaps, 0);
+  ck_assert_int_eq(x.errors, 0);
+  ck_assert_int_eq(x.rounds_done, rounds);
+  ck_assert(!weft_lock_locked(&x.lock));
+}
+END_TEST
+
+/* The looping thread stops for good while a woken waiter naps: the waiter
+ * must notice the free lock by itself, since no release is left to wake it. */
+struct loop_then_leave {
+  weft_lock lock;
+  int waiting, got;
+};
+
+static void *wait_for_loop_end(void *arg) {
+  struct loop_then_leave *x = arg;
+  st(&x->waiting, 1);
+  if (weft_lock_acquire(&x->lock, LOST_WAKEUP_S) == 0) {
+    st(&x->got, 1);
+    weft_lock_release(&x->lock);
+  } else {
+    st(&x->got, -1);
+  }
+  return NULL;
+}
+
+START_TEST(lock_waiter_gets_lock_when_a_loop_ends) {
+  for (int r = 0; r < 60 / SLOW + 2; r++) {
+    struct loop_then_leave x = {.lock = WEFT_LOCK_INIT};
+    ck_assert_int_eq(weft_lock_acquire(&x.lock, WEFT_FOREVER), 0);
+    pthread_t w = spawn(wait_for_loop_end, &x);
+    ck_assert(wait_ge(&x.waiting, 1, 10));
+    /* Loop around the lock for a varying while (the waiter goes to sleep,
+     * is woken, finds the lock taken again and naps), then leave it. */
+    long n = 2000L << (r % 8);
+    for (long i = 0; i < n && ld(&x.got) == 0; i++) {
+      weft_lock_release(&x.lock);
+      weft_lock_acquire(&x.lock, WEFT_FOREVER);
+    }
+    weft_lock_release(&x.lock);
+    join(w);
+    ck_assert_msg(x.got == 1, "round %d: the waiter did not get a lock left free", r);
+  }
+}
+END_TEST
+
 /* =============================================================== RLock */
 
 static weft_rlock static_rlock = WEFT_RLOCK_INIT;
@@ -2424,6 +2534,8 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, lock_init_names_and_static_initialisers);
   tcase_add_test(tc, lock_contention_exact_total);
   tcase_add_test(tc, lock_handoff_loses_no_wakeup);
+  tcase_add_test(tc, lock_waiter_gets_lock_from_a_looping_holder);
+  tcase_add_test(tc, lock_waiter_gets_lock_when_a_loop_ends);
   tcase_add_test(tc, lock_free_is_taken_by_nonblocking_acquire);
   suite_add_tcase(s, tc);
 

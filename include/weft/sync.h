@@ -41,10 +41,12 @@ WEFT_API int weft_shared_free(void *ptr);
  * Python). The word holds the pid of the holding process, which lets a
  * waiter notice that a holder process died. */
 typedef struct weft_lock {
-  uint32_t word;       /* futex: holder pid (0: unlocked) | bit 30: a waiter was woken */
-  uint32_t waiters;    /* threads asleep or about to sleep on word */
+  uint32_t word;       /* holder pid (0: unlocked) | bit 30: a waiter was woken */
+  uint32_t waiters;    /* threads asleep or about to sleep on seq */
   uint32_t owner;      /* last acquirer: kernel thread id | its fork count << 22; 0 if unlocked */
   uint32_t pad_;
+  uint32_t seq;        /* futex the waiters sleep on: changed by each wake-up */
+  uint32_t last;       /* the last acquirer, as owner, kept after release */
   const char *name;    /* optional, for reports */
   const char *site;    /* where it was initialised, for reports */
 } weft_lock;
@@ -56,9 +58,9 @@ typedef struct weft_lock_options {
 } weft_lock_options;
 
 /* A statically initialised, unlocked Lock. */
-#define WEFT_LOCK_INIT {0, 0, 0, 0, NULL, WEFT__SITE}
+#define WEFT_LOCK_INIT {0, 0, 0, 0, 0, 0, NULL, WEFT__SITE}
 /* The same with a name. */
-#define WEFT_LOCK_INIT_NAMED(name) {0, 0, 0, 0, (name), WEFT__SITE}
+#define WEFT_LOCK_INIT_NAMED(name) {0, 0, 0, 0, 0, 0, (name), WEFT__SITE}
 
 /* Initialises an unlocked Lock, e.g. weft_lock_init(&lock) or
  * weft_lock_init(&l, .name = "accounts"). */
