@@ -143,7 +143,14 @@ static void contended(long iters, void *arg) {
   }
 }
 
-static double contended_sample(long iters, void *arg) { return bench_time(contended, iters, arg); }
+/* As lock_uncontended: "weft" with deadlock detection off, "weft_detect"
+ * with it on (warn, the default). */
+static double contended_sample(long iters, void *arg) {
+  return with_mode(WEFT_DEADLOCK_OFF, contended, iters, arg);
+}
+static double contended_detect_sample(long iters, void *arg) {
+  return with_mode(WEFT_DEADLOCK_WARN, contended, iters, arg);
+}
 static double contended_c_sample(long iters, void *arg) {
   (void)arg;
   return bench_c_peer("lock_contended_2t", iters);
@@ -152,11 +159,11 @@ static double contended_c_sample(long iters, void *arg) {
 static void lock_contended(const bench_config *cfg) {
   if (!bench_wanted(cfg, "lock_contended_2t")) return;
   long iters = cfg->quick ? 100000 : 2000000; /* lock operations in all: 2 x 1,000,000 */
-  bench_result r[3] = {{.impl = "weft"}, {.impl = "c"}, {.impl = "python"}};
-  bench_sample samples[2] = {contended_sample, contended_c_sample};
-  bench_measure(cfg, iters, 2, samples, NULL, r);
-  bench_python("lock_contended_2t.py", iters, cfg->quick ? 1 : 3, &r[2]);
-  bench_report("lock_contended_2t", 3, r);
+  bench_result r[4] = {{.impl = "weft"}, {.impl = "c"}, {.impl = "weft_detect"}, {.impl = "python"}};
+  bench_sample samples[3] = {contended_sample, contended_c_sample, contended_detect_sample};
+  bench_measure(cfg, iters, 3, samples, NULL, r);
+  bench_python("lock_contended_2t.py", iters, cfg->quick ? 1 : 3, &r[3]);
+  bench_report("lock_contended_2t", 4, r);
 }
 
 /* ---- ping-pongs between two threads: ns per round trip ---- */
