@@ -163,11 +163,9 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
       if (until > starve_at) until = starve_at;
       if (until > deadline) until = deadline;
       weft__os_sleep_until(until);
+      /* Uncounted and with no wake-up to hand on: nothing to undo. */
+      if (weft__deadline_passed(deadline)) return WEFT_ETIMEDOUT;
       __atomic_add_fetch(&l->waiters, 1, __ATOMIC_SEQ_CST);
-      if (weft__deadline_passed(deadline)) {
-        leave(l);
-        return WEFT_ETIMEDOUT;
-      }
       nap *= 2;
       continue;
     }
