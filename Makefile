@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # User-facing commands. The build itself is CMake's (CMakeLists.txt).
 #   make demo          build and run the tour of the seed's lessons
 #   make test          install test dependencies, build, run every suite

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The harness: timing, medians, the Python peer, the report, and main. */
 #define _GNU_SOURCE
 #include "bench.h"

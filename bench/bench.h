@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The benchmark harness. Every row times weft and its peers in the same run,
  * repeats each measurement and keeps the median, prints a readable table and
  * one machine-readable line per row:

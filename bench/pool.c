@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Rows for pools: pool_submit_threads, pool_submit_processes,
  * pool_map_processes, pool_speedup. */
 #define _GNU_SOURCE

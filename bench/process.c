@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Rows for processes: process_start_join. */
 #define _GNU_SOURCE
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Rows: queue_threads, queue_processes, queue_processes_64k. */
 #include <stdio.h>
 #include <stdlib.h>

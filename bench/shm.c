@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Rows of the shm concept: value_increment_2p. */
 #include <stdio.h>
 #include <stdlib.h>

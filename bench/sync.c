@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Rows for the synchronisation primitives: lock_uncontended,
  * lock_contended_2t, cond_pingpong, sem_pingpong, event_pingpong and
  * lock_pingpong_processes. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Rows for threads: thread_start_join. */
 #include <stdio.h>
 #include <stdlib.h>

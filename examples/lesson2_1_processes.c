@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Seed §2.1: create two child processes, one dancing and one singing.
  * Main returns right after starting them; like Python, weft then waits for
  * both non-daemon children before the program ends. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Seed §2.2: process ids, current_process(), and a child that kills itself
  * with signal 9 (the parent then reads exit code -9). */
 #define _POSIX_C_SOURCE 200809L /* kill() under -std=c11 */

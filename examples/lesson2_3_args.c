@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Seed §2.3: pass arguments to the child's task (Python's args=(5,)). The
  * child sees the parent's memory as it was at start, so a pointer to any
  * value or struct of the parent works. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Seed §2.4: a daemon child is destroyed when the main process exits, so no
  * line of it follows "over". weft sends it SIGTERM at exit (SIGKILL if it
  * ignores that for a second), and kills it too if the parent itself is

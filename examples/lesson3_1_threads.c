@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Seed §3.1: two threads, sing and dance, each printing current_thread().
  * Their lines interleave as the scheduler decides; main returns at once and,
  * as in Python, the program waits for both (non-daemon) threads. */

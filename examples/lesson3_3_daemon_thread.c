@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Seed §3.3: a daemon thread is abandoned when the main thread ends, so no
  * line of it follows "over". (It sleeps 0.6 s where the seed sleeps 0.5 s:
  * at 0.5 its third line would race main's "over" at 1 s, and the output would

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Seed §3.4: threads share globals. One thread appends 0..4 to a global
  * list; after join, another thread reads the same list. */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Seed §3.5: two threads each add 1 to a global a million times, without a
  * lock, and updates are lost: both read the same value, both write value+1.
  * The read and the write are separate atomic operations (a relaxed load,

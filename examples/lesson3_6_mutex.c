@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Seed §3.6: the same two threads with a mutex. Each holds the lock for its
  * whole loop, as in the seed, so the first prints 1000000 and the second
  * 2000000: no update is lost. */

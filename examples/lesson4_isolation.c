@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Seed §4: processes do not share globals. The child appends to a global
  * list in its own copy of memory; the parent's list stays empty. */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* After seed §4: processes do not share globals, so they talk through
  * objects made for it. A producer process puts messages into a process
  * queue and closes it; a consumer process takes them until the queue says

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* After seed §2 and §4, what most users of its model end up writing: a
  * process pool. It maps a CPU-bound function (counting primes) over sixteen
  * ranges, one per task, while one task crashes on purpose. Python's Pool

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The tour: runs every seed lesson that weft has so far, one after the other,
  * each under a heading, and fails if any lesson fails. The lessons are the
  * programs beside this one; read their sources in examples/. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* weft.h — Python's multiprocessing and threading model for C.
  * Include this umbrella header, or the concept headers under weft/. */
 #ifndef WEFT_H

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Installs what the tests need when it is missing: Debian's Check test
 # framework (and pkg-config, used by the install test). Needs root for apt-get.
 set -eu

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Barrier: Python's threading.Barrier. An internal Lock guards the counts;
  * threads sleep on `seq`, bumped whenever they should look again.
  *

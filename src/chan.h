@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A wait channel: where threads (or processes, when it lives in shared
  * memory) sleep until another one signals a change to some state.
  *

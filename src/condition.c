@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Condition: Python's threading.Condition over a futex sequence counter.
  *
  * notify(n) must wake at most n of the threads waiting *now*, never one that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Deadlock detection: a lock-order graph checked for cycles when a new
  * order appears, and a wait-for chain followed before a thread blocks.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Deadlock detector hooks, called by the lock code (lock.c, condition.c).
  * All of them are cheap no-ops when detection is off; the callers test
  * weft__dd_on first so that the off case costs one load. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Error codes, names and messages, and the per-thread last error. */
 #include <stdarg.h>
 #include <stdio.h>

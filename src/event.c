@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Event: a futex word holding the flag (bit 0) and a count of set() calls,
  * so that a waiter present at set() returns even if clear() follows before
  * it runs (as in Python, where such a wait returns True). A waiter count, as

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Handle tables: map small by-value ids to objects, so that a call through a
  * closed handle is detected instead of touching freed memory (as nng does).
  * An id packs a slot index (low 32 bits, 1-based) with the slot's generation

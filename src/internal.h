@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Internal helpers shared by every weft source file. Nothing here is API. */
 #ifndef WEFT_INTERNAL_H
 #define WEFT_INTERNAL_H

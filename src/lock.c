@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Lock and RLock over a futex.
  *
  * The Lock's word holds the pid of the holding process (0 when free) and two

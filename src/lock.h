@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Lock internals shared by the primitives built on it (RLock, Condition,
  * Barrier). These record no error message. */
 #ifndef WEFT_LOCK_INTERNAL_H

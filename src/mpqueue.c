@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Queue between processes: a ring of byte messages in shared memory with
  * two process-shared locks, one for the putters and one for the getters, as
  * the FIFO thread queue (queue.c) has; the sides meet only through the

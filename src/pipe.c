@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Pipe: Python's multiprocessing.Pipe over a connected AF_UNIX stream pair.
  *
  * A message goes out as an 8-byte length header (native byte order: both

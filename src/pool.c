@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Thread pools and futures: Python's ThreadPoolExecutor and Future.
  *
  * Futures know nothing of the workers that run them, so process pools can

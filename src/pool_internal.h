@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What pool.c (futures, thread pools, map, imap, as_completed) and ppool.c
  * (process pools) share. */
 #ifndef WEFT_POOL_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Process pools: multiprocessing.Pool's workers, with faults handled.
  *
  * Each worker has its own inbox (a process queue) that the pool's process

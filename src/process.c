@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Processes: Python's multiprocessing.Process over fork and pidfds.
  *
  * Every process object lives in one handle table guarded by one mutex,

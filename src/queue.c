@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Queue between threads.
  *
  * FIFO queues are a ring with two locks, as in Michael and Scott's two-lock

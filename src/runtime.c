@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Library start-up: registers the fork handlers that keep weft's internal
  * state consistent in a child, and the exit hook that applies Python's exit
  * rules when main returns or exit() is called. */

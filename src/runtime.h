@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The runtime: library start-up, fork handlers and exit rules. Each
  * subsystem exposes its hooks here and runtime.c calls them in order. */
 #ifndef WEFT_RUNTIME_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Semaphore and BoundedSemaphore over a futex counter.
  *
  * A waiter registers (waiters++) before it re-reads the value, and a

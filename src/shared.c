@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared anonymous memory for objects used between a process and the
  * children it forks afterwards. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared memory segments: Python's multiprocessing.shared_memory.
  *
  * Ownership of names. Python's resource tracker unlinks a segment when the

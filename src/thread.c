@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Threads: Python's threading.Thread over detached pthreads.
  *
  * Threads are detached so that one nobody joins costs nothing once it ends,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Time: timeouts in seconds, as Python takes them, turned into monotonic
  * deadlines, and sleeping. */
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ThreadSanitizer annotations for weft's own locks. Outside a TSan build
  * they compile to nothing. The prototypes and flag values are declared here
  * because the newest sanitizer/tsan_interface.h uses enum syntax that is not

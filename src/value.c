@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Value and Array: Python's multiprocessing.Value, Array, RawValue and
  * RawArray.
  *

@@ -1,7 +1,9 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # `make test`: installs what the tests need, builds, and runs every Check
 # suite three times -- plain, under AddressSanitizer+UBSan, and under
-# ThreadSanitizer -- then the install check and the benchmark smoke run.
+# ThreadSanitizer -- then the install check, the licence-line check and the
+# benchmark smoke run.
 # Ends with "weft: N passed, N failed"; exits non-zero if anything failed.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -72,6 +74,9 @@ count build-tsan
 
 echo "== install, pkg-config and find_package"
 one_check install tests/install.sh build
+
+echo "== every source file carries the licence line"
+one_check spdx tests/spdx.sh
 
 echo "== benchmark smoke run (make bench QUICK=1)"
 one_check bench_smoke sh -c './build/bench/weft_bench --quick > build/bench-quick.txt 2>&1 || { cat build/bench-quick.txt; exit 1; }'

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared test harness: every suite defines weft_test_suite(); harness.c
  * runs it (each test in its own process, with a timeout) and prints
  * "<suite>: N passed, N failed". Helpers for tests of threads and processes. */

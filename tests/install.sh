@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Installs weft from BUILD_DIR into a scratch prefix and builds a small
 # consumer three ways: pkg-config (shared), pkg-config --static, and CMake's
 # find_package(weft). Each consumer must run and print the expected line.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Runs every Check suite of one build directory and prints one line per
 # suite ("test_process: N passed, N failed") and a total for the pass.
 # Usage: tests/run.sh BUILD_DIR LABEL

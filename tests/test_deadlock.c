@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of weft/deadlock.h: lock-order inversions and live deadlocks are
  * reported (each report's text is matched), and the patterns that cannot
  * deadlock are not. Reports are captured through the hook. */

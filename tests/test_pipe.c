@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of weft/pipe.h: Python's multiprocessing.Pipe. Round trips on both
  * kinds of pipe, ordering and content of many and of large messages between
  * processes, message boundaries (EMSGSIZE leaves the message), timeouts that

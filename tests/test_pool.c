@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of weft/pool.h: thread pools and futures (Python's
  * ThreadPoolExecutor and Future).
  *

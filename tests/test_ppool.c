@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of weft/pool.h: process pools (multiprocessing.Pool) and the bytes
  * API shared with thread pools -- apply_async, map, imap, imap_unordered,
  * as_completed, callbacks, worker deaths, time limits, scoped pools.

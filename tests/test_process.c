@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of weft/process.h: Python's multiprocessing.Process semantics. */
 #define _GNU_SOURCE
 #include <fcntl.h>

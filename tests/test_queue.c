@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of weft/queue.h: thread queues (Python's queue.Queue, LifoQueue,
  * PriorityQueue, with 3.13's shutdown as close) and process queues
  * (multiprocessing.Queue and JoinableQueue).

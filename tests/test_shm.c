@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of weft/shm.h: shared memory segments (anonymous and named, the
  * ownership of names, fd hygiene) and Value / Array (types, bounds, the
  * lock, across processes, owner death).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of weft/sync.h: Python's threading primitives (Lock, RLock,
  * Condition, Semaphore, BoundedSemaphore, Event, Barrier), between threads
  * and, in weft_shared_alloc memory, between processes; owner death of a

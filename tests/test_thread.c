@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of weft/thread.h: Python's threading.Thread semantics. Threads are
  * sequenced with weft_event and pipes, never with sleeps; where the kernel
  * finishes its work after ours (a detached thread leaving /proc/self/task),

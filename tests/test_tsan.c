@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ThreadSanitizer understands weft's primitives: programs that protect
  * shared data correctly with them run clean, and one that protects it with
  * the wrong locks is reported. Only meaningful in the TSan build (make test

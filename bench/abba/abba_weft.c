@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The same program on weft locks with deadlock detection on (warn). */
 #include <stdio.h>
 #include <stdlib.h>

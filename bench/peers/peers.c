@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The raw C peers of the benchmark rows, in a program that does not link or
  * load weft: `weft_bench_c ROW ITERS` warms up, runs the row ITERS times
  * and prints nanoseconds per op. */

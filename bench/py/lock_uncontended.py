@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Python peer of lock_uncontended: threading.Lock acquire + release, with a
 second thread alive. Usage: lock_uncontended.py ITERS REPS."""
 import statistics

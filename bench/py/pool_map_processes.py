@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Python peer of pool_map_processes: Pool.map(square, range(ITERS)) on a
 multiprocessing.Pool (fork) with os.cpu_count() workers and map's default
 chunksize. The pool is started before the clock and closed after it, as in

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Python peer of pool_submit_processes: a multiprocessing.Pool (fork) with
 os.cpu_count() workers (as weft's default), ITERS trivial tasks passed to
 apply_async, then get() of each. The pool is started before the clock and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Python peer of pool_submit_threads: a ThreadPoolExecutor with
 os.cpu_count() workers (as weft's default), ITERS trivial tasks submitted,
 then result() of each, then shutdown. Prints the median ns per task.

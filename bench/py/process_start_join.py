@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Python peer of the process_start_join row: multiprocessing.Process with the
 fork start method, start + join of a target that returns at once.
 Usage: process_start_join.py ITERS REPS; prints the median ns per op."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Python peer of queue_processes: a child process puts ITERS 8-byte
 messages into a multiprocessing.Queue, the parent gets them. Prints the
 median ns per message. Usage: queue_processes.py ITERS REPS."""

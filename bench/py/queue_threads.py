@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Python peer of queue_threads: one producer thread puts ITERS ints into a
 queue.Queue(maxsize=1024), the main thread gets them. Prints the median ns
 per item. Usage: queue_threads.py ITERS REPS."""

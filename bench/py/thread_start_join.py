@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Python peer of thread_start_join: threading.Thread start + join.
 Usage: thread_start_join.py ITERS REPS; prints the median ns per op."""
 import statistics

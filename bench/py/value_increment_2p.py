@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Python peer of value_increment_2p: two processes (fork) each increment a
 shared multiprocessing.Value('i') ITERS times under its lock. Prints the
 median ns per increment (the time from start to join over 2 * ITERS).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* weft/common.h — conventions shared by every weft header.
  *
  * Errors: a function that can fail returns 0 (or a non-negative value it

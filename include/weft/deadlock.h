@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* weft/deadlock.h — deadlock detection for Lock and RLock (and so for the
  * lock of a Condition).
  *

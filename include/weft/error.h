@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* weft/error.h — error codes, their names and messages.
  *
  * Every code is negative. Where an errno value fits, the code is that value

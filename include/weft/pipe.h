@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* weft/pipe.h — Python's multiprocessing.Pipe: two connected ends that send
  * and receive whole byte messages, between threads or processes.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* weft/pool.h — pools of worker threads or processes, and futures: Python's
  * concurrent.futures (ThreadPoolExecutor, Future, wait, as_completed) and
  * multiprocessing.Pool (apply_async, map, imap, imap_unordered).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* weft/process.h — processes with the semantics of Python's
  * multiprocessing.Process, started by fork.
  *

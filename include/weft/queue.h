@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* weft/queue.h — queues between threads (Python's queue.Queue, LifoQueue,
  * PriorityQueue) and between processes (multiprocessing.Queue and
  * JoinableQueue).

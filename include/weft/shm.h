@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* weft/shm.h — shared memory segments (Python's
  * multiprocessing.shared_memory.SharedMemory) and shared Value and Array
  * (multiprocessing.Value, Array, RawValue, RawArray).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* weft/sync.h — Python's threading synchronisation primitives: Lock, RLock,
  * Condition, Semaphore, BoundedSemaphore, Event and Barrier.
  *

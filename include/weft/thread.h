@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* weft/thread.h — threads with the semantics of Python's threading.Thread.
  *
  *     void *sing(void *arg) { ...; return NULL; }

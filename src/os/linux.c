@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Linux implementation of the platform layer (kernel >= 5.10, glibc >= 2.36). */
 #define _GNU_SOURCE
 #include <errno.h>

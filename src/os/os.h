@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The platform layer: the only place in weft that makes raw system calls.
  * Every function returns 0 (or a documented non-negative value) on success
  * and a negated errno value on failure; none of them records a last error. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helper programs for tests of exit-time rules, dispatched by scenario name
  * (as libuv's test runner does): `weft_helper SCENARIO [ARG]`. Each prints
  * what the test needs to check to stdout, which the test reads from a pipe. */
