@@ -4,6 +4,10 @@
 #ifndef WEFT_H
 #define WEFT_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #include "weft/common.h"
 #include "weft/deadlock.h"
 #include "weft/error.h"
@@ -14,5 +18,9 @@
 #include "weft/shm.h"
 #include "weft/sync.h"
 #include "weft/thread.h"
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -15,6 +15,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #if defined(WEFT_BUILDING) && defined(__GNUC__)
 #define WEFT_API __attribute__((visibility("default")))
 #else
@@ -43,5 +47,17 @@ WEFT_API int weft_sleep(double seconds);
 
 /* Returns the library version as "MAJOR.MINOR.PATCH". */
 WEFT_API const char *weft_version(void);
+
+/* Options read like Python's keyword arguments: weft_process_new(task,
+ * .name = "w") is a macro that builds the call's options struct with
+ * designated initialisers and passes it to weft_process_new_opts. The macro
+ * sets the struct's size_ field to its size, so that a later version with
+ * more fields can tell which ones the caller compiled against. Each macro
+ * takes all its arguments as one list and appends an empty one, so a call
+ * with no options, such as weft_lock_init(&lock), is ISO C11 as it stands. */
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -26,6 +26,10 @@
 
 #include "common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum weft_deadlock_mode {
   WEFT_DEADLOCK_OFF,
   WEFT_DEADLOCK_WARN,
@@ -49,5 +53,9 @@ WEFT_API int weft_deadlock_set_hook(weft_deadlock_hook hook, void *arg);
 /* The longest cycle a report lists in full; longer ones end with a
  * "... (N more, truncated)" line. */
 #define WEFT_DEADLOCK_REPORT_MAX_CHAIN 16
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

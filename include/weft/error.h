@@ -13,6 +13,10 @@
 
 #include "common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* XX(name, value, message) for every error code weft returns. */
 #define WEFT_ERRNO_MAP(XX)                                                         \
   XX(EINVAL, -EINVAL, "invalid argument")                                          \
@@ -68,5 +72,9 @@ WEFT_API const char *weft_last_error(void);
 /* Returns the code of the last error raised in the calling thread, 0 if none.
  * Constructors that return a handle with id 0 on failure say why here. */
 WEFT_API int weft_last_error_code(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

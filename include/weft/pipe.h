@@ -24,6 +24,10 @@
 
 #include "common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* One end of a pipe. */
 typedef struct weft_conn weft_conn;
 
@@ -37,7 +41,8 @@ typedef struct weft_pipe_options {
 /* Creates a connected pair of ends in *a and *b, e.g. weft_pipe(&a, &b) or
  * weft_pipe(&r, &w, .one_way = true). 0, or WEFT_EINVAL (NULL out pointer),
  * WEFT_EMFILE, WEFT_ENOMEM; *a and *b are NULL after a failure. */
-#define weft_pipe(a, b, ...)                                                              \
+#define weft_pipe(...) WEFT__PIPE(__VA_ARGS__, )
+#define WEFT__PIPE(a, b, ...)                                                             \
   weft_pipe_opts((a), (b),                                                                \
                  &(const weft_pipe_options){.size_ = sizeof(weft_pipe_options), __VA_ARGS__})
 WEFT_API int weft_pipe_opts(weft_conn **a, weft_conn **b, const weft_pipe_options *opts);
@@ -73,5 +78,9 @@ WEFT_API int weft_conn_fileno(weft_conn *conn);
 /* Closes this end in the calling process and frees it (the pointer is
  * invalid afterwards). NULL is ignored. */
 WEFT_API int weft_conn_close(weft_conn *conn);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -54,6 +54,10 @@
 
 #include "common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* What the option macros below give .workers and .chunksize when they are
  * left out, so that an explicit 0 can be refused as Python refuses it
  * (Pool(0), ThreadPoolExecutor(0), chunksize=0: ValueError). Callers of the
@@ -169,7 +173,8 @@ typedef struct weft_apply_options {
  * 0) and returns its future, whose result is the task's bytes
  * (weft_future_result_bytes). Id 0 on failure: as weft_pool_submit, and
  * WEFT_EMSGSIZE for an argument larger than the pool's max_message. */
-#define weft_pool_apply_async(pool, fn, arg, len, ...)                              \
+#define weft_pool_apply_async(...) WEFT__POOL_APPLY_ASYNC(__VA_ARGS__, )
+#define WEFT__POOL_APPLY_ASYNC(pool, fn, arg, len, ...)                             \
   weft_pool_apply_async_opts((pool), (fn), (arg), (len),                            \
                              &(const weft_apply_options){                           \
                                  .size_ = sizeof(weft_apply_options), __VA_ARGS__})
@@ -214,7 +219,8 @@ typedef struct weft_map_options {
  * naming it; the other items' results are written all the same.
  * WEFT_EINVAL for a NULL fn, NULL items or results with n > 0, a zero
  * result_size, a chunksize below 1; WEFT_ECLOSED after close. */
-#define weft_pool_map(pool, fn, items, item_size, n, results, result_size, ...)           \
+#define weft_pool_map(...) WEFT__POOL_MAP(__VA_ARGS__, )
+#define WEFT__POOL_MAP(pool, fn, items, item_size, n, results, result_size, ...)          \
   WEFT__WITH_DEFAULTS(int,                                              \
                       weft_pool_map_opts((pool), (fn), (items), (item_size), (n), (results), \
                                          (result_size),                                   \
@@ -236,16 +242,18 @@ typedef struct weft_imap weft_imap;
  * gives; results come from weft_imap_next. NULL and weft_last_error() on
  * failure (as weft_pool_map; WEFT_EINVAL also for a NULL source or a
  * negative window). */
-#define weft_pool_imap(pool, fn, source, source_arg, item_size, result_size, ...)         \
+#define weft_pool_imap(...) WEFT__POOL_IMAP(__VA_ARGS__, )
+#define WEFT__POOL_IMAP(pool, fn, source, source_arg, item_size, result_size, ...)        \
   WEFT__WITH_DEFAULTS(weft_imap *,                                      \
                       weft_pool_imap_opts((pool), (fn), (source), (source_arg), (item_size), \
                                           (result_size),                                  \
                                           &(const weft_map_options){                      \
                                               .size_ = sizeof(weft_map_options),           \
                                               .chunksize = WEFT_DEFAULT, __VA_ARGS__}))
-#define weft_pool_imap_unordered(pool, fn, source, source_arg, item_size, result_size, ...) \
-  weft_pool_imap(pool, fn, source, source_arg, item_size, result_size, .unordered = true,  \
-                 __VA_ARGS__)
+#define weft_pool_imap_unordered(...) WEFT__POOL_IMAP_UNORDERED(__VA_ARGS__, )
+#define WEFT__POOL_IMAP_UNORDERED(pool, fn, source, source_arg, item_size, result_size, ...) \
+  WEFT__POOL_IMAP(pool, fn, source, source_arg, item_size, result_size, .unordered = true,  \
+                  __VA_ARGS__)
 WEFT_API weft_imap *weft_pool_imap_opts(weft_pool pool, weft_bytes_task fn,
                                         weft_imap_source source, void *source_arg,
                                         size_t item_size, size_t result_size,
@@ -361,5 +369,9 @@ WEFT_API int weft_pool_free(weft_pool pool);
  * attribute. */
 #define weft_pool_scoped __attribute__((cleanup(weft_pool_scope_end))) weft_pool
 WEFT_API void weft_pool_scope_end(weft_pool *pool);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

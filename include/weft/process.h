@@ -27,6 +27,10 @@
 
 #include "common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* A handle to a process object. */
 typedef struct weft_process {
   uint64_t id;
@@ -51,7 +55,8 @@ typedef struct weft_process_options {
  * weft_process_new(task, .arg = &count, .daemon = true). Returns a handle
  * with id 0 on failure: WEFT_EINVAL for a NULL target or a name longer than
  * WEFT_NAME_MAX bytes, WEFT_ENOMEM. */
-#define weft_process_new(target, ...)                                               \
+#define weft_process_new(...) WEFT__PROCESS_NEW(__VA_ARGS__, )
+#define WEFT__PROCESS_NEW(target, ...)                                              \
   weft_process_new_opts((target), &(const weft_process_options){                    \
                                       .size_ = sizeof(weft_process_options), __VA_ARGS__})
 WEFT_API weft_process weft_process_new_opts(weft_process_target target,
@@ -133,5 +138,9 @@ WEFT_API int weft_set_daemon_grace(double seconds);
  * rounded up (which Python ignores, so its pools oversubscribe containers);
  * at least 1. */
 WEFT_API int weft_cpu_count(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -28,6 +28,10 @@
 
 #include "common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* ---- between threads ---- */
 
 /* A queue of pointers between the threads of one process. */
@@ -151,5 +155,9 @@ WEFT_API int weft_mpqueue_close(weft_mpqueue *q);
 /* Unmaps the queue in the calling process (the others keep theirs); the
  * pointer is invalid afterwards. NULL is ignored. */
 WEFT_API int weft_mpqueue_free(weft_mpqueue *q);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -25,6 +25,10 @@
 #include "common.h"
 #include "sync.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* ---- segments ---- */
 
 /* A mapped segment, as seen by one process. */
@@ -45,7 +49,8 @@ typedef struct weft_shm_options {
 /* Creates a zero-filled segment of size bytes and maps it. NULL and
  * weft_last_error() on failure: WEFT_EINVAL (size 0, bad name), WEFT_EEXIST
  * (the name is taken), WEFT_EMFILE, WEFT_ENOMEM. */
-#define weft_shm_new(size, ...)                                                           \
+#define weft_shm_new(...) WEFT__SHM_NEW(__VA_ARGS__, )
+#define WEFT__SHM_NEW(size, ...)                                                          \
   weft_shm_new_opts((size), &(const weft_shm_options){.size_ = sizeof(weft_shm_options),   \
                                                       __VA_ARGS__})
 WEFT_API weft_shm *weft_shm_new_opts(size_t size, const weft_shm_options *opts);
@@ -53,7 +58,8 @@ WEFT_API weft_shm *weft_shm_new_opts(size_t size, const weft_shm_options *opts);
 /* Maps an existing named segment. NULL and weft_last_error() on failure:
  * WEFT_ENOENT (no such name), WEFT_EINVAL (bad name, .size larger than the
  * segment, or a segment of size 0), WEFT_EPERM, WEFT_EMFILE, WEFT_ENOMEM. */
-#define weft_shm_attach(name, ...)                                                        \
+#define weft_shm_attach(...) WEFT__SHM_ATTACH(__VA_ARGS__, )
+#define WEFT__SHM_ATTACH(name, ...)                                                       \
   weft_shm_attach_opts((name), &(const weft_shm_options){.size_ = sizeof(weft_shm_options), \
                                                          __VA_ARGS__})
 WEFT_API weft_shm *weft_shm_attach_opts(const char *name, const weft_shm_options *opts);
@@ -98,13 +104,15 @@ typedef struct weft_value_options {
  * "double", "int64_t", "uint8_t", "size_t", "bool", "char", ...). NULL and
  * weft_last_error() on failure: WEFT_EINVAL (unknown type, .raw with .lock),
  * WEFT_ENOMEM. */
-#define weft_value_new(type, ...)                                                         \
+#define weft_value_new(...) WEFT__VALUE_NEW(__VA_ARGS__, )
+#define WEFT__VALUE_NEW(type, ...)                                                        \
   weft_value_new_opts((type), &(const weft_value_options){                                \
                                   .size_ = sizeof(weft_value_options), __VA_ARGS__})
 WEFT_API weft_value *weft_value_new_opts(const char *type, const weft_value_options *opts);
 
 /* Creates a zeroed array of length elements (length >= 1), as weft_value_new. */
-#define weft_array_new(type, length, ...)                                                 \
+#define weft_array_new(...) WEFT__ARRAY_NEW(__VA_ARGS__, )
+#define WEFT__ARRAY_NEW(type, length, ...)                                                \
   weft_array_new_opts((type), (length), &(const weft_value_options){                      \
                                             .size_ = sizeof(weft_value_options), __VA_ARGS__})
 WEFT_API weft_value *weft_array_new_opts(const char *type, size_t length,
@@ -135,5 +143,9 @@ WEFT_API int weft_value_store(weft_value *value, size_t start, size_t count, con
 /* Unmaps the value in the calling process (invalid afterwards); other
  * processes keep theirs. NULL is ignored. */
 WEFT_API int weft_value_free(weft_value *value);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

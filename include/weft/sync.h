@@ -21,6 +21,10 @@
 
 #include "common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define WEFT__SYNC_STR(x) #x
 #define WEFT__SYNC_XSTR(x) WEFT__SYNC_STR(x)
 /* "file.c:12": where an initialiser was written, for reports. */
@@ -65,7 +69,8 @@ typedef struct weft_lock_options {
 
 /* Initialises an unlocked Lock, e.g. weft_lock_init(&lock) or
  * weft_lock_init(&l, .name = "accounts"). */
-#define weft_lock_init(lock, ...)                                                         \
+#define weft_lock_init(...) WEFT__LOCK_INIT(__VA_ARGS__, )
+#define WEFT__LOCK_INIT(lock, ...)                                                        \
   weft_lock_init_opts((lock), #lock, WEFT__SITE,                                          \
                       &(const weft_lock_options){.size_ = sizeof(weft_lock_options), __VA_ARGS__})
 WEFT_API int weft_lock_init_opts(weft_lock *lock, const char *expr, const char *site,
@@ -104,7 +109,8 @@ typedef struct weft_rlock {
 #define WEFT_RLOCK_INIT {WEFT_LOCK_INIT, 0, 0}
 #define WEFT_RLOCK_INIT_NAMED(name) {WEFT_LOCK_INIT_NAMED(name), 0, 0}
 
-#define weft_rlock_init(rlock, ...)                                                       \
+#define weft_rlock_init(...) WEFT__RLOCK_INIT(__VA_ARGS__, )
+#define WEFT__RLOCK_INIT(rlock, ...)                                                      \
   weft_rlock_init_opts((rlock), #rlock, WEFT__SITE,                                       \
                        &(const weft_lock_options){.size_ = sizeof(weft_lock_options), __VA_ARGS__})
 WEFT_API int weft_rlock_init_opts(weft_rlock *rlock, const char *expr, const char *site,
@@ -148,7 +154,8 @@ typedef struct weft_cond_options {
 
 /* Initialises a Condition, e.g. weft_cond_init(&c, .lock = &mutex). Giving
  * both .lock and .rlock is WEFT_EINVAL. */
-#define weft_cond_init(cond, ...)                                                         \
+#define weft_cond_init(...) WEFT__COND_INIT(__VA_ARGS__, )
+#define WEFT__COND_INIT(cond, ...)                                                        \
   weft_cond_init_opts((cond), #cond, WEFT__SITE,                                          \
                       &(const weft_cond_options){.size_ = sizeof(weft_cond_options), __VA_ARGS__})
 WEFT_API int weft_cond_init_opts(weft_cond *cond, const char *expr, const char *site,
@@ -200,7 +207,8 @@ typedef struct weft_semaphore_options {
 /* Initialises a semaphore with an initial value (Python's default is 1),
  * e.g. weft_semaphore_init(&s, 3) or weft_semaphore_init(&s, 3, .bounded =
  * true). A negative value is WEFT_EINVAL. */
-#define weft_semaphore_init(sem, value, ...)                                              \
+#define weft_semaphore_init(...) WEFT__SEMAPHORE_INIT(__VA_ARGS__, )
+#define WEFT__SEMAPHORE_INIT(sem, value, ...)                                             \
   weft_semaphore_init_opts((sem), (value),                                                \
                            &(const weft_semaphore_options){                                \
                                .size_ = sizeof(weft_semaphore_options), __VA_ARGS__})
@@ -268,7 +276,8 @@ typedef struct weft_barrier_options {
 
 /* Initialises a barrier for parties threads (parties >= 1, else WEFT_EINVAL),
  * e.g. weft_barrier_init(&b, 3, .action = report, .timeout = 5). */
-#define weft_barrier_init(barrier, parties, ...)                                          \
+#define weft_barrier_init(...) WEFT__BARRIER_INIT(__VA_ARGS__, )
+#define WEFT__BARRIER_INIT(barrier, parties, ...)                                         \
   weft_barrier_init_opts((barrier), (parties), &(const weft_barrier_options){             \
                                                    .size_ = sizeof(weft_barrier_options),  \
                                                    __VA_ARGS__})
@@ -293,5 +302,9 @@ WEFT_API int weft_barrier_parties(const weft_barrier *barrier);
 WEFT_API int weft_barrier_n_waiting(weft_barrier *barrier);
 /* Whether the barrier is broken. */
 WEFT_API bool weft_barrier_broken(weft_barrier *barrier);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -29,6 +29,10 @@
 
 #include "common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* A handle to a thread object. */
 typedef struct weft_thread {
   uint64_t id;
@@ -53,7 +57,8 @@ typedef struct weft_thread_options {
  * weft_thread_new(worker, .arg = &job, .daemon = true). The default name
  * uses the target's spelling in the call. Returns a handle with id 0 on
  * failure: WEFT_EINVAL (NULL target, name too long), WEFT_ENOMEM. */
-#define weft_thread_new(target, ...)                                                     \
+#define weft_thread_new(...) WEFT__THREAD_NEW(__VA_ARGS__, )
+#define WEFT__THREAD_NEW(target, ...)                                                    \
   weft_thread_new_opts((target), #target,                                                \
                        &(const weft_thread_options){.size_ = sizeof(weft_thread_options), \
                                                     __VA_ARGS__})
@@ -115,5 +120,9 @@ WEFT_API int weft_enumerate(weft_thread *out, size_t max);
 
 /* Returns the number of live threads, as Python's active_count(). */
 WEFT_API int weft_active_count(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
