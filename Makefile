@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 # User-facing commands. The build itself is CMake's (CMakeLists.txt).
-#   make demo          build and run the tour of the seed's lessons
+#   make demo          build and run the tour of the tutorial's lessons
 #   make test          install test dependencies, build, run every suite
 #                      plain, under ASan+UBSan and under TSan
 #   make bench         run the benchmarks (QUICK=1 for a short run)

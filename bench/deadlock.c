@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Row deadlock_abba_detect: the seed's two-lock program (two threads take
+/* Row deadlock_abba_detect: the tutorial's two-lock program (two threads take
  * two locks in opposite order, one after the other), timed as a whole
  * program under each detector: weft's (weft_detect), ThreadSanitizer's on
  * pthread mutexes (tsan) and valgrind's helgrind. Each impl's note says

@@ -6,7 +6,7 @@
 
 #include "bench.h"
 
-/* ---- value_increment_2p: the seed's §3.6 across processes, on a Value ---- */
+/* ---- value_increment_2p: the tutorial's §3.6 across processes, on a Value ---- */
 
 struct increments {
   weft_value *value;

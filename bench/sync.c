@@ -110,7 +110,7 @@ static void lock_nested(const bench_config *cfg) {
   weft_thread_close(second);
 }
 
-/* ---- lock_contended_2t: the seed's §3.6, lock/increment/unlock per step ---- */
+/* ---- lock_contended_2t: the tutorial's §3.6, lock/increment/unlock per step ---- */
 
 struct counted {
   long iters;

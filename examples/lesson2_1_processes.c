@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Seed §2.1: create two child processes, one dancing and one singing.
- * Main returns right after starting them; like Python, weft then waits for
- * both non-daemon children before the program ends. */
+/* §2.1 创建子进程 (creating child processes): two child processes, one
+ * dancing and one singing. Main returns right after starting them; like
+ * Python, weft then waits for both non-daemon children before the program
+ * ends. */
 #include <stdio.h>
 #include <weft.h>
 

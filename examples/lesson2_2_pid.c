@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Seed §2.2: process ids, current_process(), and a child that kills itself
- * with signal 9 (the parent then reads exit code -9). */
+/* §2.2 获取进程编号和杀死子进程 (process ids, killing a child): process ids,
+ * current_process(), and a child that kills itself with signal 9 (the parent
+ * then reads exit code -9). */
 #define _POSIX_C_SOURCE 200809L /* kill() under -std=c11 */
 #include <signal.h>
 #include <stdio.h>

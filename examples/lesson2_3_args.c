@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Seed §2.3: pass arguments to the child's task (Python's args=(5,)). The
- * child sees the parent's memory as it was at start, so a pointer to any
- * value or struct of the parent works. */
+/* §2.3 子进程传参 (arguments for a child process): pass arguments to the
+ * child's task (Python's args=(5,)). The child sees the parent's memory as
+ * it was at start, so a pointer to any value or struct of the parent works. */
 #include <stdio.h>
 #include <weft.h>
 

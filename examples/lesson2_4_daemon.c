@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Seed §2.4: a daemon child is destroyed when the main process exits, so no
+/* §2.4 主进程退出子进程直接销毁 (the main process exits, its daemon child
+ * goes with it): a daemon child is destroyed when the main process exits, so no
  * line of it follows "over". weft sends it SIGTERM at exit (SIGKILL if it
  * ignores that for a second), and kills it too if the parent itself is
  * killed. The other way: weft_process_terminate(sub_process) before exit. */

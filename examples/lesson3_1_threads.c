@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Seed §3.1: two threads, sing and dance, each printing current_thread().
- * Their lines interleave as the scheduler decides; main returns at once and,
- * as in Python, the program waits for both (non-daemon) threads. */
+/* §3.1 创建子线程 (creating threads): two threads, sing and dance, each
+ * printing current_thread(). Their lines interleave as the scheduler
+ * decides; main returns at once and, as in Python, the program waits for
+ * both (non-daemon) threads. */
 #include <stdio.h>
 #include <weft.h>
 

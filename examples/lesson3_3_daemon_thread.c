@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Seed §3.3: a daemon thread is abandoned when the main thread ends, so no
- * line of it follows "over". (It sleeps 0.6 s where the seed sleeps 0.5 s:
+/* §3.3 关闭主线程销毁子线程 (the main thread ends, its daemon thread goes
+ * with it): a daemon thread is abandoned when the main thread ends, so no
+ * line of it follows "over". (It sleeps 0.6 s where the tutorial sleeps 0.5 s:
  * at 0.5 its third line would race main's "over" at 1 s, and the output would
- * not always be the seed's.) */
+ * not always be the tutorial's.) */
 #include <stdio.h>
 #include <weft.h>
 

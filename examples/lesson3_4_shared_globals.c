@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Seed §3.4: threads share globals. One thread appends 0..4 to a global
- * list; after join, another thread reads the same list. */
+/* §3.4 线程之间共享全局变量 (threads share globals): one thread appends
+ * 0..4 to a global list; after join, another thread reads the same list. */
 #include <stdio.h>
 #include <weft.h>
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Seed §3.5: two threads each add 1 to a global a million times, without a
+/* §3.5 多线程同时对全局变量操作数据发生错误 (threads updating one global lose
+ * updates): two threads each add 1 to a global a million times, without a
  * lock, and updates are lost: both read the same value, both write value+1.
  * The read and the write are separate atomic operations (a relaxed load,
  * then a relaxed store), so the loss is shown without undefined behaviour

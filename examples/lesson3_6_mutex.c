@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Seed §3.6: the same two threads with a mutex. Each holds the lock for its
- * whole loop, as in the seed, so the first prints 1000000 and the second
- * 2000000: no update is lost. */
+/* §3.6 互斥锁 (the mutex): the same two threads with a mutex. Each holds the
+ * lock for its whole loop, as in the tutorial, so the first prints 1000000
+ * and the second 2000000: no update is lost. */
 #include <stdio.h>
 #include <weft.h>
 

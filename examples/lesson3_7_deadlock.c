@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Seed §3.7: a deadlock -- each thread holds one lock and waits for the
+/* §3.7 死锁 (deadlock): each thread holds one lock and waits for the
  * other, and the program stops responding. weft sees it coming: in error
  * mode (as with WEFT_DEADLOCK=error) the acquire that would close the cycle
  * returns WEFT_EDEADLK with a report, that thread backs off, and both

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Seed §4: processes do not share globals. The child appends to a global
- * list in its own copy of memory; the parent's list stays empty. */
+/* §4 进程之间不共享全局变量 (processes do not share globals): the child
+ * appends to a global list in its own copy of memory; the parent's list
+ * stays empty. */
 #include <stdio.h>
 #include <weft.h>
 

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* After seed §4: processes do not share globals, so they talk through
- * objects made for it. A producer process puts messages into a process
- * queue and closes it; a consumer process takes them until the queue says
- * it is closed and drained. Then two processes each add 1 to a shared Value
- * 1,000,000 times, under the Value's lock: §3.6's lesson, across processes,
- * and the sum comes out right. */
+/* 进程间通信 (communication between processes), after §4: processes do not
+ * share globals, so they talk through objects made for it. A producer
+ * process puts messages into a process queue and closes it; a consumer
+ * process takes them until the queue says it is closed and drained. Then two
+ * processes each add 1 to a shared Value 1,000,000 times, under the Value's
+ * lock: §3.6's lesson, across processes, and the sum comes out right. */
 #include <stdio.h>
 #include <string.h>
 #include <weft.h>

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* After seed §2 and §4, what most users of its model end up writing: a
- * process pool. It maps a CPU-bound function (counting primes) over sixteen
+/* 进程池 (the process pool), after §2 and §4: what most users of Python's
+ * processes end up writing, a process pool. It maps a CPU-bound function (counting primes) over sixteen
  * ranges, one per task, while one task crashes on purpose. Python's Pool
  * would hang for ever on that crash; here exactly that task fails, with a
  * report naming the worker and the signal, a new worker takes its place,

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The tour: runs every seed lesson that weft has so far, one after the other,
- * each under a heading, and fails if any lesson fails. The lessons are the
- * programs beside this one; read their sources in examples/. */
+/* The tour: runs every lesson, one after the other, each under its section
+ * number and title in the tutorial the lessons follow (a Chinese tutorial on
+ * concurrency and parallelism), and fails if any lesson fails. The lessons
+ * are the programs beside this one; read their sources in examples/. */
 #define _GNU_SOURCE
 #include <libgen.h>
 #include <limits.h>

@@ -120,7 +120,7 @@ static uint64_t owner_token(void) {
   pid_t me = weft__pid;
   if (__atomic_load_n(&token_pid, __ATOMIC_ACQUIRE) == me)
     return __atomic_load_n(&token_cache, __ATOMIC_RELAXED);
-  uint64_t start = 0; /* without /proc: the pid alone, as before */
+  uint64_t start = 0; /* without /proc: the pid alone */
   weft__os_process_start_time(me, &start);
   uint64_t token = (uint32_t)me | (uint64_t)(uint32_t)start << 32;
   __atomic_store_n(&token_cache, token, __ATOMIC_RELAXED);

@@ -2,7 +2,7 @@
 /* ThreadSanitizer annotations for weft's own locks. Outside a TSan build
  * they compile to nothing. The prototypes and flag values are declared here
  * because the newest sanitizer/tsan_interface.h uses enum syntax that is not
- * valid C11 (see DESIGN.md's traps). */
+ * valid C11 (docs/design.md, Traps). */
 #ifndef WEFT_TSAN_H
 #define WEFT_TSAN_H
 

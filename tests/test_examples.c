@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Tests of the lesson programs in examples/: each one is run as its own
  * program, with stdout and stderr captured through a pipe, and its output is
- * compared with what the seed (§2.1-§2.4, §3.1-§3.6, §4) prints, or for
+ * compared with what the tutorial (§2.1-§2.4, §3.1-§3.6, §4) prints, or for
  * lesson5_ipc (after §4) with what its Python twin would. */
 #define _GNU_SOURCE
 #include <fcntl.h>

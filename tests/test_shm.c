@@ -861,7 +861,7 @@ START_TEST(value_load_store_bounds_and_null) {
 }
 END_TEST
 
-/* The seed's section 3.6 lesson, across processes. */
+/* The tutorial's section 3.6 lesson, across processes. */
 struct counting {
   weft_value *v;
   long iters;

@@ -346,7 +346,7 @@ START_TEST(lock_handoff_loses_no_wakeup) {
 }
 END_TEST
 
-/* One thread runs a loop around the lock (the seed's §3.6 shape) while
+/* One thread runs a loop around the lock (the tutorial's §3.6 shape) while
  * another blocks on it, round after round: a woken waiter that finds the
  * looping thread holding the lock again naps instead of sleeping, and must
  * still get the lock (by fairness, or at the latest when the loop stops),

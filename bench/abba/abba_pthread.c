@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The seed's two-lock program on pthread mutexes, for the deadlock_abba_detect
+/* The tutorial's two-lock program on pthread mutexes, for the deadlock_abba_detect
  * row: thread 1 takes A then B, then thread 2 takes B then A, each ITERS
  * times, one after the other so that it never hangs. Built plain (run under
  * valgrind --tool=helgrind) and with -fsanitize=thread. */

@@ -48,7 +48,7 @@ static void create_join(long iters) {
 }
 
 /* lock_uncontended: lock/unlock pairs while a second thread is alive, or
- * glibc would skip the atomic instructions (DESIGN.md's traps). */
+ * glibc would skip the atomic instructions (docs/design.md, Traps). */
 static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
 static sem_t idle_stop;
 

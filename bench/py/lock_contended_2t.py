@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Python peer of lock_contended_2t (the seed's section 3.6): two threads,
+"""Python peer of lock_contended_2t (the tutorial's section 3.6): two threads,
 each lock / increment / unlock ITERS/2 times. Prints the median ns per lock
 operation. Usage: lock_contended_2t.py ITERS REPS."""
 import statistics
