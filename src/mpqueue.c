@@ -31,7 +31,29 @@
 #define MIN_CAPACITY 64
 #define RECORD_HEADER 8
 #define QNAME_MAX 63
+
+/* Tuning. The rows named are make bench's, on a 2-core VM. */
+/* Sleepers look again at least this often, so that a process that died
+ * between publishing and waking cannot leave them asleep for good: not
+ * measured, a bound on the delay after such a death. */
 #define SLEEP_CAP_NS (100 * 1000 * 1000)
+/* A side lock's waiter (see plock) pauses LOCK_SPINS rounds, then yields
+ * LOCK_YIELDS times, then naps LOCK_NAP_NS at a time: set on
+ * queue_processes, where a side lock is held for one message copy. */
+#define LOCK_SPINS 100
+#define LOCK_YIELDS 1000
+#define LOCK_NAP_NS (1000 * 1000)
+/* Rounds between two checks that the holder process is alive (a /proc
+ * read): not measured, keeps the check a small part of a yielding wait. */
+#define LOCK_CHECK_EVERY 64
+/* A holder that kept the lock this long is stopped (or very slow): only
+ * then does a waiter's deadline count. Not measured: far above a running
+ * holder's longest copy and a scheduler time slice. */
+#define HOLDER_STUCK_NS (20 * 1000 * 1000)
+/* How often a sleeper looks again when it cannot make the barrier with
+ * membarrier(2) and might miss a signal: not measured, a bound on the
+ * delay in that rare case. */
+#define NO_BARRIER_RECHECK_NS (1000 * 1000)
 
 /* One side's position: bytes and messages ever put (or taken). */
 struct side {
@@ -105,13 +127,8 @@ weft_mpqueue *weft_mpqueue_new_opts(const weft_mpqueue_options *o) {
  * so often whether the holder died, and takes the lock over if so. The
  * caller's deadline only counts once one holder kept the lock for
  * HOLDER_STUCK_NS: a put that must not wait still waits for a running
- * putter's copy, as Python's put_nowait waits for the queue's mutex. */
-#define LOCK_SPINS 100
-#define LOCK_YIELDS 1000
-#define LOCK_CHECK_EVERY 64
-/* A holder that kept the lock this long is stopped (or very slow): only
- * then does a waiter's deadline count. */
-#define HOLDER_STUCK_NS (20 * 1000 * 1000)
+ * putter's copy, as Python's put_nowait waits for the queue's mutex. The
+ * constants are at the top of the file. */
 
 static uint64_t token_cache;
 static pid_t token_pid;
@@ -166,7 +183,7 @@ static int plock(uint64_t *l, weft__deadline deadline) {
       weft__tsan_post_lock(l, WEFT__TSAN_TRY_LOCK | WEFT__TSAN_TRY_LOCK_FAILED, 0);
       return WEFT_ETIMEDOUT;
     }
-    weft__os_sleep_until(weft__os_now_ns() + 1000 * 1000);
+    weft__os_sleep_until(weft__os_now_ns() + LOCK_NAP_NS);
   }
   weft__tsan_post_lock(l, 0, 0);
   return 0;
@@ -202,7 +219,7 @@ static void publish(uint64_t *p, uint64_t v) {
  * when the barrier cannot be made, the sleeper looks again every ms. */
 static weft__deadline barrier_or_nap(weft__deadline deadline) {
   if (weft__os_membarrier_global() == 0) return deadline;
-  weft__deadline soon = weft__os_now_ns() + 1000 * 1000;
+  weft__deadline soon = weft__os_now_ns() + NO_BARRIER_RECHECK_NS;
   return soon < deadline ? soon : deadline;
 }
 

@@ -40,6 +40,11 @@
 #include "weft/queue.h"
 #include "weft/thread.h"
 
+/* Tuning. */
+/* weft_progress_bar redraws at most this often (seconds): a display rate,
+ * not measured. */
+#define PROGRESS_REDRAW_S 0.1
+
 /* ---- futures ---- */
 
 struct weft__callback {
@@ -1544,7 +1549,7 @@ void weft_progress_bar(size_t done, size_t total, double elapsed, void *arg) {
   static _Thread_local double last = -1;
   if (!isatty(STDERR_FILENO)) return;
   bool end = total != 0 && done >= total;
-  if (!end && last >= 0 && elapsed - last < 0.1 && elapsed >= last) return;
+  if (!end && last >= 0 && elapsed - last < PROGRESS_REDRAW_S && elapsed >= last) return;
   last = end ? -1 : elapsed;
   const char *label = arg != NULL ? arg : "";
   char bar[31];

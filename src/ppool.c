@@ -43,6 +43,16 @@
 
 #define DEPTH 2 /* tasks in a worker's hands: the running one and the next */
 
+/* Tuning. */
+/* A place left empty because a replacement worker could not start (fork
+ * failed) is tried again this often while the others go on: not measured;
+ * what makes fork fail (memory, the process limit) lasts seconds. */
+#define RETRY_START_NS (1000 * 1000 * 1000)
+/* How soon the collector looks again at a task with a time limit that its
+ * worker has not begun: not measured; a limit shorter than this may be
+ * enforced up to this late. */
+#define UNSTARTED_RECHECK_NS (10 * 1000 * 1000)
+
 enum { MSG_RESULT = 1, MSG_DEAD, MSG_STOP, MSG_WAKE, MSG_SKIPPED };
 
 /* A ticket word: the ticket number << 2 | one of these. */
@@ -438,7 +448,7 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
     if (pp->alive == 0)
       pp->broken = true;
     else {
-      pp->retry_at = weft__os_now_ns() + 1000000000; /* the others go on; try again in 1 s */
+      pp->retry_at = weft__os_now_ns() + RETRY_START_NS; /* the others go on meanwhile */
       __atomic_store_n(&pp->missing, 1, __ATOMIC_RELAXED);
     }
   }
@@ -477,7 +487,7 @@ static weft__deadline check_limits(struct ppool *pp) {
       uint64_t current = __atomic_load_n(&pp->slots[i].current, __ATOMIC_SEQ_CST);
       if (f != w->held.head || current != f->call->seq + 1) {
         /* Not started yet: look again soon. */
-        if (next > now + 10000000) next = now + 10000000;
+        if (next > now + UNSTARTED_RECHECK_NS) next = now + UNSTARTED_RECHECK_NS;
         continue;
       }
       int64_t end = __atomic_load_n(&pp->slots[i].started, __ATOMIC_RELAXED) +
@@ -512,7 +522,7 @@ static weft__deadline refill(struct ppool *pp) {
     for (int i = 0; i < pp->n; i++) {
       if (pp->w[i].proc.id != 0) continue;
       if (start_worker(pp, (uint32_t)i) != 0) {
-        pp->retry_at = weft__os_now_ns() + 1000000000;
+        pp->retry_at = weft__os_now_ns() + RETRY_START_NS;
         next = pp->retry_at;
         break;
       }

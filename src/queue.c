@@ -29,12 +29,25 @@
 #include "weft/queue.h"
 
 #define MIN_CAP 64
-#define LOCK_SPINS 100
 /* A bounded FIFO gets its room up front up to this many items, and grows
  * beyond as an unbounded one does. */
 #define PREALLOC_MAX 1024
+
+/* Tuning. The rows named are make bench's, on a 2-core VM. */
+/* Pause rounds before a side lock's waiter starts yielding: measured on
+ * queue_threads, where a side lock is held for a few instructions. */
+#define LOCK_SPINS 100
+/* The longest gap, in pause rounds, between two looks at the other side's
+ * index while a waiter spins (the gap doubles up to it): set on
+ * queue_threads. */
 #define SPIN_BURST_MAX 64
+/* Pauses of a consumer that has caught up with the producer (see
+ * catch_up_pause): measured on queue_threads, 2-3x faster at 1P1C. */
 #define CATCH_UP_PAUSES 16
+/* How often a sleeper looks again when it cannot make the barrier with
+ * membarrier(2) and might miss a signal: not measured, a bound on the
+ * delay in that rare case. */
+#define NO_BARRIER_RECHECK_NS (1000 * 1000)
 
 struct weft_queue {
   _Alignas(64) uint32_t put_lock;
@@ -283,7 +296,7 @@ static void wait_for(weft_queue *q, weft__chan *c, bool (*ready)(const weft_queu
   /* The other side's barrier (see before_signal); without it, look again
    * every millisecond rather than miss a signal. */
   if (__atomic_load_n(&asymmetric, __ATOMIC_RELAXED) && weft__os_membarrier() != 0) {
-    weft__deadline soon = weft__os_now_ns() + 1000 * 1000;
+    weft__deadline soon = weft__os_now_ns() + NO_BARRIER_RECHECK_NS;
     if (soon < deadline) deadline = soon;
   }
   if (!ready(q) && !is_closed(q)) weft__chan_sleep(c, gen, deadline);

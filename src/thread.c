@@ -22,6 +22,15 @@
 #include "os/os.h"
 #include "runtime.h"
 
+/* Tuning, measured on make bench's thread_start_join row (a 2-core VM, and
+ * the same pinned to one CPU); see join_spins. */
+/* A join that slept and saw the thread end within this long counts its
+ * watch as just short, so the next join watches longer. */
+#define JOIN_SHORT_NS (50 * 1000)
+/* A watching joiner yields its CPU once every this many rounds, in case the
+ * thread it waits for needs that CPU. */
+#define JOIN_YIELD_EVERY 64
+
 enum kind { KIND_WEFT, KIND_MAIN, KIND_DUMMY };
 enum state { ST_INITIAL, ST_STARTED, ST_STOPPED };
 
@@ -223,8 +232,6 @@ int weft_thread_start(weft_thread h) {
  * JOIN_SHORT_NS of sleeping), and halves otherwise, so joins of threads
  * that run on for long soon watch only a few rounds. */
 static uint32_t join_spins = WEFT__SPIN_MAX;
-#define JOIN_SHORT_NS (50 * 1000)
-#define JOIN_YIELD_EVERY 64
 
 static bool watch_for_end(const struct thr *t, uint32_t spins) {
   for (uint32_t i = 1; i <= spins; i++) {
