@@ -63,7 +63,18 @@ int weft_barrier_wait(weft_barrier *b, double timeout) {
   weft__deadline_from(timeout, &deadline);
 
   lock_barrier(b);
-  while (b->draining > 0 && !b->broken) sleep_locked(b, WEFT__NEVER);
+  /* A party of the last cycle that was killed before it left never drains:
+   * waiting for it is bounded by this wait's timeout like any other. */
+  while (b->draining > 0 && !b->broken) {
+    if (sleep_locked(b, deadline) && b->draining > 0 && !b->broken) {
+      b->broken = 1;
+      wake_all_locked(b);
+      unlock_barrier(b);
+      return weft__error(WEFT_EBROKEN,
+                         "barrier: the last cycle's parties did not all leave within %g s; "
+                         "the barrier is broken", timeout);
+    }
+  }
   if (b->broken) {
     unlock_barrier(b);
     return broken_error();

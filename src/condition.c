@@ -10,12 +10,18 @@
  * too, always counts it; and it may take a wake-up only once seq has moved
  * past the value it registered at, so a wait that begins after a notify
  * cannot take that notify's wake-up.
+ *
+ * A notify wakes every sleeper when they belong to several processes
+ * (waiters.h, tracked in `waiters`): a sleeper granted a wake-up and killed
+ * before taking it leaves the wake-up to be taken by a sleeper of another
+ * process instead of sleeping with it.
  */
 #include "deadlock.h"
 #include "internal.h"
 #include "lock.h"
 #include "os/os.h"
 #include "tsan.h"
+#include "waiters.h"
 #include "weft/sync.h"
 
 enum { KIND_OWN, KIND_LOCK, KIND_RLOCK };
@@ -33,6 +39,8 @@ int weft_cond_init_opts(weft_cond *c, const char *expr, const char *site,
   c->kind = o->lock != NULL ? KIND_LOCK : o->rlock != NULL ? KIND_RLOCK : KIND_OWN;
   c->seq = 0;
   c->wt = 0;
+  c->waiters = 0;
+  c->waiter_procs_ = 0;
   return 0;
 }
 
@@ -99,6 +107,7 @@ int weft_cond_wait(weft_cond *c, double timeout) {
                        cond_label(c));
   uint32_t epoch = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE), seq = epoch;
   __atomic_add_fetch(&c->wt, WAITER, __ATOMIC_ACQ_REL);
+  weft__waiters_enter(WEFT__WAITER_SET_OF(c));
   uint32_t levels = 0;
   if (c->kind == KIND_LOCK) {
     if (weft__dd_on) weft__dd_released(c->lock);
@@ -120,6 +129,7 @@ int weft_cond_wait(weft_cond *c, double timeout) {
     }
     seq = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE);
   }
+  weft__waiters_leave(WEFT__WAITER_SET_OF(c));
 
   /* Re-acquire as Python does: without a timeout, whatever the wait's. */
   if (c->kind == KIND_LOCK) {
@@ -172,7 +182,7 @@ int weft_cond_notify(weft_cond *c, int n) {
       break;
   }
   __atomic_add_fetch(&c->seq, 1, __ATOMIC_RELEASE);
-  weft__os_futex_wake(&c->seq, (int)granted);
+  weft__os_futex_wake(&c->seq, weft__waiters_to_wake(WEFT__WAITER_SET_OF(c), (int)granted));
   return 0;
 }
 

@@ -5,14 +5,14 @@
  * flags; a separate counter says how many threads are registered to sleep on
  * it. The pid costs nothing on the fast path and lets a waiter see that a
  * holder *process* died: the kernel's robust-futex list would do that, but
- * glibc owns it (DESIGN.md's traps), and it works per thread while a Python
+ * glibc owns it (docs/design.md, Traps), and it works per thread while a Python
  * Lock may be released by any thread.
  *
  * WOKEN (as in Go's sync.Mutex) means "a sleeper was woken and has not run
  * yet": while it is set a release makes no system call. Without it, two
  * threads taking turns would pay a futex_wake on nearly every release; with
  * it the running thread keeps the lock for long runs while the other wakes,
- * as the seed's §3.6 loop wants. Unregistered threads (the fast path and the
+ * as the tutorial's §3.6 loop wants. Unregistered threads (the fast path and the
  * spinners) leave WOKEN alone; every registered waiter clears it whenever it
  * acts -- takes the lock, goes back to sleep or naps (below) -- so a WOKEN
  * whose wake-up reached nobody asleep cannot outlive the waiters that could
@@ -27,7 +27,7 @@
  * which a thread running a loop around the lock changes every few
  * nanoseconds: a futex_wait on the word failed at once nearly every time,
  * and the waiter, awake, kept taking the lock from the running thread
- * (300,000 hand-overs in the seed's §3.6 loop on a VM whose cores are far
+ * (300,000 hand-overs in the tutorial's §3.6 loop on a VM whose cores are far
  * apart, 95 ns per step where glibc took 25).
  *
  * A woken waiter that finds the lock taken again by the thread that held
@@ -39,12 +39,18 @@
  * system call. Sleeping at once would have it woken by the very next
  * release, before it even reached the kernel, again and again; keeping
  * WOKEN set instead sent every acquire and release of the running thread
- * down its slow path (21 ns per step of the seed's §3.6 loop; 17.5 now).
+ * down its slow path (21 ns per step of the tutorial's §3.6 loop, 17.5 ns with
+ * the nap).
  *
  * Releasing reads `waiters` after clearing the pid and a sleeper reads
  * `seq` and the word after counting itself, all sequentially consistent,
  * so either the sleeper sees the lock free or the release's wake-up
  * changes `seq` after the sleeper read it, and no wake-up is lost.
+ *
+ * Nor is one lost to a sleeper killed between its wake-up and its next
+ * step: while the sleepers belong to several processes a release wakes
+ * them all (waiters.h), so one of each surviving process acts -- takes
+ * the lock, or clears WOKEN and sleeps again so the next release wakes.
  *
  * ThreadSanitizer: a Lock is a binary semaphore (any thread may release it),
  * which TSan's mutex annotations cannot express -- they report a release by
@@ -60,6 +66,7 @@
 #include "lock.h"
 #include "os/os.h"
 #include "tsan.h"
+#include "waiters.h"
 #include "weft/sync.h"
 
 #define STARVING 0x80000000u
@@ -71,7 +78,7 @@
 #define OWNER_CHECK_NS (50 * 1000 * 1000)
 /* Spins before sleeping, for a thread that was just woken from a condition
  * and re-takes its lock: the notifier usually releases it within a few
- * hundred nanoseconds. A plain acquire does not spin: measured on the seed's
+ * hundred nanoseconds. A plain acquire does not spin: measured on the tutorial's
  * §3.6 loop, spinning makes two threads trade the lock on every iteration
  * (a cache-line transfer each, ~50 ns), while sleeping lets one run on. */
 #define REACQUIRE_SPINS 100
@@ -100,7 +107,7 @@ static void set_owner(weft_lock *l) {
   __atomic_store_n(&l->last, t, __ATOMIC_RELAXED);
 }
 
-static uint32_t waiters(weft_lock *l) { return __atomic_load_n(&l->waiters, __ATOMIC_SEQ_CST); }
+static uint32_t waiters(weft_lock *l) { return weft__waiters_count(WEFT__WAITER_SET_OF(l)); }
 
 /* Wakes one sleeper if some are registered, the lock is free and no
  * wake-up is already on its way. A holder that took the lock meanwhile
@@ -111,7 +118,7 @@ static void wake_one(weft_lock *l) {
     if (__atomic_compare_exchange_n(&l->word, &v, v | WOKEN, false, __ATOMIC_SEQ_CST,
                                     __ATOMIC_RELAXED)) {
       __atomic_add_fetch(&l->seq, 1, __ATOMIC_SEQ_CST);
-      weft__os_futex_wake(&l->seq, 1);
+      weft__os_futex_wake(&l->seq, weft__waiters_to_wake(WEFT__WAITER_SET_OF(l), 1));
       return;
     }
   }
@@ -121,7 +128,7 @@ static void wake_one(weft_lock *l) {
  * last one of a starving lock: it hands the wake-up on and lets newcomers
  * in again, or the other sleepers could wait for a wake that never comes. */
 static void leave(weft_lock *l) {
-  bool last = __atomic_sub_fetch(&l->waiters, 1, __ATOMIC_SEQ_CST) == 0;
+  bool last = weft__waiters_leave(WEFT__WAITER_SET_OF(l));
   uint32_t v = __atomic_load_n(&l->word, __ATOMIC_SEQ_CST);
   uint32_t clear = WOKEN | (last ? STARVING : 0);
   while ((v & clear) && !__atomic_compare_exchange_n(&l->word, &v, v & ~clear, false,
@@ -143,7 +150,7 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
     if ((v & PID_MASK) == 0 && cas(&l->word, v, v | me)) return 0;
     weft__cpu_relax();
   }
-  __atomic_add_fetch(&l->waiters, 1, __ATOMIC_SEQ_CST);
+  weft__waiters_enter(WEFT__WAITER_SET_OF(l));
   int64_t since = weft__os_now_ns();
   bool woke = false;
   uint32_t slept_on = 0; /* `last` when this thread went to sleep */
@@ -166,7 +173,7 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
       weft__os_sleep_until(until);
       /* Uncounted and with no wake-up to hand on: nothing to undo. */
       if (weft__deadline_passed(deadline)) return WEFT_ETIMEDOUT;
-      __atomic_add_fetch(&l->waiters, 1, __ATOMIC_SEQ_CST);
+      weft__waiters_enter(WEFT__WAITER_SET_OF(l));
       nap *= 2;
       continue;
     }
@@ -174,7 +181,7 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
       uint32_t next = (v & ~WOKEN) | me;
       if ((v & STARVING) && (!starving || waiters(l) == 1)) next &= ~STARVING;
       if (cas(&l->word, v, next)) {
-        __atomic_sub_fetch(&l->waiters, 1, __ATOMIC_SEQ_CST);
+        weft__waiters_leave(WEFT__WAITER_SET_OF(l));
         return 0;
       }
       continue;
@@ -207,7 +214,7 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
     }
     if (holder != weft__pid && weft__os_process_gone(holder)) {
       if (cas(&l->word, v, (v & ~(PID_MASK | WOKEN)) | me)) {
-        __atomic_sub_fetch(&l->waiters, 1, __ATOMIC_SEQ_CST);
+        weft__waiters_leave(WEFT__WAITER_SET_OF(l));
         return WEFT_EOWNERDEAD;
       }
       continue;

@@ -4,11 +4,14 @@
  * A waiter registers (waiters++) before it re-reads the value, and a
  * releaser adds to the value before it reads waiters; with both sides
  * sequentially consistent one of them always sees the other, so no wake-up
- * is lost and an uncontended release makes no system call. */
+ * is lost and an uncontended release makes no system call. A release wakes
+ * every sleeper when they belong to several processes (waiters.h), so a
+ * woken sleeper killed before it takes its token strands no other. */
 #include <limits.h>
 
 #include "internal.h"
 #include "os/os.h"
+#include "waiters.h"
 #include "weft/sync.h"
 
 int weft_semaphore_init_opts(weft_semaphore *s, int value, const weft_semaphore_options *o) {
@@ -18,6 +21,7 @@ int weft_semaphore_init_opts(weft_semaphore *s, int value, const weft_semaphore_
                        value);
   s->value = (uint32_t)value;
   s->waiters = 0;
+  s->waiter_procs_ = 0;
   s->bound = (uint32_t)value;
   s->bounded = o->bounded;
   s->name = o->name;
@@ -39,15 +43,15 @@ int weft_semaphore_acquire(weft_semaphore *s, double timeout) {
   if (err != 0) return err;
   if (try_take(s)) return 0;
   if (timeout != 0) {
-    __atomic_add_fetch(&s->waiters, 1, __ATOMIC_SEQ_CST);
+    weft__waiters_enter(WEFT__WAITER_SET_OF(s));
     for (;;) {
       if (try_take(s)) {
-        __atomic_sub_fetch(&s->waiters, 1, __ATOMIC_SEQ_CST);
+        weft__waiters_leave(WEFT__WAITER_SET_OF(s));
         return 0;
       }
       if (weft__os_futex_wait(&s->value, 0, deadline) == -ETIMEDOUT) break;
     }
-    __atomic_sub_fetch(&s->waiters, 1, __ATOMIC_SEQ_CST);
+    weft__waiters_leave(WEFT__WAITER_SET_OF(s));
     if (try_take(s)) return 0; /* released just as the timeout ran out */
   }
   return weft__error(WEFT_ETIMEDOUT, "%s: not acquired within %g s",
@@ -65,7 +69,8 @@ int weft_semaphore_release(weft_semaphore *s, int n) {
                                        : "value would overflow");
   } while (!__atomic_compare_exchange_n(&s->value, &v, v + (uint32_t)n, false, __ATOMIC_SEQ_CST,
                                         __ATOMIC_RELAXED));
-  if (__atomic_load_n(&s->waiters, __ATOMIC_SEQ_CST) != 0) weft__os_futex_wake(&s->value, n);
+  if (weft__waiters_count(WEFT__WAITER_SET_OF(s)) != 0)
+    weft__os_futex_wake(&s->value, weft__waiters_to_wake(WEFT__WAITER_SET_OF(s), n));
   return 0;
 }
 

@@ -30,6 +30,20 @@ extern "C" {
 /* "file.c:12": where an initialiser was written, for reports. */
 #define WEFT__SITE __FILE__ ":" WEFT__SYNC_XSTR(__LINE__)
 
+/* The registered waiters of a primitive that may be shared between
+ * processes: how many, and the pid of their process while they all belong
+ * to one (bit 31: they belong to several). weft reads and writes the two
+ * as one 8-byte-aligned 64-bit word, count in the low half. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define WEFT__WAITER_SET      \
+  uint32_t waiter_procs_;     \
+  uint32_t waiters
+#else
+#define WEFT__WAITER_SET      \
+  uint32_t waiters;           \
+  uint32_t waiter_procs_
+#endif
+
 /* ---- shared memory for primitives used between processes ---- */
 
 /* Maps size bytes of zeroed memory shared with every child forked after the
@@ -47,11 +61,11 @@ WEFT_API int weft_shared_free(void *ptr);
  * waiter notice that a holder process died. */
 typedef struct weft_lock {
   uint32_t word;       /* holder pid (0: unlocked) | bit 30: a waiter was woken */
-  uint32_t waiters;    /* threads asleep or about to sleep on seq */
   uint32_t owner;      /* last acquirer: kernel thread id | its fork count << 22; 0 if unlocked */
-  uint32_t pad_;
+  WEFT__WAITER_SET;    /* threads asleep or about to sleep on seq */
   uint32_t seq;        /* futex the waiters sleep on: changed by each wake-up */
   uint32_t last;       /* the last acquirer, as owner, kept after release */
+  uint32_t pad_;
   const char *name;    /* optional, for reports */
   const char *site;    /* where it was initialised, for reports */
 } weft_lock;
@@ -63,9 +77,9 @@ typedef struct weft_lock_options {
 } weft_lock_options;
 
 /* A statically initialised, unlocked Lock. */
-#define WEFT_LOCK_INIT {0, 0, 0, 0, 0, 0, NULL, WEFT__SITE}
+#define WEFT_LOCK_INIT {0, 0, 0, 0, 0, 0, 0, NULL, WEFT__SITE}
 /* The same with a name. */
-#define WEFT_LOCK_INIT_NAMED(name) {0, 0, 0, 0, 0, 0, (name), WEFT__SITE}
+#define WEFT_LOCK_INIT_NAMED(name) {0, 0, 0, 0, 0, 0, 0, (name), WEFT__SITE}
 
 /* Initialises an unlocked Lock, e.g. weft_lock_init(&lock) or
  * weft_lock_init(&l, .name = "accounts"). */
@@ -141,6 +155,7 @@ typedef struct weft_cond {
   uint32_t kind;      /* 0: own RLock, 1: a Lock, 2: an RLock */
   uint32_t seq;       /* futex: bumped by every notify */
   uint64_t wt;        /* waiters << 32 | wake-ups granted by notify, not yet taken */
+  WEFT__WAITER_SET;   /* the waiters' processes (wt counts them for notify) */
 } weft_cond;
 
 typedef struct weft_cond_options {
@@ -150,7 +165,7 @@ typedef struct weft_cond_options {
   const char *name;
 } weft_cond_options;
 
-#define WEFT_COND_INIT {WEFT_RLOCK_INIT, NULL, 0, 0, 0}
+#define WEFT_COND_INIT {WEFT_RLOCK_INIT, NULL, 0, 0, 0, 0, 0}
 
 /* Initialises a Condition, e.g. weft_cond_init(&c, .lock = &mutex). Giving
  * both .lock and .rlock is WEFT_EINVAL. */
@@ -189,8 +204,8 @@ WEFT_API int weft_cond_notify_all(weft_cond *cond);
 
 typedef struct weft_semaphore {
   uint32_t value;   /* futex */
-  uint32_t waiters; /* threads blocked in acquire */
   uint32_t bound;   /* BoundedSemaphore: the largest value */
+  WEFT__WAITER_SET; /* threads blocked in acquire */
   uint32_t bounded; /* 1 for a BoundedSemaphore */
   const char *name;
 } weft_semaphore;
@@ -201,8 +216,8 @@ typedef struct weft_semaphore_options {
   const char *name;
 } weft_semaphore_options;
 
-#define WEFT_SEMAPHORE_INIT(value) {(uint32_t)(value), 0, 0, 0, NULL}
-#define WEFT_BOUNDED_SEMAPHORE_INIT(value) {(uint32_t)(value), 0, (uint32_t)(value), 1, NULL}
+#define WEFT_SEMAPHORE_INIT(value) {(uint32_t)(value), 0, 0, 0, 0, NULL}
+#define WEFT_BOUNDED_SEMAPHORE_INIT(value) {(uint32_t)(value), (uint32_t)(value), 0, 0, 1, NULL}
 
 /* Initialises a semaphore with an initial value (Python's default is 1),
  * e.g. weft_semaphore_init(&s, 3) or weft_semaphore_init(&s, 3, .bounded =
