@@ -6,6 +6,9 @@
  * drained -- every thread that waited in it has seen how it ended -- before a
  * new cycle may begin. Without that, a waiter slow to wake (descheduled,
  * stopped) could find a later cycle already over and misread its own. */
+#include <stdio.h>
+
+#include "deadlock.h"
 #include "internal.h"
 #include "lock.h"
 #include "os/os.h"
@@ -21,6 +24,7 @@ int weft_barrier_init_opts(weft_barrier *b, int parties, const weft_barrier_opti
   b->action = o->action;
   b->arg = o->arg;
   b->timeout = o->timeout > 0 ? o->timeout : -1.0; /* a default of 0 would break every wait */
+  b->init_pid = (uint32_t)weft__pid;
   return 0;
 }
 
@@ -50,6 +54,18 @@ static bool sleep_locked(weft_barrier *b, weft__deadline deadline) {
   int r = weft__os_futex_wait(&b->seq, seq, deadline);
   lock_barrier(b);
   return r == -ETIMEDOUT;
+}
+
+/* A barrier initialised in another process (an ancestor) and living in
+ * private memory has one copy per process, so the parties of other
+ * processes never arrive here. One from a static initialiser cannot be
+ * told from a barrier the threads of one child use among themselves. */
+static void private_copy_check(const weft_barrier *b) {
+  pid_t made_in = (pid_t)b->init_pid;
+  if (made_in == 0 || made_in == weft__pid) return;
+  char what[96];
+  snprintf(what, sizeof what, "a Barrier of %u parties made in process %d", b->parties, (int)made_in);
+  weft__dd_private_copy_check(b, what, "weft_barrier_new", made_in);
 }
 
 static int broken_error(void) {
@@ -89,6 +105,7 @@ int weft_barrier_wait(weft_barrier *b, double timeout) {
     return failed ? broken_error() : (int)index;
   }
   uint32_t generation = b->generation;
+  if (weft__dd_on) private_copy_check(b);
   while (b->generation == generation) {
     if (sleep_locked(b, deadline) && b->generation == generation) {
       /* As in Python, a timeout breaks the barrier for every party. */

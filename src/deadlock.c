@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "lock.h"
 #include "os/os.h"
 #include "weft/deadlock.h"
 #include "weft/thread.h"
@@ -745,7 +746,61 @@ void weft__dd_released(weft_lock *l) {
   pthread_mutex_unlock(&dd_mutex);
 }
 
-int weft__dd_before_block(weft_lock *l) { return live_check(l, me()->pending_site); }
+/* Reports once per object that a waiter sleeps on a primitive in memory
+ * private to this process -- an ordinary global, the stack or malloc, which
+ * fork copies -- when `other` is the process it waits on. Checked before
+ * sleeping only; the page last found shared is remembered per thread. */
+void weft__dd_private_copy_check(const void *obj, const char *what, const char *make, pid_t other) {
+  static _Thread_local uintptr_t shared_page;
+  uintptr_t page = (uintptr_t)obj & ~(uintptr_t)4095;
+  if (page == shared_page) return;
+  if (weft__os_mapping_shared(obj) != 0) {
+    shared_page = page;
+    return;
+  }
+  struct dd_thread *t = me();
+  struct report r = {0};
+  pthread_mutex_lock(&dd_mutex);
+  if (!already_reported(((uint64_t)(uintptr_t)obj ^ 0x9e3779b97f4a7c15ull) * 0x100000001b3ull)) {
+    put(&r,
+        "weft: deadlock: %s (tid %d) waits on %s, which lives in memory private to this\n"
+        "  process (pid %d): an ordinary global, the stack or malloc, which fork copies. Each\n"
+        "  process has its own copy, so nothing process %d does to it can reach this one.\n"
+        "  Create it with %s() (or in weft_shared_alloc() memory) before forking.\n",
+        t->name, (int)t->tid, what, (int)weft__pid, (int)other, make);
+  }
+  pthread_mutex_unlock(&dd_mutex);
+  deliver(&r);
+}
+
+/* Whether the lock's holder is the thread that forked this process (or its
+ * ancestor), which lives on here and may release this copy. */
+static bool held_by_forking_thread(const weft_lock *l, pid_t holder) {
+  uint32_t owner = __atomic_load_n(&l->owner, __ATOMIC_RELAXED);
+  const struct weft__lineage *lin = &weft__proc_lineage;
+  for (int i = 0; i < lin->n; i++)
+    if (lin->pid[i] == holder && WEFT__OWNER_TID(lin->owner[i]) == WEFT__OWNER_TID(owner))
+      return true;
+  return false;
+}
+
+/* A Lock held by another process that a thread of this one waits for: in
+ * private memory the holder took it in its own copy before this process
+ * was forked (by a thread that does not live on here), the classic mistake
+ * of a Lock in an ordinary global used between processes. The wait goes
+ * on: a thread of this process could still release it. */
+static void private_lock_check(weft_lock *l) {
+  pid_t holder = weft__lock_holder_pid(l);
+  if (holder == 0 || holder == weft__pid || held_by_forking_thread(l, holder)) return;
+  char a[128], what[160];
+  snprintf(what, sizeof what, "Lock \"%s\", held by process %d", label(l, a, sizeof a), (int)holder);
+  weft__dd_private_copy_check(l, what, "weft_lock_new", holder);
+}
+
+int weft__dd_before_block(weft_lock *l) {
+  private_lock_check(l);
+  return live_check(l, me()->pending_site);
+}
 
 void weft__dd_after_block(void) {
   if (self_p == NULL) return;

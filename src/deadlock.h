@@ -6,6 +6,7 @@
 #define WEFT_DEADLOCK_INTERNAL_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "weft/sync.h"
 
@@ -28,6 +29,13 @@ void weft__dd_released(weft_lock *lock);
  * owners and the locks they wait for. Returns 0, or WEFT_EDEADLK in error
  * mode if the chain comes back to the caller. */
 int weft__dd_before_block(weft_lock *lock);
+
+/* Before a thread sleeps on a primitive that another process (other) is to
+ * act on: reports once if the primitive lives in memory private to this
+ * process, where no other process can reach it. what names it for the
+ * report ("Barrier \"b\""), make is the call that would have shared it. */
+void weft__dd_private_copy_check(const void *obj, const char *what, const char *make,
+                                 pid_t other);
 
 /* After such a sleep ended. */
 void weft__dd_after_block(void);

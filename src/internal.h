@@ -41,6 +41,9 @@ struct weft__lineage {
 };
 extern _Thread_local struct weft__lineage weft__tls_lineage
     __attribute__((tls_model("initial-exec")));
+/* The lineage of the thread that forked this process, for every thread of
+ * it (empty in the first process). */
+extern struct weft__lineage weft__proc_lineage;
 
 /* The calling thread's kernel thread id. */
 pid_t weft__tid_slow(void);

@@ -369,6 +369,10 @@ int weft_rlock_init_opts(weft_rlock *r, const char *expr, const char *site,
   return 0;
 }
 
+pid_t weft__lock_holder_pid(const weft_lock *l) {
+  return (pid_t)(__atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK);
+}
+
 bool weft__lock_held_by_caller(const weft_lock *l) {
   uint32_t holder = __atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK;
   uint32_t owner = __atomic_load_n(&l->owner, __ATOMIC_RELAXED);

@@ -21,6 +21,9 @@ int weft__lock_reacquire(weft_lock *lock);
 /* Releases a Lock: 0, or WEFT_EPERM if it was not locked. */
 int weft__lock_release(weft_lock *lock);
 
+/* The pid of the process holding the lock, 0 if it is free. */
+pid_t weft__lock_holder_pid(const weft_lock *lock);
+
 /* Whether the calling thread acquired the lock (or, in a child, the thread
  * that forked it did, in the parent). */
 bool weft__lock_held_by_caller(const weft_lock *lock);

@@ -18,6 +18,7 @@
 pid_t weft__pid;
 _Thread_local pid_t weft__tls_tid __attribute__((tls_model("initial-exec")));
 _Thread_local struct weft__lineage weft__tls_lineage __attribute__((tls_model("initial-exec")));
+struct weft__lineage weft__proc_lineage;
 _Thread_local uint32_t weft__tls_forks __attribute__((tls_model("initial-exec")));
 
 #ifdef WEFT__TSAN
@@ -54,6 +55,7 @@ WEFT__HOT static void after_fork_child(void) {
   l->pid[0] = weft__pid;
   l->owner[0] = weft__owner_token(); /* tid cached by before_fork */
   l->n = keep + 1;
+  weft__proc_lineage = *l;
   tsan_after_fork_child();
   weft__pid = getpid();
   weft__tls_tid = 0;
@@ -62,6 +64,7 @@ WEFT__HOT static void after_fork_child(void) {
   weft__thread_after_fork_child();
   weft__dd_after_fork_child();
   weft__pool_after_fork_child();
+  weft__shared_after_fork_child();
 }
 
 /* Python's order: join the non-daemon threads, then end the children; then
@@ -81,12 +84,14 @@ static void before_fork(void) {
   weft__process_before_fork();
   weft__dd_before_fork();
   weft__shm_before_fork();
+  weft__shared_before_fork();
   tsan_before_fork();
 }
 
 static void after_fork_parent(void) {
   /* From now on this thread's acquisitions are not the child's. */
   weft__tls_forks = (weft__tls_forks + 1) & WEFT__OWNER_FORKS_MASK;
+  weft__shared_after_fork_parent();
   weft__shm_after_fork_parent();
   weft__dd_after_fork_parent();
   weft__process_after_fork_parent();

@@ -27,6 +27,12 @@ void weft__shm_exit_rules(void);
 void weft__shm_before_fork(void);
 void weft__shm_after_fork_parent(void);
 
+/* Shared memory blocks (shared.c): the set of blocks this process mapped
+ * stays whole across fork. */
+void weft__shared_before_fork(void);
+void weft__shared_after_fork_parent(void);
+void weft__shared_after_fork_child(void);
+
 /* Pool subsystem hooks (pool.c). */
 void weft__pool_before_fork(void);
 void weft__pool_exit_rules(void);

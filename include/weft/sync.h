@@ -274,7 +274,7 @@ typedef struct weft_barrier {
   uint32_t draining;   /* waiters of the last ended cycle yet to leave */
   uint32_t ended_broken; /* how the last cycle ended */
   uint32_t broken;     /* broken until reset */
-  uint32_t pad_;
+  uint32_t init_pid;   /* the process that initialised it; 0: a static initialiser */
   weft_barrier_action action;
   void *arg;
   double timeout;      /* default timeout of wait; negative: none */
@@ -317,6 +317,64 @@ WEFT_API int weft_barrier_parties(const weft_barrier *barrier);
 WEFT_API int weft_barrier_n_waiting(weft_barrier *barrier);
 /* Whether the barrier is broken. */
 WEFT_API bool weft_barrier_broken(weft_barrier *barrier);
+
+/* ---- shared between processes: multiprocessing.Lock(), RLock(), ... ----
+ *
+ * Each of these allocates the primitive in memory shared with every child
+ * forked after the call (as weft_shared_alloc does) and initialises it as
+ * its init function would, so it works across fork as Python's
+ * multiprocessing primitives do. They return NULL and set weft_last_error()
+ * on failure (WEFT_EINVAL, WEFT_ENOMEM). The matching free unmaps the
+ * object in the calling process only (each process that has it may free its
+ * own view; the memory goes with the last); freeing NULL does nothing, and
+ * a second free is WEFT_ECLOSED. A primitive initialised in private memory
+ * (an ordinary global, the stack, malloc) is copied by fork instead: each
+ * process then has its own, and a waiter in one is never woken by another. */
+
+/* A Lock (multiprocessing.Lock()), e.g. weft_lock_new(.name = "accounts"). */
+#define weft_lock_new(...)                                                                \
+  weft_lock_new_opts(WEFT__SITE, &(const weft_lock_options){.size_ = sizeof(weft_lock_options), \
+                                                            __VA_ARGS__})
+WEFT_API weft_lock *weft_lock_new_opts(const char *site, const weft_lock_options *opts);
+WEFT_API int weft_lock_free(weft_lock *lock);
+
+/* An RLock (multiprocessing.RLock()). */
+#define weft_rlock_new(...)                                                               \
+  weft_rlock_new_opts(WEFT__SITE, &(const weft_lock_options){                             \
+                                      .size_ = sizeof(weft_lock_options), __VA_ARGS__})
+WEFT_API weft_rlock *weft_rlock_new_opts(const char *site, const weft_lock_options *opts);
+WEFT_API int weft_rlock_free(weft_rlock *rlock);
+
+/* A Condition (multiprocessing.Condition()); a .lock or .rlock given must be
+ * shared too (from weft_lock_new / weft_rlock_new). */
+#define weft_cond_new(...)                                                                \
+  weft_cond_new_opts(WEFT__SITE, &(const weft_cond_options){                              \
+                                     .size_ = sizeof(weft_cond_options), __VA_ARGS__})
+WEFT_API weft_cond *weft_cond_new_opts(const char *site, const weft_cond_options *opts);
+WEFT_API int weft_cond_free(weft_cond *cond);
+
+/* A Semaphore (multiprocessing.Semaphore(value)), or with .bounded = true a
+ * BoundedSemaphore; a negative value is WEFT_EINVAL. */
+#define weft_semaphore_new(...) WEFT__SEMAPHORE_NEW(__VA_ARGS__, )
+#define WEFT__SEMAPHORE_NEW(value, ...)                                                   \
+  weft_semaphore_new_opts((value), &(const weft_semaphore_options){                       \
+                                       .size_ = sizeof(weft_semaphore_options), __VA_ARGS__})
+WEFT_API weft_semaphore *weft_semaphore_new_opts(int value, const weft_semaphore_options *opts);
+WEFT_API int weft_semaphore_free(weft_semaphore *sem);
+
+/* An Event (multiprocessing.Event()). */
+WEFT_API weft_event *weft_event_new(void);
+WEFT_API int weft_event_free(weft_event *event);
+
+/* A Barrier (multiprocessing.Barrier(parties)); parties < 1 is WEFT_EINVAL.
+ * Its .action runs in whichever process arrives last, and its .arg must
+ * point into shared memory to mean the same data in every process. */
+#define weft_barrier_new(...) WEFT__BARRIER_NEW(__VA_ARGS__, )
+#define WEFT__BARRIER_NEW(parties, ...)                                                   \
+  weft_barrier_new_opts((parties), &(const weft_barrier_options){                         \
+                                       .size_ = sizeof(weft_barrier_options), __VA_ARGS__})
+WEFT_API weft_barrier *weft_barrier_new_opts(int parties, const weft_barrier_options *opts);
+WEFT_API int weft_barrier_free(weft_barrier *barrier);
 
 #ifdef __cplusplus
 }

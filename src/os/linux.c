@@ -417,3 +417,42 @@ void weft__os_shm_close(int fd) {
   close(fd);
   UNSEEN_FD_END();
 }
+
+/* Parses one /proc/self/maps line "lo-hi perms ..."; 1 shared, 0 private,
+ * -1 if addr is not inside it. */
+static int maps_line_says(const char *line, uintptr_t addr) {
+  char *end;
+  unsigned long lo = strtoul(line, &end, 16);
+  if (*end != '-') return -1;
+  unsigned long hi = strtoul(end + 1, &end, 16);
+  if (*end != ' ' || addr < lo || addr >= hi) return -1;
+  return end[4] == 's' ? 1 : 0; /* perms are "rwxs" or "rwxp" */
+}
+
+int weft__os_mapping_shared(const void *addr) {
+  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  char buf[4096];
+  size_t have = 0;
+  int found = -ENOENT;
+  for (;;) {
+    ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    have += (size_t)n;
+    buf[have] = '\0';
+    char *line = buf, *nl;
+    while (found == -ENOENT && (nl = strchr(line, '\n')) != NULL) {
+      *nl = '\0';
+      int r = maps_line_says(line, (uintptr_t)addr);
+      if (r >= 0) found = r;
+      line = nl + 1;
+    }
+    if (found != -ENOENT) break;
+    have = (size_t)(buf + have - line);
+    memmove(buf, line, have);
+    if (have == sizeof buf - 1) have = 0; /* a line longer than the buffer: skip it */
+  }
+  close(fd);
+  return found;
+}

@@ -43,6 +43,11 @@ int weft__os_thread_count(void);
  * Returns NULL (errno set) on failure. */
 void *weft__os_map_shared(size_t size);
 
+/* Whether addr lies in a mapping shared with other processes (1), in one
+ * private to the caller (0), or cannot be told (a negated errno), from
+ * /proc/self/maps. Slow: for diagnostics only. */
+int weft__os_mapping_shared(const void *addr);
+
 /* Unmaps what weft__os_map_shared returned. */
 int weft__os_unmap(void *addr, size_t size);
 
