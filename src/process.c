@@ -21,9 +21,11 @@
 #include "internal.h"
 #include "os/os.h"
 #include "runtime.h"
+#include "spawn.h"
 #include "weft/process.h"
 
 enum kind { KIND_MAIN, KIND_CHILD };
+enum method { METHOD_FORK, METHOD_SPAWN };
 enum state { ST_INITIAL, ST_STARTING, ST_STARTED, ST_STOPPED };
 
 struct proc {
@@ -34,6 +36,9 @@ struct proc {
   bool daemon;
   weft_process_target target;
   void *arg;
+  void *args;       /* the bytes of .args, owned; the target's argument when set */
+  size_t args_size;
+  enum method method;
   pid_t pid;
   pid_t parent_pid; /* the process that created the object; 0 for MainProcess */
   int pidfd;        /* -1 when none; kept while threads poll it */
@@ -67,15 +72,19 @@ static struct proc *current = &main_proc; /* this process's own object */
 static struct proc *parent;               /* its parent's object; NULL in the main process */
 static unsigned child_counter;            /* numbers the default names of children */
 static double daemon_grace = 1.0;
+static enum method default_method = METHOD_FORK;
 /* The main thread's name, which a child forked by the forker thread would
  * otherwise inherit as "weft-forker". */
 static char main_comm[16];
+
+static void read_method_from_environment(void);
 
 void weft__process_init(void) {
   main_proc.pid = weft__pid;
   weft__os_get_thread_name(main_comm, sizeof main_comm);
   main_proc.refs = 1;
   main_proc.id = weft__handle_add(&table, &main_proc);
+  read_method_from_environment();
 }
 
 /* ---- references and lookup (registry held) ---- */
@@ -92,6 +101,8 @@ static struct proc *get_locked(weft_process h, const char *fn) {
 
 static void put_locked(struct proc *p) {
   if (--p->refs == 0 && p != &main_proc) {
+    free(p->args);
+    p->args = NULL;
     if (p->pidfd >= 0) {
       weft__os_close(p->pidfd);
       open_pidfds--;
@@ -221,6 +232,46 @@ static int wait_parent(pid_t pid, weft__deadline deadline) {
 
 /* ---- creation ---- */
 
+/* ---- start methods ---- */
+
+static const char *const method_names[] = {[METHOD_FORK] = "fork", [METHOD_SPAWN] = "spawn"};
+
+static int parse_method(const char *name, enum method *out, const char *call) {
+  if (name == NULL) return weft__error(WEFT_EINVAL, "%s: the start method is NULL", call);
+  for (size_t i = 0; i < WEFT__ARRAY_SIZE(method_names); i++) {
+    if (strcmp(name, method_names[i]) == 0) {
+      *out = (enum method)i;
+      return 0;
+    }
+  }
+  if (strcmp(name, "forkserver") == 0)
+    return weft__error(WEFT_ENOSYS, "%s: the forkserver start method is not available yet; use "
+                                    "\"spawn\" or \"fork\"", call);
+  return weft__error(WEFT_EINVAL, "%s: unknown start method \"%s\" (\"fork\" or \"spawn\")", call,
+                     name);
+}
+
+int weft_set_start_method(const char *method) {
+  enum method m;
+  int err = parse_method(method, &m, "weft_set_start_method");
+  if (err != 0) return err;
+  __atomic_store_n(&default_method, m, __ATOMIC_RELAXED);
+  return 0;
+}
+
+const char *weft_get_start_method(void) {
+  return method_names[__atomic_load_n(&default_method, __ATOMIC_RELAXED)];
+}
+
+/* The program's default from WEFT_START_METHOD; a wrong value is said once
+ * on stderr and leaves fork. */
+static void read_method_from_environment(void) {
+  const char *env = getenv("WEFT_START_METHOD");
+  if (env == NULL || *env == '\0') return;
+  if (weft_set_start_method(env) != 0)
+    fprintf(stderr, "weft: WEFT_START_METHOD: %s\n", weft_last_error());
+}
+
 weft_process weft_process_new_opts(weft_process_target target, const weft_process_options *o) {
   weft_process none = {0};
   if (target == NULL) {
@@ -231,6 +282,33 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
     weft__error(WEFT_EINVAL, "weft_process_new: name is longer than %d bytes", WEFT_NAME_MAX);
     return none;
   }
+  enum method method = default_method;
+  if (o->start_method != NULL && parse_method(o->start_method, &method, "weft_process_new") != 0)
+    return none;
+  if (o->args_size > 0 && o->args == NULL) {
+    weft__error(WEFT_EINVAL, "weft_process_new: .args is NULL but .args_size is %zu", o->args_size);
+    return none;
+  }
+  if (o->args_size > 0 && o->arg != NULL) {
+    weft__error(WEFT_EINVAL, "weft_process_new: give .arg or .args, not both");
+    return none;
+  }
+  if (method == METHOD_SPAWN && o->arg != NULL) {
+    weft__error(WEFT_EINVAL,
+                "weft_process_new: a spawned child cannot follow the parent's pointer .arg; "
+                "pass the bytes with .args and .args_size");
+    return none;
+  }
+  if (method == METHOD_SPAWN && weft__spawn_check_target((const void *)target, "weft_process_new") != 0)
+    return none;
+  void *args = NULL;
+  if (o->args_size > 0) {
+    if ((args = malloc(o->args_size)) == NULL) {
+      weft__error(WEFT_ENOMEM, "weft_process_new: out of memory for %zu bytes of .args", o->args_size);
+      return none;
+    }
+    memcpy(args, o->args, o->args_size);
+  }
   pthread_mutex_lock(&registry);
   struct proc *p = spares;
   if (p != NULL) {
@@ -239,13 +317,17 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
     memset(p, 0, sizeof *p);
   } else if ((p = calloc(1, sizeof *p)) == NULL) {
     pthread_mutex_unlock(&registry);
+    free(args);
     weft__error(WEFT_ENOMEM, "weft_process_new: out of memory");
     return none;
   }
   p->kind = KIND_CHILD;
   p->state = ST_INITIAL;
   p->target = target;
-  p->arg = o->arg;
+  p->arg = args != NULL ? args : o->arg;
+  p->args = args;
+  p->args_size = o->args_size;
+  p->method = method;
   p->daemon = o->daemon || current->daemon; /* Python copies the creator's config */
   p->pidfd = -1;
   p->refs = 1;
@@ -261,6 +343,7 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
     snprintf(p->name, sizeof p->name, "Process-%s", p->identity);
   p->id = weft__handle_add(&table, p);
   if (p->id == 0) {
+    free(args);
     free(p);
     pthread_mutex_unlock(&registry);
     weft__error(WEFT_ENOMEM, "weft_process_new: out of memory");
@@ -286,6 +369,7 @@ struct start_req {
   int spare_fd;      /* reserved by the parent so pidfd_open cannot hit EMFILE */
   bool via_forker;   /* forked by the forker thread: restore mask and name */
   sigset_t mask;     /* the starting thread's signal mask */
+  const struct weft__spawn_req *spawn; /* NULL: fork */
 };
 
 /* Runs in the new child and never returns. The fork handler has already
@@ -317,7 +401,54 @@ WEFT__HOT static _Noreturn void child_main(const struct start_req *req) {
   exit(p->target(p->arg));
 }
 
+/* Starts the child by the request's method: the one place that knows them. */
+/* A spawned child's start-up, from weft__spawn_child_main: the objects of
+ * the child and its parent, as a forked child inherits them. */
+_Noreturn void weft__process_run_spawned(int (*target)(void *), void *arg, bool daemon,
+                                         const char *name, const char *identity,
+                                         pid_t parent_pid, const char *parent_name,
+                                         const char *parent_identity);
+_Noreturn void weft__process_run_spawned(int (*target)(void *), void *arg, bool daemon,
+                                         const char *name, const char *identity,
+                                         pid_t parent_pid, const char *parent_name,
+                                         const char *parent_identity) {
+  if (daemon && (weft__os_set_parent_death_signal(SIGKILL) < 0 || weft__os_getppid() != parent_pid))
+    raise(SIGKILL);
+  struct proc *me = calloc(1, sizeof *me), *up = calloc(1, sizeof *up);
+  if (me == NULL || up == NULL) {
+    fprintf(stderr, "weft: spawned child %d: out of memory\n", (int)weft__pid);
+    _exit(255);
+  }
+  up->kind = parent_identity[0] != '\0' ? KIND_CHILD : KIND_MAIN;
+  up->state = ST_STARTED;
+  up->pid = parent_pid;
+  up->pidfd = -1;
+  up->refs = 1;
+  snprintf(up->name, sizeof up->name, "%s", parent_name);
+  snprintf(up->identity, sizeof up->identity, "%s", parent_identity);
+  me->kind = KIND_CHILD;
+  me->state = ST_STARTING; /* as a forked child's own object: the parent's view */
+  me->daemon = daemon;
+  me->parent_pid = parent_pid;
+  me->target = target;
+  me->arg = arg;
+  me->pidfd = -1;
+  me->refs = 1;
+  snprintf(me->name, sizeof me->name, "%s", name);
+  snprintf(me->identity, sizeof me->identity, "%s", identity);
+  pthread_mutex_lock(&registry);
+  up->id = weft__handle_add(&table, up);
+  me->id = weft__handle_add(&table, me);
+  parent = up;
+  current = me;
+  child_counter = 0;
+  pthread_mutex_unlock(&registry);
+  on_exit(child_on_exit, NULL);
+  exit(target(arg));
+}
+
 WEFT__HOT static pid_t fork_child(const struct start_req *req) {
+  if (req->spawn != NULL) return weft__spawn_start(req->spawn);
   pid_t pid = weft__os_fork();
   if (pid == 0) child_main(req);
   return pid;
@@ -432,6 +563,16 @@ int weft_process_start(weft_process h) {
   bool via_forker = p->daemon && weft__os_gettid() != weft__pid;
   int cancel_state = weft__nocancel_begin();
   struct start_req req = {.p = p, .parent_pid = weft__pid, .spare_fd = weft__os_reserve_fd()};
+  struct weft__spawn_req spawn = {.target = (const void *)p->target,
+                                  .args = p->args,
+                                  .args_size = p->args_size,
+                                  .daemon = p->daemon,
+                                  .name = p->name,
+                                  .identity = p->identity,
+                                  .parent_pid = weft__pid,
+                                  .parent_name = current->name,
+                                  .parent_identity = current->identity};
+  if (p->method == METHOD_SPAWN) req.spawn = &spawn;
   pid_t pid = req.spare_fd; /* a failure to reserve is reported before any fork */
   int pidfd = -1;
   if (req.spare_fd >= 0) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "os/os.h"
+#include "spawn.h"
 #include "tsan.h"
 
 pid_t weft__pid;
@@ -114,4 +115,5 @@ __attribute__((constructor)) static void weft__init(void) {
   weft__dd_init();
   pthread_atfork(before_fork, after_fork_parent, after_fork_child);
   atexit(at_exit);
+  weft__spawn_child_main(); /* in a spawned child: runs its target, never returns */
 }

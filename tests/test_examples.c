@@ -354,6 +354,26 @@ START_TEST(lesson4_isolation) {
 }
 END_TEST
 
+START_TEST(lesson4_start_methods) {
+  static struct run r;
+  run_program("lesson4_start_methods", &r);
+  assert_exit_zero("lesson4_start_methods", &r);
+  ck_assert_msg(r.eof, "lesson4_start_methods: pipe still open after exit; output:\n%s", r.out);
+  const char *want = "主进程：全局变量 = 100，已占用 256 MiB 内存\n"
+                     "fork 启动的子进程看到的全局变量：100\n"
+                     "spawn 启动的子进程看到的全局变量：0\n";
+  ck_assert_msg(strncmp(r.out, want, strlen(want)) == 0,
+                "lesson4_start_methods: output is\n%s\nexpected it to start with\n%s", r.out, want);
+  double fork_ms = -1, spawn_ms = -1;
+  const char *f = strstr(r.out, "fork：启动并等待子进程结束用时 ");
+  const char *s = strstr(r.out, "spawn：启动并等待子进程结束用时 ");
+  ck_assert_msg(f != NULL && s != NULL, "no timing lines; output:\n%s", r.out);
+  ck_assert_int_eq(sscanf(strchr(f, ' ') + 1, "%lf", &fork_ms), 1);
+  ck_assert_int_eq(sscanf(strchr(s, ' ') + 1, "%lf", &spawn_ms), 1);
+  ck_assert(fork_ms > 0 && spawn_ms > 0);
+}
+END_TEST
+
 START_TEST(lesson5_ipc) {
   static struct run r;
   run_program("lesson5_ipc", &r);
@@ -486,6 +506,10 @@ Suite *weft_test_suite(void) {
 
   tc = weft_tcase("lesson3_7_deadlock", 30);
   tcase_add_test(tc, lesson3_7_deadlock);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("lesson4_start_methods", 60);
+  tcase_add_test(tc, lesson4_start_methods);
   suite_add_tcase(s, tc);
 
   tc = weft_tcase("lesson4_isolation", 20);

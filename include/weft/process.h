@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* weft/process.h — processes with the semantics of Python's
- * multiprocessing.Process, started by fork.
+ * multiprocessing.Process, started by fork (the default) or spawn.
  *
  *     int dance(void *arg) { ...; return 0; }
  *     weft_process p = weft_process_new(dance, .name = "myprocess1");
@@ -44,17 +44,24 @@ typedef int (*weft_process_target)(void *arg);
 typedef struct weft_process_options {
   size_t size_;     /* set by the weft_process_new macro; do not set it */
   const char *name; /* NULL: "Process-N" (or "Process-1:N" in Process-1) */
-  void *arg;        /* passed to the target; the child sees the parent's memory as at start */
+  void *arg;        /* passed to the target (fork only): the child sees the parent's memory */
   bool daemon;      /* terminated when the parent exits or dies */
+  const void *args; /* args_size bytes copied at creation; the target gets the child's copy */
+  size_t args_size;
+  const char *start_method; /* "fork", "spawn"; NULL: weft_get_start_method() */
 } weft_process_options;
 
 /* The largest string weft_process_repr writes, with its final NUL. */
 #define WEFT_PROCESS_REPR_MAX (WEFT_NAME_MAX + 96)
 
 /* Creates a process object that will run target(arg) when started, e.g.
- * weft_process_new(task, .arg = &count, .daemon = true). Returns a handle
- * with id 0 on failure: WEFT_EINVAL for a NULL target or a name longer than
- * WEFT_NAME_MAX bytes, WEFT_ENOMEM. */
+ * weft_process_new(task, .arg = &count, .daemon = true), or with bytes
+ * that travel to the child whatever the start method,
+ * weft_process_new(task, .args = &count, .args_size = sizeof count) -- the
+ * target then gets a pointer to the child's copy. Returns a handle with id
+ * 0 on failure: WEFT_EINVAL for a NULL target, a name longer than
+ * WEFT_NAME_MAX bytes, both .arg and .args, an unknown start method, or a
+ * spawn target that another run of the program cannot find; WEFT_ENOMEM. */
 #define weft_process_new(...) WEFT__PROCESS_NEW(__VA_ARGS__, )
 #define WEFT__PROCESS_NEW(target, ...)                                              \
   weft_process_new_opts((target), &(const weft_process_options){                    \
@@ -116,6 +123,26 @@ WEFT_API int weft_process_set_daemon(weft_process p, bool daemon);
  * The state is initial, started, stopped, or unknown when the caller is not
  * the parent. */
 WEFT_API char *weft_process_repr(weft_process p, char *buf, size_t size);
+
+/* ---- start methods (Python's set_start_method) ----
+ *   "fork"   the child is a copy of the parent (the default): it sees the
+ *            parent's memory, and .arg pointers work
+ *   "spawn"  the child is a fresh run of the program's own image that runs
+ *            only the target, after weft's start-up and before the
+ *            program's own constructors and main; it sees none of the
+ *            parent's memory, gets .args as a copy, and is started without
+ *            copying the parent's address space (fast from a large parent,
+ *            and safe from a parent whose other threads hold locks)
+ * The environment variable WEFT_START_METHOD sets the program's default at
+ * start-up; a process's .start_method overrides it. */
+
+/* Sets the default start method for processes created afterwards.
+ * WEFT_EINVAL for NULL or an unknown name; WEFT_ENOSYS for "forkserver",
+ * which weft does not offer yet. */
+WEFT_API int weft_set_start_method(const char *method);
+
+/* Returns the default start method's name ("fork" unless set). */
+WEFT_API const char *weft_get_start_method(void);
 
 /* Returns the handle of the calling process: "MainProcess" in the program's
  * first process, the child's own object in a process weft started. */

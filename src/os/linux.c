@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -455,4 +456,39 @@ int weft__os_mapping_shared(const void *addr) {
   }
   close(fd);
   return found;
+}
+
+extern char **environ;
+
+pid_t weft__os_spawn_self(int fd, const char *env) {
+  size_t n = 0;
+  while (environ[n] != NULL) n++;
+  char **envp = malloc((n + 2) * sizeof *envp);
+  if (envp == NULL) return -ENOMEM;
+  memcpy(envp, environ, n * sizeof *envp);
+  envp[n] = (char *)env;
+  envp[n + 1] = NULL;
+  char *argv[] = {program_invocation_name, NULL};
+  posix_spawn_file_actions_t fa;
+  int r = posix_spawn_file_actions_init(&fa);
+  if (r == 0) r = posix_spawn_file_actions_adddup2(&fa, fd, 3);
+  if (r == 0) r = posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+  pid_t pid = -1;
+  if (r == 0) r = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, envp);
+  posix_spawn_file_actions_destroy(&fa);
+  free(envp);
+  return r != 0 ? -r : pid;
+}
+
+int weft__os_read_all(int fd, void *buf, size_t len) {
+  char *p = buf;
+  while (len > 0) {
+    ssize_t n = read(fd, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -errno;
+    if (n == 0) return -EPIPE;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
 }

@@ -73,6 +73,18 @@ int weft__os_wait_readable(int fd, int64_t deadline_ns);
  * errno (-EAGAIN, -ENOMEM) when no child was made. */
 pid_t weft__os_fork(void);
 
+/* Starts a fresh run of the calling program's own image (/proc/self/exe)
+ * as a child, without copying the caller's address space (posix_spawn:
+ * clone with CLONE_VM | CLONE_VFORK, then exec). The child gets the
+ * caller's stdin, stdout and stderr, fd as its descriptor 3 and no other
+ * descriptor, and the caller's environment plus the one assignment env
+ * ("NAME=value"). Returns the child's pid or a negated errno. */
+pid_t weft__os_spawn_self(int fd, const char *env);
+
+/* Reads exactly len bytes from fd, retrying on EINTR and short reads.
+ * 0, -EPIPE at end of file before len bytes, or -errno. */
+int weft__os_read_all(int fd, void *buf, size_t len);
+
 /* Kills and reaps a child the caller cannot track (no pidfd could be opened). */
 void weft__os_kill_and_reap(pid_t pid);
 

@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: MIT */
+/* The spawn start method (spawn.h).
+ *
+ * The parent starts /proc/self/exe with posix_spawn, which does not copy
+ * the parent's page tables (clone with CLONE_VM | CLONE_VFORK), so a start
+ * costs the same from a parent of any size, and no lock another thread of
+ * the parent holds can be inherited. The child's descriptor 3 is one end
+ * of a socket pair, named by WEFT_SPAWN_FD; the parent sends one message
+ * there: a fixed header, then the argument bytes. The child's copy of
+ * weft reads it in the library's constructor, so the target runs after
+ * weft's own start-up and before the program's constructors and main. */
+#define _GNU_SOURCE
+#include "spawn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "os/os.h"
+#include "taskname.h"
+
+#define ENV_NAME "WEFT_SPAWN_FD"
+#define MAGIC 0x77656674u /* "weft" */
+
+struct message {
+  uint32_t magic;
+  uint32_t size;            /* of this header: both sides are the same image */
+  int32_t parent_pid;
+  uint8_t daemon;
+  uint64_t args_size;
+  struct weft__task_name target;
+  char name[WEFT_NAME_MAX + 1];
+  char identity[48];
+  char parent_name[WEFT_NAME_MAX + 1];
+  char parent_identity[48];
+};
+
+/* process.c: becomes the child described and runs target(arg) as a weft
+ * process; never returns. */
+_Noreturn void weft__process_run_spawned(int (*target)(void *), void *arg, bool daemon,
+                                         const char *name, const char *identity,
+                                         pid_t parent_pid, const char *parent_name,
+                                         const char *parent_identity);
+
+int weft__spawn_check_target(const void *target, const char *call) {
+  struct weft__task_name *n = malloc(sizeof *n);
+  if (n == NULL) return weft__error(WEFT_ENOMEM, "%s: out of memory", call);
+  int err = weft__task_name_of(target, n, call);
+  free(n);
+  return err;
+}
+
+static int send_all(int fd, const void *buf, size_t len) {
+  const char *p = buf;
+  while (len > 0) {
+    ssize_t n = weft__os_send(fd, p, len);
+    if (n < 0) return (int)n;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+pid_t weft__spawn_start(const struct weft__spawn_req *req) {
+  struct message *m = calloc(1, sizeof *m);
+  if (m == NULL) return -ENOMEM;
+  int err = weft__task_name_of(req->target, &m->target, "weft_process_start");
+  if (err != 0) {
+    free(m);
+    return err;
+  }
+  m->magic = MAGIC;
+  m->size = sizeof *m;
+  m->parent_pid = req->parent_pid;
+  m->daemon = req->daemon;
+  m->args_size = req->args_size;
+  snprintf(m->name, sizeof m->name, "%s", req->name);
+  snprintf(m->identity, sizeof m->identity, "%s", req->identity);
+  snprintf(m->parent_name, sizeof m->parent_name, "%s", req->parent_name);
+  snprintf(m->parent_identity, sizeof m->parent_identity, "%s", req->parent_identity);
+  int fds[2];
+  pid_t pid = weft__os_socketpair(fds);
+  if (pid == 0) {
+    pid = weft__os_spawn_self(fds[1], ENV_NAME "=3");
+    weft__os_close(fds[1]);
+    /* A child that dies before reading all of it makes the send fail
+     * (EPIPE, no signal); its exit code says the rest. */
+    if (pid > 0 && send_all(fds[0], m, sizeof *m) == 0 && req->args_size > 0)
+      send_all(fds[0], req->args, req->args_size);
+    weft__os_close(fds[0]);
+  }
+  free(m);
+  return pid;
+}
+
+static _Noreturn void fail(const char *what) {
+  fprintf(stderr, "weft: spawned child %d: %s\n", (int)getpid(), what);
+  _exit(255);
+}
+
+void weft__spawn_child_main(void) {
+  const char *fd_text = getenv(ENV_NAME);
+  if (fd_text == NULL) return;
+  int fd = atoi(fd_text);
+  unsetenv(ENV_NAME); /* not for this child's own children */
+  struct message *m = malloc(sizeof *m);
+  if (m == NULL) fail("out of memory");
+  if (weft__os_read_all(fd, m, sizeof *m) != 0 || m->magic != MAGIC || m->size != sizeof *m)
+    fail("the parent's start message did not arrive whole");
+  void *args = NULL;
+  if (m->args_size > 0) {
+    args = malloc(m->args_size);
+    if (args == NULL) fail("out of memory for the arguments");
+    if (weft__os_read_all(fd, args, m->args_size) != 0) fail("the arguments did not arrive whole");
+  }
+  weft__os_close(fd);
+  void *target = NULL;
+  if (weft__task_resolve(&m->target, &target) != 0) fail(weft_last_error());
+  weft__process_run_spawned((int (*)(void *))target, args, m->daemon, m->name, m->identity,
+                            m->parent_pid, m->parent_name, m->parent_identity);
+}

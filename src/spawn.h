@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/* The spawn start method: a child that is a fresh run of the program's own
+ * image and runs one target, named across the exec (taskname.h). The
+ * process code (process.c) decides what to start; this file starts it and,
+ * in the child, reads what to run. */
+#ifndef WEFT_SPAWN_H
+#define WEFT_SPAWN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "weft/common.h"
+
+/* What a spawned child must know: its target and arguments, and who it is. */
+struct weft__spawn_req {
+  const void *target;
+  const void *args;
+  size_t args_size;
+  bool daemon;
+  const char *name, *identity;
+  pid_t parent_pid;
+  const char *parent_name, *parent_identity;
+};
+
+/* Checks that another run of the program can find target. 0, or
+ * WEFT_EINVAL with a sentence naming `call`. */
+int weft__spawn_check_target(const void *target, const char *call);
+
+/* Starts the child and hands it the request. Its pid, or a negated errno
+ * (nothing is left behind). */
+pid_t weft__spawn_start(const struct weft__spawn_req *req);
+
+/* From the library's start-up: in a spawned child (the environment says
+ * so), runs the target and never returns; elsewhere returns at once. */
+void weft__spawn_child_main(void);
+
+#endif
