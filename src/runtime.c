@@ -4,6 +4,7 @@
 #include "runtime.h"
 
 #include "deadlock.h"
+#include "handle.h"
 
 #include "internal.h"
 
@@ -54,6 +55,7 @@ WEFT__HOT static void after_fork_child(void) {
   l->owner[0] = weft__owner_token(); /* tid cached by before_fork */
   l->n = keep + 1;
   tsan_after_fork_child();
+  weft__ref_after_fork();
   weft__pid = getpid();
   weft__tls_tid = 0;
   weft__tls_forks = 0;
@@ -80,12 +82,14 @@ static void before_fork(void) {
   weft__process_before_fork();
   weft__dd_before_fork();
   weft__shm_before_fork();
+  weft__ref_before_fork(); /* the lowest: held for a few instructions, never around another */
   tsan_before_fork();
 }
 
 static void after_fork_parent(void) {
   /* From now on this thread's acquisitions are not the child's. */
   weft__tls_forks = (weft__tls_forks + 1) & WEFT__OWNER_FORKS_MASK;
+  weft__ref_after_fork();
   weft__shm_after_fork_parent();
   weft__dd_after_fork_parent();
   weft__process_after_fork_parent();
