@@ -70,6 +70,8 @@ static const char *qname(const weft_mpqueue *q) { return q->name[0] ? q->name : 
 static uint64_t load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 
 weft_mpqueue *weft_mpqueue_new_opts(const weft_mpqueue_options *o) {
+  static const weft_mpqueue_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
   size_t capacity = o->capacity != 0 ? o->capacity : DEFAULT_CAPACITY;
   if (capacity < MIN_CAPACITY || capacity > WEFT_MPQUEUE_CAPACITY_MAX) {
     weft__error(WEFT_EINVAL, "weft_mpqueue_new: capacity %zu is outside %d..%zu bytes", capacity,

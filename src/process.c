@@ -221,6 +221,8 @@ static int wait_parent(pid_t pid, weft__deadline deadline) {
 /* ---- creation ---- */
 
 weft_process weft_process_new_opts(weft_process_target target, const weft_process_options *o) {
+  static const weft_process_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
   weft_process none = {0};
   if (target == NULL) {
     weft__error(WEFT_EINVAL, "weft_process_new: target is NULL");

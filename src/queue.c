@@ -82,6 +82,8 @@ static void before_signal(void) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 static bool is_closed(const weft_queue *q) { return __atomic_load_n(&q->closed, __ATOMIC_SEQ_CST); }
 
 weft_queue *weft_queue_new_opts(const weft_queue_options *o) {
+  static const weft_queue_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
   if (o->order != WEFT_FIFO && o->order != WEFT_LIFO && o->order != WEFT_PRIORITY) {
     weft__error(WEFT_EINVAL, "weft_queue_new: order %d is not WEFT_FIFO, WEFT_LIFO or WEFT_PRIORITY",
                 (int)o->order);

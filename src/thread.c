@@ -108,6 +108,8 @@ static struct thr *new_locked(void) {
 
 weft_thread weft_thread_new_opts(weft_thread_target target, const char *target_name,
                                  const weft_thread_options *o) {
+  static const weft_thread_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
   weft_thread none = {0};
   if (target == NULL) {
     weft__error(WEFT_EINVAL, "weft_thread_new: target is NULL");
