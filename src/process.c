@@ -674,7 +674,10 @@ static void exitcode_text(int code, char *buf, size_t size) {
 }
 
 char *weft_process_repr(weft_process h, char *buf, size_t size) {
-  if (buf == NULL || size == 0) return buf;
+  if (buf == NULL || size == 0) {
+    weft__error(WEFT_EINVAL, "weft_process_repr: %s", buf == NULL ? "buf is NULL" : "size is 0");
+    return NULL;
+  }
   if (h.id == 0) {
     snprintf(buf, size, "None");
     return buf;

@@ -26,6 +26,10 @@ void weft__shm_exit_rules(void);
 void weft__shm_before_fork(void);
 void weft__shm_after_fork_parent(void);
 
+/* weft_shared_alloc's list of blocks (shared.c): locked across fork. */
+void weft__shared_before_fork(void);
+void weft__shared_after_fork(void);
+
 /* Pool subsystem hooks (pool.c). */
 void weft__pool_before_fork(void);
 void weft__pool_exit_rules(void);

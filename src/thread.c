@@ -380,7 +380,10 @@ int weft_thread_set_daemon(weft_thread h, bool daemon) {
 }
 
 char *weft_thread_repr(weft_thread h, char *buf, size_t size) {
-  if (buf == NULL || size == 0) return buf;
+  if (buf == NULL || size == 0) {
+    weft__error(WEFT_EINVAL, "weft_thread_repr: %s", buf == NULL ? "buf is NULL" : "size is 0");
+    return NULL;
+  }
   if (h.id == 0) {
     snprintf(buf, size, "None");
     return buf;

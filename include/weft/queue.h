@@ -29,7 +29,10 @@
 
 /* ---- between threads ---- */
 
-/* A queue of pointers between the threads of one process. */
+/* A queue of pointers between the threads of one process.
+ * The pointer is an opaque handle, never an address to read: once freed,
+ * every call through it (a free again included) returns WEFT_ECLOSED,
+ * and a pointer to another kind of weft object gives WEFT_EINVAL. */
 typedef struct weft_queue weft_queue;
 
 /* The order in which get returns items. */
@@ -91,7 +94,8 @@ WEFT_API int weft_queue_free(weft_queue *q);
 
 /* ---- between processes ---- */
 
-/* A queue of byte messages in shared memory. */
+/* A queue of byte messages in shared memory, as weft_queue a handle: a
+ * child forked after its creation uses the same pointer. */
 typedef struct weft_mpqueue weft_mpqueue;
 
 /* Options of weft_mpqueue_new. */

@@ -26,7 +26,10 @@
 
 /* ---- segments ---- */
 
-/* A mapped segment, as seen by one process. */
+/* A mapped segment, as seen by one process.
+ * The pointer is an opaque handle, never an address to read: once closed,
+ * every call through it (a close again included) returns WEFT_ECLOSED,
+ * and a pointer to another kind of weft object gives WEFT_EINVAL. */
 typedef struct weft_shm weft_shm;
 
 /* The longest segment name, without the final NUL (NAME_MAX minus the '/'). */
@@ -79,7 +82,8 @@ WEFT_API int weft_shm_close(weft_shm *shm);
 
 /* A typed value or array in shared memory, with a lock by default. Create it
  * before starting the processes that use it; the pointer is valid in every
- * child forked afterwards. */
+ * child forked afterwards. As weft_shm, the pointer is a handle: freed,
+ * every call through it returns WEFT_ECLOSED. */
 typedef struct weft_value weft_value;
 
 /* Options of weft_value_new and weft_array_new. */

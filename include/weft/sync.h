@@ -32,7 +32,9 @@
  * weft_last_error() on failure. */
 WEFT_API void *weft_shared_alloc(size_t size);
 
-/* Unmaps memory from weft_shared_alloc in the calling process. */
+/* Unmaps memory from weft_shared_alloc in the calling process. NULL is
+ * ignored; WEFT_ECLOSED for a block already freed or a pointer that did not
+ * come from weft_shared_alloc. */
 WEFT_API int weft_shared_free(void *ptr);
 
 /* ---- Lock ---- */
