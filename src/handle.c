@@ -69,6 +69,17 @@ static const char *const ref_nouns[WEFT__REF_KINDS] = {
     [WEFT__REF_AS_COMPLETED] = "as_completed iterator",
 };
 
+/* How the API ends each kind's life. */
+static const char *const ref_ends[WEFT__REF_KINDS] = {
+    [WEFT__REF_FREE] = "freed",   [WEFT__REF_QUEUE] = "freed",  [WEFT__REF_MPQUEUE] = "freed",
+    [WEFT__REF_CONN] = "closed",  [WEFT__REF_VALUE] = "freed",  [WEFT__REF_SHM] = "closed",
+    [WEFT__REF_IMAP] = "freed",   [WEFT__REF_AS_COMPLETED] = "freed",
+};
+
+static const char *article(const char *noun) {
+  return noun[0] == 'a' || noun[0] == 'i' || noun[0] == 'o' ? "an" : "a";
+}
+
 static weft__ref_slot *ref_slot(uint32_t index) {
   weft__ref_slot *chunk =
       __atomic_load_n(&weft__ref_chunks[index >> WEFT__REF_CHUNK_BITS], __ATOMIC_ACQUIRE);
@@ -123,11 +134,13 @@ int weft__ref_error(const void *handle, enum weft__ref_kind kind, const char *fn
     weft__ref_slot *s = ref_slot(index);
     uint64_t tag = s == NULL ? 0 : __atomic_load_n(&s->tag, __ATOMIC_ACQUIRE);
     uint32_t other = (uint32_t)tag;
-    if (s != NULL && (tag >> 32) == (id >> 32) && other != WEFT__REF_FREE && other < WEFT__REF_KINDS)
-      return weft__error(WEFT_EINVAL, "%s: the pointer is a %s, not a %s", fn, ref_nouns[other],
-                         noun);
+    if (s != NULL && (tag >> 32) == (id >> 32) && other != WEFT__REF_FREE &&
+        other < WEFT__REF_KINDS)
+      return weft__error(WEFT_EINVAL, "%s: the pointer is %s %s, not %s %s", fn,
+                         article(ref_nouns[other]), ref_nouns[other], article(noun), noun);
   }
-  return weft__error(WEFT_ECLOSED, "%s: the %s was already freed (or is not a %s)", fn, noun, noun);
+  return weft__error(WEFT_ECLOSED, "%s: the %s was already %s (or is not %s %s)", fn, noun,
+                     ref_ends[kind], article(noun), noun);
 }
 
 void *weft__ref_remove(const void *handle, enum weft__ref_kind kind, const char *fn) {

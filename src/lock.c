@@ -490,7 +490,8 @@ int weft_rlock_release(weft_rlock *r) {
   if (r == NULL) return weft__error(WEFT_EINVAL, "weft_rlock_release: rlock is NULL");
   if (!weft__lock_held_by_caller(&r->lock)) {
     if (weft__lock_destroyed(&r->lock))
-      return weft__error(WEFT_ECLOSED, "weft_rlock_release: %s was destroyed", lock_label(&r->lock));
+      return weft__error(WEFT_ECLOSED, "weft_rlock_release: %s was destroyed",
+                         lock_label(&r->lock));
     return weft__error(WEFT_EPERM, "%s: cannot release an RLock the calling thread does not own",
                        lock_label(&r->lock));
   }

@@ -297,7 +297,8 @@ static weft_mpqueue *queue_of(const weft_mpqueue *h, const char *fn, int *err) {
 }
 
 /* Swaps the handle *q for its queue. */
-static int check(weft_mpqueue **q, const char *fn, double timeout) {
+__attribute__((always_inline)) static inline int check(weft_mpqueue **q, const char *fn,
+                                                      double timeout) {
   int err = 0;
   if ((*q = queue_of(*q, fn, &err)) == NULL) return err;
   if (timeout != timeout) return weft__error(WEFT_EINVAL, "%s: timeout is NaN", fn);

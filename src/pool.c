@@ -1567,7 +1567,8 @@ static void as_completed_free(struct weft_as_completed *ac) {
 
 int weft_as_completed_free(weft_as_completed *h) {
   if (h == NULL) return 0;
-  struct weft_as_completed *ac = weft__ref_remove(h, WEFT__REF_AS_COMPLETED, "weft_as_completed_free");
+  struct weft_as_completed *ac =
+      weft__ref_remove(h, WEFT__REF_AS_COMPLETED, "weft_as_completed_free");
   if (ac == NULL) return weft_last_error_code();
   as_completed_free(ac);
   return 0;

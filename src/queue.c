@@ -244,7 +244,8 @@ static weft_queue *queue_of(const weft_queue *h, const char *fn, int *err) {
 }
 
 /* Swaps the handle *q for its queue. */
-static int check(weft_queue **q, const char *fn, double timeout) {
+__attribute__((always_inline)) static inline int check(weft_queue **q, const char *fn,
+                                                      double timeout) {
   int err = 0;
   if ((*q = queue_of(*q, fn, &err)) == NULL) return err;
   if (timeout != timeout) return weft__error(WEFT_EINVAL, "%s: timeout is NaN", fn);
