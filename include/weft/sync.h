@@ -309,7 +309,7 @@ WEFT_API int weft_barrier_abort(weft_barrier *barrier);
 
 /* The number of parties, or a negative code (WEFT_EINVAL, WEFT_ECLOSED). */
 WEFT_API int weft_barrier_parties(const weft_barrier *barrier);
-/* The number of threads waiting in the current cycle. */
+/* The number of threads waiting in the current cycle, or a negative code. */
 WEFT_API int weft_barrier_n_waiting(weft_barrier *barrier);
 /* Whether the barrier is broken. */
 WEFT_API bool weft_barrier_broken(weft_barrier *barrier);
