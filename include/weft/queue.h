@@ -72,7 +72,8 @@ WEFT_API int weft_queue_put(weft_queue *q, void *item, double timeout);
 WEFT_API int weft_queue_get(weft_queue *q, void **item, double timeout);
 
 /* Number of items held, and whether there are none / no room. As in Python
- * these are snapshots: another thread may change them the next moment. */
+ * these are snapshots: another thread may change them the next moment. 0 /
+ * false, with the last error set, for a NULL or freed queue. */
 WEFT_API size_t weft_queue_qsize(const weft_queue *q);
 WEFT_API bool weft_queue_empty(const weft_queue *q);
 WEFT_API bool weft_queue_full(const weft_queue *q);

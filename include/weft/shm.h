@@ -61,7 +61,8 @@ WEFT_API weft_shm *weft_shm_new_opts(size_t size, const weft_shm_options *opts);
 WEFT_API weft_shm *weft_shm_attach_opts(const char *name, const weft_shm_options *opts);
 
 /* The mapped bytes (64-byte aligned), their count, and the name ("/frames",
- * or NULL for an anonymous segment). NULL / 0 for a NULL segment. */
+ * or NULL for an anonymous segment). NULL / 0, with the last error set, for a
+ * NULL or closed segment. */
 WEFT_API void *weft_shm_buf(const weft_shm *shm);
 WEFT_API size_t weft_shm_size(const weft_shm *shm);
 WEFT_API const char *weft_shm_name(const weft_shm *shm);
@@ -117,7 +118,8 @@ WEFT_API weft_value *weft_array_new_opts(const char *type, size_t length,
  * without one for a raw value), e.g. (*(int *)weft_value_ptr(counter))++. */
 WEFT_API void *weft_value_ptr(weft_value *value);
 
-/* The lock (Python's get_lock()), or NULL for a raw value. */
+/* The lock (Python's get_lock()), or NULL for a raw value. The getters
+ * here return NULL / 0, with the last error set, for a NULL or freed value. */
 WEFT_API weft_rlock *weft_value_get_lock(weft_value *value);
 
 /* Number of elements (1 for a value) and the size of one element. */
