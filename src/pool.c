@@ -1244,7 +1244,7 @@ weft_imap *weft_pool_imap_opts(weft_pool h, weft_bytes_task fn, weft_imap_source
     weft__error(WEFT_EINVAL, "weft_pool_imap: source is NULL");
     return NULL;
   }
-  struct pool *p = pool_get(h, __func__);
+  struct pool *p = pool_get(h, "weft_pool_imap");
   if (p == NULL) return NULL;
   if (check_map(p, fn, item_size, result_size, o, "weft_pool_imap") != 0) {
     weft__pool_put(p);

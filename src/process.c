@@ -473,7 +473,7 @@ int weft_process_start(weft_process h) {
 static int join(weft_process h, double timeout, weft__deadline deadline) {
   int err;
   pthread_mutex_lock(&registry);
-  struct proc *p = get_locked(h, __func__);
+  struct proc *p = get_locked(h, "weft_process_join");
   if (p == NULL) {
     pthread_mutex_unlock(&registry);
     return WEFT_ECLOSED;

@@ -9,7 +9,8 @@
  * values, imaps, as_completed iterators) are checked through one table per
  * kind: each row is a call applied to a handle. The caller-owned primitives
  * (Lock, RLock, Condition, Semaphore, Event, Barrier) get a table of their
- * own, applied to NULL and to a destroyed primitive. */
+ * own, applied to NULL and to a destroyed primitive; processes, threads,
+ * pools and futures (handles by value) are checked closed and as id 0. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdint.h>
@@ -631,13 +632,161 @@ START_TEST(destroyed_static_lock) {
 }
 END_TEST
 
-/* ---- other pointer arguments ---- */
+/* ---- by-value handles ---- */
 
 static void *thread_target(void *arg) { return arg; }
 static int process_target(void *arg) {
   (void)arg;
   return 0;
 }
+
+/* Processes, threads, pools and futures are handles by value: the rows
+ * take the id in a pointer's place. */
+#define ID(h) ((uint64_t)(uintptr_t)(h))
+#define PROC(h) ((weft_process){ID(h)})
+#define THR(h) ((weft_thread){ID(h)})
+#define POOL(h) ((weft_pool){ID(h)})
+#define FUT(h) ((weft_future){ID(h)})
+
+static int pr_start(void *h) { return weft_process_start(PROC(h)); }
+static int pr_join(void *h) { return weft_process_join(PROC(h), 0); }
+static int pr_is_alive(void *h) { return NEUTRAL(weft_process_is_alive(PROC(h))); }
+static int pr_pid(void *h) { return weft_process_pid(PROC(h)); }
+static int pr_exitcode(void *h) {
+  int code;
+  return weft_process_exitcode(PROC(h), &code);
+}
+static int pr_terminate(void *h) { return weft_process_terminate(PROC(h)); }
+static int pr_kill(void *h) { return weft_process_kill(PROC(h)); }
+static int pr_name(void *h) { return NEUTRAL(weft_process_name(PROC(h))); }
+static int pr_daemon(void *h) { return NEUTRAL(weft_process_daemon(PROC(h))); }
+static int pr_set_daemon(void *h) { return weft_process_set_daemon(PROC(h), true); }
+static int pr_close(void *h) { return weft_process_close(PROC(h)); }
+static const row process_rows[] = {
+    {"weft_process_start", pr_start},         {"weft_process_join", pr_join},
+    {"weft_process_is_alive", pr_is_alive},   {"weft_process_pid", pr_pid},
+    {"weft_process_exitcode", pr_exitcode},   {"weft_process_terminate", pr_terminate},
+    {"weft_process_kill", pr_kill},           {"weft_process_name", pr_name},
+    {"weft_process_daemon", pr_daemon},       {"weft_process_set_daemon", pr_set_daemon},
+};
+
+static int th_start(void *h) { return weft_thread_start(THR(h)); }
+static int th_join(void *h) { return weft_thread_join(THR(h), 0, NULL); }
+static int th_is_alive(void *h) { return NEUTRAL(weft_thread_is_alive(THR(h))); }
+static int th_ident(void *h) { return NEUTRAL(weft_thread_ident(THR(h))); }
+static int th_native_id(void *h) { return weft_thread_native_id(THR(h)); }
+static int th_name(void *h) { return NEUTRAL(weft_thread_name(THR(h))); }
+static int th_daemon(void *h) { return NEUTRAL(weft_thread_daemon(THR(h))); }
+static int th_set_daemon(void *h) { return weft_thread_set_daemon(THR(h), true); }
+static int th_close(void *h) { return weft_thread_close(THR(h)); }
+static const row thread_rows[] = {
+    {"weft_thread_start", th_start},         {"weft_thread_join", th_join},
+    {"weft_thread_is_alive", th_is_alive},   {"weft_thread_ident", th_ident},
+    {"weft_thread_native_id", th_native_id}, {"weft_thread_name", th_name},
+    {"weft_thread_daemon", th_daemon},       {"weft_thread_set_daemon", th_set_daemon},
+};
+
+static int po_submit(void *h) { return NEUTRAL(weft_pool_submit(POOL(h), task, NULL).id); }
+static int po_apply_async(void *h) {
+  return NEUTRAL(weft_pool_apply_async(POOL(h), echo, "x", 1).id);
+}
+static int po_map(void *h) {
+  int in = 1, out;
+  return weft_pool_map(POOL(h), echo, &in, sizeof in, 1, &out, sizeof out);
+}
+static int po_imap(void *h) {
+  items_left = 1;
+  return NEUTRAL(weft_pool_imap(POOL(h), echo, three_items, &items_left, sizeof(int),
+                                sizeof(int)));
+}
+static int po_close(void *h) { return weft_pool_close(POOL(h)); }
+static int po_join(void *h) { return weft_pool_join(POOL(h), 0); }
+static int po_terminate(void *h) { return weft_pool_terminate(POOL(h)); }
+/* A pool must be closed and joined before weft_pool_free frees it. */
+static int po_free(void *h) {
+  weft_pool_close(POOL(h));
+  weft_pool_join(POOL(h), 30);
+  return weft_pool_free(POOL(h));
+}
+static const row pool_rows[] = {
+    {"weft_pool_submit", po_submit}, {"weft_pool_apply_async", po_apply_async},
+    {"weft_pool_map", po_map},       {"weft_pool_imap", po_imap},
+    {"weft_pool_close", po_close},   {"weft_pool_join", po_join},
+    {"weft_pool_terminate", po_terminate},
+};
+
+static void callback(weft_future f, void *arg) {
+  (void)f;
+  (void)arg;
+}
+static int fu_result(void *h) { return weft_future_result(FUT(h), 0, NULL); }
+static int fu_result_bytes(void *h) {
+  const void *data;
+  size_t n;
+  return weft_future_result_bytes(FUT(h), 0, &data, &n);
+}
+static int fu_task_error(void *h) { return weft_future_task_error(FUT(h)); }
+static int fu_done(void *h) { return NEUTRAL(weft_future_done(FUT(h))); }
+static int fu_running(void *h) { return NEUTRAL(weft_future_running(FUT(h))); }
+static int fu_cancel(void *h) { return weft_future_cancel(FUT(h)); }
+static int fu_cancelled(void *h) { return NEUTRAL(weft_future_cancelled(FUT(h))); }
+static int fu_add_done_callback(void *h) {
+  return weft_future_add_done_callback(FUT(h), callback, NULL);
+}
+static int fu_close(void *h) { return weft_future_close(FUT(h)); }
+static const row future_rows[] = {
+    {"weft_future_result", fu_result},
+    {"weft_future_result_bytes", fu_result_bytes},
+    {"weft_future_task_error", fu_task_error},
+    {"weft_future_done", fu_done},
+    {"weft_future_running", fu_running},
+    {"weft_future_cancel", fu_cancel},
+    {"weft_future_cancelled", fu_cancelled},
+    {"weft_future_add_done_callback", fu_add_done_callback},
+};
+
+static void *make_process(void) {
+  return (void *)(uintptr_t)weft_process_new(process_target).id;
+}
+static void *make_thread(void) { return (void *)(uintptr_t)weft_thread_new(thread_target).id; }
+static void *make_pool(void) {
+  return (void *)(uintptr_t)weft_thread_pool_new(.workers = 1).id;
+}
+static void *make_future(void) {
+  weft_future f = weft_pool_submit(pool, task, NULL);
+  ck_assert_int_eq(weft_future_result(f, 30, NULL), 0);
+  return (void *)(uintptr_t)f.id;
+}
+
+static const kind value_kinds[] = {
+    {"process", "closed or invalid", make_process, ROWS(process_rows),
+     {"weft_process_close", pr_close}},
+    {"thread", "closed or invalid", make_thread, ROWS(thread_rows),
+     {"weft_thread_close", th_close}},
+    {"pool", "closed or invalid", make_pool, ROWS(pool_rows), {"weft_pool_free", po_free}},
+    {"future", "closed or invalid", make_future, ROWS(future_rows),
+     {"weft_future_close", fu_close}},
+};
+
+/* Id 0 (none), a closed handle, and a second close. */
+START_TEST(closed_value_handles) {
+  const kind *k = &value_kinds[_i];
+  kinds_setup();
+  run_rows(k->rows, k->n, NULL, WEFT_ECLOSED, k->freed);
+  void *h = make(k);
+  free_ok(k, h);
+  run_rows(k->rows, k->n, h, WEFT_ECLOSED, k->freed);
+  for (int i = 0; i < 2; i++) {
+    stale_error();
+    ck_assert_int_eq(k->free.call(h), WEFT_ECLOSED);
+    assert_named(k->free.fn, k->freed);
+  }
+  free_ok(k, make(k));
+  kinds_teardown();
+}
+END_TEST
+
+/* ---- other pointer arguments ---- */
 
 START_TEST(pointer_arguments) {
   char text[8];
@@ -720,7 +869,12 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, destroyed_static_lock);
   suite_add_tcase(s, tc);
 
-  tc = weft_tcase("arguments", 30);
+  tc = weft_tcase("value_handles", 60);
+  tcase_add_loop_test(tc, closed_value_handles, 0,
+                      (int)(sizeof value_kinds / sizeof value_kinds[0]));
+  suite_add_tcase(s, tc);
+
+    tc = weft_tcase("arguments", 30);
   tcase_add_test(tc, pointer_arguments);
   suite_add_tcase(s, tc);
   return s;
