@@ -15,6 +15,8 @@
 #include "weft/sync.h"
 
 int weft_barrier_init_opts(weft_barrier *b, int parties, const weft_barrier_options *o) {
+  static const weft_barrier_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
   if (b == NULL) return weft__error(WEFT_EINVAL, "weft_barrier_init: barrier is NULL");
   if (parties < 1)
     return weft__error(WEFT_EINVAL, "weft_barrier_init: parties must be >= 1, not %d", parties);
@@ -28,7 +30,12 @@ int weft_barrier_init_opts(weft_barrier *b, int parties, const weft_barrier_opti
   return 0;
 }
 
-static void lock_barrier(weft_barrier *b) { weft__lock_acquire(&b->lock, WEFT_FOREVER); }
+/* weft_barrier_destroy destroys the inner lock, so taking it is where a
+ * destroyed barrier shows: WEFT_ECLOSED. */
+static int lock_barrier(weft_barrier *b) {
+  int r = weft__lock_acquire(&b->lock, WEFT_FOREVER);
+  return r == WEFT_EOWNERDEAD ? 0 : r; /* the counts are repaired by reset, as before */
+}
 static void unlock_barrier(weft_barrier *b) { weft__lock_release(&b->lock); }
 
 static void wake_all_locked(weft_barrier *b) {
@@ -68,17 +75,26 @@ static void private_copy_check(const weft_barrier *b) {
   weft__dd_private_copy_check(b, what, "weft_barrier_new", made_in);
 }
 
+/* For a NULL barrier, or r from taking its lock: the error, else 0. */
+static int bad(const weft_barrier *b, const char *fn, int r) {
+  if (b == NULL) return weft__error(WEFT_EINVAL, "%s: barrier is NULL", fn);
+  if (r == WEFT_ECLOSED) return weft__error(r, "%s: the barrier was destroyed", fn);
+  return r;
+}
+
 static int broken_error(void) {
   return weft__error(WEFT_EBROKEN, "barrier: broken (aborted, reset, timed out or action failed)");
 }
 
 int weft_barrier_wait(weft_barrier *b, double timeout) {
+  if (b == NULL) return bad(b, "weft_barrier_wait", 0);
   if (timeout != timeout) return weft__error(WEFT_EINVAL, "weft_barrier_wait: timeout is NaN");
   if (timeout < 0) timeout = b->timeout;
   weft__deadline deadline;
   weft__deadline_from(timeout, &deadline);
 
-  lock_barrier(b);
+  int err = lock_barrier(b);
+  if (err != 0) return bad(b, "weft_barrier_wait", err);
   /* A party of the last cycle that was killed before it left never drains:
    * waiting for it is bounded by this wait's timeout like any other. */
   while (b->draining > 0 && !b->broken) {
@@ -123,7 +139,8 @@ int weft_barrier_wait(weft_barrier *b, double timeout) {
 }
 
 int weft_barrier_reset(weft_barrier *b) {
-  lock_barrier(b);
+  int err = b == NULL ? WEFT_EINVAL : lock_barrier(b);
+  if (err != 0) return bad(b, "weft_barrier_reset", err);
   if (b->count > 0) end_cycle_locked(b, true, b->count); /* the waiters get WEFT_EBROKEN */
   b->broken = 0;
   unlock_barrier(b);
@@ -131,27 +148,46 @@ int weft_barrier_reset(weft_barrier *b) {
 }
 
 int weft_barrier_abort(weft_barrier *b) {
-  lock_barrier(b);
+  int err = b == NULL ? WEFT_EINVAL : lock_barrier(b);
+  if (err != 0) return bad(b, "weft_barrier_abort", err);
   b->broken = 1;
   if (b->count > 0) end_cycle_locked(b, true, b->count);
   unlock_barrier(b);
   return 0;
 }
 
-int weft_barrier_parties(const weft_barrier *b) { return (int)b->parties; }
+int weft_barrier_parties(const weft_barrier *b) {
+  if (b == NULL) return bad(b, "weft_barrier_parties", 0);
+  if (weft__lock_destroyed(&b->lock)) return bad(b, "weft_barrier_parties", WEFT_ECLOSED);
+  return (int)b->parties;
+}
 
 /* The counts change under the barrier's lock; reading them under it too
  * keeps ThreadSanitizer's view exact. */
 int weft_barrier_n_waiting(weft_barrier *b) {
-  lock_barrier(b);
+  int err = b == NULL ? WEFT_EINVAL : lock_barrier(b);
+  if (err != 0) return bad(b, "weft_barrier_n_waiting", err);
   int n = (int)b->count;
   unlock_barrier(b);
   return n;
 }
 
 bool weft_barrier_broken(weft_barrier *b) {
-  lock_barrier(b);
+  int err = b == NULL ? WEFT_EINVAL : lock_barrier(b);
+  if (err != 0) return bad(b, "weft_barrier_broken", err), false;
   bool broken = b->broken != 0;
   unlock_barrier(b);
   return broken;
+}
+
+int weft_barrier_destroy(weft_barrier *b) {
+  int err = b == NULL ? WEFT_EINVAL : lock_barrier(b);
+  if (err == WEFT_ECLOSED)
+    return weft__error(err, "weft_barrier_destroy: the barrier was already destroyed");
+  if (err != 0) return bad(b, "weft_barrier_destroy", err);
+  bool busy = b->count > 0 || b->draining > 0;
+  unlock_barrier(b);
+  if (busy || (err = weft__lock_destroy(&b->lock)) != 0)
+    return weft__error(WEFT_EBUSY, "weft_barrier_destroy: threads are waiting at the barrier");
+  return 0;
 }

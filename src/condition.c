@@ -24,12 +24,15 @@
 #include "waiters.h"
 #include "weft/sync.h"
 
-enum { KIND_OWN, KIND_LOCK, KIND_RLOCK };
+/* KIND_DESTROYED: after weft_cond_destroy, until init. */
+enum { KIND_OWN, KIND_LOCK, KIND_RLOCK, KIND_DESTROYED };
 
 #define WAITER (1ull << 32)
 
 int weft_cond_init_opts(weft_cond *c, const char *expr, const char *site,
                         const weft_cond_options *o) {
+  static const weft_cond_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
   if (c == NULL) return weft__error(WEFT_EINVAL, "weft_cond_init: cond is NULL");
   if (o->lock != NULL && o->rlock != NULL)
     return weft__error(WEFT_EINVAL, "weft_cond_init: give .lock or .rlock, not both");
@@ -53,23 +56,51 @@ static const char *cond_label(weft_cond *c) {
   return l->name != NULL ? l->name : l->site != NULL ? l->site : "condition";
 }
 
+/* For a NULL or destroyed condition: the error, else 0. */
+static int bad(weft_cond *c, const char *fn) {
+  if (c == NULL) return weft__error(WEFT_EINVAL, "%s: cond is NULL", fn);
+  if (c->kind == KIND_DESTROYED)
+    return weft__error(WEFT_ECLOSED, "%s: %s was destroyed", fn, cond_label(c));
+  return 0;
+}
+
 int weft_cond_acquire_at(weft_cond *c, double timeout, const char *site) {
+  if (c == NULL) return bad(c, "weft_cond_acquire");
   if (c->kind == KIND_LOCK) return weft_lock_acquire_at(c->lock, timeout, site);
+  if (c->kind == KIND_DESTROYED) return bad(c, "weft_cond_acquire");
   return weft_rlock_acquire_at(rlock_of(c), timeout, site);
 }
 
 int(weft_cond_acquire)(weft_cond *c, double timeout) { return weft_cond_acquire_at(c, timeout, NULL); }
 
 int weft_cond_release(weft_cond *c) {
+  if (c == NULL) return bad(c, "weft_cond_release");
   if (c->kind == KIND_LOCK) return weft_lock_release(c->lock);
+  if (c->kind == KIND_DESTROYED) return bad(c, "weft_cond_release");
   return weft_rlock_release(rlock_of(c));
+}
+
+int weft_cond_destroy(weft_cond *c) {
+  int err = bad(c, "weft_cond_destroy");
+  if (err != 0) {
+    if (err == WEFT_ECLOSED)
+      weft__error(err, "weft_cond_destroy: %s was already destroyed", cond_label(c));
+    return err;
+  }
+  if ((__atomic_load_n(&c->wt, __ATOMIC_ACQUIRE) >> 32) != 0)
+    return weft__error(WEFT_EBUSY, "weft_cond_destroy: %s has waiters", cond_label(c));
+  if (c->kind == KIND_OWN && (err = weft__lock_destroy(&c->own.lock)) != 0)
+    return weft__error(err, "weft_cond_destroy: %s is locked", cond_label(c));
+  if (c->kind == KIND_OWN) weft__tsan_mutex_destroy(&c->own, 0);
+  c->kind = KIND_DESTROYED;
+  return 0;
 }
 
 /* Python checks a plain Lock by "is it locked"; weft asks whether the
  * calling thread is the one that acquired it, which also catches a
  * condition used under a lock held by another thread. */
 static bool owned(weft_cond *c) {
-  if (c->kind != KIND_LOCK) return weft_rlock_is_owned(rlock_of(c));
+  if (c->kind != KIND_LOCK) return weft__lock_held_by_caller(&rlock_of(c)->lock);
   return weft__lock_held_by_caller(c->lock);
 }
 
@@ -99,6 +130,8 @@ static bool give_up(weft_cond *c, uint32_t epoch) {
 }
 
 int weft_cond_wait(weft_cond *c, double timeout) {
+  int bad_err = bad(c, "weft_cond_wait");
+  if (bad_err != 0) return bad_err;
   weft__deadline deadline;
   int err = weft__deadline_from(timeout, &deadline);
   if (err != 0) return err;
@@ -144,6 +177,8 @@ int weft_cond_wait(weft_cond *c, double timeout) {
 }
 
 int weft_cond_wait_for(weft_cond *c, bool (*predicate)(void *), void *arg, double timeout) {
+  int bad_err = bad(c, "weft_cond_wait_for");
+  if (bad_err != 0) return bad_err;
   weft__deadline deadline;
   int err = weft__deadline_from(timeout, &deadline);
   if (err != 0) return err;
@@ -166,6 +201,8 @@ int weft_cond_wait_for(weft_cond *c, bool (*predicate)(void *), void *arg, doubl
 }
 
 int weft_cond_notify(weft_cond *c, int n) {
+  int bad_err = bad(c, "weft_cond_notify");
+  if (bad_err != 0) return bad_err;
   if (n < 0) return weft__error(WEFT_EINVAL, "weft_cond_notify: n is negative (%d)", n);
   if (!owned(c))
     return weft__error(WEFT_EPERM, "%s: notify on a condition whose lock the caller does not hold",
@@ -186,4 +223,8 @@ int weft_cond_notify(weft_cond *c, int n) {
   return 0;
 }
 
-int weft_cond_notify_all(weft_cond *c) { return weft_cond_notify(c, INT32_MAX); }
+int weft_cond_notify_all(weft_cond *c) {
+  int bad_err = bad(c, "weft_cond_notify_all");
+  if (bad_err != 0) return bad_err;
+  return weft_cond_notify(c, INT32_MAX);
+}

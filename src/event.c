@@ -10,6 +10,18 @@
 #define FLAG 1u
 #define ONE_SET 2u
 
+/* `waiters` of a destroyed event, whose flag is clear: wait's fast path
+ * does not return, and the slower paths look here. */
+#define DESTROYED 0xffffffffu
+
+/* For a NULL or destroyed event: the error, else 0. */
+static int bad(const weft_event *e, const char *fn) {
+  if (e == NULL) return weft__error(WEFT_EINVAL, "%s: event is NULL", fn);
+  if (__atomic_load_n(&e->waiters, __ATOMIC_RELAXED) == DESTROYED)
+    return weft__error(WEFT_ECLOSED, "%s: the event was destroyed", fn);
+  return 0;
+}
+
 int weft_event_init(weft_event *e) {
   if (e == NULL) return weft__error(WEFT_EINVAL, "weft_event_init: event is NULL");
   e->word = 0;
@@ -18,6 +30,8 @@ int weft_event_init(weft_event *e) {
 }
 
 int weft_event_set(weft_event *e) {
+  int err = bad(e, "weft_event_set");
+  if (err != 0) return err;
   uint32_t w = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
   while (!(w & FLAG) && !__atomic_compare_exchange_n(&e->word, &w, (w + ONE_SET) | FLAG, false,
                                                      __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
@@ -28,20 +42,27 @@ int weft_event_set(weft_event *e) {
 }
 
 int weft_event_clear(weft_event *e) {
+  int err = bad(e, "weft_event_clear");
+  if (err != 0) return err;
   __atomic_fetch_and(&e->word, ~FLAG, __ATOMIC_SEQ_CST);
   return 0;
 }
 
 bool weft_event_is_set(const weft_event *e) {
-  return __atomic_load_n(&e->word, __ATOMIC_ACQUIRE) & FLAG;
+  if (e == NULL) return bad(e, "weft_event_is_set"), false;
+  if (__atomic_load_n(&e->word, __ATOMIC_ACQUIRE) & FLAG) return true;
+  bad(e, "weft_event_is_set");
+  return false;
 }
 
 int weft_event_wait(weft_event *e, double timeout) {
+  if (e == NULL) return bad(e, "weft_event_wait");
   weft__deadline deadline;
   int err = weft__deadline_from(timeout, &deadline);
   if (err != 0) return err;
   uint32_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
   if (w & FLAG) return 0;
+  if ((err = bad(e, "weft_event_wait")) != 0) return err;
   if (timeout != 0) {
     __atomic_add_fetch(&e->waiters, 1, __ATOMIC_SEQ_CST);
     uint32_t now = __atomic_load_n(&e->word, __ATOMIC_SEQ_CST);
@@ -57,4 +78,16 @@ int weft_event_wait(weft_event *e, double timeout) {
     if ((now & ~FLAG) != (w & ~FLAG) || (now & FLAG)) return 0;
   }
   return weft__error(WEFT_ETIMEDOUT, "event: not set within %g s", timeout);
+}
+
+int weft_event_destroy(weft_event *e) {
+  int err = bad(e, "weft_event_destroy");
+  if (err == WEFT_ECLOSED)
+    return weft__error(err, "weft_event_destroy: the event was already destroyed");
+  if (err != 0) return err;
+  if (__atomic_load_n(&e->waiters, __ATOMIC_SEQ_CST) != 0)
+    return weft__error(WEFT_EBUSY, "weft_event_destroy: the event has waiters");
+  __atomic_store_n(&e->word, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&e->waiters, DESTROYED, __ATOMIC_RELAXED);
+  return 0;
 }

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #include "handle.h"
 
+#include <pthread.h>
 #include <stdlib.h>
+
+#include "internal.h"
 
 static uint32_t slot_of(uint64_t id) { return (uint32_t)id; }
 
@@ -47,3 +50,118 @@ void weft__handle_each(const weft__handle_table *t, void (*fn)(void *obj, void *
   for (uint32_t i = 0; i < t->used; i++)
     if (t->slots[i].obj != NULL) fn(t->slots[i].obj, ctx);
 }
+
+/* ---- the object registry ---- */
+
+weft__ref_slot *weft__ref_chunks[WEFT__REF_CHUNKS];
+
+static pthread_mutex_t ref_mutex = PTHREAD_MUTEX_INITIALIZER;
+static uint32_t ref_used;      /* slots ever handed out; under ref_mutex */
+static uint32_t ref_free_head; /* first free slot index + 1, 0 if none; under ref_mutex */
+
+static const char *const ref_nouns[WEFT__REF_KINDS] = {
+    [WEFT__REF_FREE] = "object",
+    [WEFT__REF_QUEUE] = "queue",
+    [WEFT__REF_MPQUEUE] = "process queue",
+    [WEFT__REF_CONN] = "connection",
+    [WEFT__REF_VALUE] = "value",
+    [WEFT__REF_SHM] = "segment",
+    [WEFT__REF_IMAP] = "imap",
+    [WEFT__REF_AS_COMPLETED] = "as_completed iterator",
+};
+
+/* How the API ends each kind's life. */
+static const char *const ref_ends[WEFT__REF_KINDS] = {
+    [WEFT__REF_FREE] = "freed",   [WEFT__REF_QUEUE] = "freed",  [WEFT__REF_MPQUEUE] = "freed",
+    [WEFT__REF_CONN] = "closed",  [WEFT__REF_VALUE] = "freed",  [WEFT__REF_SHM] = "closed",
+    [WEFT__REF_IMAP] = "freed",   [WEFT__REF_AS_COMPLETED] = "freed",
+};
+
+static const char *article(const char *noun) {
+  return noun[0] == 'a' || noun[0] == 'i' || noun[0] == 'o' ? "an" : "a";
+}
+
+static weft__ref_slot *ref_slot(uint32_t index) {
+  weft__ref_slot *chunk =
+      __atomic_load_n(&weft__ref_chunks[index >> WEFT__REF_CHUNK_BITS], __ATOMIC_ACQUIRE);
+  return chunk == NULL ? NULL : &chunk[index & (WEFT__REF_CHUNK - 1)];
+}
+
+void *weft__ref_add(void *obj, enum weft__ref_kind kind, const char *fn) {
+  pthread_mutex_lock(&ref_mutex);
+  uint32_t index;
+  weft__ref_slot *s;
+  if (ref_free_head != 0) {
+    index = ref_free_head - 1;
+    s = ref_slot(index);
+    ref_free_head = s->next;
+  } else {
+    if (ref_used == WEFT__REF_CHUNKS * WEFT__REF_CHUNK) {
+      pthread_mutex_unlock(&ref_mutex);
+      weft__error(WEFT_ENOMEM, "%s: too many objects alive at once (%u)", fn, ref_used);
+      return NULL;
+    }
+    index = ref_used;
+    if ((index & (WEFT__REF_CHUNK - 1)) == 0) {
+      /* Generations start at 1 (calloc's tag 0 | 1 << 32 below), so a
+       * handed-out pointer is never a small number. */
+      weft__ref_slot *chunk = calloc(WEFT__REF_CHUNK, sizeof *chunk);
+      if (chunk == NULL) {
+        pthread_mutex_unlock(&ref_mutex);
+        weft__error(WEFT_ENOMEM, "%s: out of memory", fn);
+        return NULL;
+      }
+      for (uint32_t i = 0; i < WEFT__REF_CHUNK; i++) chunk[i].tag = (uint64_t)1 << 32;
+      __atomic_store_n(&weft__ref_chunks[index >> WEFT__REF_CHUNK_BITS], chunk, __ATOMIC_RELEASE);
+    }
+    ref_used++;
+    s = ref_slot(index);
+  }
+  uint64_t gen = __atomic_load_n(&s->tag, __ATOMIC_RELAXED) & 0xffffffff00000000u;
+  s->next = 0;
+  __atomic_store_n(&s->obj, obj, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->tag, gen | (uint64_t)kind, __ATOMIC_RELEASE);
+  pthread_mutex_unlock(&ref_mutex);
+  return (void *)(uintptr_t)(gen | (index + 1));
+}
+
+int weft__ref_error(const void *handle, enum weft__ref_kind kind, const char *fn) {
+  const char *noun = ref_nouns[kind];
+  if (handle == NULL) return weft__error(WEFT_EINVAL, "%s: %s is NULL", fn, noun);
+  /* An object of another kind is a live slot with the same generation. */
+  uint64_t id = (uint64_t)(uintptr_t)handle;
+  uint32_t index = (uint32_t)id - 1;
+  if (index < WEFT__REF_CHUNKS * WEFT__REF_CHUNK) {
+    weft__ref_slot *s = ref_slot(index);
+    uint64_t tag = s == NULL ? 0 : __atomic_load_n(&s->tag, __ATOMIC_ACQUIRE);
+    uint32_t other = (uint32_t)tag;
+    if (s != NULL && (tag >> 32) == (id >> 32) && other != WEFT__REF_FREE &&
+        other < WEFT__REF_KINDS)
+      return weft__error(WEFT_EINVAL, "%s: the pointer is %s %s, not %s %s", fn,
+                         article(ref_nouns[other]), ref_nouns[other], article(noun), noun);
+  }
+  return weft__error(WEFT_ECLOSED, "%s: the %s was already %s (or is not %s %s)", fn, noun,
+                     ref_ends[kind], article(noun), noun);
+}
+
+void *weft__ref_remove(const void *handle, enum weft__ref_kind kind, const char *fn) {
+  pthread_mutex_lock(&ref_mutex);
+  void *obj = weft__ref_get(handle, kind);
+  if (obj != NULL) {
+    uint64_t id = (uint64_t)(uintptr_t)handle;
+    uint32_t index = (uint32_t)id - 1;
+    weft__ref_slot *s = ref_slot(index);
+    uint32_t gen = (uint32_t)(id >> 32);
+    gen = gen == UINT32_MAX ? 1 : gen + 1;
+    __atomic_store_n(&s->tag, (uint64_t)gen << 32 | WEFT__REF_FREE, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->obj, NULL, __ATOMIC_RELAXED);
+    s->next = ref_free_head;
+    ref_free_head = index + 1;
+  }
+  pthread_mutex_unlock(&ref_mutex);
+  if (obj == NULL) weft__ref_error(handle, kind, fn);
+  return obj;
+}
+
+void weft__ref_before_fork(void) { pthread_mutex_lock(&ref_mutex); }
+void weft__ref_after_fork(void) { pthread_mutex_unlock(&ref_mutex); }

@@ -88,6 +88,8 @@
 
 int weft_lock_init_opts(weft_lock *l, const char *expr, const char *site,
                         const weft_lock_options *o) {
+  static const weft_lock_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
   if (l == NULL) return weft__error(WEFT_EINVAL, "weft_lock_init: lock is NULL");
   if (weft__dd_on) weft__dd_forget(l); /* memory reused for a new lock: no old orders */
   *l = (weft_lock)WEFT_LOCK_INIT;
@@ -241,6 +243,7 @@ static const char *lock_label(const weft_lock *l) {
 __attribute__((noinline)) static int acquire_slow(weft_lock *l, double timeout, bool track) {
   if (timeout != timeout) return WEFT_EINVAL;
   uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
+  if (v == WEFT__LOCK_DESTROYED) return WEFT_ECLOSED;
   int r;
   /* A free lock is taken without waiting, as Python's acquire(False) takes
    * it; only a blocking acquire queues behind a starving waiter. */
@@ -285,6 +288,7 @@ static inline int acquire(weft_lock *l, double timeout) {
 __attribute__((noinline)) static int acquire_tracked(weft_lock *l, double timeout,
                                                      const char *site) {
   if (timeout != timeout) return WEFT_EINVAL;
+  if (weft__lock_destroyed(l)) return WEFT_ECLOSED; /* before it enters the detector's graph */
   bool blocking = timeout < 0;
   int r = weft__dd_before_acquire(l, site, blocking);
   if (r != 0) return r;
@@ -298,6 +302,7 @@ __attribute__((noinline)) static int acquire_tracked(weft_lock *l, double timeou
 }
 
 __attribute__((noinline)) static int release_slow(weft_lock *l) {
+  if (weft__lock_destroyed(l)) return WEFT_ECLOSED;
   uint32_t old = __atomic_fetch_and(&l->word, ~PID_MASK, __ATOMIC_SEQ_CST);
   if ((old & PID_MASK) == 0) return WEFT_EPERM;
   if (!(old & WOKEN) && waiters(l) != 0) wake_one(l);
@@ -323,7 +328,10 @@ int weft__lock_acquire(weft_lock *l, double timeout) { return acquire(l, timeout
 int weft__lock_release(weft_lock *l) { return release(l); }
 
 __attribute__((noinline)) static int acquire_error(weft_lock *l, int r, double timeout) {
+  if (l == NULL) return weft__error(WEFT_EINVAL, "weft_lock_acquire: lock is NULL");
   if (r == WEFT_EINVAL) return weft__error(r, "weft_lock_acquire: timeout is NaN");
+  if (r == WEFT_ECLOSED)
+    return weft__error(r, "weft_lock_acquire: %s was destroyed", lock_label(l));
   if (r == WEFT_EOWNERDEAD)
     return weft__error(r, "%s: acquired, but the process that held it died", lock_label(l));
   if (r == WEFT_EDEADLK)
@@ -333,27 +341,57 @@ __attribute__((noinline)) static int acquire_error(weft_lock *l, int r, double t
 }
 
 int weft_lock_acquire_at(weft_lock *l, double timeout, const char *site) {
+  /* A destroyed lock costs nothing here: its word fails the fast path's
+   * compare-and-swap. NULL would be dereferenced, so it is one predicted
+   * branch. */
+  if (__builtin_expect(l == NULL, 0)) return acquire_error(l, WEFT_EINVAL, timeout);
   int r = __builtin_expect(weft__dd_on, 0) ? acquire_tracked(l, timeout, site) : acquire(l, timeout);
   return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
 }
 
 int(weft_lock_acquire)(weft_lock *l, double timeout) { return weft_lock_acquire_at(l, timeout, NULL); }
 
-int weft_lock_release(weft_lock *l) {
-  if (__builtin_expect(weft__dd_on, 0)) weft__dd_released(l);
-  if (__builtin_expect(release(l) == 0, 1)) return 0;
+__attribute__((noinline)) static int release_error(weft_lock *l, int r) {
+  if (l == NULL) return weft__error(WEFT_EINVAL, "weft_lock_release: lock is NULL");
+  if (r == WEFT_ECLOSED)
+    return weft__error(r, "weft_lock_release: %s was destroyed", lock_label(l));
   return weft__error(WEFT_EPERM, "%s: release of an unlocked Lock", lock_label(l));
 }
 
+int weft_lock_release(weft_lock *l) {
+  if (__builtin_expect(l == NULL, 0)) return release_error(l, WEFT_EINVAL);
+  if (__builtin_expect(weft__dd_on, 0) && !weft__lock_destroyed(l)) weft__dd_released(l);
+  int r = release(l);
+  if (__builtin_expect(r == 0, 1)) return 0;
+  return release_error(l, r);
+}
+
 bool weft_lock_locked(const weft_lock *l) {
-  return (__atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK) != 0;
+  if (l == NULL) return weft__error(WEFT_EINVAL, "weft_lock_locked: lock is NULL"), false;
+  uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
+  if (v == WEFT__LOCK_DESTROYED)
+    return weft__error(WEFT_ECLOSED, "weft_lock_locked: %s was destroyed", lock_label(l)), false;
+  return (v & PID_MASK) != 0;
+}
+
+int weft__lock_destroy(weft_lock *l) {
+  uint32_t v = __atomic_load_n(&l->word, __ATOMIC_SEQ_CST);
+  if (v == WEFT__LOCK_DESTROYED) return WEFT_ECLOSED;
+  if ((v & PID_MASK) != 0 || waiters(l) != 0 || !cas(&l->word, v, WEFT__LOCK_DESTROYED))
+    return WEFT_EBUSY;
+  if (weft__dd_on) weft__dd_forget(l);
+  return 0;
+}
+
+static int destroy_error(const char *fn, weft_lock *l, int r) {
+  if (r == WEFT_ECLOSED) return weft__error(r, "%s: %s was already destroyed", fn, lock_label(l));
+  return weft__error(r, "%s: %s destroyed while locked or waited for", fn, lock_label(l));
 }
 
 int weft_lock_destroy(weft_lock *l) {
-  if (weft_lock_locked(l))
-    return weft__error(WEFT_EBUSY, "%s: destroyed while locked", lock_label(l));
-  if (weft__dd_on) weft__dd_forget(l);
-  return 0;
+  if (l == NULL) return weft__error(WEFT_EINVAL, "weft_lock_destroy: lock is NULL");
+  int r = weft__lock_destroy(l);
+  return r == 0 ? 0 : destroy_error("weft_lock_destroy", l, r);
 }
 
 /* ---- RLock ---- */
@@ -391,7 +429,13 @@ bool weft__lock_held_by_caller(const weft_lock *l) {
   return false;
 }
 
-bool weft_rlock_is_owned(const weft_rlock *r) { return weft__lock_held_by_caller(&r->lock); }
+bool weft_rlock_is_owned(const weft_rlock *r) {
+  if (r == NULL) return weft__error(WEFT_EINVAL, "weft_rlock_is_owned: rlock is NULL"), false;
+  if (weft__lock_held_by_caller(&r->lock)) return true;
+  if (weft__lock_destroyed(&r->lock))
+    weft__error(WEFT_ECLOSED, "weft_rlock_is_owned: %s was destroyed", lock_label(&r->lock));
+  return false;
+}
 
 int weft__rlock_acquire_levels(weft_rlock *r, double timeout, uint32_t levels, unsigned flags,
                                bool spin, const char *site) {
@@ -399,7 +443,7 @@ int weft__rlock_acquire_levels(weft_rlock *r, double timeout, uint32_t levels, u
   /* TSan treats an acquire that may give up as a try-lock. */
   unsigned try = timeout >= 0 ? WEFT__TSAN_TRY_LOCK : 0;
   weft__tsan_pre_lock(r, RLOCK_TSAN_FLAGS | try);
-  if (weft_rlock_is_owned(r)) {
+  if (weft__lock_held_by_caller(&r->lock)) {
     r->count += levels;
     weft__tsan_post_lock(r, RLOCK_TSAN_FLAGS | try | flags, (int)levels);
     return 0;
@@ -426,9 +470,13 @@ int weft__rlock_acquire_levels(weft_rlock *r, double timeout, uint32_t levels, u
 int(weft_rlock_acquire)(weft_rlock *r, double timeout) { return weft_rlock_acquire_at(r, timeout, NULL); }
 
 int weft_rlock_acquire_at(weft_rlock *r, double timeout, const char *site) {
+  if (__builtin_expect(r == NULL, 0))
+    return weft__error(WEFT_EINVAL, "weft_rlock_acquire: rlock is NULL");
   int err = weft__rlock_acquire_levels(r, timeout, 1, 0, false, site);
   if (__builtin_expect(err == 0, 1)) return 0;
   if (err == WEFT_EINVAL) return weft__error(err, "weft_rlock_acquire: timeout is NaN");
+  if (err == WEFT_ECLOSED)
+    return weft__error(err, "weft_rlock_acquire: %s was destroyed", lock_label(&r->lock));
   if (err == WEFT_EOWNERDEAD)
     return weft__error(err, "%s: acquired, but the process that held it died",
                        lock_label(&r->lock));
@@ -451,17 +499,22 @@ uint32_t weft__rlock_release_levels(weft_rlock *r, bool all) {
 }
 
 int weft_rlock_release(weft_rlock *r) {
-  if (!weft_rlock_is_owned(r))
+  if (r == NULL) return weft__error(WEFT_EINVAL, "weft_rlock_release: rlock is NULL");
+  if (!weft__lock_held_by_caller(&r->lock)) {
+    if (weft__lock_destroyed(&r->lock))
+      return weft__error(WEFT_ECLOSED, "weft_rlock_release: %s was destroyed",
+                         lock_label(&r->lock));
     return weft__error(WEFT_EPERM, "%s: cannot release an RLock the calling thread does not own",
                        lock_label(&r->lock));
+  }
   weft__rlock_release_levels(r, false);
   return 0;
 }
 
 int weft_rlock_destroy(weft_rlock *r) {
-  if (weft_lock_locked(&r->lock))
-    return weft__error(WEFT_EBUSY, "%s: destroyed while locked", lock_label(&r->lock));
-  if (weft__dd_on) weft__dd_forget(&r->lock);
+  if (r == NULL) return weft__error(WEFT_EINVAL, "weft_rlock_destroy: rlock is NULL");
+  int err = weft__lock_destroy(&r->lock);
+  if (err != 0) return destroy_error("weft_rlock_destroy", &r->lock, err);
   weft__tsan_mutex_destroy(r, 0);
   return 0;
 }

@@ -7,7 +7,21 @@
 #include "internal.h"
 #include "weft/sync.h"
 
-/* Acquires a Lock: 0, WEFT_EOWNERDEAD, WEFT_ETIMEDOUT or WEFT_EINVAL. */
+/* The word of a destroyed Lock: both flags and a pid above any the kernel
+ * gives (PID_MAX_LIMIT is 2^22), so every fast path's compare-and-swap
+ * fails on it and only the slow paths need to recognise it. Init clears it. */
+#define WEFT__LOCK_DESTROYED 0xffffffffu
+
+static inline bool weft__lock_destroyed(const weft_lock *lock) {
+  return __atomic_load_n(&lock->word, __ATOMIC_RELAXED) == WEFT__LOCK_DESTROYED;
+}
+
+/* Ends a Lock's life: 0, WEFT_EBUSY if it is locked or has waiters,
+ * WEFT_ECLOSED if it was already destroyed. Records no message. */
+int weft__lock_destroy(weft_lock *lock);
+
+/* Acquires a Lock: 0, WEFT_EOWNERDEAD, WEFT_ETIMEDOUT, WEFT_EINVAL, or
+ * WEFT_ECLOSED for a destroyed one. */
 int weft__lock_acquire(weft_lock *lock, double timeout);
 
 /* The contended part of an acquire, until the deadline, spinning first;
@@ -18,7 +32,8 @@ int weft__lock_wait(weft_lock *lock, weft__deadline deadline, int spins, bool tr
  * from a wait that must take its lock back. 0 or WEFT_EOWNERDEAD. */
 int weft__lock_reacquire(weft_lock *lock);
 
-/* Releases a Lock: 0, or WEFT_EPERM if it was not locked. */
+/* Releases a Lock: 0, WEFT_EPERM if it was not locked, WEFT_ECLOSED if
+ * it was destroyed. */
 int weft__lock_release(weft_lock *lock);
 
 /* The pid of the process holding the lock, 0 if it is free. */

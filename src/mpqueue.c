@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "chan.h"
+#include "handle.h"
 #include "internal.h"
 #include "runtime.h"
 #include "tsan.h"
@@ -92,6 +93,8 @@ static const char *qname(const weft_mpqueue *q) { return q->name[0] ? q->name : 
 static uint64_t load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 
 weft_mpqueue *weft_mpqueue_new_opts(const weft_mpqueue_options *o) {
+  static const weft_mpqueue_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
   size_t capacity = o->capacity != 0 ? o->capacity : DEFAULT_CAPACITY;
   if (capacity < MIN_CAPACITY || capacity > WEFT_MPQUEUE_CAPACITY_MAX) {
     weft__error(WEFT_EINVAL, "weft_mpqueue_new: capacity %zu is outside %d..%zu bytes", capacity,
@@ -109,7 +112,9 @@ weft_mpqueue *weft_mpqueue_new_opts(const weft_mpqueue_options *o) {
   q->maxsize = o->maxsize > 0 ? (uint64_t)o->maxsize : 0;
   if (o->name != NULL) strncpy(q->name, o->name, QNAME_MAX);
   q->magic = MAGIC;
-  return q;
+  weft_mpqueue *h = weft__ref_add(q, WEFT__REF_MPQUEUE, "weft_mpqueue_new");
+  if (h == NULL) weft__os_unmap(q, RING_OFFSET + capacity);
+  return h;
 }
 
 /* ---- the side locks ---- */
@@ -303,9 +308,17 @@ static void copy_out(weft_mpqueue *q, uint64_t pos, void *dst, size_t n) {
 
 /* ---- put / get ---- */
 
-static int check(const weft_mpqueue *q, const char *fn, double timeout) {
-  if (q == NULL) return weft__error(WEFT_EINVAL, "%s: queue is NULL", fn);
-  if (q->magic != MAGIC) return weft__error(WEFT_EINVAL, "%s: not a process queue", fn);
+/* The queue behind a handle (handle.h); NULL, with the error recorded,
+ * for NULL, a freed queue or another object. */
+static weft_mpqueue *queue_of(const weft_mpqueue *h, const char *fn, int *err) {
+  return weft__ref_use(h, WEFT__REF_MPQUEUE, fn, err);
+}
+
+/* Swaps the handle *q for its queue. */
+__attribute__((always_inline)) static inline int check(weft_mpqueue **q, const char *fn,
+                                                      double timeout) {
+  int err = 0;
+  if ((*q = queue_of(*q, fn, &err)) == NULL) return err;
   if (timeout != timeout) return weft__error(WEFT_EINVAL, "%s: timeout is NaN", fn);
   return 0;
 }
@@ -377,7 +390,7 @@ static void wait_message(weft_mpqueue *q, bool *spun, weft__deadline deadline) {
 }
 
 int weft_mpqueue_put(weft_mpqueue *q, const void *msg, size_t len, double timeout) {
-  int err = check(q, "weft_mpqueue_put", timeout);
+  int err = check(&q, "weft_mpqueue_put", timeout);
   if (err != 0) return err;
   if (len > SIZE_MAX / 2)
     return weft__error(WEFT_EINVAL, "weft_mpqueue_put: length %zu is not valid (a negative number?)",
@@ -417,7 +430,7 @@ int weft_mpqueue_put(weft_mpqueue *q, const void *msg, size_t len, double timeou
 }
 
 int weft_mpqueue_get(weft_mpqueue *q, void *buf, size_t cap, size_t *len, double timeout) {
-  int err = check(q, "weft_mpqueue_get", timeout);
+  int err = check(&q, "weft_mpqueue_get", timeout);
   if (err != 0) return err;
   if (len == NULL) return weft__error(WEFT_EINVAL, "weft_mpqueue_get: len is NULL");
   if (buf == NULL && cap > 0)
@@ -457,20 +470,31 @@ int weft_mpqueue_get(weft_mpqueue *q, void *buf, size_t cap, size_t *len, double
   return weft__error(WEFT_EEMPTY, "%s: still empty after %g s", qname(q), timeout);
 }
 
-size_t weft_mpqueue_qsize(const weft_mpqueue *q) {
-  if (q == NULL) return 0;
+static size_t qsize(const weft_mpqueue *q) {
   uint64_t head = load(&q->head.count); /* head first: never negative */
   return (size_t)(load(&q->tail.count) - head);
 }
 
-bool weft_mpqueue_empty(const weft_mpqueue *q) { return weft_mpqueue_qsize(q) == 0; }
+size_t weft_mpqueue_qsize(const weft_mpqueue *h) {
+  int err;
+  const weft_mpqueue *q = queue_of(h, "weft_mpqueue_qsize", &err);
+  return q != NULL ? qsize(q) : 0;
+}
 
-bool weft_mpqueue_full(const weft_mpqueue *q) {
+bool weft_mpqueue_empty(const weft_mpqueue *h) {
+  int err;
+  const weft_mpqueue *q = queue_of(h, "weft_mpqueue_empty", &err);
+  return q != NULL && qsize(q) == 0;
+}
+
+bool weft_mpqueue_full(const weft_mpqueue *h) {
+  int err;
+  const weft_mpqueue *q = queue_of(h, "weft_mpqueue_full", &err);
   return q != NULL && !looks_roomy(q, record_size(0));
 }
 
 int weft_mpqueue_task_done(weft_mpqueue *q) {
-  int err = check(q, "weft_mpqueue_task_done", 0);
+  int err = check(&q, "weft_mpqueue_task_done", 0);
   if (err != 0) return err;
   uint64_t done = load(&q->done);
   do {
@@ -486,7 +510,7 @@ int weft_mpqueue_task_done(weft_mpqueue *q) {
 static bool all_done(const weft_mpqueue *q) { return load(&q->done) == load(&q->tail.count); }
 
 int weft_mpqueue_join(weft_mpqueue *q, double timeout) {
-  int err = check(q, "weft_mpqueue_join", timeout);
+  int err = check(&q, "weft_mpqueue_join", timeout);
   if (err != 0) return err;
   weft__deadline deadline;
   weft__deadline_from(timeout, &deadline);
@@ -502,7 +526,7 @@ int weft_mpqueue_join(weft_mpqueue *q, double timeout) {
 }
 
 int weft_mpqueue_close(weft_mpqueue *q) {
-  int err = check(q, "weft_mpqueue_close", 0);
+  int err = check(&q, "weft_mpqueue_close", 0);
   if (err != 0) return err;
   /* Under put_lock, so no put is half done when close returns. */
   lock_put(q, WEFT__NEVER);
@@ -513,9 +537,10 @@ int weft_mpqueue_close(weft_mpqueue *q) {
   return 0;
 }
 
-int weft_mpqueue_free(weft_mpqueue *q) {
-  if (q == NULL) return 0;
-  if (q->magic != MAGIC) return weft__error(WEFT_EINVAL, "weft_mpqueue_free: not a process queue");
+int weft_mpqueue_free(weft_mpqueue *h) {
+  if (h == NULL) return 0;
+  weft_mpqueue *q = weft__ref_remove(h, WEFT__REF_MPQUEUE, "weft_mpqueue_free");
+  if (q == NULL) return weft_last_error_code();
   weft__os_unmap(q, RING_OFFSET + q->capacity);
   return 0;
 }

@@ -24,12 +24,14 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "handle.h"
 #include "internal.h"
 #include "os/os.h"
 #include "weft/pipe.h"
 
 #define HEAD sizeof(uint64_t)
 
+/* The public weft_conn pointer is a handle (handle.h) for this struct. */
 struct weft_conn {
   int fd;
   bool can_send, can_recv;
@@ -83,13 +85,33 @@ int weft_pipe_opts(weft_conn **a, weft_conn **b, const weft_pipe_options *opts) 
   y->fd = fds[1];
   x->can_recv = y->can_send = true;
   x->can_send = y->can_recv = !one_way;
-  *a = x;
-  *b = y;
+  weft_conn *hx = weft__ref_add(x, WEFT__REF_CONN, "weft_pipe");
+  weft_conn *hy = hx != NULL ? weft__ref_add(y, WEFT__REF_CONN, "weft_pipe") : NULL;
+  if (hy == NULL) {
+    if (hx != NULL) weft__ref_remove(hx, WEFT__REF_CONN, "weft_pipe");
+    weft__os_close(fds[0]);
+    weft__os_close(fds[1]);
+    free(x);
+    free(y);
+    return weft_last_error_code();
+  }
+  *a = hx;
+  *b = hy;
   return 0;
+}
+
+/* The end behind a handle, swapped in for it; the error recorded for NULL,
+ * a closed end or another object. */
+static int conn_of(weft_conn **conn, const char *fn) {
+  int err = 0;
+  *conn = weft__ref_use(*conn, WEFT__REF_CONN, fn, &err);
+  return err;
 }
 
 int weft_conn_close(weft_conn *conn) {
   if (conn == NULL) return 0;
+  conn = weft__ref_remove(conn, WEFT__REF_CONN, "weft_conn_close");
+  if (conn == NULL) return weft_last_error_code();
   weft__os_close(conn->fd);
   free(conn->stage);
   free(conn);
@@ -97,14 +119,16 @@ int weft_conn_close(weft_conn *conn) {
 }
 
 int weft_conn_fileno(weft_conn *conn) {
-  if (conn == NULL) return weft__error(WEFT_EINVAL, "weft_conn_fileno: conn is NULL");
+  int cerr = conn_of(&conn, "weft_conn_fileno");
+  if (cerr != 0) return cerr;
   return conn->fd;
 }
 
 /* ---- sending ---- */
 
 int weft_conn_send(weft_conn *conn, const void *buf, size_t len) {
-  if (conn == NULL) return weft__error(WEFT_EINVAL, "weft_conn_send: conn is NULL");
+  int cerr = conn_of(&conn, "weft_conn_send");
+  if (cerr != 0) return cerr;
   if (buf == NULL && len > 0)
     return weft__error(WEFT_EINVAL, "weft_conn_send: buf is NULL but len is %zu", len);
   if (len > WEFT_MSG_MAX)
@@ -286,7 +310,8 @@ static int recv_message(weft_conn *c, void *buf, size_t cap, size_t *len, double
 }
 
 int weft_conn_recv(weft_conn *conn, void *buf, size_t cap, size_t *len, double timeout) {
-  if (conn == NULL) return weft__error(WEFT_EINVAL, "weft_conn_recv: conn is NULL");
+  int cerr = conn_of(&conn, "weft_conn_recv");
+  if (cerr != 0) return cerr;
   if (len == NULL) return weft__error(WEFT_EINVAL, "weft_conn_recv: len is NULL");
   *len = 0;
   if (buf == NULL && cap > 0)
@@ -303,7 +328,8 @@ int weft_conn_recv(weft_conn *conn, void *buf, size_t cap, size_t *len, double t
 }
 
 int weft_conn_poll(weft_conn *conn, double timeout) {
-  if (conn == NULL) return weft__error(WEFT_EINVAL, "weft_conn_poll: conn is NULL");
+  int cerr = conn_of(&conn, "weft_conn_poll");
+  if (cerr != 0) return cerr;
   weft__deadline deadline;
   if (weft__deadline_from(timeout, &deadline) != 0)
     return weft__error(WEFT_EINVAL, "weft_conn_poll: timeout is NaN");

@@ -1250,7 +1250,7 @@ weft_imap *weft_pool_imap_opts(weft_pool h, weft_bytes_task fn, weft_imap_source
     weft__error(WEFT_EINVAL, "weft_pool_imap: source is NULL");
     return NULL;
   }
-  struct pool *p = pool_get(h, __func__);
+  struct pool *p = pool_get(h, "weft_pool_imap");
   if (p == NULL) return NULL;
   if (check_map(p, fn, item_size, result_size, o, "weft_pool_imap") != 0) {
     weft__pool_put(p);
@@ -1284,11 +1284,21 @@ weft_imap *weft_pool_imap_opts(weft_pool h, weft_bytes_task fn, weft_imap_source
   it->t0 = weft__os_now_ns();
   it->buf = buf;
   it->done = done;
-  return it;
+  /* The caller holds a handle (handle.h), not it. */
+  weft_imap *handle = weft__ref_add(it, WEFT__REF_IMAP, "weft_pool_imap");
+  if (handle == NULL) {
+    weft__pool_put(p);
+    if (done != NULL) weft_queue_free(done);
+    free(buf);
+    free(it);
+  }
+  return handle;
 }
 
-int weft_imap_next(weft_imap *it, double timeout, size_t *index, void *result) {
-  if (it == NULL) return weft__error(WEFT_EINVAL, "weft_imap_next: it is NULL");
+int weft_imap_next(weft_imap *h, double timeout, size_t *index, void *result) {
+  int herr = 0;
+  struct weft_imap *it = weft__ref_use(h, WEFT__REF_IMAP, "weft_imap_next", &herr);
+  if (it == NULL) return herr;
   weft__deadline deadline;
   int err = weft__deadline_from(timeout, &deadline);
   if (err != 0) return weft__error(err, "weft_imap_next: timeout is NaN");
@@ -1349,10 +1359,16 @@ int weft_imap_next(weft_imap *it, double timeout, size_t *index, void *result) {
   return 0;
 }
 
-int weft_imap_task_error(const weft_imap *it) { return it == NULL ? 0 : it->task_err; }
+int weft_imap_task_error(const weft_imap *h) {
+  int herr;
+  const struct weft_imap *it = weft__ref_use(h, WEFT__REF_IMAP, "weft_imap_task_error", &herr);
+  return it == NULL ? 0 : it->task_err;
+}
 
-int weft_imap_free(weft_imap *it) {
-  if (it == NULL) return 0;
+int weft_imap_free(weft_imap *h) {
+  if (h == NULL) return 0;
+  struct weft_imap *it = weft__ref_remove(h, WEFT__REF_IMAP, "weft_imap_free");
+  if (it == NULL) return weft_last_error_code();
   /* Cancel what has not started, wait for the rest. */
   for (struct ichunk *c = it->head; c != NULL; c = c->next) future_cancel(c->f);
   if (it->unordered) {
@@ -1418,6 +1434,8 @@ static size_t ac_mark_duplicates(struct future **fs, size_t n, bool *dup) {
   free(s);
   return unique;
 }
+
+static void as_completed_free(struct weft_as_completed *ac);
 
 static void ac_done(struct future *f, void *arg) {
   (void)f;
@@ -1488,12 +1506,24 @@ weft_as_completed *weft_as_completed_new(const weft_future *hs, size_t n) {
     }
   }
   free(dup);
-  return ac;
+  /* The caller holds a handle (handle.h), not ac. */
+  weft_as_completed *handle = weft__ref_add(ac, WEFT__REF_AS_COMPLETED, "weft_as_completed_new");
+  if (handle == NULL) {
+    int err = weft_last_error_code();
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", weft_last_error());
+    as_completed_free(ac);
+    weft__error(err, "%s", msg);
+  }
+  return handle;
 }
 
-int weft_as_completed_next(weft_as_completed *ac, double timeout, weft_future *future,
+int weft_as_completed_next(weft_as_completed *h, double timeout, weft_future *future,
                            size_t *index) {
-  if (ac == NULL) return weft__error(WEFT_EINVAL, "weft_as_completed_next: ac is NULL");
+  int herr = 0;
+  struct weft_as_completed *ac =
+      weft__ref_use(h, WEFT__REF_AS_COMPLETED, "weft_as_completed_next", &herr);
+  if (ac == NULL) return herr;
   if (isnan(timeout)) return weft__error(WEFT_EINVAL, "weft_as_completed_next: timeout is NaN");
   if (ac->given == ac->unique)
     return weft__error(WEFT_EEOF, "weft_as_completed_next: all %zu futures were given",
@@ -1509,8 +1539,7 @@ int weft_as_completed_next(weft_as_completed *ac, double timeout, weft_future *f
   return 0;
 }
 
-int weft_as_completed_free(weft_as_completed *ac) {
-  if (ac == NULL) return 0;
+static void as_completed_free(struct weft_as_completed *ac) {
   /* Take back the watchers of futures still running; one that is being
    * run now is waited for (it is about to count itself). */
   for (size_t i = 0; i < ac->n; i++) {
@@ -1540,6 +1569,14 @@ int weft_as_completed_free(weft_as_completed *ac) {
   free(ac->fs);
   weft_queue_free(ac->done);
   free(ac);
+}
+
+int weft_as_completed_free(weft_as_completed *h) {
+  if (h == NULL) return 0;
+  struct weft_as_completed *ac =
+      weft__ref_remove(h, WEFT__REF_AS_COMPLETED, "weft_as_completed_free");
+  if (ac == NULL) return weft_last_error_code();
+  as_completed_free(ac);
   return 0;
 }
 

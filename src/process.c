@@ -273,6 +273,8 @@ static void read_method_from_environment(void) {
 }
 
 weft_process weft_process_new_opts(weft_process_target target, const weft_process_options *o) {
+  static const weft_process_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
   weft_process none = {0};
   if (target == NULL) {
     weft__error(WEFT_EINVAL, "weft_process_new: target is NULL");
@@ -613,7 +615,7 @@ int weft_process_start(weft_process h) {
 static int join(weft_process h, double timeout, weft__deadline deadline) {
   int err;
   pthread_mutex_lock(&registry);
-  struct proc *p = get_locked(h, __func__);
+  struct proc *p = get_locked(h, "weft_process_join");
   if (p == NULL) {
     pthread_mutex_unlock(&registry);
     return WEFT_ECLOSED;
@@ -814,7 +816,10 @@ static void exitcode_text(int code, char *buf, size_t size) {
 }
 
 char *weft_process_repr(weft_process h, char *buf, size_t size) {
-  if (buf == NULL || size == 0) return buf;
+  if (buf == NULL || size == 0) {
+    weft__error(WEFT_EINVAL, "weft_process_repr: %s", buf == NULL ? "buf is NULL" : "size is 0");
+    return NULL;
+  }
   if (h.id == 0) {
     snprintf(buf, size, "None");
     return buf;

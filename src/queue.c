@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "chan.h"
+#include "handle.h"
 #include "internal.h"
 #include "tsan.h"
 #include "weft/queue.h"
@@ -49,6 +50,8 @@
  * delay in that rare case. */
 #define NO_BARRIER_RECHECK_NS (1000 * 1000)
 
+/* The public weft_queue pointer is a handle (handle.h); the struct behind
+ * it is reached through queue_of. */
 struct weft_queue {
   _Alignas(64) uint32_t put_lock;
   size_t tail;       /* items ever put; written under put_lock */
@@ -93,6 +96,8 @@ static void before_signal(void) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 static bool is_closed(const weft_queue *q) { return __atomic_load_n(&q->closed, __ATOMIC_SEQ_CST); }
 
 weft_queue *weft_queue_new_opts(const weft_queue_options *o) {
+  static const weft_queue_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
   if (o->order != WEFT_FIFO && o->order != WEFT_LIFO && o->order != WEFT_PRIORITY) {
     weft__error(WEFT_EINVAL, "weft_queue_new: order %d is not WEFT_FIFO, WEFT_LIFO or WEFT_PRIORITY",
                 (int)o->order);
@@ -127,7 +132,12 @@ weft_queue *weft_queue_new_opts(const weft_queue_options *o) {
   q->order = o->order;
   q->compare = o->compare;
   q->name = o->name;
-  return q;
+  weft_queue *h = weft__ref_add(q, WEFT__REF_QUEUE, "weft_queue_new");
+  if (h == NULL) {
+    free(q->items);
+    free(q);
+  }
+  return h;
 }
 
 /* The side locks are held for a few instructions and never across a wait,
@@ -241,8 +251,17 @@ static bool stack_grow(weft_queue *q) {
 
 /* ---- put / get ---- */
 
-static int check(const weft_queue *q, const char *fn, double timeout) {
-  if (q == NULL) return weft__error(WEFT_EINVAL, "%s: queue is NULL", fn);
+/* The queue behind a handle; NULL, with the error recorded, for NULL, a
+ * freed queue or another object. */
+static weft_queue *queue_of(const weft_queue *h, const char *fn, int *err) {
+  return weft__ref_use(h, WEFT__REF_QUEUE, fn, err);
+}
+
+/* Swaps the handle *q for its queue. */
+__attribute__((always_inline)) static inline int check(weft_queue **q, const char *fn,
+                                                      double timeout) {
+  int err = 0;
+  if ((*q = queue_of(*q, fn, &err)) == NULL) return err;
   if (timeout != timeout) return weft__error(WEFT_EINVAL, "%s: timeout is NaN", fn);
   return 0;
 }
@@ -389,7 +408,7 @@ static int put_error(weft_queue *q, int r, double timeout) {
  * and try again until done or the deadline, counted in inside until their
  * last access to q. */
 int weft_queue_put(weft_queue *q, void *item, double timeout) {
-  int err = check(q, "weft_queue_put", timeout);
+  int err = check(&q, "weft_queue_put", timeout);
   if (err != 0) return err;
   int r = try_put(q, item);
   bool slow = r == WEFT_EFULL && timeout != 0;
@@ -420,7 +439,7 @@ static int get_error(weft_queue *q, int r, double timeout) {
 }
 
 int weft_queue_get(weft_queue *q, void **item, double timeout) {
-  int err = check(q, "weft_queue_get", timeout);
+  int err = check(&q, "weft_queue_get", timeout);
   if (err != 0) return err;
   if (item == NULL) return weft__error(WEFT_EINVAL, "weft_queue_get: item is NULL");
   if (timeout != 0) catch_up_pause(q);
@@ -446,20 +465,32 @@ int weft_queue_get(weft_queue *q, void **item, double timeout) {
   return r;
 }
 
-size_t weft_queue_qsize(const weft_queue *q) {
-  if (q == NULL) return 0;
+static size_t qsize(const weft_queue *q) {
   size_t head = load(&q->head); /* head first: the count is never negative */
   return load(&q->tail) - head;
 }
 
-bool weft_queue_empty(const weft_queue *q) { return weft_queue_qsize(q) == 0; }
+size_t weft_queue_qsize(const weft_queue *h) {
+  int err;
+  const weft_queue *q = queue_of(h, "weft_queue_qsize", &err);
+  return q != NULL ? qsize(q) : 0;
+}
 
-bool weft_queue_full(const weft_queue *q) {
-  return q != NULL && q->maxsize != 0 && weft_queue_qsize(q) >= q->maxsize;
+bool weft_queue_empty(const weft_queue *h) {
+  int err;
+  const weft_queue *q = queue_of(h, "weft_queue_empty", &err);
+  return q != NULL && qsize(q) == 0;
+}
+
+bool weft_queue_full(const weft_queue *h) {
+  int err;
+  const weft_queue *q = queue_of(h, "weft_queue_full", &err);
+  return q != NULL && q->maxsize != 0 && qsize(q) >= q->maxsize;
 }
 
 int weft_queue_task_done(weft_queue *q) {
-  if (q == NULL) return weft__error(WEFT_EINVAL, "weft_queue_task_done: queue is NULL");
+  int err = check(&q, "weft_queue_task_done", 0);
+  if (err != 0) return err;
   size_t done = load(&q->done);
   do {
     if (done >= load(&q->tail))
@@ -474,7 +505,7 @@ int weft_queue_task_done(weft_queue *q) {
 static bool all_done(const weft_queue *q) { return load(&q->done) == load(&q->tail); }
 
 int weft_queue_join(weft_queue *q, double timeout) {
-  int err = check(q, "weft_queue_join", timeout);
+  int err = check(&q, "weft_queue_join", timeout);
   if (err != 0) return err;
   weft__deadline deadline;
   weft__deadline_from(timeout, &deadline);
@@ -491,7 +522,8 @@ int weft_queue_join(weft_queue *q, double timeout) {
 }
 
 int weft_queue_close(weft_queue *q) {
-  if (q == NULL) return weft__error(WEFT_EINVAL, "weft_queue_close: queue is NULL");
+  int err = check(&q, "weft_queue_close", 0);
+  if (err != 0) return err;
   /* Under put_lock, so no put is half done when close returns. */
   lock(&q->put_lock);
   __atomic_store_n(&q->closed, true, __ATOMIC_SEQ_CST);
@@ -501,10 +533,15 @@ int weft_queue_close(weft_queue *q) {
   return 0;
 }
 
-int weft_queue_free(weft_queue *q) {
-  if (q == NULL) return 0;
+int weft_queue_free(weft_queue *h) {
+  if (h == NULL) return 0;
+  int err = 0;
+  weft_queue *q = queue_of(h, "weft_queue_free", &err);
+  if (q == NULL) return err;
   if (__atomic_load_n(&q->inside, __ATOMIC_SEQ_CST) != 0)
     return weft__error(WEFT_EBUSY, "%s: threads are blocked in it (close it first)", qname(q));
+  if (weft__ref_remove(h, WEFT__REF_QUEUE, "weft_queue_free") == NULL)
+    return weft_last_error_code(); /* freed meanwhile by another thread */
   weft__tsan_mutex_destroy(&q->put_lock, 0);
   weft__tsan_mutex_destroy(&q->get_lock, 0);
   free(q->items);

@@ -5,6 +5,7 @@
 #include "runtime.h"
 
 #include "deadlock.h"
+#include "handle.h"
 
 #include "internal.h"
 
@@ -58,6 +59,7 @@ WEFT__HOT static void after_fork_child(void) {
   l->n = keep + 1;
   weft__proc_lineage = *l;
   tsan_after_fork_child();
+  weft__ref_after_fork();
   weft__pid = getpid();
   weft__tls_tid = 0;
   weft__tls_forks = 0;
@@ -86,6 +88,7 @@ static void before_fork(void) {
   weft__dd_before_fork();
   weft__shm_before_fork();
   weft__shared_before_fork();
+  weft__ref_before_fork(); /* the lowest: held for a few instructions, never around another */
   tsan_before_fork();
 }
 
@@ -93,6 +96,7 @@ static void after_fork_parent(void) {
   /* From now on this thread's acquisitions are not the child's. */
   weft__tls_forks = (weft__tls_forks + 1) & WEFT__OWNER_FORKS_MASK;
   weft__shared_after_fork_parent();
+  weft__ref_after_fork();
   weft__shm_after_fork_parent();
   weft__dd_after_fork_parent();
   weft__process_after_fork_parent();

@@ -14,7 +14,25 @@
 #include "waiters.h"
 #include "weft/sync.h"
 
+/* `bounded` of a destroyed semaphore, whose value is 0: acquire's fast
+ * path finds nothing to take, and the slower paths look here. */
+#define DESTROYED 0xffffffffu
+
+static const char *sem_label(const weft_semaphore *s) {
+  return s->name != NULL ? s->name : "semaphore";
+}
+
+/* For a NULL or destroyed semaphore: the error, else 0. */
+static int bad(const weft_semaphore *s, const char *fn) {
+  if (s == NULL) return weft__error(WEFT_EINVAL, "%s: sem is NULL", fn);
+  if (__atomic_load_n(&s->bounded, __ATOMIC_RELAXED) == DESTROYED)
+    return weft__error(WEFT_ECLOSED, "%s: %s was destroyed", fn, sem_label(s));
+  return 0;
+}
+
 int weft_semaphore_init_opts(weft_semaphore *s, int value, const weft_semaphore_options *o) {
+  static const weft_semaphore_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
   if (s == NULL) return weft__error(WEFT_EINVAL, "weft_semaphore_init: sem is NULL");
   if (value < 0)
     return weft__error(WEFT_EINVAL, "weft_semaphore_init: initial value must be >= 0, not %d",
@@ -38,10 +56,12 @@ static bool try_take(weft_semaphore *s) {
 }
 
 int weft_semaphore_acquire(weft_semaphore *s, double timeout) {
+  if (s == NULL) return bad(s, "weft_semaphore_acquire");
   weft__deadline deadline;
   int err = weft__deadline_from(timeout, &deadline);
   if (err != 0) return err;
   if (try_take(s)) return 0;
+  if ((err = bad(s, "weft_semaphore_acquire")) != 0) return err;
   if (timeout != 0) {
     weft__waiters_enter(WEFT__WAITER_SET_OF(s));
     for (;;) {
@@ -59,6 +79,8 @@ int weft_semaphore_acquire(weft_semaphore *s, double timeout) {
 }
 
 int weft_semaphore_release(weft_semaphore *s, int n) {
+  int err = bad(s, "weft_semaphore_release");
+  if (err != 0) return err;
   if (n < 1) return weft__error(WEFT_EINVAL, "weft_semaphore_release: n must be >= 1, not %d", n);
   uint32_t v = __atomic_load_n(&s->value, __ATOMIC_RELAXED);
   uint32_t limit = s->bounded ? s->bound : INT_MAX;
@@ -75,5 +97,19 @@ int weft_semaphore_release(weft_semaphore *s, int n) {
 }
 
 int weft_semaphore_value(const weft_semaphore *s) {
+  int err = bad(s, "weft_semaphore_value");
+  if (err != 0) return err;
   return (int)__atomic_load_n(&s->value, __ATOMIC_RELAXED);
+}
+
+int weft_semaphore_destroy(weft_semaphore *s) {
+  int err = bad(s, "weft_semaphore_destroy");
+  if (err == WEFT_ECLOSED)
+    return weft__error(err, "weft_semaphore_destroy: %s was already destroyed", sem_label(s));
+  if (err != 0) return err;
+  if (__atomic_load_n(&s->waiters, __ATOMIC_SEQ_CST) != 0)
+    return weft__error(WEFT_EBUSY, "weft_semaphore_destroy: %s has waiters", sem_label(s));
+  __atomic_store_n(&s->value, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->bounded, DESTROYED, __ATOMIC_RELAXED);
+  return 0;
 }

@@ -110,8 +110,8 @@ void *weft_shared_alloc(size_t size) {
 static int shared_free(void *ptr, const char *call) {
   if (ptr == NULL) return 0;
   if (!set_remove((uintptr_t)ptr))
-    return weft__error(WEFT_ECLOSED, "%s: %p is not mapped by this process (freed already, or not "
-                                     "from weft_shared_alloc)", call, ptr);
+    return weft__error(WEFT_ECLOSED, "%s: %p was already freed (or is not mapped by this process)",
+                       call, ptr);
   void *base = (char *)ptr - HEADER;
   weft__os_unmap(base, *(size_t *)base);
   return 0;
@@ -128,8 +128,8 @@ static int check_live(const void *ptr, const char *call) {
   bool live = set_has_locked((uintptr_t)ptr);
   pthread_mutex_unlock(&mu);
   if (live) return 0;
-  return weft__error(WEFT_ECLOSED, "%s: %p is not mapped by this process (freed already, or not "
-                                   "from its _new call)", call, ptr);
+  return weft__error(WEFT_ECLOSED, "%s: %p was already freed (or is not mapped by this process)",
+                     call, ptr);
 }
 
 weft_lock *weft_lock_new_opts(const char *site, const weft_lock_options *o) {

@@ -28,12 +28,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "handle.h"
 #include "internal.h"
 #include "os/os.h"
 #include "runtime.h"
 #include "weft/shm.h"
 
+/* The public weft_shm pointer is a handle (handle.h) for this struct. */
 struct weft_shm {
+  weft_shm *handle;  /* what the caller holds */
   void *base;
   size_t size;
   uint64_t dev, ino; /* identity of the object, for the registry */
@@ -198,19 +201,34 @@ static int fail(int err, const char *fn, const char *what, const char *name) {
 
 /* ---- segments ---- */
 
-static weft_shm *new_handle(void) {
+/* A segment registered under a new handle from the start, so that no
+ * failure past the mapping has to undo it. */
+static weft_shm *new_handle(const char *fn) {
   weft_shm *s = calloc(1, sizeof *s);
-  if (s == NULL) weft__error(WEFT_ENOMEM, "weft_shm: out of memory for the handle");
+  if (s == NULL) {
+    weft__error(WEFT_ENOMEM, "%s: out of memory for the handle", fn);
+    return NULL;
+  }
+  s->handle = weft__ref_add(s, WEFT__REF_SHM, fn);
+  if (s->handle == NULL) {
+    free(s);
+    return NULL;
+  }
   return s;
 }
 
+static void free_handle(weft_shm *s) {
+  weft__ref_remove(s->handle, WEFT__REF_SHM, "weft_shm");
+  free(s);
+}
+
 static weft_shm *new_anonymous(size_t size) {
-  weft_shm *s = new_handle();
+  weft_shm *s = new_handle("weft_shm_new");
   if (s == NULL) return NULL;
   int fd = weft__os_memfd("weft-shm");
   if (fd < 0) {
     fail(fd, "weft_shm_new", "create a memory file", NULL);
-    free(s);
+    free_handle(s);
     return NULL;
   }
   int err = weft__os_ftruncate(fd, size);
@@ -224,18 +242,18 @@ static weft_shm *new_anonymous(size_t size) {
     weft__error(code_of(err) == WEFT_EINVAL ? WEFT_ENOMEM : code_of(err),
                 "weft_shm_new: cannot make a segment of %zu bytes: %s", size,
                 weft_strerror(err));
-    free(s);
+    free_handle(s);
     return NULL;
   }
   s->size = size;
-  return s;
+  return s->handle;
 }
 
 static weft_shm *new_named(size_t size, const char *given) {
-  weft_shm *s = new_handle();
+  weft_shm *s = new_handle("weft_shm_new");
   if (s == NULL) return NULL;
   if (normalise("weft_shm_new", given, s->name) != 0) {
-    free(s);
+    free_handle(s);
     return NULL;
   }
   int fd = weft__os_shm_open(s->name, true);
@@ -245,7 +263,7 @@ static weft_shm *new_named(size_t size, const char *given) {
                   s->name);
     else
       fail(fd, "weft_shm_new", "create", s->name);
-    free(s);
+    free_handle(s);
     return NULL;
   }
   /* From here on the name is ours: any failure removes it again. */
@@ -271,11 +289,11 @@ static weft_shm *new_named(size_t size, const char *given) {
     int code = code_of(err) == WEFT_EINVAL ? WEFT_ENOMEM : code_of(err);
     weft__error(code, "weft_shm_new: cannot %s '%s' (%zu bytes): %s", what, s->name, size,
                 weft_strerror(err));
-    free(s);
+    free_handle(s);
     return NULL;
   }
   s->size = size;
-  return s;
+  return s->handle;
 }
 
 weft_shm *weft_shm_new_opts(size_t size, const weft_shm_options *opts) {
@@ -292,10 +310,10 @@ weft_shm *weft_shm_new_opts(size_t size, const weft_shm_options *opts) {
 }
 
 weft_shm *weft_shm_attach_opts(const char *name, const weft_shm_options *opts) {
-  weft_shm *s = new_handle();
+  weft_shm *s = new_handle("weft_shm_attach");
   if (s == NULL) return NULL;
   if (normalise("weft_shm_attach", name, s->name) != 0) {
-    free(s);
+    free_handle(s);
     return NULL;
   }
   int fd = weft__os_shm_open(s->name, false);
@@ -304,7 +322,7 @@ weft_shm *weft_shm_attach_opts(const char *name, const weft_shm_options *opts) {
       weft__error(WEFT_ENOENT, "weft_shm_attach: no shared memory segment named '%s'", s->name);
     else
       fail(fd, "weft_shm_attach", "open", s->name);
-    free(s);
+    free_handle(s);
     return NULL;
   }
   size_t actual = 0, want = opts != NULL ? opts->size : 0;
@@ -330,22 +348,38 @@ weft_shm *weft_shm_attach_opts(const char *name, const weft_shm_options *opts) {
   }
   weft__os_shm_close(fd);
   if (err != 0) {
-    free(s);
+    free_handle(s);
     return NULL;
   }
-  return s;
+  return s->handle;
 }
 
-void *weft_shm_buf(const weft_shm *shm) { return shm != NULL ? shm->base : NULL; }
+static weft_shm *shm_of(const weft_shm *h, const char *fn, int *err) {
+  return weft__ref_use(h, WEFT__REF_SHM, fn, err);
+}
 
-size_t weft_shm_size(const weft_shm *shm) { return shm != NULL ? shm->size : 0; }
+void *weft_shm_buf(const weft_shm *h) {
+  int err;
+  const weft_shm *shm = shm_of(h, "weft_shm_buf", &err);
+  return shm != NULL ? shm->base : NULL;
+}
 
-const char *weft_shm_name(const weft_shm *shm) {
+size_t weft_shm_size(const weft_shm *h) {
+  int err;
+  const weft_shm *shm = shm_of(h, "weft_shm_size", &err);
+  return shm != NULL ? shm->size : 0;
+}
+
+const char *weft_shm_name(const weft_shm *h) {
+  int err;
+  const weft_shm *shm = shm_of(h, "weft_shm_name", &err);
   return shm != NULL && shm->name[0] != '\0' ? shm->name : NULL;
 }
 
-int weft_shm_unlink(weft_shm *shm) {
-  if (shm == NULL) return weft__error(WEFT_EINVAL, "weft_shm_unlink: the segment is NULL");
+int weft_shm_unlink(weft_shm *h) {
+  int cerr = 0;
+  weft_shm *shm = shm_of(h, "weft_shm_unlink", &cerr);
+  if (shm == NULL) return cerr;
   if (shm->name[0] == '\0')
     return weft__error(WEFT_EINVAL, "weft_shm_unlink: an anonymous segment has no name");
   /* Unlinking the name again could remove a newer segment that took it. */
@@ -361,8 +395,10 @@ int weft_shm_unlink(weft_shm *shm) {
   return 0;
 }
 
-int weft_shm_close(weft_shm *shm) {
-  if (shm == NULL) return 0;
+int weft_shm_close(weft_shm *h) {
+  if (h == NULL) return 0;
+  weft_shm *shm = weft__ref_remove(h, WEFT__REF_SHM, "weft_shm_close");
+  if (shm == NULL) return weft_last_error_code();
   int err = weft__os_unmap(shm->base, shm->size);
   free(shm);
   if (err != 0) return fail(err, "weft_shm_close", "unmap the segment", NULL);

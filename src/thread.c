@@ -118,6 +118,8 @@ static struct thr *new_locked(void) {
 
 weft_thread weft_thread_new_opts(weft_thread_target target, const char *target_name,
                                  const weft_thread_options *o) {
+  static const weft_thread_options defaults = {.size_ = sizeof defaults};
+  if (o == NULL) o = &defaults;
   weft_thread none = {0};
   if (target == NULL) {
     weft__error(WEFT_EINVAL, "weft_thread_new: target is NULL");
@@ -386,7 +388,10 @@ int weft_thread_set_daemon(weft_thread h, bool daemon) {
 }
 
 char *weft_thread_repr(weft_thread h, char *buf, size_t size) {
-  if (buf == NULL || size == 0) return buf;
+  if (buf == NULL || size == 0) {
+    weft__error(WEFT_EINVAL, "weft_thread_repr: %s", buf == NULL ? "buf is NULL" : "size is 0");
+    return NULL;
+  }
   if (h.id == 0) {
     snprintf(buf, size, "None");
     return buf;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "deadlock.h"
+#include "handle.h"
 #include "internal.h"
 #include "os/os.h"
 #include "tsan.h"
@@ -21,6 +22,8 @@
 #define MAGIC 0x7765667476616cu /* "weftval" */
 #define DATA_ALIGN 64
 
+/* The public weft_value pointer is a handle (handle.h) for this struct:
+ * a freed value is unmapped, and a stale pointer must not reach it. */
 struct weft_value {
   uint64_t magic;
   size_t map_size;
@@ -144,7 +147,12 @@ static weft_value *create(const char *fn, const char *type, size_t length, bool 
                                                    .name = v->name});
     v->lock = &v->own_lock;
   }
-  return v;
+  weft_value *h = weft__ref_add(v, WEFT__REF_VALUE, fn);
+  if (h == NULL) {
+    if (v->lock == &v->own_lock) weft__tsan_mutex_destroy(&v->own_lock, 0);
+    weft__os_unmap(v, map_size);
+  }
+  return h;
 }
 
 weft_value *weft_value_new_opts(const char *type, const weft_value_options *opts) {
@@ -155,19 +163,43 @@ weft_value *weft_array_new_opts(const char *type, size_t length, const weft_valu
   return create("weft_array_new", type, length, true, opts);
 }
 
-static bool valid(const weft_value *v) { return v != NULL && v->magic == MAGIC; }
+/* The value behind a handle; NULL, with the error recorded, for NULL, a
+ * freed value or another object. */
+static weft_value *value_of(const weft_value *h, const char *fn, int *err) {
+  return weft__ref_use(h, WEFT__REF_VALUE, fn, err);
+}
 
-void *weft_value_ptr(weft_value *v) { return valid(v) ? (char *)v + DATA_OFFSET : NULL; }
+void *weft_value_ptr(weft_value *h) {
+  int err;
+  weft_value *v = value_of(h, "weft_value_ptr", &err);
+  return v != NULL ? (char *)v + DATA_OFFSET : NULL;
+}
 
-weft_rlock *weft_value_get_lock(weft_value *v) { return valid(v) ? v->lock : NULL; }
+/* NULL for a raw value too (without recording an error). */
+weft_rlock *weft_value_get_lock(weft_value *h) {
+  int err;
+  weft_value *v = value_of(h, "weft_value_get_lock", &err);
+  return v != NULL ? v->lock : NULL;
+}
 
-size_t weft_value_length(const weft_value *v) { return valid(v) ? v->length : 0; }
+size_t weft_value_length(const weft_value *h) {
+  int err;
+  const weft_value *v = value_of(h, "weft_value_length", &err);
+  return v != NULL ? v->length : 0;
+}
 
-size_t weft_value_elem_size(const weft_value *v) { return valid(v) ? v->elem_size : 0; }
+size_t weft_value_elem_size(const weft_value *h) {
+  int err;
+  const weft_value *v = value_of(h, "weft_value_elem_size", &err);
+  return v != NULL ? v->elem_size : 0;
+}
 
-static int check_range(const char *fn, const weft_value *v, size_t start, size_t count,
+/* Swaps the handle *v for its value and checks the range. */
+static int check_range(const char *fn, weft_value **vp, size_t start, size_t count,
                        const void *buf) {
-  if (!valid(v)) return weft__error(WEFT_EINVAL, "%s: not a value (NULL or freed)", fn);
+  int err = 0;
+  const weft_value *v = *vp = value_of(*vp, fn, &err);
+  if (v == NULL) return err;
   if (buf == NULL) return weft__error(WEFT_EINVAL, "%s: %s: the buffer is NULL", fn, v->name);
   if (start > v->length || count > v->length - start) {
     if (start + count < start) /* wrapped around */
@@ -195,22 +227,23 @@ static int copy_locked(weft_value *v, void *dst, const void *src, size_t bytes) 
 }
 
 int weft_value_load(weft_value *v, size_t start, size_t count, void *out) {
-  int err = check_range("weft_value_load", v, start, count, out);
+  int err = check_range("weft_value_load", &v, start, count, out);
   if (err != 0) return err;
   const char *data = (const char *)v + DATA_OFFSET;
   return copy_locked(v, out, data + start * v->elem_size, count * v->elem_size);
 }
 
 int weft_value_store(weft_value *v, size_t start, size_t count, const void *in) {
-  int err = check_range("weft_value_store", v, start, count, in);
+  int err = check_range("weft_value_store", &v, start, count, in);
   if (err != 0) return err;
   char *data = (char *)v + DATA_OFFSET;
   return copy_locked(v, data + start * v->elem_size, in, count * v->elem_size);
 }
 
-int weft_value_free(weft_value *v) {
-  if (v == NULL) return 0;
-  if (v->magic != MAGIC) return weft__error(WEFT_EINVAL, "weft_value_free: not a value");
+int weft_value_free(weft_value *h) {
+  if (h == NULL) return 0;
+  weft_value *v = weft__ref_remove(h, WEFT__REF_VALUE, "weft_value_free");
+  if (v == NULL) return weft_last_error_code();
   if (v->lock == &v->own_lock) {
     /* Only this process's view of the lock ends: others may hold it. */
     if (weft__dd_on) weft__dd_forget(&v->own_lock.lock);

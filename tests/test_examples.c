@@ -455,8 +455,8 @@ START_TEST(tour) {
   for (size_t i = 0; i < sizeof headings / sizeof headings[0]; i++)
     ck_assert_msg(has_line_starting(r.out, headings[i]),
                   "tour: no heading line starting with \"%s\"; output:\n%s", headings[i], r.out);
-  ck_assert_msg(has_line_starting(r.out, "==== tour done: 13 lessons, 0 failed\n"),
-                "tour: no \"tour done: 13 lessons, 0 failed\" line; output:\n%s", r.out);
+  ck_assert_msg(has_line_starting(r.out, "==== tour done: 14 lessons, 0 failed\n"),
+                "tour: no \"tour done: 14 lessons, 0 failed\" line; output:\n%s", r.out);
   ck_assert_msg(!has_line_starting(r.out, "!!!!"), "tour: a lesson failed; output:\n%s", r.out);
   /* The lessons' own output appears under the headings. */
   ck_assert_msg(strstr(r.out, "\nover\n") != NULL && strstr(r.out, "主进程读取的全局变量：[]\n") != NULL,

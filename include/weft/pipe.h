@@ -28,7 +28,10 @@
 extern "C" {
 #endif
 
-/* One end of a pipe. */
+/* One end of a pipe.
+ * The pointer is an opaque handle, never an address to read: once closed,
+ * every call through it (a close again included) returns WEFT_ECLOSED,
+ * and a pointer to another kind of weft object gives WEFT_EINVAL. */
 typedef struct weft_conn weft_conn;
 
 /* Options of weft_pipe. */

@@ -236,6 +236,8 @@ WEFT_API int weft_pool_map_opts(weft_pool pool, weft_bytes_task fn, const void *
  * weft_imap_next, in the caller's thread, only as the window has room. */
 typedef bool (*weft_imap_source)(void *item, void *arg);
 
+/* A running imap. Its pointer is a handle, as a weft_queue's: once freed,
+ * every call through it returns WEFT_ECLOSED. */
 typedef struct weft_imap weft_imap;
 
 /* Python's Pool.imap / imap_unordered: a lazy map over the items source
@@ -314,7 +316,8 @@ WEFT_API int weft_future_add_done_callback(weft_future future, weft_future_callb
  * ALL_COMPLETED / FIRST_COMPLETED). WEFT_EINVAL for n == 0 or NULL. */
 WEFT_API int weft_futures_wait(const weft_future *futures, size_t n, bool all, double timeout);
 
-/* Futures in the order they finish (concurrent.futures.as_completed). */
+/* Futures in the order they finish (concurrent.futures.as_completed). A
+ * handle, as weft_imap. */
 typedef struct weft_as_completed weft_as_completed;
 
 /* Watches n futures (the caller keeps their handles open meanwhile); one

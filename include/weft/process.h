@@ -121,7 +121,7 @@ WEFT_API int weft_process_set_daemon(weft_process p, bool daemon);
  * "<Process name='myprocess1' pid=15900 parent=16040 started daemon>" or
  * "<Process name='Process-2' pid=15901 parent=16040 stopped exitcode=-SIGKILL>".
  * The state is initial, started, stopped, or unknown when the caller is not
- * the parent. */
+ * the parent. NULL and WEFT_EINVAL for a NULL buf or a size of 0. */
 WEFT_API char *weft_process_repr(weft_process p, char *buf, size_t size);
 
 /* ---- start methods (Python's set_start_method) ----

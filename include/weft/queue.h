@@ -34,7 +34,10 @@ extern "C" {
 
 /* ---- between threads ---- */
 
-/* A queue of pointers between the threads of one process. */
+/* A queue of pointers between the threads of one process.
+ * The pointer is an opaque handle, never an address to read: once freed,
+ * every call through it (a free again included) returns WEFT_ECLOSED,
+ * and a pointer to another kind of weft object gives WEFT_EINVAL. */
 typedef struct weft_queue weft_queue;
 
 /* The order in which get returns items. */
@@ -74,7 +77,8 @@ WEFT_API int weft_queue_put(weft_queue *q, void *item, double timeout);
 WEFT_API int weft_queue_get(weft_queue *q, void **item, double timeout);
 
 /* Number of items held, and whether there are none / no room. As in Python
- * these are snapshots: another thread may change them the next moment. */
+ * these are snapshots: another thread may change them the next moment. 0 /
+ * false, with the last error set, for a NULL or freed queue. */
 WEFT_API size_t weft_queue_qsize(const weft_queue *q);
 WEFT_API bool weft_queue_empty(const weft_queue *q);
 WEFT_API bool weft_queue_full(const weft_queue *q);
@@ -96,7 +100,8 @@ WEFT_API int weft_queue_free(weft_queue *q);
 
 /* ---- between processes ---- */
 
-/* A queue of byte messages in shared memory. */
+/* A queue of byte messages in shared memory, as weft_queue a handle: a
+ * child forked after its creation uses the same pointer. */
 typedef struct weft_mpqueue weft_mpqueue;
 
 /* Options of weft_mpqueue_new. */

@@ -31,7 +31,10 @@ extern "C" {
 
 /* ---- segments ---- */
 
-/* A mapped segment, as seen by one process. */
+/* A mapped segment, as seen by one process.
+ * The pointer is an opaque handle, never an address to read: once closed,
+ * every call through it (a close again included) returns WEFT_ECLOSED,
+ * and a pointer to another kind of weft object gives WEFT_EINVAL. */
 typedef struct weft_shm weft_shm;
 
 /* The longest segment name, without the final NUL (NAME_MAX minus the '/'). */
@@ -65,7 +68,8 @@ WEFT_API weft_shm *weft_shm_new_opts(size_t size, const weft_shm_options *opts);
 WEFT_API weft_shm *weft_shm_attach_opts(const char *name, const weft_shm_options *opts);
 
 /* The mapped bytes (64-byte aligned), their count, and the name ("/frames",
- * or NULL for an anonymous segment). NULL / 0 for a NULL segment. */
+ * or NULL for an anonymous segment). NULL / 0, with the last error set, for a
+ * NULL or closed segment. */
 WEFT_API void *weft_shm_buf(const weft_shm *shm);
 WEFT_API size_t weft_shm_size(const weft_shm *shm);
 WEFT_API const char *weft_shm_name(const weft_shm *shm);
@@ -86,7 +90,8 @@ WEFT_API int weft_shm_close(weft_shm *shm);
 
 /* A typed value or array in shared memory, with a lock by default. Create it
  * before starting the processes that use it; the pointer is valid in every
- * child forked afterwards. */
+ * child forked afterwards. As weft_shm, the pointer is a handle: freed,
+ * every call through it returns WEFT_ECLOSED. */
 typedef struct weft_value weft_value;
 
 /* Options of weft_value_new and weft_array_new. */
@@ -122,7 +127,8 @@ WEFT_API weft_value *weft_array_new_opts(const char *type, size_t length,
  * without one for a raw value), e.g. (*(int *)weft_value_ptr(counter))++. */
 WEFT_API void *weft_value_ptr(weft_value *value);
 
-/* The lock (Python's get_lock()), or NULL for a raw value. */
+/* The lock (Python's get_lock()), or NULL for a raw value. The getters
+ * here return NULL / 0, with the last error set, for a NULL or freed value. */
 WEFT_API weft_rlock *weft_value_get_lock(weft_value *value);
 
 /* Number of elements (1 for a value) and the size of one element. */

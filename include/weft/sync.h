@@ -51,7 +51,9 @@ extern "C" {
  * weft_last_error() on failure. */
 WEFT_API void *weft_shared_alloc(size_t size);
 
-/* Unmaps memory from weft_shared_alloc in the calling process. */
+/* Unmaps memory from weft_shared_alloc in the calling process. NULL is
+ * ignored; WEFT_ECLOSED for a block already freed or a pointer that did not
+ * come from weft_shared_alloc. */
 WEFT_API int weft_shared_free(void *ptr);
 
 /* ---- Lock ---- */
@@ -107,7 +109,12 @@ WEFT_API int weft_lock_release(weft_lock *lock);
 /* Returns whether the lock is held by anyone. */
 WEFT_API bool weft_lock_locked(const weft_lock *lock);
 
-/* Ends the lock's life (before its memory is freed or reused). */
+/* Ends the lock's life (before its memory is freed or reused): WEFT_EBUSY
+ * while it is locked or waited for. Until weft_lock_init makes it new, any
+ * use, and a second destroy, returns WEFT_ECLOSED (false for
+ * weft_lock_locked). The same holds for every primitive's destroy below.
+ * Every function here returns WEFT_EINVAL for a NULL object (false for the
+ * predicates, with weft_last_error() set). */
 WEFT_API int weft_lock_destroy(weft_lock *lock);
 
 /* ---- RLock ---- */
@@ -143,6 +150,7 @@ WEFT_API int weft_rlock_release(weft_rlock *rlock);
 /* Returns whether the calling thread owns the lock. */
 WEFT_API bool weft_rlock_is_owned(const weft_rlock *rlock);
 
+/* Ends the RLock's life, as weft_lock_destroy. */
 WEFT_API int weft_rlock_destroy(weft_rlock *rlock);
 
 /* ---- Condition ---- */
@@ -200,6 +208,11 @@ WEFT_API int weft_cond_notify(weft_cond *cond, int n);
 /* Wakes every thread waiting now. */
 WEFT_API int weft_cond_notify_all(weft_cond *cond);
 
+/* Ends the condition's life (and its own RLock's), as weft_lock_destroy:
+ * WEFT_EBUSY while threads wait on it or its own lock is held. A Lock or
+ * RLock given at init is left alone. */
+WEFT_API int weft_cond_destroy(weft_cond *cond);
+
 /* ---- Semaphore and BoundedSemaphore ---- */
 
 typedef struct weft_semaphore {
@@ -238,8 +251,12 @@ WEFT_API int weft_semaphore_acquire(weft_semaphore *sem, double timeout);
  * nothing. */
 WEFT_API int weft_semaphore_release(weft_semaphore *sem, int n);
 
-/* The current value. */
+/* The current value, or a negative code (WEFT_EINVAL, WEFT_ECLOSED). */
 WEFT_API int weft_semaphore_value(const weft_semaphore *sem);
+
+/* Ends the semaphore's life, as weft_lock_destroy: WEFT_EBUSY while
+ * threads wait in acquire. */
+WEFT_API int weft_semaphore_destroy(weft_semaphore *sem);
 
 /* ---- Event ---- */
 
@@ -258,6 +275,9 @@ WEFT_API int weft_event_clear(weft_event *event);
 WEFT_API bool weft_event_is_set(const weft_event *event);
 /* Waits until the flag is set: 0, or WEFT_ETIMEDOUT. */
 WEFT_API int weft_event_wait(weft_event *event, double timeout);
+/* Ends the event's life, as weft_lock_destroy: WEFT_EBUSY while threads
+ * wait. */
+WEFT_API int weft_event_destroy(weft_event *event);
 
 /* ---- Barrier ---- */
 
@@ -312,11 +332,16 @@ WEFT_API int weft_barrier_reset(weft_barrier *barrier);
 /* Breaks the barrier: current and future waits get WEFT_EBROKEN until reset. */
 WEFT_API int weft_barrier_abort(weft_barrier *barrier);
 
+/* The number of parties, or a negative code (WEFT_EINVAL, WEFT_ECLOSED). */
 WEFT_API int weft_barrier_parties(const weft_barrier *barrier);
-/* The number of threads waiting in the current cycle. */
+/* The number of threads waiting in the current cycle, or a negative code. */
 WEFT_API int weft_barrier_n_waiting(weft_barrier *barrier);
 /* Whether the barrier is broken. */
 WEFT_API bool weft_barrier_broken(weft_barrier *barrier);
+
+/* Ends the barrier's life, as weft_lock_destroy: WEFT_EBUSY while threads
+ * wait at it. */
+WEFT_API int weft_barrier_destroy(weft_barrier *barrier);
 
 /* ---- shared between processes: multiprocessing.Lock(), RLock(), ... ----
  *

@@ -99,7 +99,8 @@ WEFT_API int weft_thread_set_daemon(weft_thread t, bool daemon);
 
 /* Writes Python's repr into buf and returns buf, e.g.
  * "<Thread(Thread-1 (sing), started 140213)>",
- * "<_MainThread(MainThread, started 140210)>", "<Thread(worker, initial)>". */
+ * "<_MainThread(MainThread, started 140210)>", "<Thread(worker, initial)>".
+ * NULL and WEFT_EINVAL for a NULL buf or a size of 0. */
 WEFT_API char *weft_thread_repr(weft_thread t, char *buf, size_t size);
 
 /* Releases the handle; a running thread is detached (see above). WEFT_EPERM
