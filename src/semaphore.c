@@ -37,7 +37,7 @@ int weft_semaphore_acquire(weft_semaphore *s, double timeout) {
   int err = weft__deadline_from(timeout, &deadline);
   if (err != 0) return err;
   if (try_take(s)) return 0;
-  if (timeout != 0) {
+  if (timeout > 0) {
     __atomic_add_fetch(&s->waiters, 1, __ATOMIC_SEQ_CST);
     for (;;) {
       if (try_take(s)) {

@@ -57,8 +57,8 @@
 
 /* Sleeps for the given number of seconds, like Python's time.sleep, going on
  * after a signal handler runs: 0 sleeps not at all, WEFT_FOREVER (or above
- * 1e9) for ever. Unlike a timeout, a negative value is WEFT_EINVAL, as time.sleep
- * raises ValueError for it; so is NaN. */
+ * 1e9) for ever. Unlike a timeout, a negative value is WEFT_EINVAL, as
+ * time.sleep raises ValueError for it; so is NaN. */
 WEFT_API int weft_sleep(double seconds);
 
 /* Seconds on the monotonic clock (CLOCK_MONOTONIC), like Python's
