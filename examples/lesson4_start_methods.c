@@ -4,22 +4,14 @@
  * started by spawn is a fresh run of the program and sees fresh ones. A
  * fork copies the parent's page tables, so its cost grows with the parent;
  * a spawn costs the same from a parent of any size. */
-#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <weft.h>
 
 #define GROWN_MIB 256
 
 static int global_value = 0;
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static int show(void *arg) {
   printf("%s 启动的子进程看到的全局变量：%d\n", (const char *)arg, global_value);
@@ -39,12 +31,12 @@ int main(void) {
   for (int i = 0; i < 2; i++) {
     weft_process p = weft_process_new(show, .args = methods[i], .args_size = strlen(methods[i]) + 1,
                                       .start_method = methods[i]);
-    double t0 = now();
+    double t0 = weft_monotonic();
     if (weft_process_start(p) != 0 || weft_process_join(p, WEFT_FOREVER) != 0) {
       printf("%s: %s\n", methods[i], weft_last_error());
       return 1;
     }
-    took[i] = now() - t0;
+    took[i] = weft_monotonic() - t0;
     weft_process_close(p);
   }
   for (int i = 0; i < 2; i++) printf("%s：启动并等待子进程结束用时 %.1f ms\n", methods[i], took[i] * 1e3);

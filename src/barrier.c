@@ -20,12 +20,14 @@ int weft_barrier_init_opts(weft_barrier *b, int parties, const weft_barrier_opti
   if (b == NULL) return weft__error(WEFT_EINVAL, "weft_barrier_init: barrier is NULL");
   if (parties < 1)
     return weft__error(WEFT_EINVAL, "weft_barrier_init: parties must be >= 1, not %d", parties);
-  if (o->timeout != o->timeout)
-    return weft__error(WEFT_EINVAL, "weft_barrier_init: timeout is NaN");
+  /* A default that never waits would break the barrier at every wait; 0
+   * is what a left-out option reads as. */
+  if (!(o->timeout >= 0))
+    return weft__error(WEFT_EINVAL, "weft_barrier_init: timeout is negative or NaN");
   *b = (weft_barrier)WEFT_BARRIER_INIT((uint32_t)parties);
   b->action = o->action;
   b->arg = o->arg;
-  b->timeout = o->timeout > 0 ? o->timeout : -1.0; /* a default of 0 would break every wait */
+  if (o->timeout > 0) b->timeout = o->timeout;
   b->init_pid = (uint32_t)weft__pid;
   return 0;
 }
@@ -89,7 +91,7 @@ static int broken_error(void) {
 int weft_barrier_wait(weft_barrier *b, double timeout) {
   if (b == NULL) return bad(b, "weft_barrier_wait", 0);
   if (timeout != timeout) return weft__error(WEFT_EINVAL, "weft_barrier_wait: timeout is NaN");
-  if (timeout < 0) timeout = b->timeout;
+  if (timeout == WEFT_DEFAULT) timeout = b->timeout;
   weft__deadline deadline;
   weft__deadline_from(timeout, &deadline);
 

@@ -151,7 +151,7 @@ int weft_cond_wait(weft_cond *c, double timeout) {
 
   bool notified = false;
   for (;;) {
-    int r = timeout == 0 ? -ETIMEDOUT : weft__os_futex_wait(&c->seq, seq, deadline);
+    int r = timeout <= 0 ? -ETIMEDOUT : weft__os_futex_wait(&c->seq, seq, deadline);
     if (take_wakeup(c, epoch)) {
       notified = true;
       break;
@@ -188,12 +188,8 @@ int weft_cond_wait_for(weft_cond *c, bool (*predicate)(void *), void *arg, doubl
                        cond_label(c));
   bool result = predicate(arg);
   while (!result) {
-    double left = WEFT_FOREVER;
-    if (deadline != WEFT__NEVER) {
-      int64_t ns = deadline - weft__os_now_ns();
-      if (ns <= 0) break;
-      left = (double)ns / 1e9;
-    }
+    double left = weft__timeout_left(deadline);
+    if (left <= 0) break;
     weft_cond_wait(c, left);
     result = predicate(arg);
   }

@@ -63,7 +63,7 @@ int weft_event_wait(weft_event *e, double timeout) {
   uint32_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
   if (w & FLAG) return 0;
   if ((err = bad(e, "weft_event_wait")) != 0) return err;
-  if (timeout != 0) {
+  if (timeout > 0) {
     __atomic_add_fetch(&e->waiters, 1, __ATOMIC_SEQ_CST);
     uint32_t now = __atomic_load_n(&e->word, __ATOMIC_SEQ_CST);
     /* Set once since we arrived (even if cleared again) counts as set. */

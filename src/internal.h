@@ -17,9 +17,18 @@ int weft__error(int code, const char *fmt, ...) WEFT_PRINTF(2, 3);
 typedef int64_t weft__deadline;
 #define WEFT__NEVER INT64_MAX
 
-/* Converts a timeout in seconds (negative: forever) into a deadline.
- * Returns WEFT_EINVAL for NaN. */
+/* Converts a timeout in seconds into a deadline by the rule of
+ * weft/common.h: WEFT__NEVER for WEFT_FOREVER or above 1e9 s, one that has
+ * already passed for 0 or less. Returns WEFT_EINVAL for NaN. */
 int weft__deadline_from(double timeout, weft__deadline *out);
+
+/* Whether a timeout waits forever (WEFT_FOREVER, or above 1e9 s: 31 years).
+ * Every other timeout <= 0 does not wait at all. */
+static inline bool weft__waits_forever(double timeout) { return timeout > 1e9; }
+
+/* The timeout left until a deadline, for a call that takes seconds:
+ * WEFT_FOREVER for WEFT__NEVER, 0 once it has passed. */
+double weft__timeout_left(weft__deadline deadline);
 
 /* The calling process's pid, kept by the fork handler (getpid() is a
  * system call in current glibc). */
@@ -81,7 +90,7 @@ static inline void weft__cpu_relax(void) {
 }
 
 /* Whether a deadline from weft__deadline_from has passed (never for
- * WEFT__NEVER; at once for a timeout of 0). */
+ * WEFT__NEVER; at once for a timeout of 0 or less). */
 bool weft__deadline_passed(weft__deadline deadline);
 
 /* Marks code a forked child runs before and after its target. The compiler

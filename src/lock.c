@@ -247,10 +247,10 @@ __attribute__((noinline)) static int acquire_slow(weft_lock *l, double timeout, 
   int r;
   /* A free lock is taken without waiting, as Python's acquire(False) takes
    * it; only a blocking acquire queues behind a starving waiter. */
-  uint32_t busy = timeout == 0 ? PID_MASK : PID_MASK | STARVING;
+  uint32_t busy = timeout <= 0 ? PID_MASK : PID_MASK | STARVING;
   if ((v & busy) == 0 && cas(&l->word, v, v | (uint32_t)weft__pid)) {
     r = 0;
-  } else if (timeout == 0) {
+  } else if (timeout <= 0) {
     r = WEFT_ETIMEDOUT;
   } else {
     weft__deadline deadline;
@@ -289,7 +289,7 @@ __attribute__((noinline)) static int acquire_tracked(weft_lock *l, double timeou
                                                      const char *site) {
   if (timeout != timeout) return WEFT_EINVAL;
   if (weft__lock_destroyed(l)) return WEFT_ECLOSED; /* before it enters the detector's graph */
-  bool blocking = timeout < 0;
+  bool blocking = weft__waits_forever(timeout);
   int r = weft__dd_before_acquire(l, site, blocking);
   if (r != 0) return r;
   if (take_free(l)) {
@@ -441,7 +441,7 @@ int weft__rlock_acquire_levels(weft_rlock *r, double timeout, uint32_t levels, u
                                bool spin, const char *site) {
   if (timeout != timeout) return WEFT_EINVAL;
   /* TSan treats an acquire that may give up as a try-lock. */
-  unsigned try = timeout >= 0 ? WEFT__TSAN_TRY_LOCK : 0;
+  unsigned try = weft__waits_forever(timeout) ? 0 : WEFT__TSAN_TRY_LOCK;
   weft__tsan_pre_lock(r, RLOCK_TSAN_FLAGS | try);
   if (weft__lock_held_by_caller(&r->lock)) {
     r->count += levels;

@@ -425,7 +425,7 @@ int weft_mpqueue_put(weft_mpqueue *q, const void *msg, size_t len, double timeou
     if (weft__deadline_passed(deadline)) break;
     wait_room(q, rec, &spun, deadline);
   }
-  if (timeout == 0) return weft__error(WEFT_EFULL, "%s: full", qname(q));
+  if (timeout <= 0) return weft__error(WEFT_EFULL, "%s: full", qname(q));
   return weft__error(WEFT_EFULL, "%s: still full after %g s", qname(q), timeout);
 }
 
@@ -466,7 +466,7 @@ int weft_mpqueue_get(weft_mpqueue *q, void *buf, size_t cap, size_t *len, double
     if (weft__deadline_passed(deadline)) break;
     wait_message(q, &spun, deadline);
   }
-  if (timeout == 0) return weft__error(WEFT_EEMPTY, "%s: empty", qname(q));
+  if (timeout <= 0) return weft__error(WEFT_EEMPTY, "%s: empty", qname(q));
   return weft__error(WEFT_EEMPTY, "%s: still empty after %g s", qname(q), timeout);
 }
 

@@ -624,7 +624,7 @@ static weft_pool pool_new(const weft_pool_options *o, int kind, const char *fn) 
   if (p->id == 0) {
     if (kind == POOL_PROCESSES) {
       weft__ppool_terminate(p);
-      weft__ppool_join(p, WEFT__NEVER, -1);
+      weft__ppool_join(p, WEFT__NEVER, WEFT_FOREVER);
     }
     p->refs = 1;
     weft__pool_put(p);
@@ -851,12 +851,7 @@ int weft_pool_join(weft_pool h, double timeout) {
   for (size_t i = 0; err == 0 && i < p->nthreads; i++) {
     weft_thread t = p->threads[i];
     pthread_mutex_unlock(&p->lock);
-    double left = -1;
-    if (deadline != WEFT__NEVER) {
-      left = (double)(deadline - weft__os_now_ns()) / 1e9;
-      if (left < 0) left = 0;
-    }
-    int r = weft_thread_join(t, left, NULL);
+    int r = weft_thread_join(t, weft__timeout_left(deadline), NULL);
     if (r == WEFT_ETIMEDOUT)
       err = weft__error(WEFT_ETIMEDOUT, "weft_pool_join: %s still busy after %g s", p->name,
                         timeout);
@@ -1318,12 +1313,7 @@ int weft_imap_next(weft_imap *h, double timeout, size_t *index, void *result) {
     if (c == NULL) {
       if (it->inflight == 0) return weft__error(WEFT_EEOF, "weft_imap_next: no more results");
       void *item;
-      double left = -1;
-      if (deadline != WEFT__NEVER) {
-        left = (double)(deadline - weft__os_now_ns()) / 1e9;
-        if (left < 0) left = 0;
-      }
-      if (weft_queue_get(it->done, &item, left) != 0)
+      if (weft_queue_get(it->done, &item, weft__timeout_left(deadline)) != 0)
         return weft__error(WEFT_ETIMEDOUT, "weft_imap_next: no result after %g s", timeout);
       c = it->cur = item;
     }

@@ -541,13 +541,8 @@ static void *collector_main(void *arg) {
   tls_served = pp;
   weft__deadline next = WEFT__NEVER;
   for (;;) {
-    double left = -1;
-    if (next != WEFT__NEVER) {
-      left = (double)(next - weft__os_now_ns()) / 1e9;
-      if (left < 0) left = 0;
-    }
     size_t len;
-    int r = weft_mpqueue_get(pp->results, pp->rbuf, pp->cap, &len, left);
+    int r = weft_mpqueue_get(pp->results, pp->rbuf, pp->cap, &len, weft__timeout_left(next));
     if (r == 0) {
       struct msg m;
       memcpy(&m, pp->rbuf, sizeof m);

@@ -970,7 +970,7 @@ WEFT__HOT void weft__process_exit_rules(void) {
   }
   weft__handle_each(&table, terminate_daemon, NULL);
   weft__deadline deadline;
-  weft__deadline_from(daemon_grace, &deadline); /* negative or huge: never escalate */
+  weft__deadline_from(daemon_grace, &deadline); /* WEFT_FOREVER: never escalate */
   wait_children_locked(true, deadline);
   wait_children_locked(false, WEFT__NEVER);
   pthread_mutex_unlock(&registry);

@@ -400,7 +400,7 @@ static void leave_slow(weft_queue *q) { __atomic_sub_fetch(&q->inside, 1, __ATOM
 static int put_error(weft_queue *q, int r, double timeout) {
   if (r == WEFT_ECLOSED) return weft__error(r, "%s: put on a closed queue", qname(q));
   if (r == WEFT_ENOMEM) return weft__error(r, "%s: out of memory to grow", qname(q));
-  if (timeout == 0) return weft__error(WEFT_EFULL, "%s: full (%zu items)", qname(q), q->maxsize);
+  if (timeout <= 0) return weft__error(WEFT_EFULL, "%s: full (%zu items)", qname(q), q->maxsize);
   return weft__error(WEFT_EFULL, "%s: still full after %g s", qname(q), timeout);
 }
 
@@ -411,7 +411,7 @@ int weft_queue_put(weft_queue *q, void *item, double timeout) {
   int err = check(&q, "weft_queue_put", timeout);
   if (err != 0) return err;
   int r = try_put(q, item);
-  bool slow = r == WEFT_EFULL && timeout != 0;
+  bool slow = r == WEFT_EFULL && timeout > 0;
   if (slow) {
     weft__deadline deadline;
     weft__deadline_from(timeout, &deadline);
@@ -434,7 +434,7 @@ int weft_queue_put(weft_queue *q, void *item, double timeout) {
 
 static int get_error(weft_queue *q, int r, double timeout) {
   if (r == WEFT_ECLOSED) return weft__error(r, "%s: closed and empty", qname(q));
-  if (timeout == 0) return weft__error(WEFT_EEMPTY, "%s: empty", qname(q));
+  if (timeout <= 0) return weft__error(WEFT_EEMPTY, "%s: empty", qname(q));
   return weft__error(WEFT_EEMPTY, "%s: still empty after %g s", qname(q), timeout);
 }
 
@@ -442,9 +442,9 @@ int weft_queue_get(weft_queue *q, void **item, double timeout) {
   int err = check(&q, "weft_queue_get", timeout);
   if (err != 0) return err;
   if (item == NULL) return weft__error(WEFT_EINVAL, "weft_queue_get: item is NULL");
-  if (timeout != 0) catch_up_pause(q);
+  if (timeout > 0) catch_up_pause(q);
   int r = try_get(q, item);
-  bool slow = r == WEFT_EEMPTY && timeout != 0;
+  bool slow = r == WEFT_EEMPTY && timeout > 0;
   if (slow) {
     weft__deadline deadline;
     weft__deadline_from(timeout, &deadline);

@@ -62,7 +62,7 @@ int weft_semaphore_acquire(weft_semaphore *s, double timeout) {
   if (err != 0) return err;
   if (try_take(s)) return 0;
   if ((err = bad(s, "weft_semaphore_acquire")) != 0) return err;
-  if (timeout != 0) {
+  if (timeout > 0) {
     weft__waiters_enter(WEFT__WAITER_SET_OF(s));
     for (;;) {
       if (try_take(s)) {

@@ -267,7 +267,7 @@ int weft_thread_join(weft_thread h, double timeout, void **result) {
   pthread_mutex_unlock(&registry);
   uint32_t spins = 0;
   int64_t slept_from = 0;
-  if (err == 0 && timeout != 0 && !is_done(t)) {
+  if (err == 0 && timeout > 0 && !is_done(t)) {
     spins = __atomic_load_n(&join_spins, __ATOMIC_RELAXED);
     if (watch_for_end(t, spins))
       weft__spin_adapt(&join_spins, spins, true);

@@ -1481,6 +1481,9 @@ START_TEST(barrier_rejects_bad_parties) {
   ck_assert_int_eq(weft_barrier_init(&b, -1), WEFT_EINVAL);
   ck_assert_int_eq(weft_barrier_init(&b, -100), WEFT_EINVAL);
   ck_assert_int_eq(barrier_init_timeout(&b, 2, NAN), WEFT_EINVAL);
+  /* A default that never waits would break every wait given WEFT_DEFAULT. */
+  ck_assert_int_eq(barrier_init_timeout(&b, 2, -1), WEFT_EINVAL);
+  ck_assert_int_eq(barrier_init_timeout(&b, 2, -INFINITY), WEFT_EINVAL);
   ck_assert_int_eq(weft_barrier_init(&b, 3), 0);
   ck_assert_int_eq(weft_barrier_parties(&b), 3);
   ck_assert_int_eq(weft_barrier_n_waiting(&b), 0);
@@ -1673,11 +1676,11 @@ START_TEST(barrier_timeout_breaks_it_for_everyone) {
   ck_assert(!weft_barrier_broken(&b));
   run_full_cycle(&b, 3);
 
-  /* The default timeout given at init applies to wait(negative). */
+  /* The default timeout given at init applies to wait(WEFT_DEFAULT). */
   weft_barrier d;
   ck_assert_int_eq(barrier_init_timeout(&d, 2, 0.2), 0);
   t0 = test_now();
-  ck_assert_int_eq(weft_barrier_wait(&d, WEFT_FOREVER), WEFT_EBROKEN);
+  ck_assert_int_eq(weft_barrier_wait(&d, WEFT_DEFAULT), WEFT_EBROKEN);
   double elapsed = test_now() - t0;
   ck_assert_double_ge(elapsed, 0.18);
   ck_assert_double_lt(elapsed, 2.2);

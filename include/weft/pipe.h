@@ -60,11 +60,11 @@ WEFT_API int weft_conn_send(weft_conn *conn, const void *buf, size_t len);
 #define WEFT_MSG_MAX ((size_t)0x7fffffff)
 
 /* Receives one message into buf (cap bytes), waiting at most timeout seconds
- * (negative: forever, 0: only if one is there), and stores its length in
- * *len. 0, or WEFT_ETIMEDOUT, WEFT_EEOF once the other end is closed and
- * every message was read, WEFT_EMSGSIZE if the message is longer than cap
- * (*len says how long; the message stays, so call again with a larger
- * buffer), WEFT_EPERM on the send-only end, WEFT_EINVAL. */
+ * (WEFT_FOREVER: for ever; 0 or less: only if one is there), and stores its
+ * length in *len. 0, or WEFT_ETIMEDOUT, WEFT_EEOF once the other end is
+ * closed and every message was read, WEFT_EMSGSIZE if the message is longer
+ * than cap (*len says how long; the message stays, so call again with a
+ * larger buffer), WEFT_EPERM on the send-only end, WEFT_EINVAL. */
 WEFT_API int weft_conn_recv(weft_conn *conn, void *buf, size_t cap, size_t *len, double timeout);
 
 /* Waits at most timeout seconds until there is something to read: returns 1

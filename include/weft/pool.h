@@ -58,11 +58,11 @@
 extern "C" {
 #endif
 
-/* What the option macros below give .workers and .chunksize when they are
- * left out, so that an explicit 0 can be refused as Python refuses it
- * (Pool(0), ThreadPoolExecutor(0), chunksize=0: ValueError). Callers of the
- * _opts functions set it themselves for the default. */
-#define WEFT_DEFAULT INT_MIN
+/* The option macros below give .workers and .chunksize WEFT_DEFAULT (see
+ * common.h) when they are left out, so that an explicit 0 can be refused as
+ * Python refuses it (Pool(0), ThreadPoolExecutor(0), chunksize=0:
+ * ValueError). Callers of the _opts functions set it themselves for the
+ * default. */
 
 /* Builds an options literal with the defaults above and the caller's
  * fields, which override them: GCC and Clang warn of an overridden field

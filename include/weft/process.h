@@ -75,11 +75,11 @@ WEFT_API weft_process weft_process_new_opts(weft_process_target target,
  * is left behind; the process may be started again). */
 WEFT_API int weft_process_start(weft_process p);
 
-/* Waits until the process has stopped, at most timeout seconds (negative:
- * forever), and reaps it. Returns 0 once it has stopped, WEFT_ETIMEDOUT if it
- * is still running, WEFT_ENOTSTARTED, WEFT_EDEADLK for the calling process's
- * own handle, WEFT_EPERM if the caller is not the process's parent. Several
- * threads may join one process at once. */
+/* Waits until the process has stopped, at most timeout seconds (WEFT_FOREVER:
+ * for ever; 0 or less: not at all), and reaps it. Returns 0 once it has
+ * stopped, WEFT_ETIMEDOUT if it is still running, WEFT_ENOTSTARTED,
+ * WEFT_EDEADLK for the calling process's own handle, WEFT_EPERM if the caller
+ * is not the process's parent. Several threads may join one process at once. */
 WEFT_API int weft_process_join(weft_process p, double timeout);
 
 /* Returns whether the process is running: true for the calling process
@@ -157,7 +157,8 @@ WEFT_API weft_process weft_parent_process(void);
 WEFT_API int weft_active_children(weft_process *out, size_t max);
 
 /* Sets how long the exit rules wait for daemon children after SIGTERM before
- * sending SIGKILL (default 1.0 s; negative: never escalate, like Python). */
+ * sending SIGKILL: a timeout (default 1.0 s; WEFT_FOREVER: never escalate, as
+ * Python does not; 0 or less: SIGKILL at once). WEFT_EINVAL for NaN. */
 WEFT_API int weft_set_daemon_grace(double seconds);
 
 /* Returns how many CPUs the calling process may use: those in its affinity

@@ -4,10 +4,10 @@
  * JoinableQueue).
  *
  * Both kinds share one set of rules:
- * - put and get take a timeout like every weft wait (negative: forever, 0:
- *   do not wait); a put that finds no room returns WEFT_EFULL and a get
- *   that finds nothing WEFT_EEMPTY, whether asked not to wait or its timeout
- *   ran out (Python's queue.Full and queue.Empty).
+ * - put and get take a timeout like every weft wait (WEFT_FOREVER: for
+ *   ever; 0 or less: do not wait); a put that finds no room returns
+ *   WEFT_EFULL and a get that finds nothing WEFT_EEMPTY, whether asked not
+ *   to wait or its timeout ran out (Python's queue.Full and queue.Empty).
  * - put is synchronous: when it returns 0 the item is in the queue, so
  *   qsize/empty/full seen by the same thread already count it.
  * - close (Python 3.13's shutdown()) ends the queue for everyone: put

@@ -8,9 +8,10 @@
  * same object works between threads and, placed in memory from
  * weft_shared_alloc() before fork, between processes.
  *
- * Timeouts follow weft's convention: seconds as a double, negative waits
- * forever, 0 does not wait. An acquire that does not get the object returns
- * WEFT_ETIMEDOUT, whether it was asked not to wait or its timeout ran out.
+ * Timeouts follow weft's rule (common.h): seconds as a double, WEFT_FOREVER
+ * waits for ever, 0 or less does not wait, NaN is WEFT_EINVAL. An acquire
+ * that does not get the object returns WEFT_ETIMEDOUT, whether it was asked
+ * not to wait or its timeout ran out.
  *
  * Names are optional and only used in reports. A name is a string literal (or
  * any string that outlives the object and, for objects shared with children,
@@ -92,8 +93,8 @@ typedef struct weft_lock_options {
 WEFT_API int weft_lock_init_opts(weft_lock *lock, const char *expr, const char *site,
                                  const weft_lock_options *opts);
 
-/* Acquires the lock, waiting at most timeout seconds (negative: forever; 0:
- * only if free now). Returns 0 once acquired, WEFT_ETIMEDOUT if not,
+/* Acquires the lock, waiting at most timeout seconds (WEFT_FOREVER: for ever;
+ * 0 or less: only if free now). Returns 0 once acquired, WEFT_ETIMEDOUT if not,
  * WEFT_EOWNERDEAD if acquired from a holder process that died (the data it
  * protected may be inconsistent), WEFT_EINVAL for a NaN timeout. */
 WEFT_API int weft_lock_acquire(weft_lock *lock, double timeout);
@@ -297,17 +298,20 @@ typedef struct weft_barrier {
   uint32_t init_pid;   /* the process that initialised it; 0: a static initialiser */
   weft_barrier_action action;
   void *arg;
-  double timeout;      /* default timeout of wait; negative: none */
+  double timeout;      /* the timeout of a wait given WEFT_DEFAULT */
 } weft_barrier;
 
 typedef struct weft_barrier_options {
   size_t size_;
   weft_barrier_action action;
   void *arg;
-  double timeout;  /* default for wait, > 0; 0 (the default) or negative: none */
+  /* The timeout of a wait given WEFT_DEFAULT, > 0; 0 (left out) or
+   * WEFT_FOREVER: none. Negative or NaN: WEFT_EINVAL. */
+  double timeout;
 } weft_barrier_options;
 
-#define WEFT_BARRIER_INIT(parties) {WEFT_LOCK_INIT, 0, (parties), 0, 0, 0, 0, 0, 0, NULL, NULL, -1.0}
+#define WEFT_BARRIER_INIT(parties) \
+  {WEFT_LOCK_INIT, 0, (parties), 0, 0, 0, 0, 0, 0, NULL, NULL, WEFT_FOREVER}
 
 /* Initialises a barrier for parties threads (parties >= 1, else WEFT_EINVAL),
  * e.g. weft_barrier_init(&b, 3, .action = report, .timeout = 5). */
@@ -323,7 +327,9 @@ WEFT_API int weft_barrier_init_opts(weft_barrier *barrier, int parties,
  * 0..parties-1 (the last to arrive gets parties-1 and runs the action).
  * WEFT_EBROKEN if the barrier is or becomes broken (abort, reset while
  * waiting, a failed action, or a timeout -- which also breaks it for all).
- * timeout: negative uses the barrier's default. */
+ * timeout: as every timeout (common.h), so one <= 0 breaks the barrier unless
+ * the caller is the last to arrive; WEFT_DEFAULT uses the barrier's default
+ * (Python's wait(None)). */
 WEFT_API int weft_barrier_wait(weft_barrier *barrier, double timeout);
 
 /* Returns the barrier to its empty state; threads waiting get WEFT_EBROKEN. */
