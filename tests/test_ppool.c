@@ -1952,7 +1952,12 @@ START_TEST(terminate_kills_workers_and_cancels) {
     ck_assert_msg(weft_future_running(fs[0]) && weft_future_running(fs[1]),
                   "tasks running in workers are not running()");
     ck_assert(!weft_future_running(fs[2]) && !weft_future_done(fs[2]));
+    /* running() turns true when a worker takes the task, a moment before
+     * the task records its pid. */
+    while ((ld(&S->barpids[slot][0]) == 0 || ld(&S->barpids[slot][1]) == 0) && test_now() < end)
+      nap_ms(1);
     pid_t workers[2] = {ld(&S->barpids[slot][0]), ld(&S->barpids[slot][1])};
+    ck_assert(workers[0] != 0 && workers[1] != 0);
     double t0 = test_now();
     ck_assert_int_eq(weft_pool_terminate(pool), 0);
     ck_assert_msg(test_now() - t0 < 3, "terminate took %.1fs", test_now() - t0);
