@@ -70,6 +70,7 @@ struct weft_queue {
   weft_queue_order order;
   int (*compare)(const void *, const void *);
   const char *name;
+  pid_t pid; /* the process that made it: a forked child has a copy, not the queue */
 };
 
 static const char *qname(const weft_queue *q) { return q->name != NULL ? q->name : "queue"; }
@@ -132,6 +133,7 @@ weft_queue *weft_queue_new_opts(const weft_queue_options *o) {
   q->order = o->order;
   q->compare = o->compare;
   q->name = o->name;
+  q->pid = weft__pid;
   weft_queue *h = weft__ref_add(q, WEFT__REF_QUEUE, "weft_queue_new");
   if (h == NULL) {
     free(q->items);
@@ -254,7 +256,15 @@ static bool stack_grow(weft_queue *q) {
 /* The queue behind a handle; NULL, with the error recorded, for NULL, a
  * freed queue or another object. */
 static weft_queue *queue_of(const weft_queue *h, const char *fn, int *err) {
-  return weft__ref_use(h, WEFT__REF_QUEUE, fn, err);
+  weft_queue *q = weft__ref_use(h, WEFT__REF_QUEUE, fn, err);
+  if (__builtin_expect(q != NULL && q->pid != weft__pid, 0)) {
+    *err = weft__error(WEFT_EPERM,
+                       "%s: %s was made in process %d and lives in its memory; this process (%d) "
+                       "has only a copy that no other process sees: use a weft_mpqueue between "
+                       "processes", fn, qname(q), (int)q->pid, (int)weft__pid);
+    return NULL;
+  }
+  return q;
 }
 
 /* Swaps the handle *q for its queue. */
@@ -536,7 +546,8 @@ int weft_queue_close(weft_queue *q) {
 int weft_queue_free(weft_queue *h) {
   if (h == NULL) return 0;
   int err = 0;
-  weft_queue *q = queue_of(h, "weft_queue_free", &err);
+  /* A forked child may free its copy, as it may free any of its memory. */
+  weft_queue *q = weft__ref_use(h, WEFT__REF_QUEUE, "weft_queue_free", &err);
   if (q == NULL) return err;
   if (__atomic_load_n(&q->inside, __ATOMIC_SEQ_CST) != 0)
     return weft__error(WEFT_EBUSY, "%s: threads are blocked in it (close it first)", qname(q));

@@ -273,6 +273,35 @@ START_TEST(shared_lock_waited_on_in_a_child_is_not_reported) {
 }
 END_TEST
 
+/* ---- objects that work inside one process only ---- */
+
+static int child_uses_thread_queue(void *arg) {
+  weft_queue *q = arg;
+  char want[64];
+  snprintf(want, sizeof want, "this process (%d)", (int)getpid());
+  if (weft_queue_put(q, NULL, 1) != WEFT_EPERM) return 1;
+  if (strstr(weft_last_error(), "weft_queue_put") == NULL) return 2;
+  if (strstr(weft_last_error(), want) == NULL) return 3;
+  if (strstr(weft_last_error(), "weft_mpqueue") == NULL) return 4;
+  void *item;
+  if (weft_queue_get(q, &item, 0) != WEFT_EPERM) return 5;
+  if (weft_queue_qsize(q) != 0 || weft_last_error_code() != WEFT_EPERM) return 6;
+  if (weft_queue_free(q) != 0) return 7; /* its own copy, as any memory */
+  return 0;
+}
+
+START_TEST(thread_queue_used_in_a_child_is_eperm) {
+  weft_queue *q = weft_queue_new(.name = "jobs");
+  ck_assert_int_eq(weft_queue_put(q, q, 0), 0);
+  weft_process p = start_process(child_uses_thread_queue, q);
+  ck_assert_int_eq(finish_process(p, 10), 0);
+  void *item = NULL;
+  ck_assert_int_eq(weft_queue_get(q, &item, 0), 0); /* the parent's queue is intact */
+  ck_assert_ptr_eq(item, q);
+  ck_assert_int_eq(weft_queue_free(q), 0);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("test_shared_sync");
   TCase *tc = weft_tcase("shared_sync", 60);
@@ -283,6 +312,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, private_lock_waited_on_in_a_child_is_reported);
   tcase_add_test(tc, private_barrier_waited_on_in_a_child_is_reported);
   tcase_add_test(tc, shared_lock_waited_on_in_a_child_is_not_reported);
+  tcase_add_test(tc, thread_queue_used_in_a_child_is_eperm);
   suite_add_tcase(s, tc);
   return s;
 }
