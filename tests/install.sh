@@ -150,8 +150,16 @@ void every_macro(void) {
   weft_imap *iu = weft_pool_imap_unordered(pp, task, no_items, NULL, sizeof(int), sizeof(int));
   weft_imap *iw =
       weft_pool_imap_unordered(pp, task, no_items, NULL, sizeof(int), sizeof(int), .window = 2);
+  weft_lock *nl = weft_lock_new();
+  weft_rlock *nrl = weft_rlock_new();
+  weft_cond *nc = weft_cond_new();
+  weft_semaphore *ns = weft_semaphore_new(1);
+  weft_barrier *nb = weft_barrier_new(2);
+  weft_process ps = weft_process_new(child, .args = items, .args_size = sizeof items,
+                                     .start_method = "spawn");
   (void)p; (void)p2; (void)t; (void)q; (void)mq; (void)shm; (void)att; (void)v; (void)a;
   (void)pr; (void)tp; (void)f; (void)mr; (void)it; (void)iu; (void)iw;
+  (void)nl; (void)nrl; (void)nc; (void)ns; (void)nb; (void)ps;
 }
 int main(void) { return 0; }
 C
