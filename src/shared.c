@@ -85,7 +85,7 @@ static bool set_remove(uintptr_t key) {
 
 void weft__shared_before_fork(void) { pthread_mutex_lock(&mu); }
 void weft__shared_after_fork_parent(void) { pthread_mutex_unlock(&mu); }
-void weft__shared_after_fork_child(void) { pthread_mutex_init(&mu, NULL); }
+void weft__shared_after_fork_child(void) { pthread_mutex_unlock(&mu); }
 
 void *weft_shared_alloc(size_t size) {
   if (size == 0 || size > SIZE_MAX - HEADER) {
