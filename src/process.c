@@ -404,6 +404,16 @@ WEFT__HOT static _Noreturn void child_main(const struct start_req *req) {
 }
 
 /* Starts the child by the request's method: the one place that knows them. */
+static void describe(struct proc *p, enum kind kind, enum state state, const char *name,
+                     const char *identity) {
+  p->kind = kind;
+  p->state = state;
+  p->pidfd = -1;
+  p->refs = 1;
+  snprintf(p->name, sizeof p->name, "%s", name);
+  snprintf(p->identity, sizeof p->identity, "%s", identity);
+}
+
 /* A spawned child's start-up, from weft__spawn_child_main: the objects of
  * the child and its parent, as a forked child inherits them. */
 _Noreturn void weft__process_run_spawned(int (*target)(void *), void *arg, bool daemon,
@@ -421,23 +431,15 @@ _Noreturn void weft__process_run_spawned(int (*target)(void *), void *arg, bool 
     fprintf(stderr, "weft: spawned child %d: out of memory\n", (int)weft__pid);
     _exit(255);
   }
-  up->kind = parent_identity[0] != '\0' ? KIND_CHILD : KIND_MAIN;
-  up->state = ST_STARTED;
+  describe(up, parent_identity[0] != '\0' ? KIND_CHILD : KIND_MAIN, ST_STARTED, parent_name,
+           parent_identity);
   up->pid = parent_pid;
-  up->pidfd = -1;
-  up->refs = 1;
-  snprintf(up->name, sizeof up->name, "%s", parent_name);
-  snprintf(up->identity, sizeof up->identity, "%s", parent_identity);
-  me->kind = KIND_CHILD;
-  me->state = ST_STARTING; /* as a forked child's own object: the parent's view */
+  /* as a forked child's own object: the parent's view */
+  describe(me, KIND_CHILD, ST_STARTING, name, identity);
   me->daemon = daemon;
   me->parent_pid = parent_pid;
   me->target = target;
   me->arg = arg;
-  me->pidfd = -1;
-  me->refs = 1;
-  snprintf(me->name, sizeof me->name, "%s", name);
-  snprintf(me->identity, sizeof me->identity, "%s", identity);
   pthread_mutex_lock(&registry);
   up->id = weft__handle_add(&table, up);
   me->id = weft__handle_add(&table, me);

@@ -161,16 +161,20 @@ int weft_rlock_free(weft_rlock *r) {
   return shared_free(r, "weft_rlock_free");
 }
 
+/* A constructor whose init refused: unmaps the block, keeping the init's
+ * error for the caller. */
+static void *refused(void *block) {
+  int code = weft_last_error_code();
+  char why[256];
+  snprintf(why, sizeof why, "%s", weft_last_error());
+  shared_free(block, "weft_shared_free");
+  weft__error(code, "%s", why);
+  return NULL;
+}
+
 weft_cond *weft_cond_new_opts(const char *site, const weft_cond_options *o) {
   weft_cond *c = weft_shared_alloc(sizeof *c);
-  if (c != NULL && weft_cond_init_opts(c, NULL, site, o) != 0) {
-    int code = weft_last_error_code();
-    char why[256];
-    snprintf(why, sizeof why, "%s", weft_last_error());
-    shared_free(c, "weft_cond_new");
-    weft__error(code, "%s", why);
-    return NULL;
-  }
+  if (c != NULL && weft_cond_init_opts(c, NULL, site, o) != 0) return refused(c);
   return c;
 }
 
@@ -209,14 +213,7 @@ weft_barrier *weft_barrier_new_opts(int parties, const weft_barrier_options *o) 
     return NULL;
   }
   weft_barrier *b = weft_shared_alloc(sizeof *b);
-  if (b != NULL && weft_barrier_init_opts(b, parties, o) != 0) {
-    int code = weft_last_error_code();
-    char why[256];
-    snprintf(why, sizeof why, "%s", weft_last_error());
-    shared_free(b, "weft_barrier_new");
-    weft__error(code, "%s", why);
-    return NULL;
-  }
+  if (b != NULL && weft_barrier_init_opts(b, parties, o) != 0) return refused(b);
   return b;
 }
 
