@@ -150,6 +150,33 @@ WEFT_API weft_future weft_pool_submit(weft_pool pool, weft_task fn, void *arg);
  * worker started, and what it writes elsewhere stays in the worker. */
 typedef int (*weft_bytes_task)(const void *arg, size_t len, void *result, size_t *result_len);
 
+/* A byte string: len bytes at data (data may be NULL when len is 0). */
+typedef struct weft_bytes {
+  const void *data;
+  size_t len;
+} weft_bytes;
+
+/* Called in a running task (any kind): records code with a message
+ * (printf-style, kept up to 1 KiB) for the current task, and returns code,
+ * so that `return weft_task_fail(2, "cannot open %s: %s", path,
+ * strerror(errno));` fails the task with both. The message reaches
+ * weft_future_task_message, weft_imap_task_message, map's item_failed hook
+ * and the error sentence ("task 17 (item 3) failed with code 2: cannot
+ * open ..."). It is kept only if the task then returns a non-zero code.
+ * Outside a task it records nothing; code 0 records nothing. */
+WEFT_API int weft_task_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Called in a running bytes task: gives the len bytes at data as its
+ * result, however large (a process pool's worker sends them in parts
+ * through the results queue), instead of writing into its room. Returns
+ * 0, so that `return weft_task_return(buf, n);` ends the task; once it
+ * returned 0 the result stands, whatever the task returns after it. data
+ * must not point into the task's room. WEFT_EPERM outside a bytes task,
+ * WEFT_EALREADY the second time in one task (the first result stands),
+ * WEFT_ENOMEM, WEFT_EMSGSIZE in a fixed-size map or imap whose result_size
+ * is smaller than len (the item fails with it). */
+WEFT_API int weft_task_return(const void *data, size_t len);
+
 /* Options of weft_pool_apply_async. */
 typedef struct weft_apply_options {
   size_t size_;   /* set by the macro */
@@ -186,6 +213,14 @@ typedef void (*weft_progress_fn)(size_t done, size_t total, double elapsed, void
  * const char *) or NULL. */
 WEFT_API void weft_progress_bar(size_t done, size_t total, double elapsed, void *arg);
 
+/* A hook map calls, in the caller's thread and in index order before it
+ * returns, for each item that failed: err is its weft code
+ * (WEFT_ETASKFAILED, WEFT_EWORKERDIED, WEFT_EMSGSIZE, ...), task_code the
+ * code the task returned (0 unless WEFT_ETASKFAILED), message the task's
+ * message or weft's sentence ("" if none; valid during the call). */
+typedef void (*weft_item_failed_fn)(size_t index, int err, int task_code, const char *message,
+                                    void *arg);
+
 /* Options of weft_pool_map and the imaps. */
 typedef struct weft_map_options {
   size_t size_;   /* set by the macro */
@@ -194,9 +229,11 @@ typedef struct weft_map_options {
    * A process pool splits chunks that would not fit in max_message. */
   long chunksize;
   double timeout;  /* per task (chunk), as weft_apply_options.timeout */
-  /* map: if set, n codes, each 0 or the failure of its item (a chunk
-   * whose worker died or timed out fails all its items). */
+  /* map: if set, n codes, each 0 or the failure of its item. */
   int *errors;
+  /* map: called for each failed item (see weft_item_failed_fn). */
+  weft_item_failed_fn item_failed;
+  void *item_failed_arg;
   /* imaps: the most tasks in flight at once (default 4 per worker), so
    * an endless input never fills memory. */
   long window;
@@ -204,6 +241,28 @@ typedef struct weft_map_options {
   weft_progress_fn progress;
   void *progress_arg;
 } weft_map_options;
+
+/* Python's Pool.map over byte strings of any length: runs fn on each of
+ * the n items and stores in *results one block, freed with a single
+ * free(*results), that holds n weft_bytes -- the result of item i, its
+ * bytes inside the same block -- then the bytes. A task writes into its
+ * room (*result_len bytes, at least half the pool's max_message) or gives
+ * a result of any size with weft_task_return. A failed item's entry is
+ * {NULL, 0} (a 0-byte result has a non-NULL data). Returns as
+ * weft_pool_map; *results is set whenever the items were submitted, even
+ * when one failed (NULL otherwise). Chunks are cut by items and by bytes
+ * (a chunk's items fit in max_message); one item larger than max_message
+ * less 64 bytes: WEFT_EMSGSIZE. Also WEFT_EINVAL for NULL results, NULL
+ * items with n > 0, or an item with NULL data and len > 0. */
+#define weft_pool_map_bytes(pool, fn, items, n, results, ...)                              \
+  WEFT__WITH_DEFAULTS(int, weft_pool_map_bytes_opts((pool), (fn), (items), (n), (results), \
+                                                    &(const weft_map_options){             \
+                                                        .size_ = sizeof(weft_map_options), \
+                                                        .chunksize = WEFT_DEFAULT,         \
+                                                        __VA_ARGS__}))
+WEFT_API int weft_pool_map_bytes_opts(weft_pool pool, weft_bytes_task fn, const weft_bytes *items,
+                                      size_t n, weft_bytes **results,
+                                      const weft_map_options *opts);
 
 /* Python's Pool.map: runs fn on each of the n items (item_size bytes each,
  * one after the other at items) and writes the result of item i at
@@ -250,6 +309,32 @@ WEFT_API weft_imap *weft_pool_imap_opts(weft_pool pool, weft_bytes_task fn,
                                         size_t item_size, size_t result_size,
                                         const weft_map_options *opts);
 
+/* Where an imap over byte strings takes its items: sets *item to the next
+ * one (its bytes need stay valid only until the next call) and returns
+ * true, or returns false at the end. */
+typedef bool (*weft_imap_bytes_source)(weft_bytes *item, void *arg);
+
+/* Python's Pool.imap over byte strings of any length: as weft_pool_imap,
+ * with results from weft_imap_next_bytes (tasks as in
+ * weft_pool_map_bytes). NULL and weft_last_error() on failure. */
+#define weft_pool_imap_bytes(pool, fn, source, source_arg, ...)                           \
+  WEFT__WITH_DEFAULTS(weft_imap *,                                                        \
+                      weft_pool_imap_bytes_opts((pool), (fn), (source), (source_arg),    \
+                                                &(const weft_map_options){               \
+                                                    .size_ = sizeof(weft_map_options),   \
+                                                    .chunksize = WEFT_DEFAULT,           \
+                                                    __VA_ARGS__}))
+WEFT_API weft_imap *weft_pool_imap_bytes_opts(weft_pool pool, weft_bytes_task fn,
+                                              weft_imap_bytes_source source, void *source_arg,
+                                              const weft_map_options *opts);
+
+/* The next result of an imap over byte strings: as weft_imap_next, with
+ * the result in *result (may be NULL), valid until the next call on it or
+ * weft_imap_free. WEFT_EINVAL on an imap of fixed-size items, and
+ * weft_imap_next on an imap of byte strings. */
+WEFT_API int weft_imap_next_bytes(weft_imap *it, double timeout, size_t *index,
+                                  weft_bytes *result);
+
 /* The next result: 0 with the item's index in *index (may be NULL) and its
  * result_size bytes at result; the item's failure (WEFT_ETASKFAILED, whose
  * own code weft_imap_task_error gives, WEFT_EWORKERDIED, ...) with *index
@@ -260,6 +345,11 @@ WEFT_API int weft_imap_next(weft_imap *it, double timeout, size_t *index, void *
 /* The task's own code for the item weft_imap_next last failed with
  * WEFT_ETASKFAILED; 0 otherwise. */
 WEFT_API int weft_imap_task_error(const weft_imap *it);
+
+/* The message of the item weft_imap_next last failed with (the task's
+ * weft_task_fail message, or weft's sentence for a death, a time limit,
+ * an oversized result); "" otherwise. Valid until the next call on it. */
+WEFT_API const char *weft_imap_task_message(const weft_imap *it);
 
 /* Ends an imap: tasks not started are cancelled, running ones are waited
  * for. NULL is ignored. */
@@ -280,6 +370,12 @@ WEFT_API int weft_future_result_bytes(weft_future future, double timeout, const 
 
 /* The non-zero code a failed task returned; 0 otherwise. */
 WEFT_API int weft_future_task_error(weft_future future);
+
+/* Why a done task failed: the message it gave weft_task_fail, or weft's
+ * sentence for a death, a time limit, a cancel or a result larger than its
+ * room; "" if it succeeded, is not done or failed without a message. Owned
+ * by the future: valid until it is closed. */
+WEFT_API const char *weft_future_task_message(weft_future future);
 
 /* Whether the task finished, failed or was cancelled. */
 WEFT_API bool weft_future_done(weft_future future);
