@@ -999,6 +999,8 @@ static size_t chunk_items(struct pool *p, long chunksize, size_t n, size_t item_
   }
   size_t room = p->max_message - sizeof(weft__call);
   size_t per = chunk_bytes_per_item(item_size, result_size);
+  /* A sixteenth of a message is left for the notes of failed items. */
+  if (room >= p->max_message / 16 + per) room -= p->max_message / 16;
   size_t fit = room / per;
   if (fit == 0) fit = 1;
   return c < fit ? c : fit;

@@ -158,7 +158,9 @@ static int run_single(const weft__call *c, const void *in, weft__sink *out, stru
 
 /* A note after a fixed chunk's codes, if there is room (a process
  * worker's buffer must not be sent in parts here: the chunk's layout is
- * fixed). Chunks are sized so that at least 56 bytes are left. */
+ * fixed). Chunks are sized so that a sixteenth of a message is left; past
+ * that, messages are cut or dropped, and an oversized result is told by
+ * its code (WEFT_EMSGSIZE) alone. */
 static void fixed_note(weft__sink *out, uint32_t i, int32_t err, const char *text, size_t len) {
   size_t left = out->cap - out->used;
   if (left < sizeof(weft__note)) return;
@@ -188,10 +190,11 @@ static int run_fixed(const weft__call *c, const void *in, weft__sink *out, uint6
     int32_t code = c->fn(items + i * isz, isz, res + i * rsz, &len);
     if (t->returned) code = 0;
     else if (t->oversize || (code == 0 && len > rsz)) {
-      char text[128];
-      size_t k = oversize_text(text, sizeof text, t->oversize ? t->given : len, rsz);
+      /* Only the length claimed: the sentence is made when it is read. */
+      char text[32];
+      int k = snprintf(text, sizeof text, "%zu", t->oversize ? t->given : len);
       code = WEFT_EMSGSIZE;
-      fixed_note(out, (uint32_t)i, WEFT_EMSGSIZE, text, k);
+      fixed_note(out, (uint32_t)i, WEFT_EMSGSIZE, text, (size_t)k);
     } else if (code != 0 && t->has_message) {
       fixed_note(out, (uint32_t)i, WEFT_ETASKFAILED, t->message, t->message_len);
     }
@@ -466,10 +469,27 @@ int weft__chunk_item(struct future *f, size_t i, const char *what, const void **
       memcpy(&note, b + off, sizeof note);
       off += sizeof note;
       size_t k = note.len <= f->bytes_len - off ? note.len : f->bytes_len - off;
+      if (note.index == i && note.err == WEFT_EMSGSIZE) {
+        char text[128];
+        size_t claimed = 0;
+        for (size_t d = 0; d < k && b[off + d] >= '0' && b[off + d] <= '9'; d++)
+          claimed = claimed * 10 + (size_t)(b[off + d] - '0');
+        size_t tk = oversize_text(text, sizeof text, claimed, rsz);
+        return item_failure(f, i, what, code, note.err, text, tk, task_code, message,
+                            message_size);
+      }
       if (note.index == i)
         return item_failure(f, i, what, code, note.err, (const char *)b + off, k, task_code,
                             message, message_size);
       off += k;
+    }
+    /* No note (the notes filled their room): the code still tells an
+     * oversized result. */
+    if (code == WEFT_EMSGSIZE) {
+      char text[128];
+      int tk = snprintf(text, sizeof text, "gave a result larger than its room of %zu bytes", rsz);
+      return item_failure(f, i, what, code, WEFT_EMSGSIZE, text, (size_t)tk, task_code, message,
+                          message_size);
     }
     return item_failure(f, i, what, code, WEFT_ETASKFAILED, "", 0, task_code, message,
                         message_size);

@@ -568,6 +568,17 @@ START_TEST(fixed_map_messages_and_emsgsize) {
       if (want == 0) CHECK(results[i] == 2 * i, "item %d: %lld", i, (long long)results[i]);
     }
     finish_pool(pool);
+    /* Chunks that fill a whole message still say why an item failed. */
+    pool = make_pool(kind == 1, 4096);
+    fl = (struct failures){0};
+    rc = weft_pool_map(pool, fixed_task, items, 8, N, results, 8, .chunksize = 1000,
+                       .errors = errors, .item_failed = record_failure, .item_failed_arg = &fl);
+    ck_assert_int_eq(rc, WEFT_ETASKFAILED);
+    ck_assert_uint_eq(fl.count, 12);
+    ck_assert_str_eq(fl.message[1], "gave a result of 9 bytes, larger than its room of 8 bytes");
+    ck_assert_str_eq(fl.message[2], "gave a result of 16 bytes, larger than its room of 8 bytes");
+    ck_assert_str_eq(fl.message[3], "item 13 refused");
+    finish_pool(pool);
   }
 }
 END_TEST

@@ -38,8 +38,11 @@
  * exit, a kill from outside) fails exactly that task with
  * WEFT_EWORKERDIED and a sentence naming it ("ForkPoolWorker-2 died with
  * SIGSEGV while running task 17"); the pool starts a replacement and every
- * other task still runs. With a time limit, a task that runs past it has
- * its worker killed and replaced, and fails with WEFT_ETASKTIMEOUT.
+ * other task still runs. In a map or imap the item that was running fails
+ * and the other items of its chunk run again, each alone (those that had
+ * run before it in that chunk so run twice). With a time limit, a task
+ * that runs past it has its worker killed and replaced, and fails with
+ * WEFT_ETASKTIMEOUT (a chunk: all its items).
  *
  * Callbacks of a process pool run on its callback threads (two unless
  * .callback_threads says otherwise), never on the thread that collects
@@ -145,9 +148,12 @@ WEFT_API weft_future weft_pool_submit(weft_pool pool, weft_task fn, void *arg);
  * run them too). It reads len bytes at arg and writes its result at
  * result, where *result_len bytes of room wait; it sets *result_len to the
  * length of its result (the whole room if left as is) and returns 0, or
- * returns a non-zero code of its own to fail the task. It runs in a
- * worker: in a process pool it sees the pool's process as it was when the
- * worker started, and what it writes elsewhere stays in the worker. */
+ * returns a non-zero code of its own to fail the task (with a message:
+ * weft_task_fail). A result larger than the room goes through
+ * weft_task_return; setting *result_len past the room fails the task (or
+ * item) with WEFT_EMSGSIZE. It runs in a worker: in a process pool it sees
+ * the pool's process as it was when the worker started, and what it
+ * writes elsewhere stays in the worker. */
 typedef int (*weft_bytes_task)(const void *arg, size_t len, void *result, size_t *result_len);
 
 /* A byte string: len bytes at data (data may be NULL when len is 0). */
@@ -205,7 +211,9 @@ WEFT_API weft_future weft_pool_apply_async_opts(weft_pool pool, weft_bytes_task 
 
 /* A progress hook: done of total items finished, elapsed seconds since the
  * call began (total is 0 while an imap's input has not ended). Runs in the
- * thread that waits for the results. */
+ * thread that waits for the results: a map calls it as items finish
+ * inside running chunks too (it looks every 50 ms), an imap as each result
+ * is given. done never goes down. */
 typedef void (*weft_progress_fn)(size_t done, size_t total, double elapsed, void *arg);
 
 /* A ready-made progress hook: a one-line bar on stderr, drawn only when
@@ -268,8 +276,10 @@ WEFT_API int weft_pool_map_bytes_opts(weft_pool pool, weft_bytes_task fn, const 
  * one after the other at items) and writes the result of item i at
  * results + i * result_size (the room each call gets). Waits for all, then
  * returns 0, or the failure of the first item that failed (by index):
- * WEFT_ETASKFAILED, WEFT_EWORKERDIED, WEFT_ETASKTIMEOUT, ... with a message
- * naming it; the other items' results are written all the same.
+ * WEFT_ETASKFAILED ("task 17 (item 3) failed with code 2: <its message>"),
+ * WEFT_EWORKERDIED, WEFT_ETASKTIMEOUT, WEFT_EMSGSIZE (a result larger than
+ * result_size), ... with a sentence naming it; the other items' results
+ * are written all the same.
  * WEFT_EINVAL for a NULL fn, NULL items or results with n > 0, a zero
  * result_size, a chunksize below 1; WEFT_ECLOSED after close. */
 #define weft_pool_map(pool, fn, items, item_size, n, results, result_size, ...)           \
@@ -337,7 +347,8 @@ WEFT_API int weft_imap_next_bytes(weft_imap *it, double timeout, size_t *index,
 
 /* The next result: 0 with the item's index in *index (may be NULL) and its
  * result_size bytes at result; the item's failure (WEFT_ETASKFAILED, whose
- * own code weft_imap_task_error gives, WEFT_EWORKERDIED, ...) with *index
+ * own code weft_imap_task_error gives and message weft_imap_task_message,
+ * WEFT_EWORKERDIED, WEFT_EMSGSIZE, ...) with *index
  * set -- the next call goes on with the following item; WEFT_EEOF after
  * the last; WEFT_ETIMEDOUT. */
 WEFT_API int weft_imap_next(weft_imap *it, double timeout, size_t *index, void *result);
