@@ -1191,7 +1191,7 @@ static void imap_chunk_done(struct future *f, void *arg) {
 /* Reads byte strings into vitems while they fit one chunk; returns how
  * many the chunk has. */
 static size_t imap_read_var(struct weft_imap *it) {
-  size_t room = it->p->max_message - sizeof(weft__call);
+  size_t room = weft__vchunk_room(it->p);
   size_t k = it->held;
   size_t used = k * sizeof(uint64_t) + it->vdata_len;
   while (!it->carry && k < it->per && !it->source_done && it->stuck == 0) {
@@ -1263,7 +1263,8 @@ static struct future *imap_submit_var(struct weft_imap *it, size_t k) {
 }
 
 static int imap_fill(struct weft_imap *it) {
-  while ((it->held > 0 || it->carry || !it->source_done) && it->stuck == 0 &&
+  /* Items read before an input that stopped it still go. */
+  while ((it->held > 0 || it->carry || (!it->source_done && it->stuck == 0)) &&
          it->inflight < it->window) {
     /* Items read but not yet submitted (a submit failed) go first. */
     size_t k = it->held;

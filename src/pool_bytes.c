@@ -555,13 +555,25 @@ void weft__map_wait(struct future **fs, size_t c, size_t nchunks, size_t done, s
 
 /* ---- chunks of byte strings ---- */
 
+/* A chunk of byte strings carries at most this many bytes of items (one
+ * larger item goes alone): smaller chunks let the workers start sooner, and
+ * their buffers come from the heap rather than fresh mappings whose pages
+ * fault in each time (a map of 100,000 strings of 10-200 bytes ran 30-40%
+ * faster than with chunks of a whole 4 MiB message). */
+#define VCHUNK_BYTES ((size_t)256 << 10)
+
+size_t weft__vchunk_room(struct pool *p) {
+  return p->max_message - sizeof(weft__call);
+}
+
 size_t weft__vchunk_items(struct pool *p, const weft_bytes *items, size_t n, size_t per,
                           size_t base, const char *what) {
-  size_t room = p->max_message - sizeof(weft__call), used = 0, k = 0;
+  size_t room = weft__vchunk_room(p), used = 0, k = 0;
   if (per > UINT32_MAX) per = UINT32_MAX;
   while (k < n && k < per) {
     size_t need = sizeof(uint64_t);
     if (items[k].len > room - used - need || used + need > room) break;
+    if (k > 0 && used + need + items[k].len > VCHUNK_BYTES) break;
     used += need + items[k].len;
     k++;
   }

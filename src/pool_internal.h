@@ -208,6 +208,8 @@ void weft__chunk_release(struct future *f);
 /* A VCHUNK future of items[0..n-1], index base of the first. */
 struct future *weft__submit_vchunk(struct pool *p, weft_bytes_task fn, const weft_bytes *items,
                                    size_t n, size_t base, double timeout, const char *what);
+/* The most bytes a VCHUNK's input may hold (lengths and items). */
+size_t weft__vchunk_room(struct pool *p);
 /* How many of items[0..n-1] go in the next VCHUNK (at least 1), at most
  * per; WEFT_EMSGSIZE said (returns 0) for an item too large alone. */
 size_t weft__vchunk_items(struct pool *p, const weft_bytes *items, size_t n, size_t per,

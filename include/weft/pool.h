@@ -257,9 +257,11 @@ typedef struct weft_map_options {
  * room (*result_len bytes, at least half the pool's max_message) or gives
  * a result of any size with weft_task_return. A failed item's entry is
  * {NULL, 0} (a 0-byte result has a non-NULL data). Returns as
- * weft_pool_map; *results is set whenever the items were submitted, even
- * when one failed (NULL otherwise). Chunks are cut by items and by bytes
- * (a chunk's items fit in max_message); one item larger than max_message
+ * weft_pool_map; *results is set whenever items were submitted, even when
+ * one failed or a later submit failed (entries of items not run are
+ * {NULL, 0}), and is NULL otherwise. Chunks are cut by items and by bytes
+ * (a chunk holds at most 256 KiB of items, or one larger item alone); one
+ * item larger than max_message
  * less 64 bytes: WEFT_EMSGSIZE. Also WEFT_EINVAL for NULL results, NULL
  * items with n > 0, or an item with NULL data and len > 0. */
 #define weft_pool_map_bytes(pool, fn, items, n, results, ...)                              \
