@@ -512,6 +512,27 @@ START_TEST(imap_errors_carry_messages) {
     ck_assert_int_eq(weft_imap_next_bytes(im, 10, NULL, NULL), WEFT_EEOF);
     weft_imap_free(im);
     finish_pool(pool);
+    /* An item larger than max_message stops the input: the items before
+     * it still give their results, then the imap says why. */
+    pool = make_pool(kind == 1, 1024);
+    static char big[2000];
+    big[0] = 'r';
+    items[5] = (weft_bytes){big, sizeof big};
+    s = (__typeof__(s)){items, 0, N};
+    im = weft_pool_imap_bytes(pool, cmd_task, failing_source, &s, .chunksize = 2);
+    ck_assert_ptr_nonnull(im);
+    for (size_t k = 0; k < 5; k++) {
+      size_t idx;
+      weft_bytes r;
+      int rc = weft_imap_next_bytes(im, 30, &idx, &r);
+      ck_assert_uint_eq(idx, k);
+      ck_assert_int_eq(rc, k == 3 ? WEFT_ETASKFAILED : 0);
+    }
+    int rc = weft_imap_next_bytes(im, 30, NULL, NULL);
+    ck_assert_msg(rc == WEFT_EMSGSIZE && strstr(weft_last_error(), "item 5") != NULL, "%s (%s)",
+                  weft_err_name(rc), weft_last_error());
+    weft_imap_free(im);
+    finish_pool(pool);
   }
 }
 END_TEST
