@@ -170,7 +170,7 @@ typedef struct weft_bytes {
  * and the error sentence ("task 17 (item 3) failed with code 2: cannot
  * open ..."). It is kept only if the task then returns a non-zero code.
  * Outside a task it records nothing; code 0 records nothing. */
-WEFT_API int weft_task_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+WEFT_API int weft_task_fail(int code, const char *fmt, ...) WEFT_PRINTF(2, 3);
 
 /* Called in a running bytes task: gives the len bytes at data as its
  * result, however large (a process pool's worker sends them in parts
