@@ -612,6 +612,48 @@ struct vmap_chunk {
   size_t base;
 };
 
+/* A map over byte strings: its chunks are submitted as earlier ones are
+ * taken, at most `window` ahead, so the buffers of taken chunks are reused
+ * by the next ones rather than fresh memory faulted in for each chunk. */
+struct vmap {
+  struct pool *p;
+  weft_bytes_task fn;
+  const weft_bytes *items;
+  size_t n, per, window;
+  double timeout;
+  const char *what;
+  size_t next;            /* the first item not submitted */
+  size_t nchunks, cap;    /* chunks submitted, room in cs and fs */
+  struct vmap_chunk *cs;
+  struct future **fs;     /* the same futures, for weft__map_wait */
+};
+
+/* Submits chunks while fewer than window are ahead of chunk taken. 0 or
+ * the failure, said. */
+static int vmap_submit(struct vmap *m, size_t taken) {
+  while (m->next < m->n && m->nchunks < taken + m->window) {
+    size_t k = weft__vchunk_items(m->p, m->items + m->next, m->n - m->next, m->per, m->next,
+                                  m->what);
+    if (k == 0) return weft_last_error_code();
+    if (m->nchunks == m->cap) {
+      size_t nc = m->cap ? m->cap * 2 : 16;
+      struct vmap_chunk *cs = realloc(m->cs, nc * sizeof *cs);
+      if (cs != NULL) m->cs = cs;
+      struct future **fs = cs != NULL ? realloc(m->fs, nc * sizeof *fs) : NULL;
+      if (fs != NULL) m->fs = fs;
+      if (cs == NULL || fs == NULL) return weft__error(WEFT_ENOMEM, "%s: out of memory", m->what);
+      m->cap = nc;
+    }
+    struct future *f = weft__submit_vchunk(m->p, m->fn, m->items + m->next, k, m->next,
+                                           m->timeout, m->what);
+    if (f == NULL) return weft_last_error_code();
+    m->cs[m->nchunks] = (struct vmap_chunk){f, m->next};
+    m->fs[m->nchunks++] = f;
+    m->next += k;
+  }
+  return 0;
+}
+
 int weft_pool_map_bytes_opts(weft_pool h, weft_bytes_task fn, const weft_bytes *items, size_t n,
                              weft_bytes **results, const weft_map_options *o) {
   static const weft_map_options defaults = {.size_ = sizeof defaults, .chunksize = WEFT_DEFAULT};
@@ -651,49 +693,22 @@ int weft_pool_map_bytes_opts(weft_pool h, weft_bytes_task fn, const weft_bytes *
   size_t cap = head + 4096, used = head;
   unsigned char *blk = malloc(cap);
   if (blk != NULL) memset(blk, 0, head); /* items never submitted stay {NULL, 0} */
-  struct vmap_chunk *cs = NULL;
-  struct future **fs = NULL;
-  size_t nchunks = 0, ccap = 0;
+  struct vmap m = {.p = p, .fn = fn, .items = items, .n = n, .per = per,
+                   .window = (size_t)p->max_workers * 4, .timeout = o->timeout, .what = what};
   if (blk == NULL) err = weft__error(WEFT_ENOMEM, "%s: out of memory", what);
-  for (size_t base = 0; err == 0 && base < n;) {
-    size_t k = weft__vchunk_items(p, items + base, n - base, per, base, what);
-    if (k == 0) {
-      err = weft_last_error_code();
-      break;
-    }
-    if (nchunks == ccap) {
-      size_t nc = ccap ? ccap * 2 : 16;
-      struct vmap_chunk *c2 = realloc(cs, nc * sizeof *c2);
-      struct future **f2 = c2 != NULL ? realloc(fs, nc * sizeof *f2) : NULL;
-      if (c2 != NULL) cs = c2;
-      if (f2 != NULL) fs = f2;
-      if (c2 == NULL || f2 == NULL) {
-        err = weft__error(WEFT_ENOMEM, "%s: out of memory", what);
-        break;
-      }
-      ccap = nc;
-    }
-    struct future *f = weft__submit_vchunk(p, fn, items + base, k, base, o->timeout, what);
-    if (f == NULL) {
-      err = weft_last_error_code();
-      break;
-    }
-    cs[nchunks] = (struct vmap_chunk){f, base};
-    fs[nchunks++] = f;
-    base += k;
-  }
+  if (err == 0) err = vmap_submit(&m, 0);
   /* Every submitted chunk is waited for, even after a failure. */
   int first = 0;
   char first_msg[512];
   char message[MESSAGE_MAX];
   size_t done = 0, reported = 0;
   weft_bytes *r = (weft_bytes *)blk;
-  for (size_t c = 0; c < nchunks; c++) {
-    struct future *f = cs[c].f;
-    weft__map_wait(fs, c, nchunks, done, n, o, t0, &reported);
+  for (size_t c = 0; c < m.nchunks; c++) {
+    struct future *f = m.cs[c].f;
+    weft__map_wait(m.fs, c, m.nchunks, done, n, o, t0, &reported);
     size_t k = f->call->n;
     for (size_t i = 0; i < k; i++) {
-      size_t at = cs[c].base + i;
+      size_t at = m.cs[c].base + i;
       const void *data = NULL;
       size_t len = 0;
       int task_code = 0;
@@ -738,11 +753,13 @@ int weft_pool_map_bytes_opts(weft_pool h, weft_bytes_task fn, const weft_bytes *
     }
     weft__chunk_release(f);
     weft_future_close((weft_future){f->id});
+    m.fs[c] = NULL;
+    if (err == 0) err = vmap_submit(&m, c + 1);
   }
-  free(cs);
-  free(fs);
+  free(m.cs);
+  free(m.fs);
   weft__pool_put(p);
-  if (blk != NULL && nchunks > 0) {
+  if (blk != NULL && m.nchunks > 0) {
     unsigned char *b = realloc(blk, used > 0 ? used : 1);
     if (b != NULL) blk = b;
     r = (weft_bytes *)blk;
