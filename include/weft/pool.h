@@ -107,8 +107,10 @@ typedef struct weft_pool_options {
    * be killed): seconds a task may run before its worker is killed; 0 or
    * left out: no limit. */
   double task_timeout;
-  /* Process pools: the largest argument or result message in bytes
-   * (default 4 MiB), which bounds a bytes task's result. */
+  /* The largest argument message of a bytes task in bytes (default 4
+   * MiB), and the room its result is written into (a larger result goes
+   * through weft_task_return; a process pool's worker then sends it in
+   * parts of this size). */
   size_t max_message;
   /* Process pools: threads that run callbacks (default 2). */
   int callback_threads;
