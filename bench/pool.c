@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Rows for pools: pool_submit_threads, pool_submit_processes,
- * pool_map_processes, pool_speedup. */
+ * pool_map_processes, pool_map_bytes, pool_speedup. */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
@@ -190,6 +190,80 @@ static void pool_map_processes(const bench_config *cfg) {
   free(d.results);
 }
 
+/* ---- pool_map_bytes ---- */
+
+/* The strings of pool_map_bytes and its Python peer: a xorshift64 stream
+ * from a fixed seed gives each string a length of 10..200 bytes and a
+ * starting letter; the string is the alphabet, repeated, from that letter. */
+static uint64_t xorshift(uint64_t *x) {
+  *x ^= *x << 13;
+  *x ^= *x >> 7;
+  *x ^= *x << 17;
+  return *x;
+}
+
+struct bytes_data {
+  char *text;         /* the alphabet, repeated */
+  weft_bytes *items;
+};
+
+static int len_task(const void *arg, size_t len, void *result, size_t *result_len) {
+  (void)arg;
+  int64_t n = (int64_t)len;
+  memcpy(result, &n, sizeof n);
+  *result_len = sizeof n;
+  return 0;
+}
+
+/* weft_pool_map_bytes of len over iters strings with map's default
+ * chunksize, each result an int64, as Pool.map(len, strings) in the peer.
+ * As pool_map_processes: one pool per sample, its start and shutdown off
+ * the clock in both, and the results checked (and freed) off it too. */
+static double map_bytes_sample(long iters, void *arg) {
+  struct bytes_data *d = arg;
+  size_t n = (size_t)iters;
+  weft_pool pool = weft_process_pool_new();
+  if (pool.id == 0) die("pool_map_bytes");
+  weft_bytes *res = NULL;
+  double t0 = now_ns();
+  if (weft_pool_map_bytes(pool, len_task, d->items, n, &res) != 0) die("pool_map_bytes map");
+  double ns = (now_ns() - t0) / (double)iters;
+  pool_shutdown(pool, "pool_map_bytes shutdown");
+  int64_t check = 0;
+  for (size_t i = 0; i < n; i++) {
+    int64_t v;
+    memcpy(&v, res[i].data, sizeof v);
+    check += v == (int64_t)d->items[i].len && res[i].len == sizeof v;
+  }
+  free(res);
+  if (check != (int64_t)n) {
+    fprintf(stderr, "pool_map_bytes: %lld of %zu results right\n", (long long)check, n);
+    exit(1);
+  }
+  return ns;
+}
+
+static void pool_map_bytes(const bench_config *cfg) {
+  if (!bench_wanted(cfg, "pool_map_bytes")) return;
+  long iters = cfg->quick ? 20000 : 100000;
+  struct bytes_data d = {malloc(26 * 9), malloc((size_t)iters * sizeof(weft_bytes))};
+  if (d.text == NULL || d.items == NULL) die("pool_map_bytes");
+  for (int i = 0; i < 26 * 9; i++) d.text[i] = (char)('a' + i % 26);
+  uint64_t x = 88172645463325252ULL;
+  for (long i = 0; i < iters; i++) {
+    size_t len = 10 + (size_t)(xorshift(&x) % 191);
+    size_t start = (size_t)(xorshift(&x) % 26);
+    d.items[i] = (weft_bytes){d.text + start, len};
+  }
+  bench_result r[2] = {{.impl = "weft"}, {.impl = "python"}};
+  bench_sample samples[1] = {map_bytes_sample};
+  bench_measure(cfg, iters, 1, samples, &d, r);
+  bench_python("pool_map_bytes.py", iters, cfg->quick ? 1 : 3, &r[1]);
+  bench_report("pool_map_bytes", 2, r);
+  free(d.text);
+  free(d.items);
+}
+
 /* ---- pool_speedup ---- */
 
 /* The CPU-bound work: primes below a bound counted by trial division, the
@@ -296,5 +370,6 @@ void bench_pool_rows(const bench_config *cfg) {
   pool_submit_threads(cfg);
   pool_submit_processes(cfg);
   pool_map_processes(cfg);
+  pool_map_bytes(cfg);
   pool_speedup(cfg);
 }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Error codes, names and messages, and the per-thread last error. */
+#define _GNU_SOURCE
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,6 +12,7 @@ static _Thread_local char last_message[256];
 static _Thread_local int last_code;
 
 const char *weft_strerror(int code) {
+  if (code == 0) return "success";
   switch (code) {
 #define WEFT__ERR_MSG(name, value, msg) \
   case (value):                         \
@@ -30,7 +32,15 @@ const char *weft_err_name(int code) {
     WEFT_ERRNO_MAP(WEFT__ERR_NAME)
 #undef WEFT__ERR_NAME
   }
-  return "WEFT_EUNKNOWN";
+  /* An errno weft does not return itself keeps its errno name; anything
+   * else is named by its number. */
+  static _Thread_local char name[48];
+  const char *e = code < 0 && code > -4000 ? strerrorname_np(-code) : NULL;
+  if (e != NULL)
+    snprintf(name, sizeof name, "WEFT_%s", e);
+  else
+    snprintf(name, sizeof name, "code %d", code);
+  return name;
 }
 
 const char *weft_last_error(void) { return last_message; }

@@ -89,6 +89,7 @@ void weft__future_put(struct future *f) {
     free(w);
     w = next;
   }
+  weft__chunk_release(f);
   free(f->call);
   free(f->bytes);
   free(f->report);
@@ -220,57 +221,6 @@ static int future_watch(struct future *f, void (*fn)(struct future *, void *), v
   return 0;
 }
 
-/* ---- bytes tasks ---- */
-
-int weft__call_run(const weft__call *c, const void *in, void *out, size_t room, size_t *out_len,
-                   uint64_t *item) {
-  if (c->kind == WEFT__CALL_SINGLE) {
-    size_t len = room;
-    int code = c->fn(in, (size_t)c->in_len, out, &len);
-    if (code == 0 && len > room) code = WEFT_EMSGSIZE;
-    *out_len = code == 0 ? len : 0;
-    return code;
-  }
-  /* Results first, so each starts as aligned as result_size allows (a
-   * task may store through a long *), then the codes. */
-  size_t n = c->n, isz = (size_t)c->item_size, rsz = (size_t)c->result_size;
-  unsigned char *res = out;
-  unsigned char *codes = res + n * rsz;
-  const unsigned char *items = in;
-  for (size_t i = 0; i < n; i++) {
-    if (item != NULL) __atomic_store_n(item, c->base + i, __ATOMIC_RELAXED);
-    size_t len = rsz;
-    int32_t code = c->fn(items + i * isz, isz, res + i * rsz, &len);
-    if (code == 0 && len > rsz) code = WEFT_EMSGSIZE;
-    memcpy(codes + i * sizeof code, &code, sizeof code);
-  }
-  *out_len = weft__chunk_out_len(n, rsz);
-  return 0;
-}
-
-/* A thread pool worker's room for results of bytes tasks. */
-static _Thread_local unsigned char *tls_room;
-static _Thread_local size_t tls_room_size;
-
-/* Runs a bytes task in a worker thread: the result goes to the worker's
- * room, then into the future's own block. */
-static int run_call(struct future *f, size_t room) {
-  if (tls_room_size < room) {
-    unsigned char *b = realloc(tls_room, room);
-    if (b == NULL) return WEFT_ENOMEM;
-    tls_room = b;
-    tls_room_size = room;
-  }
-  size_t len = 0;
-  int code = weft__call_run(f->call, f->call + 1, tls_room, room, &len, NULL);
-  if (code != 0) return code;
-  f->bytes = malloc(len > 0 ? len : 1);
-  if (f->bytes == NULL) return WEFT_ENOMEM;
-  memcpy(f->bytes, tls_room, len);
-  f->bytes_len = len;
-  return 0;
-}
-
 /* Runs a pending future's task in the calling thread, unless it was
  * cancelled first. */
 static void future_run(struct future *f, size_t room) {
@@ -281,10 +231,10 @@ static void future_run(struct future *f, size_t room) {
   void *result = NULL;
   int code;
   if (f->call != NULL) {
-    code = run_call(f, room);
+    code = weft__thread_run_call(f, room, &f->fail_err);
     result = f->bytes;
   } else {
-    code = f->fn(f->arg, &result);
+    code = weft__run_pointer_task(f, &result);
   }
   f->result = result;
   f->task_err = code;
@@ -315,9 +265,17 @@ static int outcome(struct future *f, const char *fn) {
   switch (state_of(f)) {
   case FS_OK:
     return 0;
-  case FS_FAILED:
-    return weft__error(WEFT_ETASKFAILED, "%s: the task failed with code %d", fn,
-                       f->task_err);
+  case FS_FAILED: {
+    const char *msg = f->report != NULL ? f->report : "";
+    if (f->call == NULL)
+      return weft__error(WEFT_ETASKFAILED, "%s: the task failed with code %d%s%s", fn,
+                         f->task_err, *msg ? ": " : "", msg);
+    if (f->fail_err == WEFT_EMSGSIZE)
+      return weft__error(WEFT_EMSGSIZE, "%s: task %llu %s", fn,
+                         (unsigned long long)f->call->seq, msg);
+    return weft__error(WEFT_ETASKFAILED, "%s: task %llu failed with code %d%s%s", fn,
+                       (unsigned long long)f->call->seq, f->task_err, *msg ? ": " : "", msg);
+  }
   case FS_CANCELLED:
     return weft__error(WEFT_ECANCELED, "%s: %s", fn,
                        f->report != NULL ? f->report : "the task was cancelled");
@@ -331,6 +289,12 @@ static int outcome(struct future *f, const char *fn) {
     return weft__error(WEFT_EBROKEN, "%s: the pool broke before the task ran", fn);
   }
 }
+
+bool weft__future_wait(struct future *f, weft__deadline deadline) {
+  return future_wait(f, deadline);
+}
+
+int weft__future_outcome(struct future *f, const char *fn) { return outcome(f, fn); }
 
 static int future_result(weft_future h, double timeout, const char *fn, void **result,
                          const void **data, size_t *len) {
@@ -364,9 +328,19 @@ int weft_future_result_bytes(weft_future h, double timeout, const void **data, s
 int weft_future_task_error(weft_future h) {
   struct future *f = weft__future_get(h, __func__);
   if (f == NULL) return weft_last_error_code();
-  int code = state_of(f) == FS_FAILED ? f->task_err : 0;
+  int code = state_of(f) == FS_FAILED && f->fail_err != WEFT_EMSGSIZE ? f->task_err : 0;
   weft__future_put(f);
   return code;
+}
+
+const char *weft_future_task_message(weft_future h) {
+  struct future *f = weft__future_get(h, __func__);
+  if (f == NULL) return "";
+  uint32_t s = state_of(f);
+  /* The handle's reference keeps the report until the future is closed. */
+  const char *msg = final_state(s) && s != FS_OK && f->report != NULL ? f->report : "";
+  weft__future_put(f);
+  return msg;
 }
 
 static bool future_test(weft_future h, const char *fn, bool (*pred)(uint32_t)) {
@@ -525,6 +499,8 @@ static struct pool *pool_get(weft_pool h, const char *fn) {
   if (p == NULL) weft__error(WEFT_ECLOSED, "%s: the pool handle is closed or invalid", fn);
   return p;
 }
+
+struct pool *weft__pool_get(weft_pool h, const char *fn) { return pool_get(h, fn); }
 
 static void close_at_exit(void *obj, void *unused) {
   (void)unused;
@@ -696,9 +672,7 @@ static void *worker_main(void *arg) {
     __atomic_store_n(&p->broken, 1, __ATOMIC_SEQ_CST);
     drain(p, FS_BROKEN);
   }
-  free(tls_room);
-  tls_room = NULL;
-  tls_room_size = 0;
+  weft__thread_room_free();
   tls_pool = NULL;
   return NULL;
 }
@@ -907,7 +881,7 @@ static struct future *call_future(struct pool *p, weft_bytes_task fn, uint32_t k
   c->fn = fn;
   c->kind = kind;
   c->in_len = in_len;
-  if (in_len > 0) memcpy(c + 1, in, in_len);
+  if (in_len > 0 && in != NULL) memcpy(c + 1, in, in_len); /* NULL: the caller fills it */
   struct future *f = weft__future_new(NULL, NULL);
   if (f == NULL) {
     free(c);
@@ -922,6 +896,8 @@ static struct future *call_future(struct pool *p, weft_bytes_task fn, uint32_t k
  * it); on failure the future is released and the error said. */
 static int queue_call(struct pool *p, struct future *f, const char *what) {
   int err = 0;
+  if (f->call != NULL && p->kind == POOL_THREADS)
+    f->call->seq = __atomic_fetch_add(&p->next_seq, 1, __ATOMIC_RELAXED);
   if (__atomic_load_n(&p->broken, __ATOMIC_ACQUIRE)) {
     err = weft__error(WEFT_EBROKEN, "%s: %s is broken (an initializer failed)", what, p->name);
   } else if (p->kind == POOL_PROCESSES) {
@@ -939,6 +915,15 @@ static int queue_call(struct pool *p, struct future *f, const char *what) {
     weft__future_put(f); /* the handle's */
   }
   return err;
+}
+
+struct future *weft__call_future(struct pool *p, weft_bytes_task fn, uint32_t kind,
+                                 const void *in, size_t in_len, const char *what) {
+  return call_future(p, fn, kind, in, in_len, what);
+}
+
+int weft__queue_call(struct pool *p, struct future *f, const char *what) {
+  return queue_call(p, f, what);
 }
 
 static int add_callback(struct future *f, weft_future_callback cb, void *arg, int when) {
@@ -1015,6 +1000,8 @@ static size_t chunk_items(struct pool *p, long chunksize, size_t n, size_t item_
   }
   size_t room = p->max_message - sizeof(weft__call);
   size_t per = chunk_bytes_per_item(item_size, result_size);
+  /* A sixteenth of a message is left for the notes of failed items. */
+  if (room >= p->max_message / 16 + per) room -= p->max_message / 16;
   size_t fit = room / per;
   if (fit == 0) fit = 1;
   return c < fit ? c : fit;
@@ -1056,29 +1043,14 @@ static struct future *submit_chunk(struct pool *p, weft_bytes_task fn, const voi
   return f;
 }
 
-static const unsigned char *chunk_codes(struct future *f) {
-  return (const unsigned char *)f->bytes + (size_t)f->call->n * (size_t)f->call->result_size;
-}
-
-/* The code of item i of a finished chunk future, with the message said
- * when it is not 0. */
-static int chunk_item_code(struct future *f, size_t i, size_t first, const char *what) {
-  uint32_t s = state_of(f);
-  if (s == FS_OK) {
-    int32_t code;
-    memcpy(&code, chunk_codes(f) + i * sizeof code, sizeof code);
-    if (code == 0) return 0;
-    return weft__error(WEFT_ETASKFAILED, "%s: item %zu failed with code %d", what, first + i,
-                       (int)code);
-  }
-  return outcome(f, what);
-}
-
-static void chunk_item_result(struct future *f, size_t i, size_t result_size, void *dst) {
-  memcpy(dst, (const unsigned char *)f->bytes + i * result_size, result_size);
-}
-
 static double since(int64_t t0) { return (double)(weft__os_now_ns() - t0) / 1e9; }
+
+double weft__since(int64_t t0) { return since(t0); }
+
+int weft__check_map(struct pool *p, weft_bytes_task fn, size_t item_size, size_t result_size,
+                    const weft_map_options *o, const char *what) {
+  return check_map(p, fn, item_size, result_size, o, what);
+}
 
 int weft_pool_map_opts(weft_pool h, weft_bytes_task fn, const void *items, size_t item_size,
                        size_t n, void *results, size_t result_size, const weft_map_options *o) {
@@ -1120,23 +1092,35 @@ int weft_pool_map_opts(weft_pool h, weft_bytes_task fn, const void *items, size_
    * arrays must not be written once map has returned. */
   int first = 0;
   char first_msg[512];
-  size_t done = 0;
+  char message[1024];
+  size_t done = 0, reported = 0;
   for (size_t c = 0; c < submitted; c++) {
     struct future *f = fs[c];
-    future_wait(f, WEFT__NEVER);
+    weft__map_wait(fs, c, submitted, done, n, o, t0, &reported);
     size_t base = c * per, k = f->call->n;
     for (size_t i = 0; i < k; i++) {
-      int code = chunk_item_code(f, i, base, "weft_pool_map");
+      const void *data;
+      size_t len;
+      int task_code;
+      int code = weft__chunk_item(f, i, "weft_pool_map", &data, &len, &task_code,
+                                  o->item_failed != NULL ? message : NULL, sizeof message);
       if (o->errors != NULL) o->errors[base + i] = code;
       if (code == 0) {
-        chunk_item_result(f, i, result_size, (unsigned char *)results + (base + i) * result_size);
-      } else if (first == 0) {
+        memcpy((unsigned char *)results + (base + i) * result_size, data, result_size);
+        continue;
+      }
+      if (first == 0) {
         first = code;
         snprintf(first_msg, sizeof first_msg, "%s", weft_last_error());
       }
+      if (o->item_failed != NULL) o->item_failed(base + i, code, task_code, message, o->item_failed_arg);
     }
     done += k;
-    if (o->progress != NULL) o->progress(done, n, since(t0), o->progress_arg);
+    if (o->progress != NULL && done > reported) {
+      reported = done;
+      o->progress(done, n, since(t0), o->progress_arg);
+    }
+    weft__chunk_release(f);
     weft_future_close((weft_future){f->id}); /* the last reference: the pool dropped its own */
   }
   free(fs);
@@ -1158,6 +1142,7 @@ struct ichunk {
 };
 
 struct weft_imap {
+  pid_t pid; /* the process that made it: its futures and pool live there */
   struct pool *p;
   weft_bytes_task fn;
   weft_imap_source source;
@@ -1177,7 +1162,20 @@ struct weft_imap {
   uint32_t fired;             /* futex: chunk watchers that ran (unordered) */
   weft_queue *done;           /* unordered: chunks as they finish */
   struct ichunk *cur;         /* unordered: the chunk being given */
+  struct ichunk *last;        /* fully given: freed by the next call (its bytes were given) */
   int task_err;
+  char message[1024];         /* of the item the last call failed with */
+  /* Byte strings: items read and not yet submitted, their bytes in vdata
+   * (data holds an offset until submitted); vitems[held] may be one read
+   * that did not fit the chunk (carry). An input that cannot go on
+   * (an item too large) stops it with `stuck`. */
+  bool var, carry;
+  weft_imap_bytes_source vsource;
+  weft_bytes *vitems;
+  unsigned char *vdata;
+  size_t vdata_len, vdata_cap;
+  int stuck;
+  char stuck_msg[256];
 };
 
 /* Unordered: a finished chunk joins the queue of finished ones. It must
@@ -1192,11 +1190,90 @@ static void imap_chunk_done(struct future *f, void *arg) {
 }
 
 /* Reads and submits chunks while the window has room. */
+/* Reads byte strings into vitems while they fit one chunk; returns how
+ * many the chunk has. */
+static size_t imap_read_var(struct weft_imap *it) {
+  size_t room = weft__vchunk_room(it->p);
+  size_t k = it->held;
+  size_t used = k * sizeof(uint64_t) + it->vdata_len;
+  while (!it->carry && k < it->per && !it->source_done && it->stuck == 0) {
+    weft_bytes b = {NULL, 0};
+    if (!it->vsource(&b, it->source_arg)) {
+      it->source_done = true;
+      break;
+    }
+    size_t need = sizeof(uint64_t) + b.len;
+    if ((b.data == NULL && b.len > 0) || b.len > room - sizeof(uint64_t)) {
+      it->stuck = b.len > 0 && b.data == NULL ? WEFT_EINVAL : WEFT_EMSGSIZE;
+      snprintf(it->stuck_msg, sizeof it->stuck_msg,
+               b.data == NULL ? "weft_imap_next: item %zu has NULL data and %zu bytes"
+                              : "weft_imap_next: item %zu (%zu bytes) is larger than the pool's "
+                                "max_message less 64 bytes",
+               it->read + k, b.len);
+      break;
+    }
+    if (it->vdata_len + b.len > it->vdata_cap) {
+      size_t cap = it->vdata_cap * 2 > it->vdata_len + b.len ? it->vdata_cap * 2
+                                                             : it->vdata_len + b.len;
+      unsigned char *d = realloc(it->vdata, cap);
+      if (d == NULL) {
+        it->stuck = WEFT_ENOMEM;
+        snprintf(it->stuck_msg, sizeof it->stuck_msg, "weft_imap_next: out of memory");
+        break;
+      }
+      it->vdata = d;
+      it->vdata_cap = cap;
+    }
+    if (b.len > 0) memcpy(it->vdata + it->vdata_len, b.data, b.len);
+    it->vitems[k] = (weft_bytes){(const void *)(uintptr_t)it->vdata_len, b.len};
+    it->vdata_len += b.len;
+    if (k > 0 && used + need > room) {
+      it->carry = true; /* it goes first in the next chunk */
+      break;
+    }
+    used += need;
+    k++;
+  }
+  return k;
+}
+
+/* Submits the first k byte strings read; the carried one moves to the
+ * front. */
+static struct future *imap_submit_var(struct weft_imap *it, size_t k) {
+  weft_bytes *items = malloc(k * sizeof *items);
+  if (items == NULL) {
+    weft__error(WEFT_ENOMEM, "weft_imap_next: out of memory");
+    return NULL;
+  }
+  for (size_t i = 0; i < k; i++)
+    items[i] = (weft_bytes){it->vdata + (uintptr_t)it->vitems[i].data, it->vitems[i].len};
+  struct future *f = weft__submit_vchunk(it->p, it->fn, items, k, it->read, it->timeout,
+                                         "weft_imap_next");
+  free(items);
+  if (f == NULL) return NULL;
+  it->held = 0;
+  it->vdata_len = 0;
+  if (it->carry) {
+    weft_bytes c = it->vitems[k];
+    memmove(it->vdata, it->vdata + (uintptr_t)c.data, c.len);
+    it->vitems[0] = (weft_bytes){(const void *)0, c.len};
+    it->vdata_len = c.len;
+    it->held = 1;
+    it->carry = false;
+  }
+  return f;
+}
+
 static int imap_fill(struct weft_imap *it) {
-  while ((it->held > 0 || !it->source_done) && it->inflight < it->window) {
+  /* Items read before an input that stopped it still go. */
+  while ((it->held > 0 || it->carry || (!it->source_done && it->stuck == 0)) &&
+         it->inflight < it->window) {
     /* Items read but not yet submitted (a submit failed) go first. */
     size_t k = it->held;
-    if (k == 0) {
+    if (it->var) {
+      k = imap_read_var(it);
+      if (k == 0) break;
+    } else if (k == 0) {
       while (k < it->per && it->source(it->buf + k * it->item_size, it->source_arg)) k++;
       if (k < it->per) it->source_done = true;
       if (k == 0) break;
@@ -1207,13 +1284,14 @@ static int imap_fill(struct weft_imap *it) {
     c->it = it;
     c->base = it->read;
     c->n = k;
-    c->f = submit_chunk(it->p, it->fn, it->buf, it->item_size, k, it->read, it->result_size,
-                        it->timeout, "weft_imap_next");
+    c->f = it->var ? imap_submit_var(it, k)
+                   : submit_chunk(it->p, it->fn, it->buf, it->item_size, k, it->read,
+                                  it->result_size, it->timeout, "weft_imap_next");
     if (c->f == NULL) {
       free(c);
       return weft_last_error_code();
     }
-    it->held = 0;
+    if (!it->var) it->held = 0; /* imap_submit_var set it */
     it->read += k;
     it->inflight++;
     it->submitted++;
@@ -1228,45 +1306,64 @@ static int imap_fill(struct weft_imap *it) {
       imap_chunk_done(c->f, c);
     }
   }
+  if (it->stuck != 0 && it->held == 0 && !it->carry)
+    return weft__error(it->stuck, "%s", it->stuck_msg);
   return 0;
 }
 
 static void ichunk_free(struct ichunk *c) {
+  weft__chunk_release(c->f);
   weft_future_close((weft_future){c->f->id});
   free(c);
 }
 
-weft_imap *weft_pool_imap_opts(weft_pool h, weft_bytes_task fn, weft_imap_source source,
-                               void *source_arg, size_t item_size, size_t result_size,
-                               const weft_map_options *o) {
+static weft_imap *imap_new(weft_pool h, weft_bytes_task fn, weft_imap_source source,
+                           weft_imap_bytes_source vsource, void *source_arg, size_t item_size,
+                           size_t result_size, const weft_map_options *o, const char *what) {
   static const weft_map_options defaults = {.size_ = sizeof defaults, .chunksize = WEFT_DEFAULT};
   if (o == NULL) o = &defaults;
-  if (source == NULL) {
-    weft__error(WEFT_EINVAL, "weft_pool_imap: source is NULL");
+  bool var = vsource != NULL;
+  if (source == NULL && vsource == NULL) {
+    weft__error(WEFT_EINVAL, "%s: source is NULL", what);
     return NULL;
   }
-  struct pool *p = pool_get(h, "weft_pool_imap");
+  struct pool *p = pool_get(h, what);
   if (p == NULL) return NULL;
-  if (check_map(p, fn, item_size, result_size, o, "weft_pool_imap") != 0) {
+  if (check_map(p, fn, item_size, result_size, o, what) != 0) {
     weft__pool_put(p);
     return NULL;
   }
   struct weft_imap *it = calloc(1, sizeof *it);
-  size_t per =
-      chunk_items(p, o->chunksize == WEFT_DEFAULT ? 1 : o->chunksize, 1, item_size, result_size);
-  unsigned char *buf = malloc(per * item_size > 0 ? per * item_size : 1);
+  long chunksize = o->chunksize == WEFT_DEFAULT ? 1 : o->chunksize;
+  size_t per;
+  if (var) {
+    /* At most as many lengths as fit in a message. */
+    size_t fit = (p->max_message - sizeof(weft__call)) / sizeof(uint64_t);
+    per = (size_t)chunksize < fit ? (size_t)chunksize : fit;
+    if (per > UINT32_MAX) per = UINT32_MAX;
+  } else {
+    per = chunk_items(p, chunksize, 1, item_size, result_size);
+  }
+  unsigned char *buf = var ? NULL : malloc(per * item_size > 0 ? per * item_size : 1);
+  weft_bytes *vitems = var ? malloc((per + 1) * sizeof *vitems) : NULL;
   weft_queue *done = o->unordered ? weft_queue_new(.name = "imap results") : NULL;
-  if (it == NULL || buf == NULL || (o->unordered && done == NULL)) {
+  if (it == NULL || (!var && buf == NULL) || (var && vitems == NULL) ||
+      (o->unordered && done == NULL)) {
     free(it);
     free(buf);
+    free(vitems);
     if (done != NULL) weft_queue_free(done);
     weft__pool_put(p);
-    weft__error(WEFT_ENOMEM, "weft_pool_imap: out of memory");
+    weft__error(WEFT_ENOMEM, "%s: out of memory", what);
     return NULL;
   }
+  it->pid = weft__pid;
   it->p = p; /* keeps the call's reference until weft_imap_free */
   it->fn = fn;
   it->source = source;
+  it->vsource = vsource;
+  it->var = var;
+  it->vitems = vitems;
   it->source_arg = source_arg;
   it->item_size = item_size;
   it->result_size = result_size;
@@ -1280,24 +1377,44 @@ weft_imap *weft_pool_imap_opts(weft_pool h, weft_bytes_task fn, weft_imap_source
   it->buf = buf;
   it->done = done;
   /* The caller holds a handle (handle.h), not it. */
-  weft_imap *handle = weft__ref_add(it, WEFT__REF_IMAP, "weft_pool_imap");
+  weft_imap *handle = weft__ref_add(it, WEFT__REF_IMAP, what);
   if (handle == NULL) {
     weft__pool_put(p);
     if (done != NULL) weft_queue_free(done);
     free(buf);
+    free(vitems);
     free(it);
   }
   return handle;
 }
 
-int weft_imap_next(weft_imap *h, double timeout, size_t *index, void *result) {
-  int herr = 0;
-  struct weft_imap *it = weft__ref_use(h, WEFT__REF_IMAP, "weft_imap_next", &herr);
-  if (it == NULL) return herr;
+weft_imap *weft_pool_imap_opts(weft_pool h, weft_bytes_task fn, weft_imap_source source,
+                               void *source_arg, size_t item_size, size_t result_size,
+                               const weft_map_options *o) {
+  return imap_new(h, fn, source, NULL, source_arg, item_size, result_size, o, "weft_pool_imap");
+}
+
+weft_imap *weft_pool_imap_bytes_opts(weft_pool h, weft_bytes_task fn,
+                                     weft_imap_bytes_source source, void *source_arg,
+                                     const weft_map_options *o) {
+  if (source == NULL) {
+    weft__error(WEFT_EINVAL, "weft_pool_imap_bytes: source is NULL");
+    return NULL;
+  }
+  return imap_new(h, fn, NULL, source, source_arg, 0, 1, o, "weft_pool_imap_bytes");
+}
+
+static int imap_next(struct weft_imap *it, double timeout, size_t *index, void *result,
+                     weft_bytes *bytes, const char *what) {
   weft__deadline deadline;
   int err = weft__deadline_from(timeout, &deadline);
-  if (err != 0) return weft__error(err, "weft_imap_next: timeout is NaN");
+  if (err != 0) return weft__error(err, "%s: timeout is NaN", what);
   it->task_err = 0;
+  it->message[0] = '\0';
+  if (it->last != NULL) {
+    ichunk_free(it->last);
+    it->last = NULL;
+  }
   /* A fill that fails (the pool was closed or broke before the input
    * ended) is said once the results already in flight have been given. */
   int fill_err = imap_fill(it);
@@ -1305,28 +1422,29 @@ int weft_imap_next(weft_imap *h, double timeout, size_t *index, void *result) {
   struct ichunk *c;
   if (!it->unordered) {
     c = it->head;
-    if (c == NULL) return weft__error(WEFT_EEOF, "weft_imap_next: no more results");
+    if (c == NULL) return weft__error(WEFT_EEOF, "%s: no more results", what);
     if (!future_wait(c->f, deadline))
-      return weft__error(WEFT_ETIMEDOUT, "weft_imap_next: no result after %g s", timeout);
+      return weft__error(WEFT_ETIMEDOUT, "%s: no result after %g s", what, timeout);
   } else {
     c = it->cur;
     if (c == NULL) {
-      if (it->inflight == 0) return weft__error(WEFT_EEOF, "weft_imap_next: no more results");
+      if (it->inflight == 0) return weft__error(WEFT_EEOF, "%s: no more results", what);
       void *item;
       if (weft_queue_get(it->done, &item, weft__timeout_left(deadline)) != 0)
-        return weft__error(WEFT_ETIMEDOUT, "weft_imap_next: no result after %g s", timeout);
+        return weft__error(WEFT_ETIMEDOUT, "%s: no result after %g s", what, timeout);
       c = it->cur = item;
     }
   }
   size_t i = c->pos++;
   if (index != NULL) *index = c->base + i;
-  err = chunk_item_code(c->f, i, c->base, "weft_imap_next");
-  if (err == 0 && result != NULL) chunk_item_result(c->f, i, it->result_size, result);
-  if (err == WEFT_ETASKFAILED) {
-    int32_t code;
-    memcpy(&code, chunk_codes(c->f) + i * sizeof code, sizeof code);
-    it->task_err = code;
-  }
+  const void *data = NULL;
+  size_t len = 0;
+  int task_code = 0;
+  err = weft__chunk_item(c->f, i, what, &data, &len, &task_code, it->message,
+                         sizeof it->message);
+  if (err == 0 && result != NULL) memcpy(result, data, it->result_size);
+  if (bytes != NULL) *bytes = err == 0 ? (weft_bytes){data, len} : (weft_bytes){NULL, 0};
+  it->task_err = task_code;
   it->given++;
   if (c->pos == c->n) {
     struct ichunk **pp = &it->head, *prev = NULL;
@@ -1338,7 +1456,7 @@ int weft_imap_next(weft_imap *h, double timeout, size_t *index, void *result) {
     if (it->tail == c) it->tail = prev;
     if (it->unordered) it->cur = NULL;
     it->inflight--;
-    ichunk_free(c);
+    it->last = c; /* its bytes were just given: freed by the next call */
   }
   if (it->progress != NULL)
     it->progress(it->given, it->source_done ? it->read : 0, since(it->t0), it->progress_arg);
@@ -1349,16 +1467,59 @@ int weft_imap_next(weft_imap *h, double timeout, size_t *index, void *result) {
   return 0;
 }
 
+/* An object of one process used in another (a forked child's copy): its
+ * futures' results go to the process that made it. */
+static int other_process(pid_t made_in, const char *what, const char *fn) {
+  return weft__error(WEFT_EPERM,
+                     "%s: the %s was made in process %d, where its results arrive; this process "
+                     "(%d) has only a copy", fn, what, (int)made_in, (int)weft__pid);
+}
+
+int weft_imap_next(weft_imap *h, double timeout, size_t *index, void *result) {
+  int herr = 0;
+  struct weft_imap *it = weft__ref_use(h, WEFT__REF_IMAP, "weft_imap_next", &herr);
+  if (it == NULL) return herr;
+  if (it->pid != weft__pid) return other_process(it->pid, "imap", "weft_imap_next");
+  if (it->var)
+    return weft__error(WEFT_EINVAL,
+                       "weft_imap_next: the imap is over byte strings: use weft_imap_next_bytes");
+  return imap_next(it, timeout, index, result, NULL, "weft_imap_next");
+}
+
+int weft_imap_next_bytes(weft_imap *h, double timeout, size_t *index, weft_bytes *result) {
+  int herr = 0;
+  struct weft_imap *it = weft__ref_use(h, WEFT__REF_IMAP, "weft_imap_next_bytes", &herr);
+  if (it == NULL) return herr;
+  if (it->pid != weft__pid) return other_process(it->pid, "imap", "weft_imap_next_bytes");
+  if (!it->var)
+    return weft__error(WEFT_EINVAL,
+                       "weft_imap_next_bytes: the imap is over fixed-size items: use "
+                       "weft_imap_next");
+  return imap_next(it, timeout, index, NULL, result, "weft_imap_next_bytes");
+}
+
 int weft_imap_task_error(const weft_imap *h) {
   int herr;
   const struct weft_imap *it = weft__ref_use(h, WEFT__REF_IMAP, "weft_imap_task_error", &herr);
   return it == NULL ? 0 : it->task_err;
 }
 
+const char *weft_imap_task_message(const weft_imap *h) {
+  int herr;
+  const struct weft_imap *it = weft__ref_use(h, WEFT__REF_IMAP, "weft_imap_task_message", &herr);
+  return it == NULL ? "" : it->message;
+}
+
 int weft_imap_free(weft_imap *h) {
   if (h == NULL) return 0;
+  int herr = 0;
+  struct weft_imap *in = weft__ref_use(h, WEFT__REF_IMAP, "weft_imap_free", &herr);
+  if (in == NULL) return herr;
+  /* Freeing waits for its tasks, which finish in the process that made it. */
+  if (in->pid != weft__pid) return other_process(in->pid, "imap", "weft_imap_free");
   struct weft_imap *it = weft__ref_remove(h, WEFT__REF_IMAP, "weft_imap_free");
   if (it == NULL) return weft_last_error_code();
+  if (it->last != NULL) ichunk_free(it->last);
   /* Cancel what has not started, wait for the rest. */
   for (struct ichunk *c = it->head; c != NULL; c = c->next) future_cancel(c->f);
   if (it->unordered) {
@@ -1376,6 +1537,8 @@ int weft_imap_free(weft_imap *h) {
   weft__pool_put(it->p);
   if (it->done != NULL) weft_queue_free(it->done);
   free(it->buf);
+  free(it->vitems);
+  free(it->vdata);
   free(it);
   return 0;
 }
@@ -1383,6 +1546,7 @@ int weft_imap_free(weft_imap *h) {
 /* ---- as_completed ---- */
 
 struct weft_as_completed {
+  pid_t pid; /* the process that made it: its futures live there */
   size_t n, given;
   size_t unique;    /* futures to give: a future listed twice is given once */
   weft_queue *done; /* positions + 1, as they finish */
@@ -1454,6 +1618,7 @@ weft_as_completed *weft_as_completed_new(const weft_future *hs, size_t n) {
     weft__error(WEFT_ENOMEM, "weft_as_completed_new: out of memory");
     return NULL;
   }
+  ac->pid = weft__pid;
   ac->n = n;
   ac->fs = fs;
   ac->ws = ws;
@@ -1514,6 +1679,8 @@ int weft_as_completed_next(weft_as_completed *h, double timeout, weft_future *fu
   struct weft_as_completed *ac =
       weft__ref_use(h, WEFT__REF_AS_COMPLETED, "weft_as_completed_next", &herr);
   if (ac == NULL) return herr;
+  if (ac->pid != weft__pid)
+    return other_process(ac->pid, "as_completed iterator", "weft_as_completed_next");
   if (isnan(timeout)) return weft__error(WEFT_EINVAL, "weft_as_completed_next: timeout is NaN");
   if (ac->given == ac->unique)
     return weft__error(WEFT_EEOF, "weft_as_completed_next: all %zu futures were given",
@@ -1563,6 +1730,12 @@ static void as_completed_free(struct weft_as_completed *ac) {
 
 int weft_as_completed_free(weft_as_completed *h) {
   if (h == NULL) return 0;
+  int herr = 0;
+  struct weft_as_completed *in =
+      weft__ref_use(h, WEFT__REF_AS_COMPLETED, "weft_as_completed_free", &herr);
+  if (in == NULL) return herr;
+  if (in->pid != weft__pid)
+    return other_process(in->pid, "as_completed iterator", "weft_as_completed_free");
   struct weft_as_completed *ac =
       weft__ref_remove(h, WEFT__REF_AS_COMPLETED, "weft_as_completed_free");
   if (ac == NULL) return weft_last_error_code();

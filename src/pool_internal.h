@@ -26,10 +26,15 @@ enum {
 };
 
 /* A bytes task as it travels to a worker process: this header, then the
- * argument (in_len bytes). A chunk of a map carries n items of item_size
- * bytes and gets back n int32 codes followed by n results of result_size
- * bytes; a single task's result is whatever it writes. */
-enum { WEFT__CALL_SINGLE = 1, WEFT__CALL_CHUNK = 2 };
+ * argument (in_len bytes). What comes back (its output, see pool_bytes.c):
+ * - a single task: its result, or, when it failed, its message;
+ * - a chunk of fixed-size items (n of item_size bytes): n results of
+ *   result_size bytes, n int32 codes, then a note for each failed item
+ *   with a message or a weft code (struct weft__note, then its text);
+ * - a chunk of byte strings (VCHUNK; n uint64 lengths, then the items'
+ *   bytes): for each item a struct weft__entry, then its result or, if it
+ *   failed, its message. */
+enum { WEFT__CALL_SINGLE = 1, WEFT__CALL_CHUNK = 2, WEFT__CALL_VCHUNK = 3 };
 typedef struct weft__call {
   uint64_t seq;          /* the pool's task number */
   weft_bytes_task fn;    /* valid in a worker: it is a fork of the pool's process */
@@ -41,15 +46,42 @@ typedef struct weft__call {
   uint64_t in_len;
 } weft__call;
 
-/* Runs a call whose argument is at in, writing its result at out (room
- * bytes) and its length in *out_len. Stores the index of each item of a
- * chunk before running it in *item when item is not NULL (a worker's
- * shared slot, which holds a single task's base already, so the pool can
- * name the item that crashed). */
-int weft__call_run(const weft__call *c, const void *in, void *out, size_t room, size_t *out_len,
-                   uint64_t *item);
+typedef struct weft__note {
+  uint32_t index; /* the item in its chunk */
+  int32_t err;    /* WEFT_ETASKFAILED or WEFT_EMSGSIZE */
+  uint32_t len;   /* of the text that follows */
+} weft__note;
 
-/* The room a chunk of n items needs for its results. */
+typedef struct weft__entry {
+  int32_t code;   /* the task's code: 0 when it succeeded */
+  int32_t err;    /* 0, WEFT_ETASKFAILED or WEFT_EMSGSIZE */
+  uint64_t len;   /* of the result or message that follows */
+} weft__entry;
+
+/* Where a call's output goes: buf holds used of cap bytes; more(s, need)
+ * makes room when buf is full -- a worker process sends what it holds as
+ * a part of the output and starts over, a worker thread grows buf. */
+typedef struct weft__sink {
+  unsigned char *buf;
+  size_t cap, used;
+  int (*more)(struct weft__sink *s, size_t need);
+} weft__sink;
+
+/* Appends len bytes to the sink. 0, or what more() failed with. */
+int weft__sink_put(weft__sink *s, const void *data, size_t len);
+
+/* Runs a call whose argument is at in, its output going to out (empty).
+ * Stores the index of each item of a chunk before running it in *item
+ * when item is not NULL (a worker's shared slot, or the future, so the
+ * pool can name the item that crashed and count items done). A single
+ * task: returns 0, or its failure -- the code it returned, with *err
+ * WEFT_ETASKFAILED, or WEFT_EMSGSIZE and *err the same -- its message as
+ * its output. A chunk: returns 0 (each item's outcome is in the output)
+ * or the sink's failure. */
+int weft__call_run(const weft__call *c, const void *in, weft__sink *out, uint64_t *item,
+                   int *err);
+
+/* The room a chunk of n fixed-size items needs for its results. */
 static inline size_t weft__chunk_out_len(size_t n, size_t result_size) {
   return n * (sizeof(int32_t) + result_size);
 }
@@ -66,12 +98,17 @@ struct future {
   void *arg;
   void *result;
   int task_err;
+  int fail_err;      /* FS_FAILED: WEFT_ETASKFAILED, or weft's own (WEFT_EMSGSIZE) */
+  uint64_t item_now; /* thread pools: the item of a chunk running (as a slot's item) */
+  uint64_t died_item; /* FS_DIED: the item of a chunk that was running */
+  struct future **reruns; /* FS_DIED chunk: its other items, each run again alone */
+  size_t *index;     /* a VCHUNK's output: where each item's entry starts */
   pid_t pid;         /* the process that made it: a forked child cannot use it */
   /* A bytes task: its call (header and argument, in one block) and, once
    * it succeeded, its result bytes. */
   weft__call *call;
   void *bytes;
-  size_t bytes_len;
+  size_t bytes_len, bytes_cap; /* cap: while a process pool's output comes in parts */
   /* Process pools: the queue the task waits in, its time limit, and where
    * callbacks run (NULL: in the thread that finishes the future). */
   struct future *next;
@@ -79,7 +116,7 @@ struct future {
   weft_queue *cb_queue;
   struct pool *owner;  /* a process pool (holds a reference), or NULL */
   uint64_t *gate;      /* under the pool's lock: its ticket word while a worker holds it */
-  char *report;      /* why it failed (FS_DIED, FS_TIMEDOUT, FS_CANCELLED), or NULL */
+  char *report;      /* why it failed (its message for FS_FAILED), or NULL */
   pthread_mutex_t cb_lock;
   bool cb_fired;     /* under cb_lock: callbacks added now run at once */
   struct weft__callback *cbs;
@@ -99,6 +136,11 @@ bool weft__future_settle(struct future *f, uint32_t to);
  * threads call this). */
 void weft__future_run_callbacks(struct future *f);
 
+/* Waits until f is in a final state or the deadline passes. */
+bool weft__future_wait(struct future *f, weft__deadline deadline);
+/* The outcome of a finished future as a code, with its sentence said. */
+int weft__future_outcome(struct future *f, const char *fn);
+
 /* The generic pool. A process pool keeps its own state in `proc`. */
 enum { POOL_THREADS, POOL_PROCESSES };
 struct ppool;
@@ -114,6 +156,7 @@ struct pool {
   int (*initializer)(void *);
   void *initarg;
   size_t max_message;
+  uint64_t next_seq; /* thread pools: numbers bytes tasks (process pools number their own) */
   struct ppool *proc;
   weft_queue *tasks; /* thread pools: of struct future * */
   int idle;          /* as Python's _idle_semaphore: workers that finished a task */
@@ -130,6 +173,49 @@ struct pool {
   size_t nthreads, cap;
 };
 
+/* pool.c, for pool_bytes.c */
+struct future *weft__call_future(struct pool *p, weft_bytes_task fn, uint32_t kind,
+                                 const void *in, size_t in_len, const char *what);
+int weft__queue_call(struct pool *p, struct future *f, const char *what);
+struct pool *weft__pool_get(weft_pool h, const char *fn);
+double weft__since(int64_t t0);
+int weft__check_map(struct pool *p, weft_bytes_task fn, size_t item_size, size_t result_size,
+                    const weft_map_options *o, const char *what);
+
+/* pool_bytes.c */
+/* Runs a bytes future's call in a worker thread, its output stored in the
+ * future. 0 or the task's failure (single tasks), as weft__call_run. */
+int weft__thread_run_call(struct future *f, size_t room, int *err);
+/* Frees the calling worker thread's room. */
+void weft__thread_room_free(void);
+/* Runs a pointer task with a task context (weft_task_fail) and keeps its
+ * message. */
+int weft__run_pointer_task(struct future *f, void **result);
+/* Item i of a finished chunk future: 0 with its result at *data, *len; or
+ * its failure, said as "<what>: task N (item I) ...", with the task's
+ * code and message in *task_code and *message (either may be NULL). A
+ * chunk whose worker died has its other items run again, each alone. */
+int weft__chunk_item(struct future *f, size_t i, const char *what, const void **data,
+                     size_t *len, int *task_code, char *message, size_t message_size);
+/* Waits for chunk fs[c] of a map, calling its progress hook as items of
+ * fs[c..nchunks-1] finish; *reported is the last done it gave, done the
+ * items of the chunks before c. */
+void weft__map_wait(struct future **fs, size_t c, size_t nchunks, size_t done, size_t n,
+                    const weft_map_options *o, int64_t t0, size_t *reported);
+/* Items of a chunk done so far (all of a final one). */
+size_t weft__chunk_progress(struct future *f);
+/* Releases what weft__chunk_item made (reruns, index) with the future. */
+void weft__chunk_release(struct future *f);
+/* A VCHUNK future of items[0..n-1], index base of the first. */
+struct future *weft__submit_vchunk(struct pool *p, weft_bytes_task fn, const weft_bytes *items,
+                                   size_t n, size_t base, double timeout, const char *what);
+/* The most bytes a VCHUNK's input may hold (lengths and items). */
+size_t weft__vchunk_room(struct pool *p);
+/* How many of items[0..n-1] go in the next VCHUNK (at least 1), at most
+ * per; WEFT_EMSGSIZE said (returns 0) for an item too large alone. */
+size_t weft__vchunk_items(struct pool *p, const weft_bytes *items, size_t n, size_t per,
+                          size_t base, const char *what);
+
 /* ppool.c: the process pool behind a generic pool. */
 int weft__ppool_start(struct pool *p, const weft_pool_options *o);
 int weft__ppool_submit(struct pool *p, struct future *f, const char *what);
@@ -142,5 +228,7 @@ int weft__ppool_join(struct pool *p, weft__deadline deadline, double timeout);
 void weft__ppool_free(struct pool *p);
 void weft__ppool_at_exit(struct pool *p);
 void weft__ppool_after_fork_child(struct pool *p);
+/* Items done so far of a chunk a worker is running, or 0. */
+size_t weft__ppool_progress(struct future *f);
 
 #endif

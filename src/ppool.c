@@ -53,7 +53,9 @@
  * enforced up to this late. */
 #define UNSTARTED_RECHECK_NS (10 * 1000 * 1000)
 
-enum { MSG_RESULT = 1, MSG_DEAD, MSG_STOP, MSG_WAKE, MSG_SKIPPED };
+/* MSG_PART: a piece of a task's output, the rest to follow (the output
+ * was larger than the worker's buffer); MSG_RESULT ends it. */
+enum { MSG_RESULT = 1, MSG_DEAD, MSG_STOP, MSG_WAKE, MSG_SKIPPED, MSG_PART };
 
 /* A ticket word: the ticket number << 2 | one of these. */
 enum { G_OPEN = 1, G_STARTED = 2, G_VETOED = 3 };
@@ -67,6 +69,8 @@ struct msg {
   int32_t code;
   uint64_t seq;
   uint64_t len;
+  int32_t err;     /* a failed single task: WEFT_ETASKFAILED or weft's own code */
+  uint32_t pad;
 };
 
 /* A worker's place in shared memory: what its worker is doing now. */
@@ -176,6 +180,27 @@ static void bump(struct ppool *pp) {
 
 /* ---- the worker process ---- */
 
+/* A worker's output: its message buffer, sent as a part when full. */
+struct wsink {
+  weft__sink s;
+  struct ppool *pp;
+  struct msg m;
+};
+
+static int wsink_more(weft__sink *s, size_t need) {
+  (void)need;
+  struct wsink *ws = (struct wsink *)s;
+  struct ppool *pp = ws->pp;
+  struct msg m = ws->m;
+  m.type = MSG_PART;
+  m.len = s->used;
+  memcpy(pp->wbuf_out, &m, sizeof m);
+  if (weft_mpqueue_put(pp->results, pp->wbuf_out, sizeof m + s->used, WEFT_FOREVER) != 0)
+    return WEFT_EPIPE;
+  s->used = 0;
+  return 0;
+}
+
 static int worker_main(void *arg) {
   struct worker *w = arg;
   struct ppool *pp = w->pp;
@@ -205,13 +230,17 @@ static int worker_main(void *arg) {
     __atomic_store_n(&slot->item, c->base, __ATOMIC_RELAXED);
     __atomic_store_n(&slot->started, weft__os_now_ns(), __ATOMIC_RELAXED);
     __atomic_store_n(&slot->current, c->seq + 1, __ATOMIC_SEQ_CST);
-    size_t out_len = 0;
-    int code = weft__call_run(c, c + 1, pp->wbuf_out + head, pp->cap - head, &out_len,
-                              &slot->item);
+    struct wsink ws = {.s = {.buf = pp->wbuf_out + head, .cap = pp->cap - head,
+                             .more = wsink_more},
+                       .pp = pp,
+                       .m = {.worker = index, .gen = gen, .seq = c->seq}};
+    int err = 0;
+    int code = weft__call_run(c, c + 1, &ws.s, &slot->item, &err);
+    if (code != 0 && c->kind != WEFT__CALL_SINGLE) break; /* the results queue is gone */
     struct msg m = {.type = MSG_RESULT, .worker = index, .gen = gen, .code = code,
-                    .seq = c->seq, .len = out_len};
+                    .seq = c->seq, .len = ws.s.used, .err = err};
     memcpy(pp->wbuf_out, &m, sizeof m);
-    if (weft_mpqueue_put(pp->results, pp->wbuf_out, head + out_len, WEFT_FOREVER) != 0) break;
+    if (weft_mpqueue_put(pp->results, pp->wbuf_out, head + ws.s.used, WEFT_FOREVER) != 0) break;
     __atomic_store_n(&slot->current, 0, __ATOMIC_SEQ_CST);
     if (p->maxtasks > 0 && ++ran >= p->maxtasks) break;
   }
@@ -323,28 +352,66 @@ static void settle(struct ppool *pp, struct future *f, uint32_t to) {
   bump(pp);
 }
 
+/* Drops the output a task had sent in parts (its worker died). */
+static void drop_output(struct future *f) {
+  free(f->bytes);
+  f->bytes = NULL;
+  f->bytes_len = f->bytes_cap = 0;
+}
+
+/* Appends a part of a task's output; false if memory ran out (the output
+ * is then dropped, and the task fails with WEFT_ENOMEM at its end). */
+static bool append_output(struct future *f, const unsigned char *bytes, size_t len) {
+  if (f->bytes_cap == SIZE_MAX) return false;
+  if (f->bytes_len + len > f->bytes_cap) {
+    size_t cap = f->bytes_cap * 2 > f->bytes_len + len ? f->bytes_cap * 2 : f->bytes_len + len;
+    void *b = realloc(f->bytes, cap > 0 ? cap : 1);
+    if (b == NULL) {
+      drop_output(f);
+      f->bytes_cap = SIZE_MAX;
+      return false;
+    }
+    f->bytes = b;
+    f->bytes_cap = cap;
+  }
+  memcpy((unsigned char *)f->bytes + f->bytes_len, bytes, len);
+  f->bytes_len += len;
+  return true;
+}
+
 static void on_result(struct ppool *pp, const struct msg *m, const unsigned char *bytes) {
   pthread_mutex_lock(&pp->mu);
   struct worker *w = m->worker < (uint32_t)pp->n ? &pp->w[m->worker] : NULL;
   struct future *f = NULL;
   if (w != NULL && w->gen == m->gen && w->held.head != NULL &&
       w->held.head->call->seq == m->seq) {
-    f = flist_pop(&w->held);
-    f->gate = &gate_done;
-    w->assigned--;
-    dispatch_locked(pp);
+    f = w->held.head;
+    if (m->type != MSG_PART) {
+      flist_pop(&w->held);
+      f->gate = &gate_done;
+      w->assigned--;
+      dispatch_locked(pp);
+    }
   }
   pthread_mutex_unlock(&pp->mu);
   if (f == NULL) return; /* cannot happen: a worker reports its tasks in order */
+  if (m->type == MSG_PART) {
+    /* Only this thread touches the output of a task a worker holds. */
+    append_output(f, bytes, m->len);
+    return;
+  }
   if (m->type == MSG_SKIPPED) {
     settle(pp, f, FS_CANCELLED); /* its cancel settled it already */
     return;
   }
   uint32_t to = FS_OK;
   if (m->code != 0 && f->call->kind == WEFT__CALL_SINGLE) {
+    drop_output(f);
     f->task_err = m->code;
+    f->fail_err = m->err;
+    if (m->len > 0) f->report = strndup((const char *)bytes, m->len);
     to = FS_FAILED;
-  } else {
+  } else if (f->bytes == NULL && f->bytes_cap == 0) {
     f->bytes = malloc(m->len > 0 ? m->len : 1);
     if (f->bytes == NULL) {
       f->task_err = WEFT_ENOMEM;
@@ -352,9 +419,13 @@ static void on_result(struct ppool *pp, const struct msg *m, const unsigned char
     } else {
       memcpy(f->bytes, bytes, m->len);
       f->bytes_len = m->len;
-      f->result = f->bytes;
     }
+  } else if (!append_output(f, bytes, m->len)) {
+    f->bytes_cap = 0;
+    f->task_err = WEFT_ENOMEM;
+    to = FS_FAILED;
   }
+  f->result = f->bytes;
   settle(pp, f, to);
 }
 
@@ -407,11 +478,13 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
   } else if (began) {
     failed = flist_pop(&w->held);
     failed->gate = &gate_done;
+    failed->died_item = item;
+    drop_output(failed);
     w->assigned--;
     char how[48];
     describe_end(w->proc, how, sizeof how);
     char what[64];
-    if (failed->call->kind == WEFT__CALL_CHUNK)
+    if (failed->call->kind != WEFT__CALL_SINGLE)
       snprintf(what, sizeof what, "task %llu (item %llu)", (unsigned long long)failed->call->seq,
                (unsigned long long)item);
     else
@@ -431,7 +504,10 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
   }
   if (__atomic_load_n(&slot->init_failed, __ATOMIC_SEQ_CST)) pp->broken = true;
   /* The tasks it held and never started go back first in line. */
-  for (struct future *f = w->held.head; f != NULL; f = f->next) f->gate = NULL;
+  for (struct future *f = w->held.head; f != NULL; f = f->next) {
+    f->gate = NULL;
+    drop_output(f); /* the one begun as its worker was killed may have sent parts */
+  }
   flist_prepend(&pp->pending, &w->held);
   w->assigned = 0;
   weft_process_close(w->proc);
@@ -547,7 +623,8 @@ static void *collector_main(void *arg) {
       struct msg m;
       memcpy(&m, pp->rbuf, sizeof m);
       if (m.type == MSG_STOP) break;
-      if (m.type == MSG_RESULT || m.type == MSG_SKIPPED) on_result(pp, &m, pp->rbuf + sizeof m);
+      if (m.type == MSG_RESULT || m.type == MSG_SKIPPED || m.type == MSG_PART)
+        on_result(pp, &m, pp->rbuf + sizeof m);
       if (m.type == MSG_DEAD) on_dead(pp, &m);
     } else if (r != WEFT_ETIMEDOUT && r != WEFT_EEMPTY) {
       break;
@@ -773,6 +850,23 @@ int weft__ppool_cancel(struct future *f) {
    * entry is released there. */
   if (err == 0 && !weft__future_settle(f, FS_CANCELLED)) err = WEFT_EBUSY;
   return err;
+}
+
+size_t weft__ppool_progress(struct future *f) {
+  struct ppool *pp = f->owner->proc;
+  size_t done = 0;
+  pthread_mutex_lock(&pp->mu);
+  for (int i = 0; i < pp->n; i++) {
+    if (pp->w[i].held.head != f) continue;
+    struct slot *slot = &pp->slots[i];
+    if (__atomic_load_n(&slot->current, __ATOMIC_SEQ_CST) == f->call->seq + 1) {
+      uint64_t at = __atomic_load_n(&slot->item, __ATOMIC_RELAXED);
+      if (at > f->call->base) done = (size_t)(at - f->call->base);
+    }
+    break;
+  }
+  pthread_mutex_unlock(&pp->mu);
+  return done;
 }
 
 bool weft__ppool_running(struct future *f) {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Misuse never crashes: every public call given NULL, an object already
  * freed or destroyed, an object of another kind, or a second free or
  * destroy returns an error code and leaves a sentence naming the call in

@@ -302,6 +302,71 @@ START_TEST(thread_queue_used_in_a_child_is_eperm) {
 }
 END_TEST
 
+static int square(const void *arg, size_t len, void *result, size_t *result_len) {
+  int v;
+  if (len != sizeof v) return 1;
+  memcpy(&v, arg, sizeof v);
+  v *= v;
+  memcpy(result, &v, sizeof v);
+  *result_len = sizeof v;
+  return 0;
+}
+
+static bool three_items(void *item, void *arg) {
+  int *next = arg;
+  if (*next >= 3) return false;
+  memcpy(item, next, sizeof *next);
+  (*next)++;
+  return true;
+}
+
+struct iters {
+  weft_imap *it;
+  weft_as_completed *ac;
+};
+
+static int child_uses_iterators(void *arg) {
+  struct iters *x = arg;
+  int r;
+  size_t index;
+  weft_future f;
+  if (weft_imap_next(x->it, 1, &index, &r) != WEFT_EPERM) return 1;
+  if (strstr(weft_last_error(), "weft_imap_next") == NULL) return 2;
+  if (weft_as_completed_next(x->ac, 1, &f, &index) != WEFT_EPERM) return 3;
+  if (weft_imap_free(x->it) != WEFT_EPERM) return 4;
+  if (weft_as_completed_free(x->ac) != WEFT_EPERM) return 5;
+  return 0;
+}
+
+START_TEST(iterators_used_in_a_child_are_eperm) {
+  weft_pool pool = weft_thread_pool_new(.workers = 2);
+  int next = 0, two = 2;
+  struct iters x;
+  x.it = weft_pool_imap(pool, square, three_items, &next, sizeof(int), sizeof(int));
+  weft_future fs[1] = {weft_pool_apply_async(pool, square, &two, sizeof two)};
+  x.ac = weft_as_completed_new(fs, 1);
+  ck_assert(x.it != NULL && x.ac != NULL);
+  weft_process p = start_process(child_uses_iterators, &x);
+  ck_assert_int_eq(finish_process(p, 10), 0);
+  /* The parent's iterators are whole. */
+  int r, sum = 0;
+  size_t index;
+  for (int i = 0; i < 3; i++) {
+    ck_assert_int_eq(weft_imap_next(x.it, 10, &index, &r), 0);
+    sum += r;
+  }
+  ck_assert_int_eq(sum, 0 + 1 + 4);
+  weft_future f;
+  ck_assert_int_eq(weft_as_completed_next(x.ac, 10, &f, &index), 0);
+  ck_assert_int_eq(weft_imap_free(x.it), 0);
+  ck_assert_int_eq(weft_as_completed_free(x.ac), 0);
+  weft_future_close(fs[0]);
+  ck_assert_int_eq(weft_pool_close(pool), 0);
+  ck_assert_int_eq(weft_pool_join(pool, 10), 0);
+  ck_assert_int_eq(weft_pool_free(pool), 0);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("test_shared_sync");
   TCase *tc = weft_tcase("shared_sync", 60);
@@ -313,6 +378,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, private_barrier_waited_on_in_a_child_is_reported);
   tcase_add_test(tc, shared_lock_waited_on_in_a_child_is_not_reported);
   tcase_add_test(tc, thread_queue_used_in_a_child_is_eperm);
+  tcase_add_test(tc, iterators_used_in_a_child_are_eperm);
   suite_add_tcase(s, tc);
   return s;
 }

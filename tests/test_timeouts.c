@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the timeout rule of weft/common.h, for every public call that
  * takes a timeout: WEFT_FOREVER (and anything above 1e9 s) waits as long as
  * it takes; every other value <= 0, negative ones included, does not wait

@@ -56,11 +56,14 @@ typedef enum weft_errno {
 #undef WEFT__ERR_ENUM
 } weft_errno;
 
-/* Returns the message of an error code ("timed out"); never NULL. An unknown
- * negative code is described through strerror(-code). */
+/* Returns the message of an error code ("timed out"; "success" for 0); never
+ * NULL. An unknown negative code is described through strerror(-code). */
 WEFT_API const char *weft_strerror(int code);
 
-/* Returns the name of an error code ("WEFT_ETIMEDOUT"); never NULL. */
+/* Returns the name of an error code ("WEFT_ETIMEDOUT"); never NULL. Another
+ * errno value negated is named after its errno name ("WEFT_EIO"), any other
+ * code by its number ("code 0", "code 7"), in a per-thread buffer valid until
+ * the thread's next such call. */
 WEFT_API const char *weft_err_name(int code);
 
 /* Returns the full sentence describing the last error raised in the calling

@@ -39,8 +39,11 @@
  * exit, a kill from outside) fails exactly that task with
  * WEFT_EWORKERDIED and a sentence naming it ("ForkPoolWorker-2 died with
  * SIGSEGV while running task 17"); the pool starts a replacement and every
- * other task still runs. With a time limit, a task that runs past it has
- * its worker killed and replaced, and fails with WEFT_ETASKTIMEOUT.
+ * other task still runs. In a map or imap the item that was running fails
+ * and the other items of its chunk run again, each alone (those that had
+ * run before it in that chunk so run twice). With a time limit, a task
+ * that runs past it has its worker killed and replaced, and fails with
+ * WEFT_ETASKTIMEOUT (a chunk: all its items).
  *
  * Callbacks of a process pool run on its callback threads (two unless
  * .callback_threads says otherwise), never on the thread that collects
@@ -109,8 +112,10 @@ typedef struct weft_pool_options {
    * be killed): seconds a task may run before its worker is killed; 0 or
    * left out: no limit. */
   double task_timeout;
-  /* Process pools: the largest argument or result message in bytes
-   * (default 4 MiB), which bounds a bytes task's result. */
+  /* The largest argument message of a bytes task in bytes (default 4
+   * MiB), and the room its result is written into (a larger result goes
+   * through weft_task_return; a process pool's worker then sends it in
+   * parts of this size). */
   size_t max_message;
   /* Process pools: threads that run callbacks (default 2). */
   int callback_threads;
@@ -150,10 +155,40 @@ WEFT_API weft_future weft_pool_submit(weft_pool pool, weft_task fn, void *arg);
  * run them too). It reads len bytes at arg and writes its result at
  * result, where *result_len bytes of room wait; it sets *result_len to the
  * length of its result (the whole room if left as is) and returns 0, or
- * returns a non-zero code of its own to fail the task. It runs in a
- * worker: in a process pool it sees the pool's process as it was when the
- * worker started, and what it writes elsewhere stays in the worker. */
+ * returns a non-zero code of its own to fail the task (with a message:
+ * weft_task_fail). A result larger than the room goes through
+ * weft_task_return; setting *result_len past the room fails the task (or
+ * item) with WEFT_EMSGSIZE. It runs in a worker: in a process pool it sees
+ * the pool's process as it was when the worker started, and what it
+ * writes elsewhere stays in the worker. */
 typedef int (*weft_bytes_task)(const void *arg, size_t len, void *result, size_t *result_len);
+
+/* A byte string: len bytes at data (data may be NULL when len is 0). */
+typedef struct weft_bytes {
+  const void *data;
+  size_t len;
+} weft_bytes;
+
+/* Called in a running task (any kind): records code with a message
+ * (printf-style, kept up to 1 KiB) for the current task, and returns code,
+ * so that `return weft_task_fail(2, "cannot open %s: %s", path,
+ * strerror(errno));` fails the task with both. The message reaches
+ * weft_future_task_message, weft_imap_task_message, map's item_failed hook
+ * and the error sentence ("task 17 (item 3) failed with code 2: cannot
+ * open ..."). It is kept only if the task then returns a non-zero code.
+ * Outside a task it records nothing; code 0 records nothing. */
+WEFT_API int weft_task_fail(int code, const char *fmt, ...) WEFT_PRINTF(2, 3);
+
+/* Called in a running bytes task: gives the len bytes at data as its
+ * result, however large (a process pool's worker sends them in parts
+ * through the results queue), instead of writing into its room. Returns
+ * 0, so that `return weft_task_return(buf, n);` ends the task; once it
+ * returned 0 the result stands, whatever the task returns after it. data
+ * must not point into the task's room. WEFT_EPERM outside a bytes task,
+ * WEFT_EALREADY the second time in one task (the first result stands),
+ * WEFT_ENOMEM, WEFT_EMSGSIZE in a fixed-size map or imap whose result_size
+ * is smaller than len (the item fails with it). */
+WEFT_API int weft_task_return(const void *data, size_t len);
 
 /* Options of weft_pool_apply_async. */
 typedef struct weft_apply_options {
@@ -184,13 +219,23 @@ WEFT_API weft_future weft_pool_apply_async_opts(weft_pool pool, weft_bytes_task 
 
 /* A progress hook: done of total items finished, elapsed seconds since the
  * call began (total is 0 while an imap's input has not ended). Runs in the
- * thread that waits for the results. */
+ * thread that waits for the results: a map calls it as items finish
+ * inside running chunks too (it looks every 50 ms), an imap as each result
+ * is given. done never goes down. */
 typedef void (*weft_progress_fn)(size_t done, size_t total, double elapsed, void *arg);
 
 /* A ready-made progress hook: a one-line bar on stderr, drawn only when
  * stderr is a terminal and at most ten times a second; arg is a label (a
  * const char *) or NULL. */
 WEFT_API void weft_progress_bar(size_t done, size_t total, double elapsed, void *arg);
+
+/* A hook map calls, in the caller's thread and in index order before it
+ * returns, for each item that failed: err is its weft code
+ * (WEFT_ETASKFAILED, WEFT_EWORKERDIED, WEFT_EMSGSIZE, ...), task_code the
+ * code the task returned (0 unless WEFT_ETASKFAILED), message the task's
+ * message or weft's sentence ("" if none; valid during the call). */
+typedef void (*weft_item_failed_fn)(size_t index, int err, int task_code, const char *message,
+                                    void *arg);
 
 /* Options of weft_pool_map and the imaps. */
 typedef struct weft_map_options {
@@ -200,9 +245,11 @@ typedef struct weft_map_options {
    * A process pool splits chunks that would not fit in max_message. */
   long chunksize;
   double timeout;  /* per task (chunk), as weft_apply_options.timeout */
-  /* map: if set, n codes, each 0 or the failure of its item (a chunk
-   * whose worker died or timed out fails all its items). */
+  /* map: if set, n codes, each 0 or the failure of its item. */
   int *errors;
+  /* map: called for each failed item (see weft_item_failed_fn). */
+  weft_item_failed_fn item_failed;
+  void *item_failed_arg;
   /* imaps: the most tasks in flight at once (default 4 per worker), so
    * an endless input never fills memory. */
   long window;
@@ -211,12 +258,38 @@ typedef struct weft_map_options {
   void *progress_arg;
 } weft_map_options;
 
+/* Python's Pool.map over byte strings of any length: runs fn on each of
+ * the n items and stores in *results one block, freed with a single
+ * free(*results), that holds n weft_bytes -- the result of item i, its
+ * bytes inside the same block -- then the bytes. A task writes into its
+ * room (*result_len bytes, at least half the pool's max_message) or gives
+ * a result of any size with weft_task_return. A failed item's entry is
+ * {NULL, 0} (a 0-byte result has a non-NULL data). Returns as
+ * weft_pool_map; *results is set whenever items were submitted, even when
+ * one failed or a later submit failed (entries of items not run are
+ * {NULL, 0}), and is NULL otherwise. Chunks are cut by items and by bytes
+ * (a chunk holds at most 256 KiB of items, or one larger item alone); one
+ * item larger than max_message
+ * less 64 bytes: WEFT_EMSGSIZE. Also WEFT_EINVAL for NULL results, NULL
+ * items with n > 0, or an item with NULL data and len > 0. */
+#define weft_pool_map_bytes(pool, fn, items, n, results, ...)                              \
+  WEFT__WITH_DEFAULTS(int, weft_pool_map_bytes_opts((pool), (fn), (items), (n), (results), \
+                                                    &(const weft_map_options){             \
+                                                        .size_ = sizeof(weft_map_options), \
+                                                        .chunksize = WEFT_DEFAULT,         \
+                                                        __VA_ARGS__}))
+WEFT_API int weft_pool_map_bytes_opts(weft_pool pool, weft_bytes_task fn, const weft_bytes *items,
+                                      size_t n, weft_bytes **results,
+                                      const weft_map_options *opts);
+
 /* Python's Pool.map: runs fn on each of the n items (item_size bytes each,
  * one after the other at items) and writes the result of item i at
  * results + i * result_size (the room each call gets). Waits for all, then
  * returns 0, or the failure of the first item that failed (by index):
- * WEFT_ETASKFAILED, WEFT_EWORKERDIED, WEFT_ETASKTIMEOUT, ... with a message
- * naming it; the other items' results are written all the same.
+ * WEFT_ETASKFAILED ("task 17 (item 3) failed with code 2: <its message>"),
+ * WEFT_EWORKERDIED, WEFT_ETASKTIMEOUT, WEFT_EMSGSIZE (a result larger than
+ * result_size), ... with a sentence naming it; the other items' results
+ * are written all the same.
  * WEFT_EINVAL for a NULL fn, NULL items or results with n > 0, a zero
  * result_size, a chunksize below 1; WEFT_ECLOSED after close. */
 #define weft_pool_map(...) WEFT__POOL_MAP(__VA_ARGS__, )
@@ -261,9 +334,36 @@ WEFT_API weft_imap *weft_pool_imap_opts(weft_pool pool, weft_bytes_task fn,
                                         size_t item_size, size_t result_size,
                                         const weft_map_options *opts);
 
+/* Where an imap over byte strings takes its items: sets *item to the next
+ * one (its bytes need stay valid only until the next call) and returns
+ * true, or returns false at the end. */
+typedef bool (*weft_imap_bytes_source)(weft_bytes *item, void *arg);
+
+/* Python's Pool.imap over byte strings of any length: as weft_pool_imap,
+ * with results from weft_imap_next_bytes (tasks as in
+ * weft_pool_map_bytes). NULL and weft_last_error() on failure. */
+#define weft_pool_imap_bytes(pool, fn, source, source_arg, ...)                           \
+  WEFT__WITH_DEFAULTS(weft_imap *,                                                        \
+                      weft_pool_imap_bytes_opts((pool), (fn), (source), (source_arg),    \
+                                                &(const weft_map_options){               \
+                                                    .size_ = sizeof(weft_map_options),   \
+                                                    .chunksize = WEFT_DEFAULT,           \
+                                                    __VA_ARGS__}))
+WEFT_API weft_imap *weft_pool_imap_bytes_opts(weft_pool pool, weft_bytes_task fn,
+                                              weft_imap_bytes_source source, void *source_arg,
+                                              const weft_map_options *opts);
+
+/* The next result of an imap over byte strings: as weft_imap_next, with
+ * the result in *result (may be NULL), valid until the next call on it or
+ * weft_imap_free. WEFT_EINVAL on an imap of fixed-size items, and
+ * weft_imap_next on an imap of byte strings. */
+WEFT_API int weft_imap_next_bytes(weft_imap *it, double timeout, size_t *index,
+                                  weft_bytes *result);
+
 /* The next result: 0 with the item's index in *index (may be NULL) and its
  * result_size bytes at result; the item's failure (WEFT_ETASKFAILED, whose
- * own code weft_imap_task_error gives, WEFT_EWORKERDIED, ...) with *index
+ * own code weft_imap_task_error gives and message weft_imap_task_message,
+ * WEFT_EWORKERDIED, WEFT_EMSGSIZE, ...) with *index
  * set -- the next call goes on with the following item; WEFT_EEOF after
  * the last; WEFT_ETIMEDOUT. */
 WEFT_API int weft_imap_next(weft_imap *it, double timeout, size_t *index, void *result);
@@ -271,6 +371,11 @@ WEFT_API int weft_imap_next(weft_imap *it, double timeout, size_t *index, void *
 /* The task's own code for the item weft_imap_next last failed with
  * WEFT_ETASKFAILED; 0 otherwise. */
 WEFT_API int weft_imap_task_error(const weft_imap *it);
+
+/* The message of the item weft_imap_next last failed with (the task's
+ * weft_task_fail message, or weft's sentence for a death, a time limit,
+ * an oversized result); "" otherwise. Valid until the next call on it. */
+WEFT_API const char *weft_imap_task_message(const weft_imap *it);
 
 /* Ends an imap: tasks not started are cancelled, running ones are waited
  * for. NULL is ignored. */
@@ -291,6 +396,12 @@ WEFT_API int weft_future_result_bytes(weft_future future, double timeout, const 
 
 /* The non-zero code a failed task returned; 0 otherwise. */
 WEFT_API int weft_future_task_error(weft_future future);
+
+/* Why a done task failed: the message it gave weft_task_fail, or weft's
+ * sentence for a death, a time limit, a cancel or a result larger than its
+ * room; "" if it succeeded, is not done or failed without a message. Owned
+ * by the future: valid until it is closed. */
+WEFT_API const char *weft_future_task_message(weft_future future);
 
 /* Whether the task finished, failed or was cancelled. */
 WEFT_API bool weft_future_done(weft_future future);
