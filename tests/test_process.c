@@ -319,6 +319,46 @@ START_TEST(active_children_lists_and_reaps) {
 }
 END_TEST
 
+/* The list follows the children running, not the most ever started:
+ * after 100 started and joined (half of them closed), 3 still running are
+ * listed exactly, and a child killed meanwhile is reaped off it. */
+START_TEST(active_children_exact_after_peak) {
+  enum { PEAK_CHILDREN = 100 };
+  static weft_process done[PEAK_CHILDREN];
+  weft_process live[3], out[8];
+  for (int i = 0; i < 3; i++) {
+    live[i] = weft_process_new(pause_forever);
+    ck_assert_int_eq(weft_process_start(live[i]), 0);
+  }
+  for (int i = 0; i < PEAK_CHILDREN; i++) {
+    done[i] = weft_process_new(return_zero);
+    ck_assert_int_eq(weft_process_start(done[i]), 0);
+  }
+  for (int i = 0; i < PEAK_CHILDREN; i++) {
+    ck_assert_int_eq(weft_process_join(done[i], 30), 0);
+    if (i % 2 == 0) ck_assert_int_eq(weft_process_close(done[i]), 0);
+  }
+  int n = weft_active_children(out, 8);
+  ck_assert_int_eq(n, 3);
+  for (int i = 0; i < 3; i++)
+    ck_assert(out[0].id == live[i].id || out[1].id == live[i].id || out[2].id == live[i].id);
+  ck_assert_int_eq(weft_process_kill(live[1]), 0);
+  for (int i = 0; i < 5000 && n == 3; i++) { /* reaped by the call once it has died */
+    n = weft_active_children(out, 8);
+    if (n == 3) weft_sleep(0.001);
+  }
+  ck_assert_int_eq(n, 2);
+  ck_assert_int_eq(count_children(), 2);
+  for (int i = 0; i < 3; i++) {
+    weft_process_kill(live[i]);
+    ck_assert_int_eq(weft_process_join(live[i], 30), 0);
+    ck_assert_int_eq(weft_process_close(live[i]), 0);
+  }
+  ck_assert_int_eq(weft_active_children(NULL, 0), 0);
+  for (int i = 1; i < PEAK_CHILDREN; i += 2) ck_assert_int_eq(weft_process_close(done[i]), 0);
+}
+END_TEST
+
 /* ---- output and atexit in the child (helper programs) ---- */
 
 START_TEST(output_before_start_appears_once_pipe) {
@@ -940,6 +980,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, child_sees_itself_and_its_parent);
   tcase_add_test(tc, repr_states);
   tcase_add_test(tc, active_children_lists_and_reaps);
+  tcase_add_test(tc, active_children_exact_after_peak);
   suite_add_tcase(s, tc);
 
   tc = weft_tcase("exit_rules", 20);
