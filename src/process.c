@@ -62,8 +62,8 @@ static pthread_mutex_t registry = PTHREAD_MUTEX_INITIALIZER;
 /* Broadcast whenever a blocked reaper has recorded a child's exit. */
 static pthread_cond_t reaped = PTHREAD_COND_INITIALIZER;
 static int reaped_waiters; /* threads inside pthread_cond_wait on it */
-/* Counts that let the fork child handler and the exit rules skip walking the
- * table in the common case: in a child, every page of code or data touched
+/* Counts that let the fork child handler and the exit rules skip their
+ * work in the common case: in a child, every page of code or data touched
  * is a page fault, and they are most of what a start costs beyond fork. */
 static int open_pidfds;      /* objects whose pidfd is open */
 static int running_children; /* started children not yet reaped: the running list's length */
@@ -1116,7 +1116,7 @@ WEFT__HOT void weft__process_after_fork_child(void) {
     close_inherited_pidfds();
     open_pidfds = 0;
   }
-  proc_gen++; /* beside the counts: one page written for all three */
+  proc_gen++; /* these three: a few words of static data, where the objects were many */
   running_children = 0;
   running_head = NULL;
   /* Counted under the registry, which the fork handler holds: zero means
