@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +45,12 @@ struct proc {
   int pidfd;        /* -1 when none; kept while threads poll it */
   int pollers;      /* threads in ppoll on pidfd */
   bool reaping;     /* a thread is blocked in waitid on pidfd */
+  bool in_running;  /* on the running list */
+  /* The process generation (proc_gen) that refs, pidfd, pollers, reaping
+   * and the running links belong to: an object with an older one was
+   * inherited across fork, and those fields are the parent's. */
+  uint64_t gen;
+  struct proc *run_prev, *run_next; /* the running list */
   int exitcode;
   int reap_error;   /* 0, or why the status was lost (WEFT_ECHILD) */
   char identity[48]; /* Python's _identity joined by ':' ("1:2") */
@@ -55,11 +62,26 @@ static pthread_mutex_t registry = PTHREAD_MUTEX_INITIALIZER;
 /* Broadcast whenever a blocked reaper has recorded a child's exit. */
 static pthread_cond_t reaped = PTHREAD_COND_INITIALIZER;
 static int reaped_waiters; /* threads inside pthread_cond_wait on it */
-/* Counts that let the fork child handler and the exit rules skip walking the
- * table in the common case: in a child, every page of code or data touched
+/* Counts that let the fork child handler and the exit rules skip their
+ * work in the common case: in a child, every page of code or data touched
  * is a page fault, and they are most of what a start costs beyond fork. */
 static int open_pidfds;      /* objects whose pidfd is open */
-static int running_children; /* started children not yet reaped */
+static int running_children; /* started children not yet reaped: the running list's length */
+/* Bumped in every forked child. The child does not rewrite the objects it
+ * inherits -- each write would copy a page, and a start would cost in
+ * proportion to the siblings alive -- but refreshes one when it uses it. */
+static uint64_t proc_gen;
+/* The started children not known to have stopped, so that the calls and
+ * exit rules that look at them walk those, not every handle ever made. */
+static struct proc *running_head;
+/* The fds of the open pidfds, one bit each, so that a forked child closes
+ * them with a few close_range calls instead of one close per sibling. Valid
+ * in the generation pidfd_bits_gen; a pidfd that found no room (out of
+ * memory) is counted in untracked_pidfds and closed by a walk instead. */
+static uint64_t *pidfd_bits;
+static size_t pidfd_words;
+static uint64_t pidfd_bits_gen;
+static int untracked_pidfds;
 /* Closed objects kept for reuse: a start-join-close cycle then writes no
  * allocator page, which after a fork would be one more page to copy. */
 #define MAX_SPARES 8
@@ -89,12 +111,87 @@ void weft__process_init(void) {
 
 /* ---- references and lookup (registry held) ---- */
 
+/* Makes an object inherited across fork this process's: its pidfd was the
+ * parent's (closed by the fork handler), and the calls in flight on it
+ * belonged to threads that do not exist here. */
+static void refresh_locked(struct proc *p) {
+  if (p->gen == proc_gen) return;
+  p->gen = proc_gen;
+  p->pidfd = -1;
+  p->pollers = 0;
+  p->reaping = false;
+  p->in_running = false;
+  p->run_prev = p->run_next = NULL;
+  p->refs = 1; /* the table's: objects reached through a handle are in it */
+}
+
+static bool pidfd_tracked(int fd) {
+  size_t w = (size_t)fd / 64;
+  return pidfd_bits_gen == proc_gen && w < pidfd_words &&
+         (pidfd_bits[w] >> ((unsigned)fd % 64) & 1) != 0;
+}
+
+/* Records a pidfd just opened: open_pidfds and the bit of its fd. */
+static void track_pidfd_locked(int fd) {
+  open_pidfds++;
+  if (pidfd_bits_gen != proc_gen) { /* the parent's bits: none of them is open here */
+    if (pidfd_words > 0) memset(pidfd_bits, 0, pidfd_words * sizeof *pidfd_bits);
+    pidfd_bits_gen = proc_gen;
+    untracked_pidfds = 0;
+  }
+  size_t w = (size_t)fd / 64;
+  if (w >= pidfd_words) {
+    size_t n = pidfd_words * 2 > w + 1 ? pidfd_words * 2 : w + 1;
+    uint64_t *bits = realloc(pidfd_bits, n * sizeof *bits);
+    if (bits == NULL) {
+      untracked_pidfds++;
+      return;
+    }
+    memset(bits + pidfd_words, 0, (n - pidfd_words) * sizeof *bits);
+    pidfd_bits = bits;
+    pidfd_words = n;
+  }
+  pidfd_bits[w] |= (uint64_t)1 << ((unsigned)fd % 64);
+}
+
+static void close_pidfd_locked(struct proc *p) {
+  if (pidfd_tracked(p->pidfd))
+    pidfd_bits[(size_t)p->pidfd / 64] &= ~((uint64_t)1 << ((unsigned)p->pidfd % 64));
+  else
+    untracked_pidfds--;
+  weft__os_close(p->pidfd);
+  p->pidfd = -1;
+  open_pidfds--;
+}
+
+static void running_add_locked(struct proc *p) {
+  p->in_running = true;
+  p->run_prev = NULL;
+  p->run_next = running_head;
+  if (running_head != NULL) running_head->run_prev = p;
+  running_head = p;
+  running_children++;
+}
+
+static void running_remove_locked(struct proc *p) {
+  if (!p->in_running) return;
+  if (p->run_prev != NULL)
+    p->run_prev->run_next = p->run_next;
+  else
+    running_head = p->run_next;
+  if (p->run_next != NULL) p->run_next->run_prev = p->run_prev;
+  p->run_prev = p->run_next = NULL;
+  p->in_running = false;
+  running_children--;
+}
+
 static struct proc *get_locked(weft_process h, const char *fn) {
   struct proc *p = weft__handle_get(&table, h.id);
   if (p == NULL) {
     weft__error(WEFT_ECLOSED, "%s: the process handle is closed or invalid", fn);
     return NULL;
   }
+  refresh_locked(p);
   p->refs++;
   return p;
 }
@@ -103,10 +200,8 @@ static void put_locked(struct proc *p) {
   if (--p->refs == 0 && p != &main_proc) {
     free(p->args);
     p->args = NULL;
-    if (p->pidfd >= 0) {
-      weft__os_close(p->pidfd);
-      open_pidfds--;
-    }
+    if (p->pidfd >= 0) close_pidfd_locked(p);
+    running_remove_locked(p); /* never on it when closed: kept in step all the same */
     if (n_spares < MAX_SPARES) {
       p->next_spare = spares;
       spares = p;
@@ -117,8 +212,11 @@ static void put_locked(struct proc *p) {
   }
 }
 
+/* Read-only, for walks: an inherited object (older generation) is never
+ * a child of this process. */
 static bool is_child(const struct proc *p) {
-  return p->kind == KIND_CHILD && p->parent_pid == weft__pid && p != current;
+  return p->kind == KIND_CHILD && p->gen == proc_gen && p->parent_pid == weft__pid &&
+         p != current;
 }
 
 /* The common refusals of calls that act on a child: own handle, not started,
@@ -136,11 +234,7 @@ static int check_child(const struct proc *p, const char *fn) {
 /* ---- reaping ---- */
 
 static void drop_pidfd_locked(struct proc *p) {
-  if (p->pollers == 0 && !p->reaping && p->pidfd >= 0) {
-    weft__os_close(p->pidfd);
-    p->pidfd = -1;
-    open_pidfds--;
-  }
+  if (p->pollers == 0 && !p->reaping && p->pidfd >= 0) close_pidfd_locked(p);
 }
 
 /* Records the outcome of a waitid: 1 with the exit code, or an error. */
@@ -150,7 +244,7 @@ static void record_exit_locked(struct proc *p, int r, int code) {
   else
     p->reap_error = WEFT_ECHILD; /* someone else reaped it, e.g. waitpid(-1) */
   p->state = ST_STOPPED;
-  running_children--;
+  running_remove_locked(p);
 }
 
 /* Reaps p if it exited, without blocking. Returns whether it has stopped.
@@ -333,6 +427,7 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
   p->daemon = o->daemon || current->daemon; /* Python copies the creator's config */
   p->pidfd = -1;
   p->refs = 1;
+  p->gen = proc_gen;
   p->parent_pid = weft__pid;
   unsigned n = ++child_counter;
   if (current->identity[0] == '\0')
@@ -603,8 +698,8 @@ int weft_process_start(weft_process h) {
     p->pid = pid;
     p->pidfd = pidfd;
     p->state = ST_STARTED;
-    open_pidfds++;
-    running_children++;
+    track_pidfd_locked(pidfd);
+    running_add_locked(p);
   }
   put_locked(p);
   pthread_mutex_unlock(&registry);
@@ -878,28 +973,21 @@ weft_process weft_parent_process(void) {
   return h;
 }
 
-struct children_ctx {
-  weft_process *out;
-  size_t max;
-  int count;
-};
-
-static void collect_child(void *obj, void *ctx_) {
-  struct proc *p = obj;
-  struct children_ctx *ctx = ctx_;
-  if (!is_child(p) || p->state != ST_STARTED || poll_locked(p)) return;
-  if ((size_t)ctx->count < ctx->max) ctx->out[ctx->count] = (weft_process){p->id};
-  ctx->count++;
-}
-
+/* Walks the running list: the children started and not yet known to have
+ * stopped, whose polls may take them off it. */
 int weft_active_children(weft_process *out, size_t max) {
   if (out == NULL && max > 0)
     return weft__error(WEFT_EINVAL, "weft_active_children: out is NULL but max is %zu", max);
-  struct children_ctx ctx = {out, max, 0};
+  int count = 0;
   pthread_mutex_lock(&registry);
-  weft__handle_each(&table, collect_child, &ctx);
+  for (struct proc *p = running_head, *next; p != NULL; p = next) {
+    next = p->run_next;
+    if (poll_locked(p)) continue;
+    if ((size_t)count < max) out[count] = (weft_process){p->id};
+    count++;
+  }
   pthread_mutex_unlock(&registry);
-  return ctx.count;
+  return count;
 }
 
 int weft_set_daemon_grace(double seconds) {
@@ -912,24 +1000,12 @@ int weft_set_daemon_grace(double seconds) {
 
 /* ---- exit rules ---- */
 
-struct find_ctx {
-  bool daemon;
-  struct proc *found;
-};
-
-static void find_running_child(void *obj, void *ctx_) {
-  struct proc *p = obj;
-  struct find_ctx *ctx = ctx_;
-  if (ctx->found == NULL && is_child(p) && p->daemon == ctx->daemon && p->state == ST_STARTED &&
-      !poll_locked(p))
-    ctx->found = p;
-}
-
-static void terminate_daemon(void *obj, void *unused) {
-  (void)unused;
-  struct proc *p = obj;
-  if (is_child(p) && p->daemon && p->state == ST_STARTED && !poll_locked(p))
-    weft__os_pidfd_signal(p->pidfd, SIGTERM);
+static struct proc *find_running_child_locked(bool daemon) {
+  for (struct proc *p = running_head, *next; p != NULL; p = next) {
+    next = p->run_next;
+    if (p->daemon == daemon && !poll_locked(p)) return p;
+  }
+  return NULL;
 }
 
 /* A dup of a started child's pidfd, for a caller that polls many children
@@ -951,9 +1027,7 @@ int weft__process_dup_pidfd(weft_process h) {
  * a list: children stopped meanwhile are skipped by the search. */
 static void wait_children_locked(bool daemon, weft__deadline deadline) {
   for (;;) {
-    struct find_ctx ctx = {daemon, NULL};
-    weft__handle_each(&table, find_running_child, &ctx);
-    struct proc *p = ctx.found;
+    struct proc *p = find_running_child_locked(daemon);
     if (p == NULL) return;
     p->refs++;
     if (wait_child_locked(p, deadline) == WEFT_ETIMEDOUT) {
@@ -970,7 +1044,10 @@ WEFT__HOT void weft__process_exit_rules(void) {
     pthread_mutex_unlock(&registry);
     return;
   }
-  weft__handle_each(&table, terminate_daemon, NULL);
+  for (struct proc *p = running_head, *next; p != NULL; p = next) {
+    next = p->run_next;
+    if (p->daemon && !poll_locked(p)) weft__os_pidfd_signal(p->pidfd, SIGTERM);
+  }
   weft__deadline deadline;
   weft__deadline_from(daemon_grace, &deadline); /* WEFT_FOREVER: never escalate */
   wait_children_locked(true, deadline);
@@ -984,30 +1061,66 @@ WEFT__HOT void weft__process_before_fork(void) { pthread_mutex_lock(&registry); 
 
 WEFT__HOT void weft__process_after_fork_parent(void) { pthread_mutex_unlock(&registry); }
 
-static void forget_inherited(void *obj, void *unused) {
+/* Closes fds first..last, which are all inherited pidfds. */
+WEFT__HOT static void close_fds(unsigned first, unsigned last) {
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, first, last, 0) == 0) return;
+#endif
+  for (unsigned fd = first; fd <= last; fd++) weft__os_close((int)fd); /* before Linux 5.9 */
+}
+
+static void close_untracked(void *obj, void *unused) {
   (void)unused;
   struct proc *p = obj;
-  /* The pidfds are the parent's; in the child they would only leak. Calls
-   * in flight belonged to threads that do not exist here. Written only when
-   * needed: each page touched is a page copied. */
-  if (p->pidfd >= 0) {
+  if (p->gen == proc_gen && p->pidfd >= 0 && !pidfd_tracked(p->pidfd))
     weft__os_close(p->pidfd);
-    p->pidfd = -1;
+}
+
+/* The pidfds are the parent's; in the child they would only leak. Each run
+ * of consecutive pidfds -- children started one after another get
+ * consecutive fds -- is closed by one call, and only bits marked are: the
+ * reserve fd, pipes and every fd weft or the program opened between two
+ * starts are left alone. Reads the bits and writes nothing: the objects
+ * are refreshed when used (refresh_locked). */
+WEFT__HOT static void close_inherited_pidfds(void) {
+  if (untracked_pidfds != 0) weft__handle_each(&table, close_untracked, NULL);
+  size_t n = pidfd_words * 64;
+  for (size_t i = 0; i < n;) {
+    uint64_t w = pidfd_bits[i / 64] >> (i % 64);
+    if (w == 0) {
+      i = (i / 64 + 1) * 64;
+      continue;
+    }
+    i += (size_t)__builtin_ctzll(w);
+    size_t j = i;
+    for (;;) { /* to the end of the run: the first clear bit */
+      uint64_t clear = ~(pidfd_bits[j / 64] >> (j % 64));
+      if (j % 64 != 0) clear &= ~(uint64_t)0 >> (j % 64); /* bits shifted in are not the fd's */
+      if (clear != 0) {
+        j += (size_t)__builtin_ctzll(clear);
+        break;
+      }
+      j = (j / 64 + 1) * 64;
+      if (j >= n) break;
+    }
+    close_fds((unsigned)i, (unsigned)(j - 1));
+    i = j;
   }
-  if (p->pollers != 0) p->pollers = 0;
-  if (p->reaping) p->reaping = false;
-  if (p->refs != 1) p->refs = 1;
 }
 
 /* Resets only what threads of the parent may have left mid-change: every
- * write here copies a page, in every child (see child_main). */
+ * write here copies a page, in every child (see child_main). Work in
+ * proportion to the children alive (the parent's pidfds) is a few
+ * close_range calls; no object is written. */
 WEFT__HOT void weft__process_after_fork_child(void) {
-  if (running_children != 0) running_children = 0;
-  /* With no pidfd open no wait was in flight: every object is as it was. */
+  /* With no pidfd open no wait was in flight and no child is running. */
   if (open_pidfds != 0) {
-    weft__handle_each(&table, forget_inherited, NULL);
+    close_inherited_pidfds();
     open_pidfds = 0;
   }
+  proc_gen++; /* these three: a few words of static data, where the objects were many */
+  running_children = 0;
+  running_head = NULL;
   /* Counted under the registry, which the fork handler holds: zero means
    * no thread was inside pthread_cond_wait on it. */
   if (reaped_waiters != 0) {

@@ -42,6 +42,8 @@ struct thr {
   bool daemon;
   bool in_table;
   bool closed;   /* the handle was closed while the thread ran: freed when it ends */
+  bool live;     /* on the live list */
+  struct thr *live_prev, *live_next;
   weft_thread_target target;
   void *arg;
   void *result;
@@ -56,11 +58,18 @@ static weft__handle_table table;
 static struct thr main_thr = {.kind = KIND_MAIN, .state = ST_STARTED, .name = "MainThread"};
 static struct thr *main_thread = &main_thr;
 static unsigned counter;        /* numbers Thread-N and Dummy-N, as Python's _counter */
+/* The threads started and not yet ended, oldest first, so that enumerate,
+ * the exit rules and the fork handler walk the threads alive, not every
+ * handle ever made. n_active counts those whose handle is not closed:
+ * weft_active_count reads it without the registry. */
+static struct thr *live_head, *live_tail;
+static int n_active;
 static bool exit_hook_set;      /* the atexit join is registered at the first start */
 static pthread_key_t self_key;  /* its destructor runs when any known thread ends */
 static _Thread_local struct thr *self __attribute__((tls_model("initial-exec")));
 
 static void thread_ended(void *obj);
+static void live_add_locked(struct thr *t);
 
 void weft__thread_init(void) {
   pthread_key_create(&self_key, thread_ended);
@@ -69,6 +78,7 @@ void weft__thread_init(void) {
   main_thr.refs = 1;
   main_thr.in_table = true;
   main_thr.id = weft__handle_add(&table, &main_thr);
+  live_add_locked(&main_thr);
   self = &main_thr;
 }
 
@@ -100,6 +110,35 @@ static void remove_locked(struct thr *t) {
 static bool is_done(const struct thr *t) { return __atomic_load_n(&t->done, __ATOMIC_ACQUIRE); }
 
 static bool alive_locked(const struct thr *t) { return t->state == ST_STARTED && !is_done(t); }
+
+/* The live list holds exactly the threads for which alive_locked holds. */
+static void live_add_locked(struct thr *t) {
+  if (t->live) return;
+  t->live = true;
+  t->live_next = NULL;
+  t->live_prev = live_tail;
+  if (live_tail != NULL)
+    live_tail->live_next = t;
+  else
+    live_head = t;
+  live_tail = t;
+  if (!t->closed) __atomic_store_n(&n_active, n_active + 1, __ATOMIC_RELAXED);
+}
+
+static void live_remove_locked(struct thr *t) {
+  if (!t->live) return;
+  if (t->live_prev != NULL)
+    t->live_prev->live_next = t->live_next;
+  else
+    live_head = t->live_next;
+  if (t->live_next != NULL)
+    t->live_next->live_prev = t->live_prev;
+  else
+    live_tail = t->live_prev;
+  t->live_prev = t->live_next = NULL;
+  t->live = false;
+  if (!t->closed) __atomic_store_n(&n_active, n_active - 1, __ATOMIC_RELAXED);
+}
 
 /* ---- creation ---- */
 
@@ -161,6 +200,7 @@ static void finish(struct thr *t, void *result) {
   t->result = result;
   t->state = ST_STOPPED;
   __atomic_store_n(&t->done, 1, __ATOMIC_RELEASE);
+  live_remove_locked(t);
   if (t->kind == KIND_DUMMY || t->closed) remove_locked(t); /* nobody can join it */
   /* Woken after the unlock: a joiner watching `done` would otherwise find
    * the registry still held and sleep on it. t may be freed by then; the
@@ -210,12 +250,14 @@ int weft_thread_start(weft_thread h) {
     }
     t->state = ST_STARTED;
     t->refs++; /* the running thread's */
+    live_add_locked(t); /* before it runs: it may end before pthread_create returns */
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     int r = pthread_create(&t->pthread, &attr, thread_main, t);
     pthread_attr_destroy(&attr);
     if (r != 0) {
+      live_remove_locked(t);
       t->state = ST_INITIAL;
       t->refs--;
       err = weft__error(-r, "could not start %s: %s", t->name, strerror(r));
@@ -425,8 +467,12 @@ int weft_thread_close(weft_thread h) {
   int err = 0;
   if (t->kind != KIND_WEFT)
     err = weft__error(WEFT_EPERM, "weft_thread_close: %s was not started by weft", t->name);
-  else if (alive_locked(t))
-    t->closed = true; /* stays in the table for the exit rules until it ends */
+  else if (alive_locked(t)) {
+    /* Stays in the table and on the live list for the exit rules until it
+     * ends; no longer counted nor listed. */
+    if (t->live && !t->closed) __atomic_store_n(&n_active, n_active - 1, __ATOMIC_RELAXED);
+    t->closed = true;
+  }
   else
     remove_locked(t);
   put_locked(t);
@@ -448,6 +494,7 @@ weft_thread weft_current_thread(void) {
   }
   t->kind = KIND_DUMMY;
   t->state = ST_STARTED;
+  live_add_locked(t);
   t->daemon = true;
   t->pthread = pthread_self();
   t->tid = (uint32_t)weft__tid();
@@ -467,44 +514,32 @@ weft_thread weft_main_thread(void) {
   return h;
 }
 
-struct enum_ctx {
-  weft_thread *out;
-  size_t max;
-  int count;
-};
-
-static void collect(void *obj, void *ctx_) {
-  struct thr *t = obj;
-  struct enum_ctx *ctx = ctx_;
-  if (!alive_locked(t) || t->closed) return;
-  if ((size_t)ctx->count < ctx->max) ctx->out[ctx->count] = (weft_thread){t->id};
-  ctx->count++;
-}
-
 int weft_enumerate(weft_thread *out, size_t max) {
   if (out == NULL && max > 0)
     return weft__error(WEFT_EINVAL, "weft_enumerate: out is NULL but max is %zu", max);
   weft_current_thread(); /* the caller counts, as in Python, even if weft did not start it */
-  struct enum_ctx ctx = {out, max, 0};
+  int count = 0;
   pthread_mutex_lock(&registry);
-  weft__handle_each(&table, collect, &ctx);
+  for (struct thr *t = live_head; t != NULL; t = t->live_next) {
+    if (t->closed) continue;
+    if ((size_t)count < max) out[count] = (weft_thread){t->id};
+    count++;
+  }
   pthread_mutex_unlock(&registry);
-  return ctx.count;
+  return count;
 }
 
-int weft_active_count(void) { return weft_enumerate(NULL, 0); }
+int weft_active_count(void) {
+  weft_current_thread(); /* as weft_enumerate */
+  return __atomic_load_n(&n_active, __ATOMIC_RELAXED);
+}
 
 /* ---- exit rules ---- */
 
-struct find_ctx {
-  struct thr *found;
-};
-
-static void find_nondaemon(void *obj, void *ctx_) {
-  struct thr *t = obj;
-  struct find_ctx *ctx = ctx_;
-  if (ctx->found == NULL && t->kind == KIND_WEFT && !t->daemon && t != self && alive_locked(t))
-    ctx->found = t;
+static struct thr *find_nondaemon_locked(void) {
+  for (struct thr *t = live_head; t != NULL; t = t->live_next)
+    if (t->kind == KIND_WEFT && !t->daemon && t != self && alive_locked(t)) return t;
+  return NULL;
 }
 
 /* Joins every live non-daemon thread but the caller, one at a time; threads
@@ -512,9 +547,7 @@ static void find_nondaemon(void *obj, void *ctx_) {
 void weft__thread_exit_rules(void) {
   pthread_mutex_lock(&registry);
   for (;;) {
-    struct find_ctx ctx = {NULL};
-    weft__handle_each(&table, find_nondaemon, &ctx);
-    struct thr *t = ctx.found;
+    struct thr *t = find_nondaemon_locked();
     if (t == NULL) break;
     t->refs++;
     pthread_mutex_unlock(&registry);
@@ -531,28 +564,27 @@ void weft__thread_before_fork(void) { pthread_mutex_lock(&registry); }
 
 void weft__thread_after_fork_parent(void) { pthread_mutex_unlock(&registry); }
 
-static void forget_thread(void *obj, void *unused) {
-  (void)unused;
-  struct thr *t = obj;
-  if (t == self || t->state != ST_STARTED || is_done(t)) return;
-  /* Only the forking thread exists in the child: the others are over. */
-  t->state = ST_STOPPED;
-  t->done = 1;
-  if (t == &main_thr) return;
-  if (t->kind == KIND_DUMMY) remove_locked(t);
-  put_locked(t); /* the running thread's reference */
-}
-
 void weft__thread_after_fork_child(void) {
-  /* Skipped when no thread object but the main one was ever made, which
-   * keeps the pages a plain process start touches to a minimum. */
-  if (table.used > 1) weft__handle_each(&table, forget_thread, NULL);
+  /* Only the forking thread exists in the child: the others are over. The
+   * walk covers the live threads only; with none but the forking one it
+   * writes nothing, which keeps the pages a plain start touches few. */
+  for (struct thr *t = live_head, *next; t != NULL; t = next) {
+    next = t->live_next;
+    if (t == self) continue;
+    t->state = ST_STOPPED;
+    t->done = 1;
+    live_remove_locked(t);
+    if (t == &main_thr) continue;
+    if (t->kind == KIND_DUMMY || t->closed) remove_locked(t); /* nobody can join it */
+    put_locked(t); /* the running thread's reference */
+  }
   if (self == NULL) {
     /* Forked from a thread weft never saw: it is the child's main thread. */
     self = &main_thr;
     main_thr.pthread = pthread_self();
     main_thr.state = ST_STARTED;
     main_thr.done = 0;
+    live_add_locked(&main_thr);
   }
   if (main_thread != self) main_thread = self; /* as Python's _after_fork */
   /* The original main thread's id is the pid, read as such (native_id):

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -315,6 +316,46 @@ START_TEST(active_children_lists_and_reaps) {
   weft_process_close(quick);
   weft_process_close(slow1);
   weft_process_close(slow2);
+}
+END_TEST
+
+/* The list follows the children running, not the most ever started:
+ * after 100 started and joined (half of them closed), 3 still running are
+ * listed exactly, and a child killed meanwhile is reaped off it. */
+START_TEST(active_children_exact_after_peak) {
+  enum { PEAK_CHILDREN = 100 };
+  static weft_process done[PEAK_CHILDREN];
+  weft_process live[3], out[8];
+  for (int i = 0; i < 3; i++) {
+    live[i] = weft_process_new(pause_forever);
+    ck_assert_int_eq(weft_process_start(live[i]), 0);
+  }
+  for (int i = 0; i < PEAK_CHILDREN; i++) {
+    done[i] = weft_process_new(return_zero);
+    ck_assert_int_eq(weft_process_start(done[i]), 0);
+  }
+  for (int i = 0; i < PEAK_CHILDREN; i++) {
+    ck_assert_int_eq(weft_process_join(done[i], 30), 0);
+    if (i % 2 == 0) ck_assert_int_eq(weft_process_close(done[i]), 0);
+  }
+  int n = weft_active_children(out, 8);
+  ck_assert_int_eq(n, 3);
+  for (int i = 0; i < 3; i++)
+    ck_assert(out[0].id == live[i].id || out[1].id == live[i].id || out[2].id == live[i].id);
+  ck_assert_int_eq(weft_process_kill(live[1]), 0);
+  for (int i = 0; i < 5000 && n == 3; i++) { /* reaped by the call once it has died */
+    n = weft_active_children(out, 8);
+    if (n == 3) weft_sleep(0.001);
+  }
+  ck_assert_int_eq(n, 2);
+  ck_assert_int_eq(count_children(), 2);
+  for (int i = 0; i < 3; i++) {
+    weft_process_kill(live[i]);
+    ck_assert_int_eq(weft_process_join(live[i], 30), 0);
+    ck_assert_int_eq(weft_process_close(live[i]), 0);
+  }
+  ck_assert_int_eq(weft_active_children(NULL, 0), 0);
+  for (int i = 1; i < PEAK_CHILDREN; i += 2) ck_assert_int_eq(weft_process_close(done[i]), 0);
 }
 END_TEST
 
@@ -813,6 +854,112 @@ START_TEST(cpu_count_respects_cgroup_quota) {
 }
 END_TEST
 
+/* ---- what a start costs with many children alive ---- */
+
+/* What a probe child saw of itself, sent to the parent through a pipe. */
+struct probe_report {
+  long faults;       /* minor page faults so far: each is a page copied or mapped */
+  int fds;           /* entries of /proc/self/fd, the directory's own fd excluded */
+  int active;        /* weft_active_children() */
+  bool pipes_open;   /* the parent's pipes made between the siblings' starts */
+  bool file_kept;    /* an fd opened here survived weft_process_close(sibling) */
+};
+
+struct probe_arg {
+  int report_fd;     /* write end of the report pipe */
+  int between_fd;    /* write end of a pipe made between the siblings' starts */
+  weft_process sibling;
+};
+
+static int probe(void *arg_) {
+  struct probe_arg *arg = arg_;
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru); /* first: what the fork handlers and the start cost */
+  struct probe_report r = {.faults = ru.ru_minflt};
+  r.fds = count_fds();
+  r.active = weft_active_children(NULL, 0);
+  r.pipes_open = fcntl(arg->report_fd, F_GETFD) >= 0 &&
+                 (arg->between_fd < 0 || write(arg->between_fd, "x", 1) == 1);
+  if (arg->sibling.id != 0) {
+    /* The lowest free fd: one of the siblings' pidfds until the fork
+     * handler closed them. The sibling's object must not close it. */
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    bool alive = weft_process_is_alive(arg->sibling); /* not ours: false */
+    int closed = weft_process_close(arg->sibling);
+    r.file_kept = fd >= 0 && !alive && closed == 0 && fcntl(fd, F_GETFD) >= 0;
+  }
+  return write(arg->report_fd, &r, sizeof r) == (ssize_t)sizeof r ? 0 : 1;
+}
+
+static struct probe_report run_probe(struct probe_arg *arg) {
+  int rep[2];
+  ck_assert_int_eq(pipe2(rep, O_CLOEXEC), 0);
+  arg->report_fd = rep[1];
+  weft_process p = weft_process_new(probe, .arg = arg);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  close(rep[1]);
+  struct probe_report r;
+  memset(&r, 0, sizeof r);
+  ck_assert_int_eq(read(rep[0], &r, sizeof r), (ssize_t)sizeof r);
+  close(rep[0]);
+  int code = -1;
+  ck_assert_int_eq(weft_process_join(p, 30), 0);
+  ck_assert_int_eq(weft_process_exitcode(p, &code), 0);
+  ck_assert_int_eq(code, 0);
+  weft_process_close(p);
+  return r;
+}
+
+#define SIBLINGS 300
+
+/* A start's child must not do work in proportion to its siblings: it
+ * closes the parent's pidfds in runs, leaves alone the fds made between
+ * them, and writes none of the siblings' objects (each object written is
+ * memory copied: page faults the child counts). */
+START_TEST(start_cost_does_not_grow_with_siblings) {
+  struct probe_arg arg = {.between_fd = -1};
+  (void)run_probe(&arg); /* the first child loads what a child needs */
+  struct probe_report base = run_probe(&arg);
+  ck_assert_int_eq(base.active, 0);
+  int fds_before = count_fds();
+
+  static weft_process sib[SIBLINGS];
+  int between[2] = {-1, -1};
+  for (int i = 0; i < SIBLINGS; i++) {
+    if (i == SIBLINGS / 2) ck_assert_int_eq(pipe2(between, O_CLOEXEC), 0);
+    sib[i] = weft_process_new(pause_forever);
+    ck_assert_int_eq(weft_process_start(sib[i]), 0);
+  }
+  ck_assert_int_eq(count_fds(), fds_before + SIBLINGS + 2);
+  ck_assert_int_eq(weft_active_children(NULL, 0), SIBLINGS);
+  arg.between_fd = between[1];
+  arg.sibling = sib[SIBLINGS / 3];
+  struct probe_report r = run_probe(&arg);
+  char c = 0;
+  ck_assert_int_eq(read(between[0], &c, 1), 1); /* the probe wrote it */
+
+  for (int i = 0; i < SIBLINGS; i++) {
+    ck_assert_int_eq(weft_process_kill(sib[i]), 0);
+    ck_assert_int_eq(weft_process_join(sib[i], 30), 0);
+    ck_assert_int_eq(weft_process_close(sib[i]), 0);
+  }
+  close(between[0]);
+  close(between[1]);
+
+  ck_assert_msg(r.pipes_open, "the child lost fds that are not pidfds");
+  ck_assert_msg(r.file_kept, "a sibling's object closed an fd the child opened");
+  ck_assert_int_eq(r.active, 0);
+  /* The parent's fds before the siblings, the report pipe and the pipe
+   * made between the siblings' starts. */
+  ck_assert_msg(r.fds == fds_before + 4, "the child has %d fds open, %d without siblings", r.fds,
+                base.fds);
+  /* Writing the siblings' objects would copy about one page per 16. */
+  ck_assert_msg(r.faults - base.faults < SIBLINGS / 40,
+                "the child took %ld page faults with %d siblings alive, %ld without", r.faults,
+                SIBLINGS, base.faults);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("process");
   TCase *tc = weft_tcase("lifecycle", 20);
@@ -833,6 +980,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, child_sees_itself_and_its_parent);
   tcase_add_test(tc, repr_states);
   tcase_add_test(tc, active_children_lists_and_reaps);
+  tcase_add_test(tc, active_children_exact_after_peak);
   suite_add_tcase(s, tc);
 
   tc = weft_tcase("exit_rules", 20);
@@ -858,6 +1006,10 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, daemon_may_start_only_daemons);
   tcase_add_test(tc, fork_failure_leaves_nothing_behind);
   tcase_add_test(tc, daemon_grace_rejects_nan);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("sibling_costs", 120);
+  tcase_add_test(tc, start_cost_does_not_grow_with_siblings);
   suite_add_tcase(s, tc);
 
   tc = weft_tcase("stress", 120);

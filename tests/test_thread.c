@@ -581,6 +581,69 @@ START_TEST(enumerate_and_active_count) {
 }
 END_TEST
 
+/* The counts follow the threads alive, not the most ever held: after a
+ * peak of PEAK threads, with 2 left running (and one of those closed),
+ * the count and the list are exact, here and in a forked child. */
+#define PEAK 1000
+
+static int child_counts(void *arg) {
+  (void)arg;
+  weft_thread list[4];
+  int n = weft_enumerate(list, 4);
+  bool ok = weft_active_count() == 1 && n == 1 && list[0].id == weft_current_thread().id;
+  return ok ? 0 : 1;
+}
+
+START_TEST(counts_exact_after_peak) {
+  static weft_thread t[PEAK];
+  static weft_thread list[PEAK + 8];
+  weft_event go = WEFT_EVENT_INIT, stay = WEFT_EVENT_INIT;
+  struct gated g_go = {&go, NULL}, g_stay = {&stay, NULL};
+  for (int i = 0; i < PEAK; i++) {
+    t[i] = weft_thread_new(wait_go, .arg = i < 2 ? &g_stay : &g_go);
+    ck_assert_int_eq(weft_thread_start(t[i]), 0);
+  }
+  ck_assert_int_eq(weft_active_count(), PEAK + 1);
+  ck_assert_int_eq(weft_enumerate(list, PEAK + 8), PEAK + 1);
+  weft_event_set(&go);
+  for (int i = 2; i < PEAK; i++) {
+    ck_assert_int_eq(weft_thread_join(t[i], 30, NULL), 0);
+    if (i % 2 == 0) weft_thread_close(t[i]); /* ended threads, closed or not, never count */
+  }
+  ck_assert_int_eq(weft_active_count(), 3);
+  int n = weft_enumerate(list, PEAK + 8);
+  ck_assert_int_eq(n, 3);
+  ck_assert(handle_in(weft_main_thread(), list, n));
+  ck_assert(handle_in(t[0], list, n));
+  ck_assert(handle_in(t[1], list, n));
+
+  /* A forked child has one thread: itself. */
+  weft_process p = weft_process_new(child_counts);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_join(p, 30), 0);
+  int code = -1;
+  ck_assert_int_eq(weft_process_exitcode(p, &code), 0);
+  ck_assert_int_eq(code, 0);
+  weft_process_close(p);
+
+  /* A handle closed while its thread runs: no longer listed nor counted. */
+  ck_assert_int_eq(weft_thread_close(t[1]), 0);
+  ck_assert_int_eq(weft_active_count(), 2);
+  n = weft_enumerate(list, PEAK + 8);
+  ck_assert_int_eq(n, 2);
+  ck_assert(handle_in(weft_main_thread(), list, n));
+  ck_assert(handle_in(t[0], list, n));
+
+  weft_event_set(&stay);
+  ck_assert_int_eq(weft_thread_join(t[0], 30, NULL), 0);
+  ck_assert_int_eq(weft_active_count(), 1);
+  ck_assert_int_eq(weft_enumerate(list, PEAK + 8), 1);
+  for (int i = 0; i < PEAK; i++)
+    if (i != 1 && i % 2 != 0) weft_thread_close(t[i]);
+  weft_thread_close(t[0]);
+}
+END_TEST
+
 /* ---- daemon flag ---- */
 
 struct spawn_inside {
@@ -1373,6 +1436,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, dummy_thread_for_foreign_threads);
   tcase_add_test(tc, many_foreign_threads_come_and_go);
   tcase_add_test(tc, enumerate_and_active_count);
+  tcase_add_test(tc, counts_exact_after_peak);
   tcase_add_test(tc, daemon_flag_rules);
   tcase_add_test(tc, thread_made_by_daemon_is_daemon);
   tcase_add_test(tc, thread_made_by_foreign_thread_is_daemon);

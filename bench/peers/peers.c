@@ -36,6 +36,39 @@ static void die(const char *what) {
   exit(1);
 }
 
+/* process_start_join_500: fork_waitpid with 500 idle children alive. They
+ * are started by the first (warm-up) run and wait for EOF on a pipe whose
+ * write end only this program keeps, so they end with it. */
+#define IDLE_CHILDREN 500
+static pid_t idle_pids[IDLE_CHILDREN];
+static int idle_write_fd = -1;
+
+static void stop_idle_children(void) {
+  close(idle_write_fd);
+  for (int i = 0; i < IDLE_CHILDREN; i++) waitpid(idle_pids[i], NULL, 0);
+}
+
+static void fork_waitpid_500(long iters) {
+  if (idle_write_fd < 0) {
+    int fd[2];
+    if (pipe(fd) != 0) die("pipe");
+    idle_write_fd = fd[1];
+    for (int i = 0; i < IDLE_CHILDREN; i++) {
+      pid_t pid = fork();
+      if (pid < 0) die("fork");
+      if (pid == 0) {
+        char c;
+        close(fd[1]);
+        _exit(read(fd[0], &c, 1) == 0 ? 0 : 1);
+      }
+      idle_pids[i] = pid;
+    }
+    close(fd[0]);
+    atexit(stop_idle_children);
+  }
+  fork_waitpid(iters);
+}
+
 /* thread_start_join: pthread_create + pthread_join. */
 static void *return_arg(void *arg) { return arg; }
 
@@ -296,6 +329,7 @@ static const struct {
   void (*run)(long iters);
 } rows[] = {
     {"process_start_join", fork_waitpid},
+    {"process_start_join_500", fork_waitpid_500},
     {"thread_start_join", create_join},
     {"lock_uncontended", lock_pairs},
     {"lock_contended_2t", contended},
