@@ -89,7 +89,9 @@
 int weft_lock_init_opts(weft_lock *l, const char *expr, const char *site,
                         const weft_lock_options *o) {
   if (l == NULL) return weft__error(WEFT_EINVAL, "weft_lock_init: lock is NULL");
-  if (weft__dd_on) weft__dd_forget(l); /* memory reused for a new lock: no old orders */
+  /* Memory reused for a new lock: no old orders. A lock the detector never
+   * saw (dd_node 0) has none to drop. */
+  if (weft__dd_on && __atomic_load_n(&l->dd_node, __ATOMIC_RELAXED) != 0) weft__dd_forget(l);
   *l = (weft_lock)WEFT_LOCK_INIT;
   l->name = o->name != NULL ? o->name : expr;
   l->site = site;
@@ -372,6 +374,8 @@ int weft_rlock_init_opts(weft_rlock *r, const char *expr, const char *site,
 pid_t weft__lock_holder_pid(const weft_lock *l) {
   return (pid_t)(__atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK);
 }
+
+uint32_t weft__lock_owner(const weft_lock *l) { return __atomic_load_n(&l->owner, __ATOMIC_RELAXED); }
 
 bool weft__lock_held_by_caller(const weft_lock *l) {
   uint32_t holder = __atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK;
