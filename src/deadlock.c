@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "deadlock_report.h"
 #include "internal.h"
@@ -49,7 +50,8 @@ static struct weft__dd_thread *threads;
 static pthread_key_t thread_key;
 /* The record lives on the heap (2 KiB would strain the static TLS a
  * dlopen()ed library may use); a pointer to it is all that is thread-local. */
-static _Thread_local struct weft__dd_thread *self_p __attribute__((tls_model("initial-exec")));
+_Thread_local struct weft__dd_thread *weft__dd_self __attribute__((tls_model("initial-exec")));
+#define self_p weft__dd_self
 
 static void unregister(void *rec) {
   struct weft__dd_thread *t = rec;
@@ -119,8 +121,19 @@ static void prune_locked(struct weft__dd_thread *t) {
 
 /* ---- the thread's cache of known orders ---- */
 
-static uint32_t cache_slot(uint64_t key, uint32_t mask) {
-  return (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 40) & mask;
+#define cache_slot weft__dd_cache_slot
+
+/* A zeroed cache of size entries. From 2 MiB on, in huge pages where the
+ * system allows it: looked up at random, a cache of 4 KiB pages would miss
+ * the TLB on nearly every nested acquire. */
+static uint64_t *cache_alloc(uint32_t size) {
+  size_t bytes = sizeof(uint64_t) * size, huge = (size_t)2 << 20;
+  if (bytes < huge) return calloc(size, sizeof(uint64_t));
+  void *p = NULL;
+  if (posix_memalign(&p, huge, bytes) != 0) return NULL;
+  madvise(p, bytes, MADV_HUGEPAGE);
+  memset(p, 0, bytes);
+  return p;
 }
 
 /* Whether the thread knows the order key is in the graph. A lock whose
@@ -150,7 +163,7 @@ static void cache(struct weft__dd_thread *t, uint64_t key) {
       free(t->cache);
       t->cache = NULL;
       t->cache_epoch = 0;
-      if ((c = calloc(size, sizeof *c)) == NULL) return;
+      if ((c = cache_alloc(size)) == NULL) return;
     }
     t->cache = c;
     t->cache_mask = size - 1;
@@ -158,7 +171,7 @@ static void cache(struct weft__dd_thread *t, uint64_t key) {
     t->cache_epoch = epoch;
   } else if ((t->cache_count + 1) * 2 > t->cache_mask + 1) { /* grow */
     uint32_t size = (t->cache_mask + 1) * 2;
-    uint64_t *c = calloc(size, sizeof *c);
+    uint64_t *c = cache_alloc(size);
     if (c == NULL) return;
     for (uint32_t i = 0; i <= t->cache_mask; i++)
       if (t->cache[i] != 0) {
@@ -214,15 +227,22 @@ static void add_orders_locked(struct weft__dd_thread *t, weft_lock *l, const cha
   }
 }
 
-static void check_order(struct weft__dd_thread *t, weft_lock *l, const char *site) {
+void weft__dd_check_order(struct weft__dd_thread *t, weft_lock *l, const char *site) {
   if (!__atomic_load_n(&t->has_foreign, __ATOMIC_RELAXED)) {
     /* Entries may be stale (released by another process, or a lock taken
      * again here), but an order already in the graph adds nothing whoever
      * holds the lock now. */
     bool all_known = true;
+    uint64_t key = 0;
     for (int i = 0; i < t->depth && all_known; i++)
-      all_known = t->held[i].lock == l || cached(t, order_key(t->held[i].lock, l));
-    if (all_known) return;
+      all_known = t->held[i].lock == l || cached(t, key = order_key(t->held[i].lock, l));
+    if (all_known) {
+      if (t->depth == 1 && key != 0) { /* cached() saw both serials set, in this epoch */
+        t->last_key = key;
+        t->last_epoch = t->cache_epoch;
+      }
+      return;
+    }
   }
   struct weft__dd_report r = {0};
   pthread_mutex_lock(&dd_mutex);
@@ -273,17 +293,7 @@ static int live_check(weft_lock *l, const char *site) {
 
 /* ---- hooks ---- */
 
-int weft__dd_before_acquire(weft_lock *l, const char *site, bool blocking) {
-  if (!blocking) return 0;
-  struct weft__dd_thread *t = me();
-  t->pending_site = site; /* for a live report, if this acquire must wait */
-  if (t->depth > 0) check_order(t, l, site);
-  /* A re-acquire of a Lock this thread holds is found by the live check
-   * that runs before the thread sleeps: the owner chain ends at itself. */
-  return 0;
-}
-
-void weft__dd_acquired(weft_lock *l, const char *site, bool blocking) {
+void weft__dd_acquired_slow(weft_lock *l, const char *site, bool blocking) {
   struct weft__dd_thread *t = me();
   for (int i = 0; i < t->depth; i++)
     if (t->held[i].lock == l) { /* a stale entry of the same lock */
@@ -302,13 +312,9 @@ void weft__dd_acquired(weft_lock *l, const char *site, bool blocking) {
   t->held[t->depth++] = (struct weft__dd_held){l, site, blocking};
 }
 
-void weft__dd_released(weft_lock *l) {
+void weft__dd_released_slow(weft_lock *l) {
   struct weft__dd_thread *t = self_p;
-  if (t != NULL && t->depth > 0 && t->held[t->depth - 1].lock == l) { /* the usual: last in */
-    t->depth--;
-    return;
-  }
-  for (int i = t != NULL ? t->depth - 2 : -1; i >= 0; i--)
+  for (int i = t != NULL ? t->depth - 1 : -1; i >= 0; i--)
     if (t->held[i].lock == l) {
       memmove(&t->held[i], &t->held[i + 1], sizeof t->held[0] * (size_t)(t->depth - 1 - i));
       t->depth--;

@@ -35,8 +35,11 @@
 #define MAX_VISIT 200000 /* nodes a search through back edges may visit */
 
 /* ---- small maps: neighbour id -> edge id ----
- * Open addressing, linear probing; key 0 is empty, TOMB a removed key. */
+ * Open addressing, linear probing; key 0 is empty, TOMB a removed key. A
+ * back edge's value carries BACK, so that searches of the order skip it
+ * without reading the edge. */
 #define TOMB UINT32_MAX
+#define BACK 0x80000000u
 struct slot {
   uint32_t key, val;
 };
@@ -80,6 +83,14 @@ static bool idmap_put(struct idmap *m, uint32_t key, uint32_t val) {
   m->count++;
   m->used++;
   return true;
+}
+
+static void idmap_mark_back(struct idmap *m, uint32_t key) {
+  for (uint32_t i = idmap_home(key, m->cap);; i = (i + 1) & (m->cap - 1))
+    if (m->s[i].key == key) {
+      m->s[i].val |= BACK;
+      return;
+    }
 }
 
 static void idmap_del(struct idmap *m, uint32_t key) {
@@ -264,11 +275,11 @@ static void free_node(uint32_t id) {
   struct node *n = node_at(id);
   EACH(&n->out, i) {
     idmap_del(&node_at(n->out.s[i].key)->in, id);
-    free_edge(n->out.s[i].val);
+    free_edge(n->out.s[i].val & ~BACK);
   }
   EACH(&n->in, i) {
     idmap_del(&node_at(n->in.s[i].key)->out, id);
-    free_edge(n->in.s[i].val);
+    free_edge(n->in.s[i].val & ~BACK);
   }
   idmap_free(&n->out);
   idmap_free(&n->in);
@@ -385,7 +396,7 @@ static bool search_all(uint32_t from, uint32_t goal) {
       if (t->mark == mark) continue;
       t->mark = mark;
       t->parent = id;
-      t->parent_edge = n->out.s[i].val;
+      t->parent_edge = n->out.s[i].val & ~BACK;
       if (to == goal) return true;
       if (!push(&stack, &cap_stack, top++, to)) return false;
     }
@@ -407,7 +418,7 @@ static bool forward(uint32_t y, uint32_t x, uint32_t *nf) {
     struct node *nd = node_at(id);
     EACH(&nd->out, i) {
       uint32_t e = nd->out.s[i].val;
-      if (edge_at(e)->back) continue;
+      if (e & BACK) continue;
       uint32_t to = nd->out.s[i].key;
       struct node *t = node_at(to);
       if (t->mark == mark || t->rank > ub) continue;
@@ -433,7 +444,7 @@ static bool backward(uint32_t x, uint64_t lb, uint32_t *nb) {
     if (!push(&delta_b, &cap_b, n++, id)) return false;
     struct node *nd = node_at(id);
     EACH(&nd->in, i) {
-      if (edge_at(nd->in.s[i].val)->back) continue;
+      if (nd->in.s[i].val & BACK) continue;
       struct node *f = node_at(nd->in.s[i].key);
       if (f->mark == mark || f->rank < lb) continue;
       f->mark = mark;
@@ -502,7 +513,7 @@ int weft__lg_add(uint32_t from, uint32_t to, const weft__lg_edge *details) {
     goto oom;
   }
   actor_get(ed->actor);
-  bool cycle = false;
+  bool cycle = false, back = false;
   if (n_back > 0 && search_all(to, from)) { /* a cycle through a back edge? */
     found_from = from;
     found_to = to;
@@ -510,12 +521,15 @@ int weft__lg_add(uint32_t from, uint32_t to, const weft__lg_edge *details) {
   } else if (f->rank > t->rank) {
     int r = reorder(from, to);
     cycle = r == 0;
-    if (r < 0) ed->back = true, n_back++; /* unordered, but still searched */
+    back = r < 0; /* out of memory: unordered, but still searched */
   }
-  if (!cycle) return 1;
-  ed->back = true;
-  n_back++;
-  return 2;
+  if (cycle || back) {
+    ed->back = true;
+    n_back++;
+    idmap_mark_back(&f->out, to);
+    idmap_mark_back(&t->in, from);
+  }
+  return cycle ? 2 : 1;
 oom:
   ed->from = edge_free;
   edge_free = e;
