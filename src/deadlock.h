@@ -101,7 +101,9 @@ static inline uint32_t weft__dd_cache_slot(uint64_t key, uint32_t mask) {
  * store here would slow the compare-and-swap. */
 static inline void weft__dd_prefetch(const weft_lock *lock) {
   const struct weft__dd_thread *t = weft__dd_self;
-  if (t == NULL || t->depth == 0 || t->cache == NULL) return;
+  if (t == NULL || t->depth == 0 || t->cache == NULL ||
+      __atomic_load_n(&t->has_foreign, __ATOMIC_RELAXED)) /* an entry may be freed memory */
+    return;
   uint64_t key = (uint64_t)__atomic_load_n(&t->held[t->depth - 1].lock->dd_node,
                                            __ATOMIC_RELAXED) << 32 |
                  __atomic_load_n(&lock->dd_node, __ATOMIC_RELAXED);

@@ -120,6 +120,7 @@ struct node {
   weft_lock *lock;
   const char *name, *site; /* copied at creation: reports never read the lock itself */
   uint32_t serial;         /* 0 while the node is free */
+  uint8_t gen;             /* lives of locks this node has had, mod 256 */
   uint32_t next_free;
   uint64_t rank;
   uint32_t mark, parent, parent_edge; /* search scratch */
@@ -127,7 +128,8 @@ struct node {
 };
 
 #define CHUNK 4096
-#define MAX_CHUNKS 4096
+#define MAX_CHUNKS 4095 /* node ids fit in ID_BITS */
+#define ID_BITS 24
 /* Chunk tables are allocated at the first use: static ones would push
  * weft's other globals onto pages every forked child then copies. */
 static struct node **nchunks;
@@ -135,7 +137,7 @@ static weft__lg_edge **echunks;
 static uint32_t n_nodes, node_free, n_edges, edge_free; /* free lists: id, 0 ends */
 static uint32_t n_back;    /* back edges in the graph */
 static uint64_t next_rank = 1;
-static uint32_t next_serial;
+static uint32_t salt; /* this process's serials: 0 until the first */
 static uint32_t search_mark;
 uint32_t weft__lg_epoch = 1;
 
@@ -291,30 +293,46 @@ static void free_node(uint32_t id) {
   node_free = id;
 }
 
-static uint32_t new_serial(void) {
-  if (next_serial == 0) {
-    /* At the start, or serials wrapped: one may come back while thread
-     * caches still hold it. Each process starts at its own point, so that
-     * processes sharing a lock seldom give two locks one serial. */
+/* A serial is the node id and the node's generation, mixed with a salt of
+ * the process's own so that processes sharing a lock seldom give two locks
+ * one serial: the node is found from the lock's dd_node with no map, and
+ * a lock whose node is recycled gets a serial its thread caches have not
+ * seen -- until the generation wraps, which starts a new epoch. */
+static uint32_t new_serial(struct node *n, uint32_t id) {
+  if (salt == 0) {
+    salt = (uint32_t)getpid() * 0x9e3779b1u | 1;
     __atomic_store_n(&weft__lg_epoch, weft__lg_epoch + 1, __ATOMIC_RELAXED);
-    next_serial = (uint32_t)getpid() * 0x9e3779b1u;
-    if (next_serial == 0) next_serial = 1;
   }
-  return next_serial++;
+  uint32_t serial;
+  do {
+    if (++n->gen == 0) __atomic_store_n(&weft__lg_epoch, weft__lg_epoch + 1, __ATOMIC_RELAXED);
+    serial = ((uint32_t)n->gen << ID_BITS | id) ^ salt;
+  } while (serial == 0);
+  return serial;
+}
+
+/* The node the lock's dd_node names, if it is this lock's. */
+static uint32_t hinted(const weft_lock *l) {
+  uint32_t hint = __atomic_load_n(&l->dd_node, __ATOMIC_RELAXED);
+  uint32_t id = (hint ^ salt) & ((1u << ID_BITS) - 1);
+  if (hint == 0 || salt == 0 || id == 0 || id > n_nodes) return 0;
+  const struct node *n = node_at(id);
+  return n->serial == hint && n->lock == l ? id : 0;
 }
 
 uint32_t weft__lg_find(weft_lock *l) {
-  uint32_t id = amap_find(l);
-  if (id == 0) return 0;
-  uint32_t serial = node_at(id)->serial;
-  if (__atomic_load_n(&l->dd_node, __ATOMIC_RELAXED) != serial)
-    __atomic_store_n(&l->dd_node, serial, __ATOMIC_RELAXED);
+  uint32_t id = hinted(l);
+  if (id != 0) return id;
+  if ((id = amap_find(l)) == 0) return 0;
+  /* Another process overwrote dd_node: put this process's serial back. */
+  __atomic_store_n(&l->dd_node, node_at(id)->serial, __ATOMIC_RELAXED);
   return id;
 }
 
 uint32_t weft__lg_node(weft_lock *l) {
-  uint32_t id = amap_find(l);
-  if (id != 0) {
+  uint32_t id = hinted(l);
+  if (id != 0) return id;
+  if ((id = amap_find(l)) != 0) {
     if (__atomic_load_n(&l->dd_node, __ATOMIC_RELAXED) != 0) return weft__lg_find(l);
     free_node(id); /* initialised again since: a new lock in the old one's memory */
   }
@@ -333,14 +351,15 @@ uint32_t weft__lg_node(weft_lock *l) {
   n->lock = l;
   n->name = l->name;
   n->site = l->site;
-  n->serial = new_serial();
+  n->serial = new_serial(n, id);
   n->rank = next_rank++;
   __atomic_store_n(&l->dd_node, n->serial, __ATOMIC_RELAXED);
   return id;
 }
 
 void weft__lg_forget(weft_lock *l) {
-  uint32_t id = amap_find(l);
+  uint32_t id = hinted(l);
+  if (id == 0) id = amap_find(l);
   if (id != 0) free_node(id);
 }
 
@@ -561,6 +580,6 @@ void weft__lg_reset(void) {
   aused = alive = 0;
   n_actors = actor_free = 0;
   next_rank = 1;
-  next_serial = 0; /* a fresh start point of the child's own, and a new epoch */
+  salt = 0; /* the child's own, and a new epoch */
   __atomic_store_n(&weft__lg_epoch, weft__lg_epoch + 1, __ATOMIC_RELAXED);
 }
