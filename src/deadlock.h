@@ -96,12 +96,13 @@ static inline uint32_t weft__dd_cache_slot(uint64_t key, uint32_t mask) {
 }
 
 /* Before the compare-and-swap of a nested acquire: starts loading the
- * cache slot of the order "last held -> lock", which with many locks is a
- * cache miss of its own, so that it overlaps the lock's. Loads only: a
- * store here would slow the compare-and-swap. */
+ * cache slot of the order "last held -> lock", which in a cache too big
+ * for the CPU's own (from 32 Ki entries, 256 KiB) is a miss of its own, so
+ * that it overlaps the lock's. A smaller one is not worth the ~2 ns. Loads
+ * only: a store here would slow the compare-and-swap. */
 static inline void weft__dd_prefetch(const weft_lock *lock) {
   const struct weft__dd_thread *t = weft__dd_self;
-  if (t == NULL || t->depth == 0 || t->cache == NULL ||
+  if (t == NULL || t->cache_mask < (1u << 15) - 1 || t->cache == NULL || t->depth == 0 ||
       __atomic_load_n(&t->has_foreign, __ATOMIC_RELAXED)) /* an entry may be freed memory */
     return;
   uint64_t key = (uint64_t)__atomic_load_n(&t->held[t->depth - 1].lock->dd_node,
