@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Rows for the synchronisation primitives: lock_uncontended,
- * lock_contended_2t, cond_pingpong, sem_pingpong, event_pingpong and
- * lock_pingpong_processes. */
+/* Rows for the synchronisation primitives: lock_uncontended, lock_nested_2,
+ * lock_nested_2_100k, lock_contended_2t, cond_pingpong, sem_pingpong,
+ * event_pingpong and lock_pingpong_processes. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <weft.h>
@@ -108,6 +109,69 @@ static void lock_nested(const bench_config *cfg) {
   weft_event_set(&idle_stop);
   weft_thread_join(second, WEFT_FOREVER, NULL);
   weft_thread_close(second);
+}
+
+/* ---- lock_nested_2_100k: the same over pairs of 100,000 locks ----
+ * Every pair (k, k+1) was taken once before, so the detector knows all
+ * 99,999 orders (in one global order); the loop visits the pairs in a fixed
+ * random order, so that neither impl is helped by the prefetcher. */
+
+#define MANY_LOCKS 100000
+
+struct many {
+  weft_lock *locks;
+  unsigned *walk; /* a permutation of 0 .. MANY_LOCKS - 2 */
+};
+
+static void nested_many_pairs(long iters, void *arg) {
+  struct many *m = arg;
+  unsigned w = 0;
+  for (long i = 0; i < iters; i++) {
+    weft_lock *a = &m->locks[m->walk[w]];
+    if (++w == MANY_LOCKS - 1) w = 0;
+    weft_lock_acquire(a, WEFT_FOREVER);
+    weft_lock_acquire(a + 1, WEFT_FOREVER);
+    weft_lock_release(a + 1);
+    weft_lock_release(a);
+  }
+}
+
+static double nested_many_sample(long iters, void *arg) {
+  return with_mode(WEFT_DEADLOCK_OFF, nested_many_pairs, iters, arg);
+}
+
+static double nested_many_detect_sample(long iters, void *arg) {
+  return with_mode(WEFT_DEADLOCK_WARN, nested_many_pairs, iters, arg);
+}
+
+static void lock_nested_many(const bench_config *cfg) {
+  if (!bench_wanted(cfg, "lock_nested_2_100k")) return;
+  struct many m = {calloc(MANY_LOCKS, sizeof *m.locks), calloc(MANY_LOCKS, sizeof *m.walk)};
+  if (m.locks == NULL || m.walk == NULL) exit(1);
+  for (unsigned i = 0; i < MANY_LOCKS; i++) weft_lock_init(&m.locks[i]);
+  for (unsigned i = 0; i < MANY_LOCKS - 1; i++) m.walk[i] = i;
+  uint64_t x = 88172645463325252ull; /* xorshift: the same walk every run */
+  for (unsigned i = MANY_LOCKS - 2; i > 0; i--) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    unsigned j = (unsigned)(x % (i + 1)), tmp = m.walk[i];
+    m.walk[i] = m.walk[j];
+    m.walk[j] = tmp;
+  }
+  weft_event_clear(&idle_stop);
+  weft_thread second = weft_thread_new(idle);
+  check(weft_thread_start(second), "lock_nested_2_100k");
+  with_mode(WEFT_DEADLOCK_WARN, nested_many_pairs, MANY_LOCKS - 1, &m); /* every order, once */
+  long iters = cfg->quick ? 100000 : 3000000;
+  bench_result r[2] = {{.impl = "weft"}, {.impl = "weft_detect"}};
+  bench_sample samples[2] = {nested_many_sample, nested_many_detect_sample};
+  bench_measure(cfg, iters, 2, samples, &m, r);
+  bench_report("lock_nested_2_100k", 2, r);
+  weft_event_set(&idle_stop);
+  weft_thread_join(second, WEFT_FOREVER, NULL);
+  weft_thread_close(second);
+  for (unsigned i = 0; i < MANY_LOCKS; i++) weft_lock_destroy(&m.locks[i]);
+  free(m.locks);
+  free(m.walk);
 }
 
 /* ---- lock_contended_2t: the tutorial's §3.6, lock/increment/unlock per step ---- */
@@ -325,6 +389,7 @@ static void pingpong_row(const bench_config *cfg, const char *row, bench_sample 
 void bench_sync_rows(const bench_config *cfg) {
   lock_uncontended(cfg);
   lock_nested(cfg);
+  lock_nested_many(cfg);
   lock_contended(cfg);
   pingpong_row(cfg, "cond_pingpong", cond_rounds_sample, cond_rounds_c_sample);
   pingpong_row(cfg, "sem_pingpong", sem_rounds_sample, sem_rounds_c_sample);

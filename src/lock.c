@@ -91,7 +91,9 @@ int weft_lock_init_opts(weft_lock *l, const char *expr, const char *site,
   static const weft_lock_options defaults = {.size_ = sizeof defaults};
   if (o == NULL) o = &defaults;
   if (l == NULL) return weft__error(WEFT_EINVAL, "weft_lock_init: lock is NULL");
-  if (weft__dd_on) weft__dd_forget(l); /* memory reused for a new lock: no old orders */
+  /* Memory reused for a new lock: no old orders. A lock the detector never
+   * saw (dd_node 0) has none to drop. */
+  if (weft__dd_on && __atomic_load_n(&l->dd_node, __ATOMIC_RELAXED) != 0) weft__dd_forget(l);
   *l = (weft_lock)WEFT_LOCK_INIT;
   l->name = o->name != NULL ? o->name : expr;
   l->site = site;
@@ -283,18 +285,24 @@ static inline int acquire(weft_lock *l, double timeout) {
   return acquire_slow(l, timeout, false);
 }
 
-/* An acquire the deadlock detector sees: orders before, the held stack
- * after. Only while detection is on. */
+/* An acquire the deadlock detector sees: its orders are recorded (and an
+ * inversion reported) before it could wait, the held stack after. A free
+ * lock is taken first: nothing else may come between the call and its
+ * compare-and-swap, which costs twice as much behind a store. Only while
+ * detection is on. */
 __attribute__((noinline)) static int acquire_tracked(weft_lock *l, double timeout,
                                                      const char *site) {
   if (timeout != timeout) return WEFT_EINVAL;
   if (weft__lock_destroyed(l)) return WEFT_ECLOSED; /* before it enters the detector's graph */
   bool blocking = weft__waits_forever(timeout);
-  int r = weft__dd_before_acquire(l, site, blocking);
-  if (r != 0) return r;
+  int r = 0;
   if (take_free(l)) {
     set_owner(l);
+    weft__dd_before_acquire(l, site, blocking);
   } else {
+    r = weft__dd_before_acquire(l, site, blocking);
+    if (r != 0) return r;
+    weft__dd_pending(site);
     r = acquire_slow(l, timeout, true);
   }
   if (r == 0 || r == WEFT_EOWNERDEAD) weft__dd_acquired(l, site, blocking);
@@ -340,12 +348,30 @@ __attribute__((noinline)) static int acquire_error(weft_lock *l, int r, double t
   return weft__error(r, "%s: not acquired within %g s", lock_label(l), timeout);
 }
 
+/* weft_lock_acquire_at with detection on, reached by a tail call: a
+ * blocking acquire of a free lock does its compare-and-swap first, with no
+ * store before it (a spill or a call's return address just before it cost
+ * more than all the detector's work after it). */
+__attribute__((noinline)) static int acquire_tracked_at(weft_lock *l, double timeout,
+                                                        const char *site) {
+  weft__dd_prefetch(l);
+  if (__builtin_expect(weft__waits_forever(timeout) && take_free(l), 1)) {
+    set_owner(l);
+    weft__dd_before_acquire(l, site, true);
+    weft__dd_acquired(l, site, true);
+    return 0;
+  }
+  int r = acquire_tracked(l, timeout, site);
+  return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
+}
+
 int weft_lock_acquire_at(weft_lock *l, double timeout, const char *site) {
   /* A destroyed lock costs nothing here: its word fails the fast path's
    * compare-and-swap. NULL would be dereferenced, so it is one predicted
    * branch. */
   if (__builtin_expect(l == NULL, 0)) return acquire_error(l, WEFT_EINVAL, timeout);
-  int r = __builtin_expect(weft__dd_on, 0) ? acquire_tracked(l, timeout, site) : acquire(l, timeout);
+  if (__builtin_expect(weft__dd_on, 0)) return acquire_tracked_at(l, timeout, site);
+  int r = acquire(l, timeout);
   return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
 }
 
@@ -410,6 +436,8 @@ int weft_rlock_init_opts(weft_rlock *r, const char *expr, const char *site,
 pid_t weft__lock_holder_pid(const weft_lock *l) {
   return (pid_t)(__atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK);
 }
+
+uint32_t weft__lock_owner(const weft_lock *l) { return __atomic_load_n(&l->owner, __ATOMIC_RELAXED); }
 
 bool weft__lock_held_by_caller(const weft_lock *l) {
   uint32_t holder = __atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK;

@@ -39,6 +39,10 @@ int weft__lock_release(weft_lock *lock);
 /* The pid of the process holding the lock, 0 if it is free. */
 pid_t weft__lock_holder_pid(const weft_lock *lock);
 
+/* The owner token (weft__owner_token) of the thread that holds the lock,
+ * 0 if it is free. */
+uint32_t weft__lock_owner(const weft_lock *lock);
+
 /* Whether the calling thread acquired the lock (or, in a child, the thread
  * that forked it did, in the parent). */
 bool weft__lock_held_by_caller(const weft_lock *lock);

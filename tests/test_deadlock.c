@@ -409,6 +409,114 @@ START_TEST(sliding_windows_over_many_locks_stay_bounded) {
 }
 END_TEST
 
+/* 4 threads, 16,384 locks, random pairs always taken in ascending order:
+ * nearly every pair is an order never seen, and none closes a cycle. A
+ * search from each new order through all that its lock reaches would take
+ * minutes here; the graph's incremental order keeps it to seconds. */
+enum { MANY_LOCKS = 16384, MANY_THREADS = 4, MANY_PAIRS = 100000 / SLOW };
+static weft_lock *many;
+
+static void *random_ascending_pairs(void *arg) {
+  uint64_t x = 0x9e3779b97f4a7c15ull * (uint64_t)(uintptr_t)arg;
+  for (int i = 0; i < MANY_PAIRS; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    unsigned a = (unsigned)(x % MANY_LOCKS), b = (unsigned)((x >> 32) % (MANY_LOCKS - 1));
+    if (b >= a) b++;
+    weft_lock *lo = &many[a < b ? a : b], *hi = &many[a < b ? b : a];
+    weft_lock_acquire(lo, WEFT_FOREVER);
+    weft_lock_acquire(hi, WEFT_FOREVER);
+    weft_lock_release(hi);
+    weft_lock_release(lo);
+  }
+  return NULL;
+}
+
+START_TEST(many_locks_in_one_order_stay_fast) {
+  setup(WEFT_DEADLOCK_WARN);
+  many = calloc(MANY_LOCKS, sizeof *many);
+  for (int i = 0; i < MANY_LOCKS; i++) weft_lock_init(&many[i]);
+  lock2(&many[0], &many[MANY_LOCKS - 1]); /* ascending too */
+  double t0 = test_now();
+  weft_thread t[MANY_THREADS];
+  for (int i = 0; i < MANY_THREADS; i++) {
+    t[i] = weft_thread_new(random_ascending_pairs, .arg = (void *)(uintptr_t)(i + 1));
+    weft_thread_start(t[i]);
+  }
+  for (int i = 0; i < MANY_THREADS; i++) ck_assert_int_eq(weft_thread_join(t[i], 60, NULL), 0);
+  double elapsed = test_now() - t0;
+  ck_assert_int_eq(count_reports(), 0);
+  ck_assert_msg(elapsed < 20, "took %.1f s", elapsed);
+  /* Against the order, through all the reordering: a cycle. */
+  lock2(&many[MANY_LOCKS - 1], &many[0]);
+  ck_assert_int_eq(count_reports(), 1);
+  for (int i = 0; i < MANY_THREADS; i++) weft_thread_close(t[i]);
+  for (int i = 0; i < MANY_LOCKS; i++) weft_lock_destroy(&many[i]);
+  free(many);
+}
+END_TEST
+
+/* A chain built from its far end, so that each new order goes against
+ * the order the graph had so far and moves locks in it; closing the chain
+ * is still a cycle through all of them. */
+START_TEST(chain_built_backwards_then_closed_is_reported) {
+  setup(WEFT_DEADLOCK_WARN);
+  enum { N = 12 };
+  static weft_lock l[N];
+  for (int i = 0; i < N; i++) weft_lock_init(&l[i]);
+  for (int i = N - 2; i >= 0; i--) lock2(&l[i], &l[i + 1]);
+  lock2(&l[N / 2], &l[N - 1]); /* a shortcut, in the order */
+  ck_assert_int_eq(count_reports(), 0);
+  lock2(&l[N - 1], &l[3]);
+  ck_assert_int_eq(count_reports(), 1);
+  /* 11 -> 3 -> 4 -> 5 -> 6 -> 11, or the long way round 3 -> 4 ... -> 11 */
+  ck_assert_msg(strstr(captured, "inversion between 5 locks") != NULL ||
+                    strstr(captured, "inversion between 9 locks") != NULL,
+                "%s", captured);
+  lock2(&l[2], &l[0]);
+  ck_assert_int_eq(count_reports(), 2);
+  ck_assert_ptr_nonnull(strstr(captured, "inversion between 3 locks"));
+}
+END_TEST
+
+/* B -> A closed A -> B and was reported; a later cycle that runs through
+ * B -> A is found too. */
+START_TEST(cycle_through_a_reported_inversion_is_reported) {
+  setup(WEFT_DEADLOCK_WARN);
+  static weft_lock a = WEFT_LOCK_INIT_NAMED("A"), b = WEFT_LOCK_INIT_NAMED("B"),
+                   c = WEFT_LOCK_INIT_NAMED("C");
+  lock2(&a, &b);
+  lock2(&b, &a);
+  ck_assert_int_eq(count_reports(), 1);
+  lock2(&a, &c);
+  ck_assert_int_eq(count_reports(), 1);
+  captured[0] = '\0';
+  lock2(&c, &b); /* C -> B -> A -> C */
+  ck_assert_int_eq(count_reports(), 2);
+  ck_assert_ptr_nonnull(strstr(captured, "inversion between 3 locks"));
+  ck_assert_ptr_nonnull(strstr(captured, "\"B\" -> \"A\""));
+}
+END_TEST
+
+/* Memory of a lock the detector saw, zeroed and initialised again without
+ * weft_lock_destroy (as calloc might hand it back): a new lock, without
+ * the old one's orders. */
+START_TEST(zeroed_and_initialised_lock_memory_has_no_old_edges) {
+  setup(WEFT_DEADLOCK_WARN);
+  static weft_lock a = WEFT_LOCK_INIT_NAMED("A");
+  weft_lock *b = malloc(sizeof *b);
+  weft_lock_init(b, .name = "B");
+  lock2(&a, b);
+  memset(b, 0, sizeof *b);
+  weft_lock_init(b, .name = "new B");
+  lock2(b, &a);
+  ck_assert_int_eq(count_reports(), 0);
+  lock2(&a, b);
+  ck_assert_int_eq(count_reports(), 1); /* but its own orders count */
+  weft_lock_destroy(b);
+  free(b);
+}
+END_TEST
+
 static int child_inversions(void *arg) {
   weft_lock *l = arg;
   /* The parent took 0 then 1; the child was not there: no inherited edge. */
@@ -703,6 +811,8 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, recycled_lock_ids_still_report_new_inversions);
   tcase_add_test(tc, shared_lock_keeps_its_orders_across_processes);
   tcase_add_test(tc, fork_while_another_thread_uses_the_detector);
+  tcase_add_test(tc, chain_built_backwards_then_closed_is_reported);
+  tcase_add_test(tc, cycle_through_a_reported_inversion_is_reported);
   suite_add_tcase(s, tc);
   tc = weft_tcase("live", 60);
   tcase_add_test(tc, live_abba_in_error_mode_both_threads_survive);
@@ -722,6 +832,10 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, sliding_windows_over_many_locks_stay_bounded);
   tcase_add_test(tc, semaphore_event_barrier_waits_are_not_reported);
   tcase_add_test(tc, mode_api_and_bad_mode);
+  tcase_add_test(tc, zeroed_and_initialised_lock_memory_has_no_old_edges);
+  suite_add_tcase(s, tc);
+  tc = weft_tcase("scale", 120);
+  tcase_add_test(tc, many_locks_in_one_order_stay_fast);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -46,7 +46,16 @@ static int baseline_tasks(void) {
   pthread_t pt;
   ck_assert_int_eq(pthread_create(&pt, NULL, noop, NULL), 0);
   ck_assert_int_eq(pthread_join(pt, NULL), 0);
-  return count_tasks();
+  /* A joined thread may still be listed for a moment: wait (bounded) for
+   * two reads in a row to agree. */
+  int n = count_tasks(), prev = -1;
+  double end = test_now() + 2;
+  while (n != prev && test_now() < end) {
+    prev = n;
+    nap_ms(5);
+    n = count_tasks();
+  }
+  return n;
 }
 
 /* A detached thread leaves /proc/self/task a little after it marked itself

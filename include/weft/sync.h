@@ -68,7 +68,7 @@ typedef struct weft_lock {
   WEFT__WAITER_SET;    /* threads asleep or about to sleep on seq */
   uint32_t seq;        /* futex the waiters sleep on: changed by each wake-up */
   uint32_t last;       /* the last acquirer, as owner, kept after release */
-  uint32_t pad_;
+  uint32_t dd_node;    /* deadlock detector's serial for this lock; 0: not seen since init */
   const char *name;    /* optional, for reports */
   const char *site;    /* where it was initialised, for reports */
 } weft_lock;

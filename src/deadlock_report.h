@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/* The deadlock detector's reports: their text, the set of those already
+ * given, and their delivery. Functions named _locked run with the
+ * detector's mutex held; deliver runs without it. */
+#ifndef WEFT_DEADLOCK_REPORT_H
+#define WEFT_DEADLOCK_REPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "deadlock.h"
+#include "lockgraph.h"
+#include "weft/deadlock.h"
+
+struct weft__dd_report {
+  char *text; /* NULL: nothing to report */
+  size_t len, cap;
+};
+
+/* The cycle that the new edge closing (held -> new, made by thread t)
+ * closes, with the path new -> ... -> held: written unless a gate lock
+ * guards every edge of it or it was reported before. */
+void weft__dd_report_inversion_locked(struct weft__dd_report *r, const struct weft__dd_thread *t,
+                                      const weft__lg_edge *closing,
+                                      const weft__lg_edge *const *path, int n);
+
+/* A live deadlock: t would wait forever for l, taken at site; the chain
+ * of n locks and their owners leads back to t. Written once per chain. */
+void weft__dd_report_live_locked(struct weft__dd_report *r, const struct weft__dd_thread *t,
+                                 weft_lock *l, const char *site, weft_lock *const *locks,
+                                 struct weft__dd_thread *const *owners, int n);
+
+/* Prints the report or hands it to the hook, and frees it; aborts in abort
+ * mode. */
+void weft__dd_deliver(struct weft__dd_report *r);
+
+/* Receives reports instead of stderr (the public setter stores it here). */
+void weft__dd_set_hook(weft_deadlock_hook hook, void *arg);
+
+/* A Lock held by another process that the caller is about to wait for
+ * forever: reported once if the copy it waits on is private to this
+ * process. */
+void weft__dd_private_lock_check(weft_lock *l);
+
+/* In a forked child: nothing reported yet. */
+void weft__dd_reports_reset_locked(void);
+
+#endif
