@@ -79,6 +79,7 @@ enum inject {
   INJ_CALLBACK_TWICE,    /* a future's callback is counted twice */
   INJ_MAXTASKS,          /* a worker claims more tasks than maxtasksperchild */
   INJ_TORN_STATE,        /* a lock holder leaves a half-done update and releases */
+  INJ_UNREPAIRABLE,      /* a killed lock holder leaves a state no kill could leave */
   INJ_FALSE_OWNERDEAD,   /* a lock holder exits holding the lock, unkilled */
   INJ_BAD_COUNT,         /* a thread bumps its count outside the lock */
   INJ_SLOW_CALL,         /* a lock holder sleeps past the call bound */
@@ -107,6 +108,7 @@ static const struct {
     [INJ_CALLBACK_TWICE] = {"callback-twice", SC_POOL, PM_APPLY},
     [INJ_MAXTASKS] = {"maxtasks", SC_POOL, PM_MAXTASKS},
     [INJ_TORN_STATE] = {"torn-state", SC_LOCK, -1},
+    [INJ_UNREPAIRABLE] = {"unrepairable", SC_LOCK, -1},
     [INJ_FALSE_OWNERDEAD] = {"false-ownerdead", SC_RLOCK, -1},
     [INJ_BAD_COUNT] = {"bad-count", SC_COND, -1},
     [INJ_SLOW_CALL] = {"slow-call", SC_LOCK, -1},
@@ -174,6 +176,7 @@ struct lock_area {
   int32_t pid[MAXSLOT];
   int stop;
   int injected;
+  int round, round_done; /* the Lock's hand-off mode */
   int32_t sem_units;
   int32_t inside;               /* semaphore holders counted */
   uint32_t ownerdead, repaired, torn_after_wait, ops, timeouts, broken, cycles;
@@ -509,8 +512,8 @@ static void killer_reset(void) {
   }
 }
 
-/* Sends SIGCONT to every stopped... and SIGKILL to every registered process
- * still alive (the end of a hung iteration, or stragglers). */
+/* Sends SIGKILL (and SIGCONT, for a stopped one) to every registered process
+ * still alive: the end of a hung iteration, or stragglers. */
 static int kill_registered(void) {
   int n = 0, nr = ld(&S->nreg);
   for (int i = 0; i < nr && i < MAXREG; i++) {
@@ -530,10 +533,17 @@ static int kill_registered(void) {
   return n;
 }
 
+static atomic_int killer_iteration; /* bumped by the controller for each iteration */
+
 static void *killer_main(void *arg) {
   (void)arg;
-  rng_seed(S->iter_seed ^ 0x6b696c6cull);
+  int seen = -1;
   while (!atomic_load(&killer_quit)) {
+    if (atomic_load(&killer_iteration) != seen) {
+      /* Each iteration's kills follow from its seed, so a run can be replayed. */
+      seen = atomic_load(&killer_iteration);
+      rng_seed(S->iter_seed ^ 0x6b696c6cull);
+    }
     double gap = (double)S->kill_gap_ms / 1000.0 * -log(1.0 - rndf() * 0.999);
     sleep_s(gap > 0.5 ? 0.5 : gap);
     st(&S->killer_acts, 1);
@@ -552,7 +562,9 @@ static void *killer_main(void *arg) {
       for (int i = 0; i < nr; i++) {
         w -= __atomic_load_n(&S->reg[i].weight, __ATOMIC_SEQ_CST);
         if (w < 0) {
-          if (reg_pidfd(i) >= 0) pick = i;
+          char state = 'Z';
+          proc_stat(S->reg[i].pid, &state, NULL, NULL, NULL, 0);
+          if (reg_pidfd(i) >= 0 && state != 'Z') pick = i; /* a zombie cannot be killed */
           break;
         }
       }
@@ -943,8 +955,9 @@ static int scenario_pool(void) {
     close_window();
     for (size_t i = 0; i < n; i++)
       if (fs[i].id) check_task(mode, timeouts, &items[i], codes[i], got[i], cancel_won[i], &tally);
-    int kills = kills_on_role(R_WORKER, false);
+    int kills = kills_on_role(R_WORKER, false), stops = kills_on_role(R_WORKER, true) - kills;
     if (tally.died > kills) fail("%d tasks failed with WEFT_EWORKERDIED after %d kills", tally.died, kills);
+    if (tally.timedout > stops) fail("%d tasks timed out after %d stops", tally.timedout, stops);
     /* Callbacks: exactly one per future, the right kind. */
     double end = now_s() + bound;
     for (size_t i = 0; i < n; i++) {
@@ -1293,6 +1306,13 @@ static void update(int slot, int delta) {
   if (rndn(4) == 0) sleep_s(0.0002 * rndf()); /* widen the half-done window */
   __atomic_add_fetch(&L->cnt[slot], delta, __ATOMIC_SEQ_CST);
   if (inject_once(INJ_TORN_STATE, &L->injected)) return;
+  if (inject_once(INJ_UNREPAIRABLE, &L->injected)) {
+    /* Dies as the killer would kill it, recorded first. */
+    L->a += 5;
+    int k = __atomic_fetch_add(&S->nkill, 1, __ATOMIC_SEQ_CST);
+    if (k < MAXKILL) S->kill[k] = (struct killrec){(int32_t)getpid(), SIGKILL, R_LOCKER, -1, 0};
+    raise(SIGKILL);
+  }
   L->b += delta;
   if (inject_once(INJ_FALSE_OWNERDEAD, &L->injected)) _exit(0);
   if (inject_once(INJ_SLOW_CALL, &L->injected)) sleep_s(S->call_bound * 1.5);
@@ -1433,13 +1453,98 @@ static void *locker_thread(void *arg) {
   return NULL;
 }
 
+/* The Lock's hand-off mode, in rounds: the holder (slot 0) takes the lock
+ * and opens a round; a waiter thread in its own process (slot 1) and one
+ * in each other locker process block on it; the holder releases, and the
+ * round ends when its own waiter has had the lock. The killer kills only
+ * the other processes, so a wake-up handed to one of them just before it
+ * dies must still reach the holder's own waiter, which sleeps with no
+ * deadline and no one else to wake it. */
+static bool handoff_mode(void) { return S->scenario == SC_LOCK && S->mode % 2 == 1; }
+
+static void handoff_holder(void) {
+  struct lock_area *L = &S->u.lock;
+  double bound = S->call_bound;
+  __atomic_store_n(&L->pid[0], (int32_t)getpid(), __ATOMIC_SEQ_CST);
+  for (int r = 1; !ld(&L->stop); r++) {
+    __atomic_store_n(&L->st[0], ST_ACQ, __ATOMIC_SEQ_CST);
+    double t0 = now_s();
+    int e = weft_lock_acquire(&L->lock, WEFT_FOREVER);
+    check_bound(t0, bound, "weft_lock_acquire");
+    after_acquire(0, e, "weft_lock_acquire");
+    update(0, 1);
+    st(&L->round, r);
+    sleep_s(0.0005 + 0.0015 * rndf()); /* the waiters block meanwhile */
+    before_release(0);
+    weft_lock_release(&L->lock);
+    __atomic_store_n(&L->st[0], ST_IDLE, __ATOMIC_SEQ_CST);
+    double t1 = now_s();
+    /* Once stopped, the waiter may leave without its round; if it is stuck
+     * in the acquire instead, its process never ends, which the driver
+     * reports as a hang. */
+    while (ld(&L->round_done) < r && !ld(&L->stop) && now_s() - t1 < bound) sleep_s(0.0002);
+    if (ld(&L->round_done) < r && !ld(&L->stop)) {
+      fail("hang: the waiter in the holder's own process never got the lock released %.1f s "
+           "ago (round %d); its threads:", bound, r);
+      dump_process(getpid(), "(holder and waiter)");
+      describe_sync();
+      st(&L->stop, 1);
+      return;
+    }
+  }
+}
+
+static void handoff_waiter(int slot) {
+  struct lock_area *L = &S->u.lock;
+  __atomic_store_n(&L->pid[slot], (int32_t)getpid(), __ATOMIC_SEQ_CST);
+  /* The holder's own waiter owes every round; the others join as they come. */
+  int last = slot == 1 ? 0 : ld(&L->round);
+  while (!ld(&L->stop)) {
+    if (ld(&L->round) == last) {
+      sleep_s(0.0001);
+      continue;
+    }
+    last = ld(&L->round);
+    __atomic_store_n(&L->st[slot], ST_ACQ, __ATOMIC_SEQ_CST);
+    double t0 = now_s();
+    int e = weft_lock_acquire(&L->lock, WEFT_FOREVER);
+    check_bound(t0, S->call_bound, "weft_lock_acquire");
+    after_acquire(slot, e, "weft_lock_acquire");
+    update(slot, 1);
+    before_release(slot);
+    weft_lock_release(&L->lock);
+    __atomic_store_n(&L->st[slot], ST_IDLE, __ATOMIC_SEQ_CST);
+    if (slot == 1) st(&L->round_done, last);
+  }
+}
+
+static void *handoff_thread(void *arg) {
+  rng_seed(S->iter_seed ^ 0x68616e64);
+  handoff_waiter((int)(intptr_t)arg);
+  return NULL;
+}
+
 /* A locker process: two threads (one for a barrier), so waiters sleep in
  * several processes and in the holder's own process. */
 static int locker_main(void *arg) {
   int ps = (int)(intptr_t)arg;
-  reg_self(R_LOCKER, 1);
+  reg_self(R_LOCKER, handoff_mode() && ps == 0 ? 0 : 1);
   rng_seed(S->iter_seed ^ (uint64_t)ps * 1299709);
   weft_thread t = {0};
+  if (handoff_mode()) {
+    if (ps == 0) {
+      t = weft_thread_new(handoff_thread, .arg = (void *)(intptr_t)1, .name = "own waiter");
+      if (weft_thread_start(t) != 0) fail("weft_thread_start: %s", weft_last_error());
+      handoff_holder();
+    } else {
+      handoff_waiter(ps * 2);
+    }
+    if (t.id) {
+      weft_thread_join(t, WEFT_FOREVER, NULL);
+      weft_thread_close(t);
+    }
+    return 0;
+  }
   if (S->scenario != SC_BARRIER) {
     t = weft_thread_new(locker_thread, .arg = (void *)(intptr_t)(ps * 2 + 1), .name = "locker");
     if (weft_thread_start(t) != 0) fail("weft_thread_start: %s", weft_last_error());
@@ -1722,6 +1827,13 @@ static int driver_main(void *arg) {
 
 /* ==== the controller ==== */
 
+static const char *mode_label(int sc, int mode) {
+  static char buf[64];
+  snprintf(buf, sizeof buf, "%s%s", sc == SC_POOL || (sc == SC_LOCK && mode % 2) ? " " : "",
+           sc == SC_POOL ? pool_mode_names[mode] : sc == SC_LOCK && mode % 2 ? "hand-off" : "");
+  return buf;
+}
+
 static void usage(FILE *f) {
   fprintf(f,
           "usage: weft_soak [--seed=N] [--duration=SECS] [--kills=N] [--iterations=N]\n"
@@ -1886,6 +1998,7 @@ int main(int argc, char **argv) {
     S->kills_on = !no_kills;
     S->verbose = verbose;
     killer_reset();
+    atomic_fetch_add(&killer_iteration, 1);
     double ib = inject == INJ_HANG ? 8.0 : iter_bound;
     long kills_before = total_kills;
 
@@ -1960,14 +2073,13 @@ int main(int argc, char **argv) {
     } else {
       failed++;
       failed_scenario[sc]++;
-      fprintf(stderr, "soak: iteration %ld (%s%s%s) FAILED, %d failures; replay: make soak SEED=%llu\n",
-              it, scenario_names[sc], sc == SC_POOL ? " " : "", sc == SC_POOL ? pool_mode_names[mode] : "",
-              nfail, (unsigned long long)seed);
+      fprintf(stderr, "soak: iteration %ld (%s%s) FAILED, %d failures; replay: make soak SEED=%llu\n",
+              it, scenario_names[sc], mode_label(sc, mode), nfail, (unsigned long long)seed);
     }
     if (verbose)
-      printf("soak: iteration %ld %s%s%s: %.2f s, %ld kills, %s\n", it, scenario_names[sc],
-             sc == SC_POOL ? " " : "", sc == SC_POOL ? pool_mode_names[mode] : "", now_s() - t0,
-             total_kills - kills_before, nfail ? "FAILED" : "passed");
+      printf("soak: iteration %ld %s%s: %.2f s, %ld kills, %s\n", it, scenario_names[sc],
+             mode_label(sc, mode), now_s() - t0, (long)(total_kills - kills_before),
+             nfail ? "FAILED" : "passed");
     if (now_s() - last_report > 30) {
       last_report = now_s();
       printf("soak: %.0f s, %ld iterations, %ld kills, %ld failed\n", last_report - start,
