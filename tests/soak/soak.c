@@ -785,6 +785,7 @@ static bool imap_source(void *item, void *arg) {
 struct pool_tally {
   int died, timedout, cancelled, ok;
 };
+static struct pool_tally last_tally; /* for the verbose line */
 
 static void check_task(int mode, bool timeouts, const struct task_arg *t, int code, uint64_t got,
                        bool cancel_won, struct pool_tally *tally) {
@@ -868,6 +869,7 @@ static int scenario_pool(void) {
     struct pool_tally tally = {0};
     for (size_t i = 0; i < n; i++) check_task(mode, timeouts, &items[i], codes[i], got[i], false, &tally);
     close_window();
+    last_tally = tally;
     int kills = kills_on_role(R_WORKER, false), stops = kills_on_role(R_WORKER, true) - kills;
     if (tally.died > kills * chunk)
       fail("map: %d items failed with WEFT_EWORKERDIED, more than %d kills on workers x chunksize %ld",
@@ -907,6 +909,7 @@ static int scenario_pool(void) {
     struct pool_tally tally = {0};
     for (size_t i = 0; i < n; i++)
       if (codes[i] != 1) check_task(mode, timeouts, &items[i], codes[i], got[i], false, &tally);
+    last_tally = tally;
     int kills = kills_on_role(R_WORKER, false);
     if (tally.died > kills) fail("imap: %d items failed with WEFT_EWORKERDIED after %d kills", tally.died, kills);
   } else {
@@ -955,6 +958,7 @@ static int scenario_pool(void) {
     close_window();
     for (size_t i = 0; i < n; i++)
       if (fs[i].id) check_task(mode, timeouts, &items[i], codes[i], got[i], cancel_won[i], &tally);
+    last_tally = tally;
     int kills = kills_on_role(R_WORKER, false), stops = kills_on_role(R_WORKER, true) - kills;
     if (tally.died > kills) fail("%d tasks failed with WEFT_EWORKERDIED after %d kills", tally.died, kills);
     if (tally.timedout > stops) fail("%d tasks timed out after %d stops", tally.timedout, stops);
@@ -991,8 +995,11 @@ static int scenario_pool(void) {
              (int)S->reg[i].pid, (unsigned long long)S->reg[i].count, maxtasks, chunk);
   }
   if (S->verbose)
-    printf("soak:   pool %s: %zu tasks, %d workers%s%s\n", pool_mode_names[mode], n, workers,
-           timeouts ? ", time limit" : "", maxtasks ? ", maxtasksperchild" : "");
+    printf("soak:   pool %s: %zu tasks, %d workers%s%s: %d ok, %d worker died, %d timed out, "
+           "%d cancelled\n",
+           pool_mode_names[mode], n, workers, timeouts ? ", time limit" : "",
+           maxtasks ? ", maxtasksperchild" : "", last_tally.ok, last_tally.died, last_tally.timedout,
+           last_tally.cancelled);
   return 0;
 }
 
@@ -1762,16 +1769,29 @@ static int scenario_parent(void) {
     nr = ld(&S->nreg);
     for (int i = 0; i < nr && i < MAXREG; i++) {
       pid_t pid = S->reg[i].pid;
-      if (pid <= 0 || pid == getpid()) continue;
-      char state;
-      pid_t pp;
-      if (proc_stat(pid, &state, NULL, &pp, NULL, 0) && state == 'Z' && pp == getpid())
-        waitpid(pid, NULL, WNOHANG);
-      else if (!pid_gone(pid))
-        alive++;
+      if (pid > 0 && pid != getpid() && !pid_gone(pid)) alive++;
+    }
+    /* Its orphans, registered or killed before they could register, are
+     * the driver's now: reap the dead, count the living. */
+    pid_t kids[64];
+    int nk = list_children(getpid(), kids, 64);
+    for (int i = 0; i < nk && i < 64; i++) {
+      char state = '?';
+      proc_stat(kids[i], &state, NULL, NULL, NULL, 0);
+      if (state == 'Z') waitpid(kids[i], NULL, WNOHANG);
+      else alive++;
     }
     if (alive == 0) break;
     if (now_s() > deadline) {
+      for (int i = 0; i < nk && i < 64; i++) {
+        char state = '?', comm[64] = "?";
+        proc_stat(kids[i], &state, NULL, NULL, comm, sizeof comm);
+        if (state == 'Z') continue;
+        fail("orphan: process %d (%s) outlived its killed parent by 2 s", (int)kids[i], comm);
+        kill(kids[i], SIGKILL);
+        kill(kids[i], SIGCONT);
+        waitpid(kids[i], NULL, 0);
+      }
       for (int i = 0; i < nr && i < MAXREG; i++) {
         pid_t pid = S->reg[i].pid;
         if (pid > 0 && pid != getpid() && !pid_gone(pid)) {
