@@ -95,7 +95,7 @@ enum inject {
 static const struct {
   const char *name;
   int scenario;
-  int mode; /* pool mode, or -1 */
+  int mode; /* pool mode (for the Lock, 0: the crowd, not the hand-off), or -1 */
 } injections[INJ_N] = {
     [INJ_NONE] = {"none", -1, -1},
     [INJ_TORN_MESSAGE] = {"torn-message", SC_QUEUE, -1},
@@ -107,12 +107,12 @@ static const struct {
     [INJ_EXTRA_FAILURE] = {"extra-failure", SC_POOL, PM_APPLY},
     [INJ_CALLBACK_TWICE] = {"callback-twice", SC_POOL, PM_APPLY},
     [INJ_MAXTASKS] = {"maxtasks", SC_POOL, PM_MAXTASKS},
-    [INJ_TORN_STATE] = {"torn-state", SC_LOCK, -1},
-    [INJ_UNREPAIRABLE] = {"unrepairable", SC_LOCK, -1},
+    [INJ_TORN_STATE] = {"torn-state", SC_LOCK, 0},
+    [INJ_UNREPAIRABLE] = {"unrepairable", SC_LOCK, 0},
     [INJ_FALSE_OWNERDEAD] = {"false-ownerdead", SC_RLOCK, -1},
     [INJ_BAD_COUNT] = {"bad-count", SC_COND, -1},
-    [INJ_SLOW_CALL] = {"slow-call", SC_LOCK, -1},
-    [INJ_HANG] = {"hang", SC_LOCK, -1},
+    [INJ_SLOW_CALL] = {"slow-call", SC_LOCK, 0},
+    [INJ_HANG] = {"hang", SC_LOCK, 0},
     [INJ_SEM_LEAK] = {"sem-leak", SC_SEM, -1},
     [INJ_BARRIER_BROKEN] = {"barrier-broken", SC_BARRIER, -1},
     [INJ_ORPHAN] = {"orphan", SC_PARENT, -1},
