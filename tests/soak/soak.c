@@ -1202,8 +1202,12 @@ static int scenario_queue(void) {
   weft_mpqueue_close(the_queue);
   for (int i = 0; i < NCONS; i++)
     if (!cons[i].done) {
+      pid_t pid = weft_process_pid(cons[i].p);
       int code = finish(cons[i].p, S->call_bound * 2, "consumer");
-      if (code != 0) fail("consumer exited with %d", code);
+      if ((code == -SIGKILL || code == -SIGSEGV) && killed(pid) > 0)
+        get_allowance += (int)__atomic_load_n(&Q->in_get[cons[i].id], __ATOMIC_SEQ_CST);
+      else if (code != 0)
+        fail("consumer %d exited with %d", (int)pid, code);
     }
   size_t len;
   while (weft_mpqueue_get(the_queue, cbuf, sizeof cbuf, &len, 0) == 0) record_message(-1, cbuf, len);
@@ -1633,9 +1637,14 @@ static int scenario_locks(void) {
     if (ps[i].id) {
       /* After one hang the others are reported quickly. */
       double b = ld(&S->nfail) > hangs_before ? 0.5 : S->call_bound + 1.5;
+      pid_t pid = weft_process_pid(ps[i]);
+      int before = ld(&S->nfail);
       int code = finish(ps[i], b, "locker");
-      if (code != 0 && code != -SIGKILL && !(code == 0 && S->inject == INJ_FALSE_OWNERDEAD))
-        if (code != -1000) fail("locker exited with %d", code);
+      bool hung = ld(&S->nfail) > before; /* finish killed it */
+      if ((code == -SIGKILL || code == -SIGSEGV) && !hung && killed(pid) == 0)
+        fail("locker %d died with signal %d that no one sent", (int)pid, -code);
+      else if (code > 0)
+        fail("locker %d exited with %d", (int)pid, code);
     }
   /* Final state: whole, and the counts add up. */
   if (S->scenario == SC_LOCK || S->scenario == SC_RLOCK || S->scenario == SC_COND) {
