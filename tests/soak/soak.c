@@ -810,8 +810,10 @@ static void check_task(int mode, bool timeouts, const struct task_arg *t, int co
     case WEFT_EWORKERDIED:
       tally->died++;
       if (ex >= 1 && first != 0 && killed(first) == 0)
-        fail("task %u failed with WEFT_EWORKERDIED, but its worker %d was never killed", t->id,
-             (int)first);
+        fail("task %u failed with WEFT_EWORKERDIED, but its worker %d was never killed "
+             "(%u executions, the first %s, that worker %s, stopped %d times)",
+             t->id, (int)first, ex, P->exec_done[t->id][0] ? "finished" : "unfinished",
+             pid_gone(first) ? "gone" : "alive", stopped(first));
       break;
     case WEFT_ETASKTIMEOUT:
       tally->timedout++;
