@@ -4,10 +4,12 @@
 #   make test          install test dependencies, build, run every suite
 #                      plain, under ASan+UBSan and under TSan
 #   make bench         run the benchmarks (QUICK=1 for a short run)
+#   make soak          the randomized fault-injection soak, about 5 minutes
+#                      (SEED=n replays a run, KILLS=n or DURATION=secs sets its length)
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build demo test bench clean
+.PHONY: all build demo test bench soak clean
 
 all: build
 
@@ -23,6 +25,10 @@ test:
 
 bench: build
 	@./$(BUILD)/bench/weft_bench $(if $(QUICK),--quick)
+
+soak: build
+	@./$(BUILD)/tests/weft_soak $(if $(SEED),--seed=$(SEED)) $(if $(KILLS),--kills=$(KILLS)) \
+	  $(if $(DURATION),--duration=$(DURATION))
 
 clean:
 	rm -rf build build-asan build-tsan build*.log

@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: MIT
 # `make test`: installs what the tests need, builds, and runs every Check
 # suite three times -- plain, under AddressSanitizer+UBSan, and under
-# ThreadSanitizer -- then the install check, the licence-line check and the
-# benchmark smoke run.
+# ThreadSanitizer -- then the install check, the licence-line check, the
+# short form of the fault-injection soak and the benchmark smoke run.
 # Ends with "weft: N passed, N failed"; exits non-zero if anything failed.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -77,6 +77,9 @@ one_check install tests/install.sh build
 
 echo "== every source file carries the licence line"
 one_check spdx tests/spdx.sh
+
+echo "== fault-injection soak, short form (make soak runs the full one)"
+one_check soak tests/soak/short.sh build
 
 echo "== benchmark smoke run (make bench QUICK=1)"
 one_check bench_smoke sh -c './build/bench/weft_bench --quick > build/bench-quick.txt 2>&1 || { cat build/bench-quick.txt; exit 1; }'
