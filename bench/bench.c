@@ -55,8 +55,13 @@ void bench_measure(const bench_config *cfg, long iters, int n, const bench_sampl
 }
 
 void bench_python(const char *script, long iters, int reps, bench_result *r) {
+  bench_python_arg(script, "", iters, reps, r);
+}
+
+void bench_python_arg(const char *script, const char *arg, long iters, int reps, bench_result *r) {
   char cmd[512];
-  snprintf(cmd, sizeof cmd, "python3 '%s/%s' %ld %d 2>&1", WEFT_BENCH_PY_DIR, script, iters, reps);
+  snprintf(cmd, sizeof cmd, "python3 '%s/%s' %ld %d %s 2>&1", WEFT_BENCH_PY_DIR, script, iters,
+           reps, arg);
   r->ns = -1;
   FILE *f = popen(cmd, "r");
   char line[256] = "";

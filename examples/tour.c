@@ -29,7 +29,7 @@ static const struct {
     {"lesson3_6_mutex", "§3.6 互斥锁 — a mutex makes the two sums right"},
     {"lesson3_7_deadlock", "§3.7 死锁 — a deadlock, detected and backed out of instead of hanging"},
     {"lesson4_isolation", "§4 进程之间不共享全局变量 — processes do not share globals"},
-    {"lesson4_start_methods", "§4 进程之间不共享全局变量 — a child started by fork or by spawn, from a grown parent"},
+    {"lesson4_start_methods", "§4 进程之间不共享全局变量 — a child started by fork, spawn or the forkserver, from a grown parent"},
     {"lesson5_ipc", "§4+ 进程间通信 — a queue between two processes, and a shared Value counted right"},
     {"lesson6_pool", "§4++ 进程池 — a process pool survives a crashing task, and speeds up the rest"},
 };

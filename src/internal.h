@@ -105,4 +105,10 @@ bool weft__deadline_passed(weft__deadline deadline);
 struct weft_process;
 int weft__process_dup_pidfd(struct weft_process h);
 
+/* process.c: runs fn(arg) on a thread that lives as long as the process
+ * (the calling thread if it is the main thread, else weft's forker
+ * thread) and returns its result: a child made there is not killed by
+ * PR_SET_PDEATHSIG when the thread that asked for it exits. */
+pid_t weft__process_long_lived(pid_t (*fn)(void *), void *arg);
+
 #endif

@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,11 +21,12 @@
 #include "internal.h"
 #include "os/os.h"
 #include "runtime.h"
+#include "forkserver.h"
 #include "spawn.h"
 #include "weft/process.h"
 
 enum kind { KIND_MAIN, KIND_CHILD };
-enum method { METHOD_FORK, METHOD_SPAWN };
+enum method { METHOD_FORK, METHOD_SPAWN, METHOD_FORKSERVER };
 enum state { ST_INITIAL, ST_STARTING, ST_STARTED, ST_STOPPED };
 
 struct proc {
@@ -43,6 +43,8 @@ struct proc {
   pid_t pid;
   pid_t parent_pid; /* the process that created the object; 0 for MainProcess */
   int pidfd;        /* -1 when none; kept while threads poll it */
+  int status_fd;    /* forkserver children: where the server reports the exit; else -1 */
+  bool server_gone; /* the forkserver ended before reporting it: the status is lost */
   int pollers;      /* threads in ppoll on pidfd */
   bool reaping;     /* a thread is blocked in waitid on pidfd */
   bool in_running;  /* on the running list */
@@ -92,6 +94,9 @@ static struct proc main_proc = {.kind = KIND_MAIN, .state = ST_STARTED, .pidfd =
                                 .name = "MainProcess"};
 static struct proc *current = &main_proc; /* this process's own object */
 static struct proc *parent;               /* its parent's object; NULL in the main process */
+/* In a child of the forkserver, whose parent in the kernel's sense is the
+ * server: a pidfd on the process that started it. -1 elsewhere. */
+static int parent_pidfd = -1;
 static unsigned child_counter;            /* numbers the default names of children */
 static double daemon_grace = 1.0;
 static enum method default_method = METHOD_FORK;
@@ -118,6 +123,8 @@ static void refresh_locked(struct proc *p) {
   if (p->gen == proc_gen) return;
   p->gen = proc_gen;
   p->pidfd = -1;
+  p->status_fd = -1;
+  p->server_gone = false;
   p->pollers = 0;
   p->reaping = false;
   p->in_running = false;
@@ -154,14 +161,21 @@ static void track_pidfd_locked(int fd) {
   pidfd_bits[w] |= (uint64_t)1 << ((unsigned)fd % 64);
 }
 
-static void close_pidfd_locked(struct proc *p) {
-  if (pidfd_tracked(p->pidfd))
-    pidfd_bits[(size_t)p->pidfd / 64] &= ~((uint64_t)1 << ((unsigned)p->pidfd % 64));
+static void close_tracked_locked(int *fd) {
+  if (pidfd_tracked(*fd))
+    pidfd_bits[(size_t)*fd / 64] &= ~((uint64_t)1 << ((unsigned)*fd % 64));
   else
     untracked_pidfds--;
-  weft__os_close(p->pidfd);
-  p->pidfd = -1;
+  weft__os_close(*fd);
+  *fd = -1;
   open_pidfds--;
+}
+
+/* Closes the fds that watch a child: its pidfd and, for a forkserver
+ * child, its status socket. */
+static void close_pidfd_locked(struct proc *p) {
+  close_tracked_locked(&p->pidfd);
+  if (p->status_fd >= 0) close_tracked_locked(&p->status_fd);
 }
 
 static void running_add_locked(struct proc *p) {
@@ -247,6 +261,26 @@ static void record_exit_locked(struct proc *p, int r, int code) {
   running_remove_locked(p);
 }
 
+/* The fd that turns readable when p may have stopped: its pidfd, or for a
+ * forkserver child the socket on which the server reports its exit. */
+static int wait_fd(const struct proc *p) {
+  return p->status_fd >= 0 && !p->server_gone ? p->status_fd : p->pidfd;
+}
+
+/* Reaps p without blocking: 1 with its exit code, 0 if it runs, or an
+ * error. A forkserver child is reaped by the server, which reports the
+ * code; if the server ended first, the code is lost (WEFT_ECHILD, as for a
+ * child someone else reaped) and its pidfd says when the child ends. */
+static int reap_nohang_locked(struct proc *p, int *code) {
+  if (p->method != METHOD_FORKSERVER) return weft__os_pidfd_reap(p->pidfd, true, code);
+  if (!p->server_gone) {
+    int r = weft__forkserver_reap(p->status_fd, code);
+    if (r != WEFT_ECHILD) return r;
+    p->server_gone = true;
+  }
+  return weft__os_wait_readable(p->pidfd, 0) == 1 ? WEFT_ECHILD : 0;
+}
+
 /* Reaps p if it exited, without blocking. Returns whether it has stopped.
  * While another thread is blocked reaping p, only that thread may call
  * waitid, or it would find the status gone. */
@@ -254,7 +288,7 @@ static bool poll_locked(struct proc *p) {
   if (p->state == ST_STOPPED) return true;
   if (p->state != ST_STARTED || p->pidfd < 0 || p->reaping) return false;
   int code = 0;
-  int r = weft__os_pidfd_reap(p->pidfd, true, &code);
+  int r = reap_nohang_locked(p, &code);
   if (r == 0) return false;
   record_exit_locked(p, r, code);
   drop_pidfd_locked(p);
@@ -266,8 +300,8 @@ static bool poll_locked(struct proc *p) {
  * the caller holds a reference. */
 static int wait_child_locked(struct proc *p, weft__deadline deadline) {
   while (p->state != ST_STOPPED) {
-    int fd = p->pidfd;
-    if (deadline == WEFT__NEVER && !p->reaping) {
+    int fd = wait_fd(p);
+    if (deadline == WEFT__NEVER && !p->reaping && p->method != METHOD_FORKSERVER) {
       /* Waiting forever: block in waitid itself, one system call instead
        * of ppoll and waitid. Others wait for this thread's broadcast. */
       p->reaping = true;
@@ -306,12 +340,20 @@ static int wait_child_locked(struct proc *p, weft__deadline deadline) {
 
 /* ---- the parent's object, as seen from a child ---- */
 
-static bool parent_alive(const struct proc *p) { return weft__os_getppid() == p->pid; }
+static bool parent_alive(const struct proc *p) {
+  if (parent_pidfd >= 0) return weft__os_wait_readable(parent_pidfd, 0) == 0;
+  return weft__os_getppid() == p->pid;
+}
 
 /* A child cannot reap its parent; it waits on a pidfd opened on the parent,
  * checking that its pid is still our parent's, so a reused pid is never
  * mistaken for it. */
 static int wait_parent(pid_t pid, weft__deadline deadline) {
+  if (parent_pidfd >= 0) {
+    int r = weft__os_wait_readable(parent_pidfd, deadline);
+    if (r < 0) return r;
+    return r == 1 ? 0 : WEFT_ETIMEDOUT;
+  }
   int fd = weft__os_pidfd_open(pid);
   if (fd < 0 && fd != WEFT_ESRCH) return fd; /* EMFILE, ENOMEM: we cannot tell */
   if (fd < 0 || weft__os_getppid() != pid) {
@@ -328,7 +370,8 @@ static int wait_parent(pid_t pid, weft__deadline deadline) {
 
 /* ---- start methods ---- */
 
-static const char *const method_names[] = {[METHOD_FORK] = "fork", [METHOD_SPAWN] = "spawn"};
+static const char *const method_names[] = {
+    [METHOD_FORK] = "fork", [METHOD_SPAWN] = "spawn", [METHOD_FORKSERVER] = "forkserver"};
 
 static int parse_method(const char *name, enum method *out, const char *call) {
   if (name == NULL) return weft__error(WEFT_EINVAL, "%s: the start method is NULL", call);
@@ -338,11 +381,9 @@ static int parse_method(const char *name, enum method *out, const char *call) {
       return 0;
     }
   }
-  if (strcmp(name, "forkserver") == 0)
-    return weft__error(WEFT_ENOSYS, "%s: the forkserver start method is not available yet; use "
-                                    "\"spawn\" or \"fork\"", call);
-  return weft__error(WEFT_EINVAL, "%s: unknown start method \"%s\" (\"fork\" or \"spawn\")", call,
-                     name);
+  return weft__error(WEFT_EINVAL,
+                     "%s: unknown start method \"%s\" (\"fork\", \"spawn\" or \"forkserver\")",
+                     call, name);
 }
 
 int weft_set_start_method(const char *method) {
@@ -389,13 +430,15 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
     weft__error(WEFT_EINVAL, "weft_process_new: give .arg or .args, not both");
     return none;
   }
-  if (method == METHOD_SPAWN && o->arg != NULL) {
+  if (method != METHOD_FORK && o->arg != NULL) {
     weft__error(WEFT_EINVAL,
-                "weft_process_new: a spawned child cannot follow the parent's pointer .arg; "
-                "pass the bytes with .args and .args_size");
+                "weft_process_new: a child started by %s cannot follow the parent's pointer .arg; "
+                "pass the bytes with .args and .args_size",
+                method_names[method]);
     return none;
   }
-  if (method == METHOD_SPAWN && weft__spawn_check_target((const void *)target, "weft_process_new") != 0)
+  if (method != METHOD_FORK &&
+      weft__spawn_check_target((const void *)target, "weft_process_new") != 0)
     return none;
   void *args = NULL;
   if (o->args_size > 0) {
@@ -426,6 +469,7 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
   p->method = method;
   p->daemon = o->daemon || current->daemon; /* Python copies the creator's config */
   p->pidfd = -1;
+  p->status_fd = -1;
   p->refs = 1;
   p->gen = proc_gen;
   p->parent_pid = weft__pid;
@@ -504,46 +548,42 @@ static void describe(struct proc *p, enum kind kind, enum state state, const cha
   p->kind = kind;
   p->state = state;
   p->pidfd = -1;
+  p->status_fd = -1;
   p->refs = 1;
   snprintf(p->name, sizeof p->name, "%s", name);
   snprintf(p->identity, sizeof p->identity, "%s", identity);
 }
 
-/* A spawned child's start-up, from weft__spawn_child_main: the objects of
- * the child and its parent, as a forked child inherits them. */
-_Noreturn void weft__process_run_spawned(int (*target)(void *), void *arg, bool daemon,
-                                         const char *name, const char *identity,
-                                         pid_t parent_pid, const char *parent_name,
-                                         const char *parent_identity);
-_Noreturn void weft__process_run_spawned(int (*target)(void *), void *arg, bool daemon,
-                                         const char *name, const char *identity,
-                                         pid_t parent_pid, const char *parent_name,
-                                         const char *parent_identity) {
-  if (daemon && (weft__os_set_parent_death_signal(SIGKILL) < 0 || weft__os_getppid() != parent_pid))
+/* A child's start-up under spawn or the forkserver (spawn.c): the objects
+ * of the child and its parent, as a forked child inherits them. */
+_Noreturn void weft__process_run_spawned(const struct weft__spawned *s) {
+  if (s->daemon &&
+      (weft__os_set_parent_death_signal(SIGKILL) < 0 || weft__os_getppid() != s->real_parent))
     raise(SIGKILL);
   struct proc *me = calloc(1, sizeof *me), *up = calloc(1, sizeof *up);
   if (me == NULL || up == NULL) {
     fprintf(stderr, "weft: spawned child %d: out of memory\n", (int)weft__pid);
     _exit(255);
   }
-  describe(up, parent_identity[0] != '\0' ? KIND_CHILD : KIND_MAIN, ST_STARTED, parent_name,
-           parent_identity);
-  up->pid = parent_pid;
+  describe(up, s->parent_identity[0] != '\0' ? KIND_CHILD : KIND_MAIN, ST_STARTED,
+           s->parent_name, s->parent_identity);
+  up->pid = s->parent_pid;
   /* as a forked child's own object: the parent's view */
-  describe(me, KIND_CHILD, ST_STARTING, name, identity);
-  me->daemon = daemon;
-  me->parent_pid = parent_pid;
-  me->target = target;
-  me->arg = arg;
+  describe(me, KIND_CHILD, ST_STARTING, s->name, s->identity);
+  me->daemon = s->daemon;
+  me->parent_pid = s->parent_pid;
+  me->target = s->target;
+  me->arg = s->arg;
   pthread_mutex_lock(&registry);
   up->id = weft__handle_add(&table, up);
   me->id = weft__handle_add(&table, me);
   parent = up;
+  parent_pidfd = s->parent_pidfd;
   current = me;
   child_counter = 0;
   pthread_mutex_unlock(&registry);
   on_exit(child_on_exit, NULL);
-  exit(target(arg));
+  exit(s->target(s->arg));
 }
 
 WEFT__HOT static pid_t fork_child(const struct start_req *req) {
@@ -565,8 +605,9 @@ static struct {
   pthread_cond_t cv;
   pthread_mutex_t serial; /* one request at a time */
   bool running, pending, done;
-  int users; /* threads inside fork_via_forker */
-  struct start_req *req;
+  int users; /* threads inside on_forker */
+  pid_t (*fn)(void *);
+  void *arg;
   pid_t result;
 } forker = {.mu = PTHREAD_MUTEX_INITIALIZER,
             .cv = PTHREAD_COND_INITIALIZER,
@@ -579,9 +620,10 @@ static void *forker_main(void *unused) {
   for (;;) {
     while (!forker.pending) pthread_cond_wait(&forker.cv, &forker.mu);
     forker.pending = false;
-    struct start_req *req = forker.req;
+    pid_t (*fn)(void *) = forker.fn;
+    void *arg = forker.arg;
     pthread_mutex_unlock(&forker.mu);
-    pid_t pid = fork_child(req);
+    pid_t pid = fn(arg);
     pthread_mutex_lock(&forker.mu);
     forker.result = pid;
     forker.done = true;
@@ -606,15 +648,15 @@ static int forker_start_locked(void) {
   return 0;
 }
 
-static pid_t fork_via_forker(struct start_req *req) {
+/* Runs fn(arg) on the forker thread and returns its result. */
+static pid_t on_forker(pid_t (*fn)(void *), void *arg) {
   __atomic_add_fetch(&forker.users, 1, __ATOMIC_SEQ_CST);
   pthread_mutex_lock(&forker.serial);
   pthread_mutex_lock(&forker.mu);
   pid_t result = forker.running ? 0 : forker_start_locked();
   if (result == 0) {
-    req->via_forker = true;
-    pthread_sigmask(SIG_SETMASK, NULL, &req->mask);
-    forker.req = req;
+    forker.fn = fn;
+    forker.arg = arg;
     forker.pending = true;
     forker.done = false;
     pthread_cond_broadcast(&forker.cv);
@@ -625,6 +667,22 @@ static pid_t fork_via_forker(struct start_req *req) {
   pthread_mutex_unlock(&forker.serial);
   __atomic_sub_fetch(&forker.users, 1, __ATOMIC_SEQ_CST);
   return result;
+}
+
+static pid_t fork_child_fn(void *req) { return fork_child(req); }
+
+static pid_t fork_via_forker(struct start_req *req) {
+  req->via_forker = true;
+  pthread_sigmask(SIG_SETMASK, NULL, &req->mask);
+  return on_forker(fork_child_fn, req);
+}
+
+pid_t weft__process_long_lived(pid_t (*fn)(void *), void *arg) {
+  if (weft__os_gettid() == weft__pid) return fn(arg);
+  int cancel_state = weft__nocancel_begin();
+  pid_t r = on_forker(fn, arg);
+  weft__nocancel_end(cancel_state);
+  return r;
 }
 
 /* ---- start ---- */
@@ -659,7 +717,7 @@ int weft_process_start(weft_process h) {
    * cancelled with the object half-started. It is back on before a direct
    * fork: a page the parent writes after fork is a page copied, and nothing
    * after the fork is a cancellation point (closes are raw system calls). */
-  bool via_forker = p->daemon && weft__os_gettid() != weft__pid;
+  bool via_forker = p->daemon && p->method != METHOD_FORKSERVER && weft__os_gettid() != weft__pid;
   int cancel_state = weft__nocancel_begin();
   struct start_req req = {.p = p, .parent_pid = weft__pid, .spare_fd = weft__os_reserve_fd()};
   struct weft__spawn_req spawn = {.target = (const void *)p->target,
@@ -673,8 +731,13 @@ int weft_process_start(weft_process h) {
                                   .parent_identity = current->identity};
   if (p->method == METHOD_SPAWN) req.spawn = &spawn;
   pid_t pid = req.spare_fd; /* a failure to reserve is reported before any fork */
-  int pidfd = -1;
-  if (req.spare_fd >= 0) {
+  int pidfd = -1, status_fd = -1;
+  if (p->method == METHOD_FORKSERVER && req.spare_fd >= 0) {
+    weft__os_close(req.spare_fd); /* the server opens the pidfd */
+    fflush(NULL);
+    int r = weft__forkserver_start(&spawn, &pid, &pidfd, &status_fd);
+    if (r < 0) pid = pidfd = r;
+  } else if (req.spare_fd >= 0) {
     fflush(NULL); /* or the child would write the parent's buffered output again */
     if (!via_forker) weft__nocancel_end(cancel_state);
     pid = via_forker ? fork_via_forker(&req) : fork_child(&req);
@@ -697,8 +760,10 @@ int weft_process_start(weft_process h) {
   } else {
     p->pid = pid;
     p->pidfd = pidfd;
+    p->status_fd = status_fd;
     p->state = ST_STARTED;
     track_pidfd_locked(pidfd);
+    if (status_fd >= 0) track_pidfd_locked(status_fd);
     running_add_locked(p);
   }
   put_locked(p);
@@ -1061,19 +1126,13 @@ WEFT__HOT void weft__process_before_fork(void) { pthread_mutex_lock(&registry); 
 
 WEFT__HOT void weft__process_after_fork_parent(void) { pthread_mutex_unlock(&registry); }
 
-/* Closes fds first..last, which are all inherited pidfds. */
-WEFT__HOT static void close_fds(unsigned first, unsigned last) {
-#ifdef SYS_close_range
-  if (syscall(SYS_close_range, first, last, 0) == 0) return;
-#endif
-  for (unsigned fd = first; fd <= last; fd++) weft__os_close((int)fd); /* before Linux 5.9 */
-}
-
 static void close_untracked(void *obj, void *unused) {
   (void)unused;
   struct proc *p = obj;
   if (p->gen == proc_gen && p->pidfd >= 0 && !pidfd_tracked(p->pidfd))
     weft__os_close(p->pidfd);
+  if (p->gen == proc_gen && p->status_fd >= 0 && !pidfd_tracked(p->status_fd))
+    weft__os_close(p->status_fd);
 }
 
 /* The pidfds are the parent's; in the child they would only leak. Each run
@@ -1103,7 +1162,7 @@ WEFT__HOT static void close_inherited_pidfds(void) {
       j = (j / 64 + 1) * 64;
       if (j >= n) break;
     }
-    close_fds((unsigned)i, (unsigned)(j - 1));
+    weft__os_close_range((unsigned)i, (unsigned)(j - 1));
     i = j;
   }
 }
@@ -1117,6 +1176,10 @@ WEFT__HOT void weft__process_after_fork_child(void) {
   if (open_pidfds != 0) {
     close_inherited_pidfds();
     open_pidfds = 0;
+  }
+  if (parent_pidfd >= 0) { /* the pidfd on our parent is not the child's parent */
+    weft__os_close(parent_pidfd);
+    parent_pidfd = -1;
   }
   proc_gen++; /* these three: a few words of static data, where the objects were many */
   running_children = 0;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "os/os.h"
+#include "forkserver.h"
 #include "spawn.h"
 #include "tsan.h"
 
@@ -68,6 +69,7 @@ WEFT__HOT static void after_fork_child(void) {
   weft__dd_after_fork_child();
   weft__pool_after_fork_child();
   weft__shared_after_fork_child();
+  weft__forkserver_after_fork_child();
 }
 
 /* Python's order: join the non-daemon threads, then end the children; then
@@ -88,6 +90,7 @@ static void before_fork(void) {
   weft__dd_before_fork();
   weft__shm_before_fork();
   weft__shared_before_fork();
+  weft__forkserver_before_fork();
   weft__ref_before_fork(); /* the lowest: held for a few instructions, never around another */
   tsan_before_fork();
 }
@@ -95,6 +98,7 @@ static void before_fork(void) {
 static void after_fork_parent(void) {
   /* From now on this thread's acquisitions are not the child's. */
   weft__tls_forks = (weft__tls_forks + 1) & WEFT__OWNER_FORKS_MASK;
+  weft__forkserver_after_fork_parent();
   weft__shared_after_fork_parent();
   weft__ref_after_fork();
   weft__shm_after_fork_parent();
@@ -119,5 +123,6 @@ __attribute__((constructor)) static void weft__init(void) {
   weft__dd_init();
   pthread_atfork(before_fork, after_fork_parent, after_fork_child);
   atexit(at_exit);
+  weft__forkserver_main();  /* in the forkserver: serves, never returns */
   weft__spawn_child_main(); /* in a spawned child: runs its target, never returns */
 }

@@ -33,6 +33,12 @@ void weft__shared_before_fork(void);
 void weft__shared_after_fork_parent(void);
 void weft__shared_after_fork_child(void);
 
+/* The forkserver (forkserver.c): a forked child does not share its
+ * parent's server. */
+void weft__forkserver_before_fork(void);
+void weft__forkserver_after_fork_parent(void);
+void weft__forkserver_after_fork_child(void);
+
 /* Pool subsystem hooks (pool.c). */
 void weft__pool_before_fork(void);
 void weft__pool_exit_rules(void);

@@ -36,13 +36,6 @@ struct message {
   char parent_identity[48];
 };
 
-/* process.c: becomes the child described and runs target(arg) as a weft
- * process; never returns. */
-_Noreturn void weft__process_run_spawned(int (*target)(void *), void *arg, bool daemon,
-                                         const char *name, const char *identity,
-                                         pid_t parent_pid, const char *parent_name,
-                                         const char *parent_identity);
-
 int weft__spawn_check_target(const void *target, const char *call) {
   struct weft__task_name *n = malloc(sizeof *n);
   if (n == NULL) return weft__error(WEFT_ENOMEM, "%s: out of memory", call);
@@ -62,35 +55,40 @@ static int send_all(int fd, const void *buf, size_t len) {
   return 0;
 }
 
-pid_t weft__spawn_start(const struct weft__spawn_req *req) {
+int weft__spawn_send(int fd, const struct weft__spawn_req *req) {
   struct message *m = calloc(1, sizeof *m);
-  if (m == NULL) return -ENOMEM;
+  if (m == NULL) return WEFT_ENOMEM;
   int err = weft__task_name_of(req->target, &m->target, "weft_process_start");
-  if (err != 0) {
-    free(m);
-    return err;
+  if (err == 0) {
+    m->magic = MAGIC;
+    m->size = sizeof *m;
+    m->parent_pid = req->parent_pid;
+    m->daemon = req->daemon;
+    m->args_size = req->args_size;
+    snprintf(m->name, sizeof m->name, "%s", req->name);
+    snprintf(m->identity, sizeof m->identity, "%s", req->identity);
+    snprintf(m->parent_name, sizeof m->parent_name, "%s", req->parent_name);
+    snprintf(m->parent_identity, sizeof m->parent_identity, "%s", req->parent_identity);
+    /* A child that dies before reading all of it makes the send fail
+     * (EPIPE, no signal); its exit code says the rest. */
+    err = send_all(fd, m, sizeof *m);
+    if (err == 0 && req->args_size > 0) err = send_all(fd, req->args, req->args_size);
   }
-  m->magic = MAGIC;
-  m->size = sizeof *m;
-  m->parent_pid = req->parent_pid;
-  m->daemon = req->daemon;
-  m->args_size = req->args_size;
-  snprintf(m->name, sizeof m->name, "%s", req->name);
-  snprintf(m->identity, sizeof m->identity, "%s", req->identity);
-  snprintf(m->parent_name, sizeof m->parent_name, "%s", req->parent_name);
-  snprintf(m->parent_identity, sizeof m->parent_identity, "%s", req->parent_identity);
+  free(m);
+  return err;
+}
+
+pid_t weft__spawn_start(const struct weft__spawn_req *req) {
+  int err = weft__spawn_check_target(req->target, "weft_process_start");
+  if (err != 0) return err;
   int fds[2];
   pid_t pid = weft__os_socketpair(fds);
   if (pid == 0) {
     pid = weft__os_spawn_self(fds[1], ENV_NAME "=3");
     weft__os_close(fds[1]);
-    /* A child that dies before reading all of it makes the send fail
-     * (EPIPE, no signal); its exit code says the rest. */
-    if (pid > 0 && send_all(fds[0], m, sizeof *m) == 0 && req->args_size > 0)
-      send_all(fds[0], req->args, req->args_size);
+    if (pid > 0) weft__spawn_send(fds[0], req);
     weft__os_close(fds[0]);
   }
-  free(m);
   return pid;
 }
 
@@ -99,11 +97,7 @@ static _Noreturn void fail(const char *what) {
   _exit(255);
 }
 
-void weft__spawn_child_main(void) {
-  const char *fd_text = getenv(ENV_NAME);
-  if (fd_text == NULL) return;
-  int fd = atoi(fd_text);
-  unsetenv(ENV_NAME); /* not for this child's own children */
+_Noreturn void weft__spawn_run(int fd, pid_t real_parent, int parent_pidfd) {
   struct message *m = malloc(sizeof *m);
   if (m == NULL) fail("out of memory");
   if (weft__os_read_all(fd, m, sizeof *m) != 0 || m->magic != MAGIC || m->size != sizeof *m)
@@ -117,6 +111,23 @@ void weft__spawn_child_main(void) {
   weft__os_close(fd);
   void *target = NULL;
   if (weft__task_resolve(&m->target, &target) != 0) fail(weft_last_error());
-  weft__process_run_spawned((int (*)(void *))target, args, m->daemon, m->name, m->identity,
-                            m->parent_pid, m->parent_name, m->parent_identity);
+  struct weft__spawned s = {.target = (int (*)(void *))target,
+                            .arg = args,
+                            .daemon = m->daemon,
+                            .name = m->name,
+                            .identity = m->identity,
+                            .parent_pid = m->parent_pid,
+                            .parent_name = m->parent_name,
+                            .parent_identity = m->parent_identity,
+                            .real_parent = real_parent < 0 ? m->parent_pid : real_parent,
+                            .parent_pidfd = parent_pidfd};
+  weft__process_run_spawned(&s);
+}
+
+void weft__spawn_child_main(void) {
+  const char *fd_text = getenv(ENV_NAME);
+  if (fd_text == NULL) return;
+  int fd = atoi(fd_text);
+  unsetenv(ENV_NAME); /* not for this child's own children */
+  weft__spawn_run(fd, -1, -1);
 }

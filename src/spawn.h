@@ -31,8 +31,35 @@ int weft__spawn_check_target(const void *target, const char *call);
  * (nothing is left behind). */
 pid_t weft__spawn_start(const struct weft__spawn_req *req);
 
+/* Sends the request -- a fixed header, then the argument bytes -- on fd,
+ * from which a child's weft__spawn_run reads it. 0 or a negative code. */
+int weft__spawn_send(int fd, const struct weft__spawn_req *req);
+
+/* In a new child: reads the request from fd, closes it, and runs the
+ * target as a weft process; never returns. real_parent is the process
+ * whose death kills a daemon child (its parent, or the forkserver);
+ * parent_pidfd is -1, or a pidfd on the process that started the child
+ * when that is not real_parent. */
+_Noreturn void weft__spawn_run(int fd, pid_t real_parent, int parent_pidfd);
+
 /* From the library's start-up: in a spawned child (the environment says
  * so), runs the target and never returns; elsewhere returns at once. */
 void weft__spawn_child_main(void);
+
+/* What process.c needs to make the calling process the child described. */
+struct weft__spawned {
+  int (*target)(void *);
+  void *arg;
+  bool daemon;
+  const char *name, *identity;
+  pid_t parent_pid;
+  const char *parent_name, *parent_identity;
+  pid_t real_parent;
+  int parent_pidfd;
+};
+
+/* process.c: becomes the child described and runs its target; never
+ * returns. */
+_Noreturn void weft__process_run_spawned(const struct weft__spawned *s);
 
 #endif

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* weft/process.h — processes with the semantics of Python's
- * multiprocessing.Process, started by fork (the default) or spawn.
+ * multiprocessing.Process, started by fork (the default), spawn or
+ * forkserver.
  *
  *     int dance(void *arg) { ...; return 0; }
  *     weft_process p = weft_process_new(dance, .name = "myprocess1");
@@ -48,7 +49,7 @@ typedef struct weft_process_options {
   bool daemon;      /* terminated when the parent exits or dies */
   const void *args; /* args_size bytes copied at creation; the target gets the child's copy */
   size_t args_size;
-  const char *start_method; /* "fork", "spawn"; NULL: weft_get_start_method() */
+  const char *start_method; /* "fork", "spawn", "forkserver"; NULL: weft_get_start_method() */
 } weft_process_options;
 
 /* The largest string weft_process_repr writes, with its final NUL. */
@@ -60,8 +61,9 @@ typedef struct weft_process_options {
  * weft_process_new(task, .args = &count, .args_size = sizeof count) -- the
  * target then gets a pointer to the child's copy. Returns a handle with id
  * 0 on failure: WEFT_EINVAL for a NULL target, a name longer than
- * WEFT_NAME_MAX bytes, both .arg and .args, an unknown start method, or a
- * spawn target that another run of the program cannot find; WEFT_ENOMEM. */
+ * WEFT_NAME_MAX bytes, both .arg and .args, an unknown start method, .arg
+ * or a target that another run of the program cannot find under spawn or
+ * forkserver; WEFT_ENOMEM. */
 #define weft_process_new(...) WEFT__PROCESS_NEW(__VA_ARGS__, )
 #define WEFT__PROCESS_NEW(target, ...)                                              \
   weft_process_new_opts((target), &(const weft_process_options){                    \
@@ -69,10 +71,12 @@ typedef struct weft_process_options {
 WEFT_API weft_process weft_process_new_opts(weft_process_target target,
                                             const weft_process_options *opts);
 
-/* Flushes every stdio stream, forks, and runs the target in the child. Fails
- * with WEFT_EALREADY if started before, WEFT_EPERM in a daemon process asked to
- * start a non-daemon child, WEFT_EAGAIN or WEFT_ENOMEM if fork fails (nothing
- * is left behind; the process may be started again). */
+/* Flushes every stdio stream and starts the child by its start method; the
+ * child runs the target. Fails with WEFT_EALREADY if started before,
+ * WEFT_EPERM in a daemon process asked to start a non-daemon child,
+ * WEFT_EAGAIN or WEFT_ENOMEM if fork fails, or the error that kept the
+ * forkserver from starting (nothing is left behind; the process may be
+ * started again). */
 WEFT_API int weft_process_start(weft_process p);
 
 /* Waits until the process has stopped, at most timeout seconds (WEFT_FOREVER:
@@ -133,16 +137,29 @@ WEFT_API char *weft_process_repr(weft_process p, char *buf, size_t size);
  *            parent's memory, gets .args as a copy, and is started without
  *            copying the parent's address space (fast from a large parent,
  *            and safe from a parent whose other threads hold locks)
+ *   "forkserver" as spawn for the child, which is forked from a server
+ *            process: a fresh run of the program's image started once,
+ *            the first time it is needed (or by weft_forkserver_ensure_running),
+ *            which never runs main. A start costs a fork of that small
+ *            process. The child's standard input, output and error are
+ *            the caller's at start; its environment is the server's (the
+ *            program's when the server started). The server ends with the
+ *            program, even one killed by SIGKILL, and daemon children with it.
  * The environment variable WEFT_START_METHOD sets the program's default at
  * start-up; a process's .start_method overrides it. */
 
 /* Sets the default start method for processes created afterwards.
- * WEFT_EINVAL for NULL or an unknown name; WEFT_ENOSYS for "forkserver",
- * which weft does not offer yet. */
+ * WEFT_EINVAL for NULL or an unknown name. */
 WEFT_API int weft_set_start_method(const char *method);
 
 /* Returns the default start method's name ("fork" unless set). */
 WEFT_API const char *weft_get_start_method(void);
+
+/* Starts the forkserver now if it is not running (Python's
+ * multiprocessing.forkserver.ensure_running): call it early in main so that
+ * the first forkserver start does not pay for it. 0, or the error that kept
+ * the server from starting. */
+WEFT_API int weft_forkserver_ensure_running(void);
 
 /* Returns the handle of the calling process: "MainProcess" in the program's
  * first process, the child's own object in a process weft started. */

@@ -145,8 +145,19 @@ void weft__os_kill_and_reap(pid_t pid) {
 pid_t weft__os_getppid(void) { return getppid(); }
 
 /* A raw close: glibc's close() is a cancellation point and, in a forked
- * child, its cancellation bookkeeping writes (and so copies) a page. */
-void weft__os_close(int fd) { syscall(SYS_close, fd); }
+ * child, its cancellation bookkeeping writes (and so copies) a page.
+ * ThreadSanitizer must see each close, or it takes the next fd to get the
+ * same number in another thread for a race with the one closed. */
+void weft__os_close(int fd) {
+#if defined(__SANITIZE_THREAD__)
+  int state;
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
+  close(fd);
+  pthread_setcancelstate(state, NULL);
+#else
+  syscall(SYS_close, fd);
+#endif
+}
 
 int weft__os_set_parent_death_signal(int sig) {
   return prctl(PR_SET_PDEATHSIG, sig) < 0 ? -errno : 0;
@@ -346,6 +357,91 @@ ssize_t weft__os_send2(int fd, const void *a, size_t alen, const void *b, size_t
   while ((n = sendmsg(fd, &msg, flags)) < 0 && errno == EINTR) {
   }
   return n < 0 ? -errno : n;
+}
+
+/* ---- descriptors passed between processes ---- */
+
+int weft__os_seqpacketpair(int fds[2]) {
+  return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) < 0 ? -errno : 0;
+}
+
+int weft__os_send_fds(int fd, const void *buf, size_t len, const int *fds, size_t n) {
+  if (n > WEFT__OS_MAX_FDS) return -EINVAL;
+  union {
+    char buf[CMSG_SPACE(WEFT__OS_MAX_FDS * sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (n > 0) {
+    msg.msg_control = control.buf;
+    msg.msg_controllen = CMSG_SPACE(n * sizeof(int));
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(n * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+  }
+  ssize_t r;
+  while ((r = sendmsg(fd, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  }
+  return r < 0 ? -errno : 0;
+}
+
+ssize_t weft__os_recv_fds(int fd, void *buf, size_t len, int *fds, size_t max, size_t *n,
+                          bool nonblock) {
+  union {
+    char buf[CMSG_SPACE(WEFT__OS_MAX_FDS * sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  struct iovec iov = {.iov_base = buf, .iov_len = len};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                       .msg_controllen = sizeof control.buf};
+  ssize_t r;
+  while ((r = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | (nonblock ? MSG_DONTWAIT : 0))) < 0 &&
+         errno == EINTR) {
+  }
+  *n = 0;
+  if (r < 0) return -errno;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; i++) {
+      int got;
+      memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
+      if (*n < max)
+        fds[(*n)++] = got;
+      else
+        close(got);
+    }
+  }
+  return r;
+}
+
+void weft__os_close_range(unsigned first, unsigned last) {
+  if (first > last) return;
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, first, last, 0) == 0) return;
+#endif
+  long max = sysconf(_SC_OPEN_MAX); /* before Linux 5.9 */
+  if (max > 0 && last >= (unsigned long)max) last = (unsigned)max - 1;
+  for (unsigned fd = first; fd <= last; fd++) close((int)fd);
+}
+
+int weft__os_dup2(int oldfd, int newfd) {
+  int r;
+  while ((r = dup2(oldfd, newfd)) < 0 && errno == EINTR) {
+  }
+  return r < 0 ? -errno : 0;
+}
+
+bool weft__os_fd_valid(int fd) { return fcntl(fd, F_GETFD) >= 0; }
+
+void weft__os_open_std_fds(void) {
+  /* open returns the lowest free fd: the one closed, as those below are open */
+  for (int fd = 0; fd < 3; fd++)
+    if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) < 0) return;
 }
 
 /* ---- shared memory segments ---- */

@@ -168,6 +168,36 @@ int weft__os_dup(int fd);
 ssize_t weft__os_send2(int fd, const void *a, size_t alen, const void *b, size_t blen,
                        bool nonblock);
 
+/* ---- descriptors passed between processes ---- */
+
+/* A connected pair of close-on-exec AF_UNIX SOCK_SEQPACKET sockets: each
+ * send is one message, received whole. */
+int weft__os_seqpacketpair(int fds[2]);
+
+/* Sends len bytes as one message with n (at most WEFT__OS_MAX_FDS) fds
+ * attached (SCM_RIGHTS), without raising SIGPIPE. 0 or -errno. */
+#define WEFT__OS_MAX_FDS 8
+int weft__os_send_fds(int fd, const void *buf, size_t len, const int *fds, size_t n);
+
+/* Receives one message of at most len bytes and the fds attached to it (at
+ * most max, made close-on-exec; *n says how many; any beyond max are
+ * closed). Returns its length, 0 at end of file, or -errno; retries on
+ * EINTR. Does not block when nonblock is set (-EAGAIN instead). */
+ssize_t weft__os_recv_fds(int fd, void *buf, size_t len, int *fds, size_t max, size_t *n,
+                          bool nonblock);
+
+/* Closes every fd from first to last (inclusive). */
+void weft__os_close_range(unsigned first, unsigned last);
+
+/* dup2(2): newfd becomes a copy of oldfd that exec keeps open. */
+int weft__os_dup2(int oldfd, int newfd);
+
+/* Whether fd is open. */
+bool weft__os_fd_valid(int fd);
+
+/* Opens /dev/null on whichever of fds 0, 1 and 2 is closed. */
+void weft__os_open_std_fds(void);
+
 /* ---- shared memory segments ---- */
 
 /* An anonymous memory file (memfd), close-on-exec; name shows in

@@ -1,0 +1,368 @@
+/* SPDX-License-Identifier: MIT */
+/* The forkserver start method (forkserver.h).
+ *
+ * The server is started as a spawned child is (spawn.c): a fresh run of the
+ * program's own image, so it holds none of the program's locks and is only
+ * as large as the program's code; weft's constructor finds WEFT_FORKSERVER
+ * in its environment and serves instead of returning to the program. Its
+ * descriptor 3 is one end of a SOCK_SEQPACKET pair whose other end, the
+ * control socket, the program keeps. A start sends one request on it,
+ * carrying descriptors only:
+ *   - the child's end of a start socket, on which the caller then writes
+ *     the request and argument bytes of a spawn (spawn.c);
+ *   - the server's end of a status socket (SOCK_SEQPACKET), on which the
+ *     server answers with the child's pid and a pidfd on it, and later with
+ *     its exit code;
+ *   - the caller's standard input, output and error, which become the
+ *     child's, so output goes where the caller's goes now.
+ * The server forks the child (a fork of a small single-threaded process),
+ * keeps a pidfd on it, and reaps it when that turns readable. It ends when
+ * the control socket closes -- when the program exits or dies -- and, like
+ * a daemon child, by PR_SET_PDEATHSIG; daemon children die with it. */
+#define _GNU_SOURCE
+#include "forkserver.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "os/os.h"
+#include "runtime.h"
+#include "weft/process.h"
+
+#define ENV_NAME "WEFT_FORKSERVER" /* its value: the pid of the program served */
+#define CONTROL_FD 3
+#define MAGIC 0x77667372u /* "wfsr" */
+
+struct request {
+  uint32_t magic;
+  uint32_t stdio; /* bit i: the caller's fd i is attached, after the two sockets */
+};
+
+enum { REPLY_STARTED = 1, REPLY_FAILED, REPLY_EXITED };
+
+struct reply {
+  int32_t kind;
+  int32_t value; /* the pid (a pidfd attached), a negated errno, or the exit code */
+};
+
+/* ---- the program's side ---- */
+
+static struct {
+  pthread_mutex_t mu; /* held for short work only; the fork handlers take it */
+  pthread_cond_t cv;  /* broadcast when a launch ends */
+  int cv_waiters;
+  bool launching;
+  int control; /* -1: no server */
+  pid_t pid;
+} fs = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .control = -1};
+
+struct launch {
+  int control;
+};
+
+/* Runs on a long-lived thread, so PR_SET_PDEATHSIG ties the server to the
+ * process rather than to the thread that first needed it. */
+static pid_t launch(void *arg) {
+  struct launch *l = arg;
+  int sv[2];
+  int err = weft__os_seqpacketpair(sv);
+  if (err < 0) return err;
+  char env[48];
+  snprintf(env, sizeof env, ENV_NAME "=%d", (int)weft__pid);
+  pid_t pid = weft__os_spawn_self(sv[1], env);
+  weft__os_close(sv[1]);
+  if (pid < 0)
+    weft__os_close(sv[0]);
+  else
+    l->control = sv[0];
+  return pid;
+}
+
+static int ensure_locked(void) {
+  while (fs.launching) {
+    fs.cv_waiters++;
+    pthread_cond_wait(&fs.cv, &fs.mu);
+    fs.cv_waiters--;
+  }
+  if (fs.control >= 0) return 0;
+  fs.launching = true;
+  pthread_mutex_unlock(&fs.mu);
+  struct launch l = {-1};
+  pid_t pid = weft__process_long_lived(launch, &l);
+  pthread_mutex_lock(&fs.mu);
+  fs.launching = false;
+  pthread_cond_broadcast(&fs.cv);
+  if (pid < 0)
+    return weft__error(pid, "could not start the forkserver: %s", weft_strerror(pid));
+  fs.control = l.control;
+  fs.pid = pid;
+  return 0;
+}
+
+/* The server is gone (killed from outside): forget it, reaping it. */
+static void lost_locked(void) {
+  weft__os_close(fs.control);
+  fs.control = -1;
+  weft__os_kill_and_reap(fs.pid);
+  fs.pid = 0;
+}
+
+int weft__forkserver_ensure(void) {
+  pthread_mutex_lock(&fs.mu);
+  int err = ensure_locked();
+  pthread_mutex_unlock(&fs.mu);
+  return err;
+}
+
+int weft_forkserver_ensure_running(void) {
+  int cancel_state = weft__nocancel_begin();
+  int err = weft__forkserver_ensure();
+  weft__nocancel_end(cancel_state);
+  return err;
+}
+
+static bool server_gone(int err) {
+  return err == -EPIPE || err == -ECONNRESET || err == -ECONNREFUSED || err == -ENOTCONN;
+}
+
+/* Sends the request with the caller's standard fds that are open, to a
+ * server started if need be, and stores the server's pid in *server. */
+static int send_request(const int sockets[2], pid_t *server) {
+  struct request rq = {.magic = MAGIC};
+  int fds[5] = {sockets[0], sockets[1]};
+  size_t n = 2;
+  for (int i = 0; i < 3; i++) {
+    if (!weft__os_fd_valid(i)) continue;
+    fds[n++] = i;
+    rq.stdio |= 1u << i;
+  }
+  int err = 0;
+  pthread_mutex_lock(&fs.mu);
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if ((err = ensure_locked()) != 0) break; /* its sentence is recorded */
+    *server = fs.pid;
+    err = weft__os_send_fds(fs.control, &rq, sizeof rq, fds, n);
+    if (!server_gone(err)) {
+      if (err < 0) weft__error(err, "could not reach the forkserver: %s", weft_strerror(err));
+      break;
+    }
+    lost_locked();
+    weft__error(err, "the forkserver ended and could not be started again");
+  }
+  pthread_mutex_unlock(&fs.mu);
+  return err;
+}
+
+/* One try: 1 when the server ended before it answered (the caller may try
+ * again), 0 when started, or a negative code. */
+static int try_start(const struct weft__spawn_req *req, pid_t *pid, int *pidfd, int *status_fd) {
+  int start[2] = {-1, -1}, status[2] = {-1, -1};
+  int err = weft__os_socketpair(start);
+  if (err == 0) err = weft__os_seqpacketpair(status);
+  if (err < 0) {
+    if (start[0] >= 0) {
+      weft__os_close(start[0]);
+      weft__os_close(start[1]);
+    }
+    return weft__error(err, "could not start %s: %s", req->name, weft_strerror(err));
+  }
+  int theirs[2] = {start[1], status[1]};
+  pid_t server = 0;
+  err = send_request(theirs, &server);
+  weft__os_close(start[1]);
+  weft__os_close(status[1]);
+  if (err == 0) {
+    struct reply rp = {0};
+    int fd = -1;
+    size_t got = 0;
+    ssize_t r = weft__os_recv_fds(status[0], &rp, sizeof rp, &fd, 1, &got, false);
+    if (r == (ssize_t)sizeof rp && rp.kind == REPLY_STARTED && got == 1) {
+      /* A child that dies before reading all of it fails the send (EPIPE);
+       * its exit code says the rest. */
+      weft__spawn_send(start[0], req);
+      weft__os_close(start[0]);
+      *pid = rp.value;
+      *pidfd = fd;
+      *status_fd = status[0];
+      return 0;
+    }
+    if (got == 1) weft__os_close(fd);
+    if (r == (ssize_t)sizeof rp && rp.kind == REPLY_FAILED && rp.value < 0) {
+      err = weft__error(rp.value, "could not start %s: the forkserver's fork failed: %s",
+                        req->name, weft_strerror(rp.value));
+    } else {
+      /* The server died with the request unread (killed from outside). */
+      pthread_mutex_lock(&fs.mu);
+      if (fs.pid == server && fs.control >= 0) lost_locked();
+      pthread_mutex_unlock(&fs.mu);
+      err = 1;
+    }
+  }
+  weft__os_close(start[0]);
+  weft__os_close(status[0]);
+  return err;
+}
+
+int weft__forkserver_start(const struct weft__spawn_req *req, pid_t *pid, int *pidfd,
+                           int *status_fd) {
+  int err = try_start(req, pid, pidfd, status_fd);
+  if (err == 1) err = try_start(req, pid, pidfd, status_fd);
+  if (err == 1)
+    err = weft__error(WEFT_ECHILD, "could not start %s: the forkserver ended", req->name);
+  return err;
+}
+
+int weft__forkserver_reap(int status_fd, int *exitcode) {
+  struct reply rp;
+  ssize_t r = weft__os_recv(status_fd, &rp, sizeof rp, false, true);
+  if (r == -EAGAIN) return 0;
+  if (r == (ssize_t)sizeof rp && rp.kind == REPLY_EXITED) {
+    *exitcode = rp.value;
+    return 1;
+  }
+  return WEFT_ECHILD;
+}
+
+WEFT__HOT void weft__forkserver_before_fork(void) { pthread_mutex_lock(&fs.mu); }
+
+WEFT__HOT void weft__forkserver_after_fork_parent(void) { pthread_mutex_unlock(&fs.mu); }
+
+/* The child starts its own server when it needs one: the control socket is
+ * the parent's, and a launch in flight belongs to a thread that is gone. */
+WEFT__HOT void weft__forkserver_after_fork_child(void) {
+  if (fs.control >= 0) {
+    weft__os_close(fs.control);
+    fs.control = -1;
+    fs.pid = 0;
+  }
+  fs.launching = false;
+  if (fs.cv_waiters != 0) {
+    pthread_cond_init(&fs.cv, NULL);
+    fs.cv_waiters = 0;
+  }
+  pthread_mutex_unlock(&fs.mu);
+}
+
+/* ---- the server ---- */
+
+static char program_comm[16]; /* the name the children take back */
+
+/* In the new child: takes the caller's standard fds, closes every other fd
+ * of the server's, and runs the request it reads from start_fd. */
+static _Noreturn void become_child(int start_fd, const int stdio[3], int program_pidfd,
+                                   pid_t server) {
+  for (int i = 0; i < 3; i++)
+    if (stdio[i] >= 0) weft__os_dup2(stdio[i], i);
+  int lo = start_fd < program_pidfd ? start_fd : program_pidfd;
+  int hi = start_fd < program_pidfd ? program_pidfd : start_fd;
+  weft__os_close_range(3, (unsigned)lo - 1);
+  weft__os_close_range((unsigned)lo + 1, (unsigned)hi - 1);
+  weft__os_close_range((unsigned)hi + 1, ~0u);
+  weft__os_set_thread_name(program_comm);
+  weft__spawn_run(start_fd, server, program_pidfd);
+}
+
+struct kid {
+  int pidfd;
+  int status_fd;
+};
+
+static void reply(int fd, int32_t kind, int32_t value, int pidfd) {
+  struct reply rp = {.kind = kind, .value = value};
+  weft__os_send_fds(fd, &rp, sizeof rp, &pidfd, pidfd >= 0 ? 1 : 0);
+}
+
+/* Serves one request. Returns false when the program has gone. */
+static bool serve(struct kid **kids, struct pollfd **polls, size_t *n, size_t *cap,
+                  int program_pidfd) {
+  struct request rq;
+  int fds[5];
+  size_t got = 0;
+  ssize_t r = weft__os_recv_fds(CONTROL_FD, &rq, sizeof rq, fds, 5, &got, true);
+  if (r == -EAGAIN || r == -EINTR) return true;
+  if (r <= 0) return false;
+  int stdio[3] = {-1, -1, -1};
+  size_t next = 2;
+  for (int i = 0; i < 3; i++)
+    if ((rq.stdio >> i & 1) != 0 && next < got) stdio[i] = fds[next++];
+  bool ok = r == (ssize_t)sizeof rq && rq.magic == MAGIC && got == next && got >= 2;
+  if (ok && *n == *cap) { /* room first: a child the server cannot watch is never made */
+    size_t c = *cap * 2 + 8;
+    struct kid *k = realloc(*kids, c * sizeof *k);
+    if (k != NULL) *kids = k;
+    struct pollfd *p = k != NULL ? realloc(*polls, (c + 1) * sizeof *p) : NULL;
+    if (p != NULL) {
+      *polls = p;
+      *cap = c;
+    } else {
+      reply(fds[1], REPLY_FAILED, WEFT_ENOMEM, -1);
+      ok = false;
+    }
+  }
+  if (ok) {
+    pid_t pid = weft__os_fork();
+    if (pid == 0) become_child(fds[0], stdio, program_pidfd, getppid());
+    int pidfd = pid > 0 ? weft__os_pidfd_open(pid) : pid;
+    if (pid > 0 && pidfd < 0) weft__os_kill_and_reap(pid);
+    if (pidfd < 0) {
+      reply(fds[1], REPLY_FAILED, pidfd, -1);
+    } else {
+      reply(fds[1], REPLY_STARTED, pid, pidfd);
+      (*kids)[*n] = (struct kid){.pidfd = pidfd, .status_fd = fds[1]};
+      (*polls)[*n + 1] = (struct pollfd){.fd = pidfd};
+      (*n)++;
+      fds[1] = -1; /* kept until the child is reaped */
+    }
+  }
+  for (size_t i = 0; i < got; i++)
+    if (fds[i] >= 0) weft__os_close(fds[i]);
+  return true;
+}
+
+/* Reaps each child whose pidfd is readable and reports its exit code. */
+static void reap(struct kid *kids, struct pollfd *polls, size_t *n) {
+  for (size_t i = *n; i-- > 0;) {
+    if (polls[i + 1].revents == 0) continue;
+    int code = 0;
+    if (weft__os_pidfd_reap(kids[i].pidfd, true, &code) != 1) continue;
+    reply(kids[i].status_fd, REPLY_EXITED, code, -1);
+    weft__os_close(kids[i].status_fd);
+    weft__os_close(kids[i].pidfd);
+    (*n)--;
+    kids[i] = kids[*n];
+    polls[i + 1] = polls[*n + 1];
+  }
+}
+
+void weft__forkserver_main(void) {
+  const char *env = getenv(ENV_NAME);
+  if (env == NULL) return;
+  pid_t program = (pid_t)atol(env);
+  unsetenv(ENV_NAME); /* not for the children */
+  if (weft__os_set_parent_death_signal(SIGKILL) < 0 || weft__os_getppid() != program) _exit(0);
+  weft__os_get_thread_name(program_comm, sizeof program_comm);
+  weft__os_set_thread_name("weft-forkserver");
+  weft__os_open_std_fds(); /* fds received never take 0-2, which the children's stdio use */
+  int program_pidfd = weft__os_pidfd_open(program);
+  if (program_pidfd < 0) _exit(0);
+  struct kid *kids = NULL;
+  struct pollfd *polls = malloc(sizeof *polls);
+  size_t n = 0, cap = 0;
+  if (polls == NULL) _exit(1);
+  for (;;) {
+    polls[0] = (struct pollfd){.fd = CONTROL_FD};
+    int r = weft__os_poll_readable(polls, n + 1, INT64_MAX);
+    if (r < 0 && r != -EINTR) _exit(1);
+    if (r <= 0) continue;
+    reap(kids, polls, &n);
+    if (polls[0].revents != 0 && !serve(&kids, &polls, &n, &cap, program_pidfd)) _exit(0);
+  }
+}
