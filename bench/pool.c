@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Rows for pools: pool_submit_threads, pool_submit_processes,
- * pool_map_processes, pool_map_bytes, pool_speedup. */
+/* Rows for pools: pool_submit_threads, pool_submit_threads_32w,
+ * pool_roundtrip_threads_32w, pool_submit_processes, pool_map_processes,
+ * pool_map_bytes, pool_speedup. */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
@@ -39,10 +40,10 @@ static int identity(void *arg, void **result) {
 /* As the Python peer: one pool per sample (its start is spread over the
  * tasks), every task submitted before any result is asked for. */
 static void submit_run(long iters, void *arg) {
-  (void)arg;
+  int workers = arg != NULL ? *(const int *)arg : WEFT_DEFAULT;
   weft_future *fs = malloc((size_t)iters * sizeof *fs);
   if (fs == NULL) die("pool_submit_threads");
-  weft_pool pool = weft_thread_pool_new();
+  weft_pool pool = weft_thread_pool_new(.workers = workers);
   if (pool.id == 0) die("pool_submit_threads");
   for (long i = 0; i < iters; i++) {
     fs[i] = weft_pool_submit(pool, identity, (void *)(i + 1));
@@ -69,6 +70,80 @@ static void pool_submit_threads(const bench_config *cfg) {
   bench_python("pool_submit_threads.py", cfg->quick ? 2000 : 100000, cfg->quick ? 1 : cfg->reps,
                &r[1]);
   bench_report("pool_submit_threads", 2, r);
+}
+
+/* ---- pool_submit_threads_32w, pool_roundtrip_threads_32w ---- */
+
+#define MANY_WORKERS 32
+
+/* pool_submit_threads with 32 workers: a pool sized for I/O, whose idle
+ * workers a submit must not all wake. */
+static void pool_submit_threads_32w(const bench_config *cfg) {
+  if (!bench_wanted(cfg, "pool_submit_threads_32w")) return;
+  long iters = cfg->quick ? 5000 : 100000;
+  int workers = MANY_WORKERS;
+  bench_result r[2] = {{.impl = "weft"}, {.impl = "python"}};
+  bench_sample samples[1] = {submit_sample};
+  bench_measure(cfg, iters, 1, samples, &workers, r);
+  bench_python_arg("pool_submit_threads.py", "32", cfg->quick ? 2000 : 100000,
+                   cfg->quick ? 1 : cfg->reps, &r[1]);
+  bench_report("pool_submit_threads_32w", 2, r);
+}
+
+/* One task at a time: submit, wait for its result, repeat, on a pool of
+ * 32 workers started (all of them, by a first round that holds each
+ * busy until all have started) before the clock. Bound by wake-ups. */
+struct gate {
+  int arrived, target;
+};
+
+static int hold_until_all(void *arg, void **result) {
+  struct gate *g = arg;
+  __atomic_add_fetch(&g->arrived, 1, __ATOMIC_SEQ_CST);
+  while (__atomic_load_n(&g->arrived, __ATOMIC_SEQ_CST) < g->target) weft_sleep(0.0005);
+  *result = NULL;
+  return 0;
+}
+
+static weft_pool full_pool(int workers, const char *row) {
+  weft_pool pool = weft_thread_pool_new(.workers = workers);
+  if (pool.id == 0) die(row);
+  struct gate g = {0, workers};
+  weft_future fs[MANY_WORKERS];
+  for (int i = 0; i < workers; i++) fs[i] = weft_pool_submit(pool, hold_until_all, &g);
+  for (int i = 0; i < workers; i++) {
+    void *r;
+    if (fs[i].id == 0 || weft_future_result(fs[i], WEFT_FOREVER, &r) != 0) die(row);
+    weft_future_close(fs[i]);
+  }
+  return pool;
+}
+
+static double roundtrip_sample(long iters, void *arg) {
+  (void)arg;
+  weft_pool pool = full_pool(MANY_WORKERS, "pool_roundtrip_threads_32w");
+  double t0 = now_ns();
+  for (long i = 0; i < iters; i++) {
+    weft_future f = weft_pool_submit(pool, identity, (void *)(i + 1));
+    void *r;
+    if (f.id == 0 || weft_future_result(f, WEFT_FOREVER, &r) != 0 || r != (void *)(i + 1))
+      die("pool_roundtrip_threads_32w");
+    weft_future_close(f);
+  }
+  double ns = (now_ns() - t0) / (double)iters;
+  pool_shutdown(pool, "pool_roundtrip_threads_32w shutdown");
+  return ns;
+}
+
+static void pool_roundtrip_threads_32w(const bench_config *cfg) {
+  if (!bench_wanted(cfg, "pool_roundtrip_threads_32w")) return;
+  long iters = cfg->quick ? 500 : 20000;
+  bench_result r[2] = {{.impl = "weft"}, {.impl = "python"}};
+  bench_sample samples[1] = {roundtrip_sample};
+  bench_measure(cfg, iters, 1, samples, NULL, r);
+  bench_python("pool_roundtrip_threads_32w.py", cfg->quick ? 500 : 20000,
+               cfg->quick ? 1 : cfg->reps, &r[1]);
+  bench_report("pool_roundtrip_threads_32w", 2, r);
 }
 
 /* ---- pool_submit_processes ---- */
@@ -368,6 +443,8 @@ static void pool_speedup(const bench_config *cfg) {
 
 void bench_pool_rows(const bench_config *cfg) {
   pool_submit_threads(cfg);
+  pool_submit_threads_32w(cfg);
+  pool_roundtrip_threads_32w(cfg);
   pool_submit_processes(cfg);
   pool_map_processes(cfg);
   pool_map_bytes(cfg);

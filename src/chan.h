@@ -9,13 +9,24 @@
  * state once more; a signaller changes the state and then reads the word.
  * One of them always sees the other.
  *
- * A signal that finds sleepers starts a new generation with none and wakes
- * them all, so each sleep costs the signalling side one system call at
- * most: while the woken ones get going, further signals find nobody
- * registered and cost a load. Waking all rather than one keeps this simple
- * and lets no wake-up go to a sleeper that is leaving on timeout; the
- * woken ones look again and the losers register anew. Plain fields, no
- * pointers: it lives in queues' shared state. */
+ * A broadcast that finds sleepers starts a new generation with none and
+ * wakes them all, so each sleep costs the signalling side one system call
+ * at most: while the woken ones get going, further signals find nobody
+ * registered and cost a load. The woken ones look again and the losers
+ * register anew. Waking all is what a channel in shared memory needs: a
+ * process woken and then killed before it acts would take a single
+ * wake-up with it.
+ *
+ * Threads of one process, where a woken sleeper cannot vanish, may be
+ * signalled one at a time instead (weft__chan_signal_one): the signal
+ * moves the generation on, takes one sleeper off the count and wakes one.
+ * Every sleeper registered before it is then either the one woken, or
+ * finds the generation moved when it calls futex_wait and looks again, or
+ * stays asleep and counted -- the count never falls below the sleepers, so
+ * no wake-up is lost. It may rise above them (a sleeper leaving after a
+ * signal it did not take does not count itself off); each such extra is
+ * spent by one later signal that wakes nobody. Plain fields, no pointers:
+ * it lives in queues' shared state. */
 #ifndef WEFT_CHAN_H
 #define WEFT_CHAN_H
 
@@ -55,6 +66,20 @@ static inline void weft__chan_leave(weft__chan *c, uint32_t gen) {
   while ((uint32_t)w == gen &&
          !__atomic_compare_exchange_n(&c->word, &w, w - WEFT__CHAN_SLEEPER, false,
                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+  }
+}
+
+/* After a sequentially consistent change of the state: wakes one sleeper
+ * if there are any. Threads of one process only (see above). */
+static inline void weft__chan_signal_one(weft__chan *c) {
+  uint64_t w = __atomic_load_n(&c->word, __ATOMIC_SEQ_CST);
+  while (w >> 32 != 0) {
+    uint64_t next = (w - WEFT__CHAN_SLEEPER) >> 32 << 32 | (uint32_t)((uint32_t)w + 1);
+    if (__atomic_compare_exchange_n(&c->word, &w, next, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST)) {
+      weft__os_futex_wake(weft__chan_futex(c), 1);
+      return;
+    }
   }
 }
 

@@ -436,7 +436,7 @@ int weft_queue_put(weft_queue *q, void *item, double timeout) {
     r = put_error(q, r, timeout);
   } else {
     before_signal();
-    weft__chan_signal(&q->not_empty);
+    weft__chan_signal_one(&q->not_empty);
   }
   if (slow) leave_slow(q);
   return r;
@@ -469,7 +469,7 @@ int weft_queue_get(weft_queue *q, void **item, double timeout) {
     r = get_error(q, r, timeout);
   } else {
     before_signal();
-    weft__chan_signal(&q->not_full);
+    weft__chan_signal_one(&q->not_full);
   }
   if (slow) leave_slow(q);
   return r;

@@ -656,6 +656,83 @@ START_TEST(forked_child_cannot_use_the_parents_pool) {
 }
 END_TEST
 
+/* ---- a submit wakes one idle worker, not all of them ---- */
+
+#define MANY 32
+
+struct crowd {
+  int arrived;
+  pid_t tids[MANY];
+};
+
+static int arrive_and_hold(void *arg, void **result) {
+  struct crowd *c = arg;
+  int i = inc(&c->arrived) - 1;
+  if (i < MANY) c->tids[i] = gettid();
+  wait_ge(&c->arrived, MANY, GATE_S); /* every worker busy at once: all started */
+  *result = NULL;
+  return 0;
+}
+
+static long voluntary_switches(pid_t tid) {
+  char path[64], line[128];
+  snprintf(path, sizeof path, "/proc/self/task/%d/status", (int)tid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return -1;
+  long n = -1;
+  while (fgets(line, sizeof line, f) != NULL)
+    if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1) break;
+  fclose(f);
+  return n;
+}
+
+/* Waits until every worker sleeps; returns their voluntary context
+ * switches, added up: one more for each time one of them went to sleep. */
+static long settled_switches(const struct crowd *c) {
+  double until = test_now() + GATE_S;
+  for (int i = 0; i < MANY; i++)
+    while (thread_state(c->tids[i]) != 'S') {
+      CHECK(test_now() < until, "worker %d never went back to sleep", (int)c->tids[i]);
+      nap_ms(1);
+    }
+  long sum = 0;
+  for (int i = 0; i < MANY; i++) sum += voluntary_switches(c->tids[i]);
+  return sum;
+}
+
+/* Counts wake-ups, not time: with 32 idle workers, each one-task round
+ * must put about one of them to sleep again (the one that ran it), where
+ * waking them all would put 32 back to sleep. */
+START_TEST(a_submit_wakes_one_idle_worker) {
+  weft_pool pool = weft_thread_pool_new(.workers = MANY);
+  static struct crowd c;
+  memset(&c, 0, sizeof c);
+  weft_future fs[MANY];
+  for (int i = 0; i < MANY; i++) fs[i] = weft_pool_submit(pool, arrive_and_hold, &c);
+  for (int i = 0; i < MANY; i++) {
+    ck_assert_int_eq(weft_future_result(fs[i], GATE_S, NULL), 0);
+    weft_future_close(fs[i]);
+  }
+  ck_assert_int_eq(ld(&c.arrived), MANY);
+  const int rounds = 20;
+  long woken = 0;
+  for (int r = 0; r < rounds; r++) {
+    long before = settled_switches(&c);
+    weft_future f = weft_pool_submit(pool, square, P(r + 1));
+    void *out = NULL;
+    ck_assert_int_eq(weft_future_result(f, GATE_S, &out), 0);
+    ck_assert_ptr_eq(out, P((r + 1) * (r + 1)));
+    weft_future_close(f);
+    woken += settled_switches(&c) - before;
+  }
+  ck_assert_msg(woken <= 3 * rounds, "%ld workers went back to sleep in %d one-task rounds",
+                woken, rounds);
+  ck_assert_int_eq(weft_pool_close(pool), 0);
+  ck_assert_int_eq(weft_pool_join(pool, GATE_S), 0);
+  ck_assert_int_eq(weft_pool_free(pool), 0);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("pool");
   TCase *tc = weft_tcase("futures", 60);
@@ -682,6 +759,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, no_fd_or_thread_leak);
   tcase_add_test(tc, forked_child_cannot_use_the_parents_pool);
   tcase_add_test(tc, exit_waits_for_queued_work);
+  tcase_add_test(tc, a_submit_wakes_one_idle_worker);
   suite_add_tcase(s, tc);
   return s;
 }
