@@ -471,11 +471,7 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
   bool began = head != NULL &&
                __atomic_load_n(head->gate, __ATOMIC_SEQ_CST) == GATE(head->call->ticket, G_STARTED);
   if (began) current = head->call->seq + 1;
-  if (began && w->killed != 0 && w->killed != current) {
-    /* Killed for a task that finished as the signal was on its way: the
-     * task it had just started is not to blame. It goes back in line and
-     * runs again elsewhere. */
-  } else if (began) {
+  if (began) {
     failed = flist_pop(&w->held);
     failed->gate = &gate_done;
     failed->died_item = item;
@@ -497,6 +493,13 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
       to = FS_TIMEDOUT;
       snprintf(report, sizeof report, "%s was killed: %s ran past its time limit of %g s",
                w->name, what, failed->timeout);
+    } else if (w->killed != 0) {
+      /* Killed for a task that finished as the signal was on its way: this
+       * one had begun, so it fails as any task its worker died running
+       * (run again, it would run twice), with a report that says why. */
+      snprintf(report, sizeof report,
+               "%s was killed for the time limit of task %llu, which ended as %s began", w->name,
+               (unsigned long long)(w->killed - 1), what);
     } else {
       snprintf(report, sizeof report, "%s died with %s while running %s", w->name, how, what);
     }
