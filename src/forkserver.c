@@ -44,6 +44,7 @@
 struct request {
   uint32_t magic;
   uint32_t stdio; /* bit i: the caller's fd i is attached, after the two sockets */
+  sigset_t mask;  /* the caller's signal mask: the child's */
 };
 
 enum { REPLY_STARTED = 1, REPLY_FAILED, REPLY_EXITED };
@@ -55,34 +56,52 @@ struct reply {
 
 /* ---- the program's side ---- */
 
+/* mu is held for short work only, and the fork handlers take it: every
+ * socket a start makes is created and its far end closed under it, so no
+ * fork elsewhere in the program copies an end that would keep the server's
+ * death (end of file) from being seen. */
 static struct {
-  pthread_mutex_t mu; /* held for short work only; the fork handlers take it */
-  pthread_cond_t cv;  /* broadcast when a launch ends */
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* broadcast when a launch ends */
   int cv_waiters;
   bool launching;
   int control; /* -1: no server */
+  int pidfd;   /* on the server */
   pid_t pid;
-} fs = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .control = -1};
+} fs = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .control = -1,
+        .pidfd = -1};
 
 struct launch {
-  int control;
+  int control, pidfd;
 };
 
 /* Runs on a long-lived thread, so PR_SET_PDEATHSIG ties the server to the
  * process rather than to the thread that first needed it. */
 static pid_t launch(void *arg) {
   struct launch *l = arg;
-  int sv[2];
-  int err = weft__os_seqpacketpair(sv);
-  if (err < 0) return err;
+  sigset_t none;
+  sigemptyset(&none); /* not the forker's mask, which blocks every signal */
   char env[48];
   snprintf(env, sizeof env, ENV_NAME "=%d", (int)weft__pid);
-  pid_t pid = weft__os_spawn_self(sv[1], env);
-  weft__os_close(sv[1]);
-  if (pid < 0)
-    weft__os_close(sv[0]);
-  else
-    l->control = sv[0];
+  pthread_mutex_lock(&fs.mu);
+  int sv[2];
+  pid_t pid = weft__os_seqpacketpair(sv);
+  if (pid == 0) {
+    pid = weft__os_spawn_self(sv[1], env, &none);
+    weft__os_close(sv[1]);
+    int fd = pid > 0 ? weft__os_pidfd_open(pid) : -1;
+    if (pid > 0 && fd < 0) { /* reaped already (SIGCHLD ignored?): cannot be watched */
+      weft__os_kill_and_reap(pid);
+      pid = fd;
+    }
+    if (pid < 0) {
+      weft__os_close(sv[0]);
+    } else {
+      l->control = sv[0];
+      l->pidfd = fd;
+    }
+  }
+  pthread_mutex_unlock(&fs.mu);
   return pid;
 }
 
@@ -95,7 +114,7 @@ static int ensure_locked(void) {
   if (fs.control >= 0) return 0;
   fs.launching = true;
   pthread_mutex_unlock(&fs.mu);
-  struct launch l = {-1};
+  struct launch l = {-1, -1};
   pid_t pid = weft__process_long_lived(launch, &l);
   pthread_mutex_lock(&fs.mu);
   fs.launching = false;
@@ -103,6 +122,7 @@ static int ensure_locked(void) {
   if (pid < 0)
     return weft__error(pid, "could not start the forkserver: %s", weft_strerror(pid));
   fs.control = l.control;
+  fs.pidfd = l.pidfd;
   fs.pid = pid;
   return 0;
 }
@@ -111,8 +131,16 @@ static int ensure_locked(void) {
 static void lost_locked(void) {
   weft__os_close(fs.control);
   fs.control = -1;
-  weft__os_kill_and_reap(fs.pid);
+  weft__os_pidfd_signal(fs.pidfd, SIGKILL);
+  int code;
+  weft__os_pidfd_reap(fs.pidfd, false, &code);
+  weft__os_close(fs.pidfd);
+  fs.pidfd = -1;
   fs.pid = 0;
+}
+
+static bool server_dead_locked(pid_t server) {
+  return fs.pid == server && fs.pidfd >= 0 && weft__os_wait_readable(fs.pidfd, 0) == 1;
 }
 
 int weft__forkserver_ensure(void) {
@@ -129,86 +157,100 @@ int weft_forkserver_ensure_running(void) {
   return err;
 }
 
-static bool server_gone(int err) {
+static bool send_failed_for_death(int err) {
   return err == -EPIPE || err == -ECONNRESET || err == -ECONNREFUSED || err == -ENOTCONN;
 }
 
-/* Sends the request with the caller's standard fds that are open, to a
- * server started if need be, and stores the server's pid in *server. */
-static int send_request(const int sockets[2], pid_t *server) {
-  struct request rq = {.magic = MAGIC};
-  int fds[5] = {sockets[0], sockets[1]};
-  size_t n = 2;
-  for (int i = 0; i < 3; i++) {
-    if (!weft__os_fd_valid(i)) continue;
-    fds[n++] = i;
-    rq.stdio |= 1u << i;
-  }
-  int err = 0;
-  pthread_mutex_lock(&fs.mu);
-  for (int attempt = 0; attempt < 2; attempt++) {
-    if ((err = ensure_locked()) != 0) break; /* its sentence is recorded */
-    *server = fs.pid;
-    err = weft__os_send_fds(fs.control, &rq, sizeof rq, fds, n);
-    if (!server_gone(err)) {
-      if (err < 0) weft__error(err, "could not reach the forkserver: %s", weft_strerror(err));
-      break;
-    }
-    lost_locked();
-    weft__error(err, "the forkserver ended and could not be started again");
-  }
-  pthread_mutex_unlock(&fs.mu);
-  return err;
+static void close_pair(int fds[2]) {
+  if (fds[0] >= 0) weft__os_close(fds[0]);
+  if (fds[1] >= 0) weft__os_close(fds[1]);
+  fds[0] = fds[1] = -1;
 }
 
-/* One try: 1 when the server ended before it answered (the caller may try
- * again), 0 when started, or a negative code. */
-static int try_start(const struct weft__spawn_req *req, pid_t *pid, int *pidfd, int *status_fd) {
+/* Makes the start and status sockets and sends the request, with the
+ * caller's standard fds that are open and its signal mask, to a server
+ * started if need be; keeps the near ends in ours and the server's pid in
+ * *server. 1: the server was found dead (try again); 0; or an error. */
+static int send_request(int ours[2], pid_t *server) {
+  struct request rq = {.magic = MAGIC};
+  pthread_sigmask(SIG_SETMASK, NULL, &rq.mask);
   int start[2] = {-1, -1}, status[2] = {-1, -1};
-  int err = weft__os_socketpair(start);
-  if (err == 0) err = weft__os_seqpacketpair(status);
-  if (err < 0) {
-    if (start[0] >= 0) {
-      weft__os_close(start[0]);
-      weft__os_close(start[1]);
-    }
-    return weft__error(err, "could not start %s: %s", req->name, weft_strerror(err));
-  }
-  int theirs[2] = {start[1], status[1]};
-  pid_t server = 0;
-  err = send_request(theirs, &server);
-  weft__os_close(start[1]);
-  weft__os_close(status[1]);
+  pthread_mutex_lock(&fs.mu);
+  int err = ensure_locked(); /* its sentence is recorded */
   if (err == 0) {
-    struct reply rp = {0};
-    int fd = -1;
-    size_t got = 0;
-    ssize_t r = weft__os_recv_fds(status[0], &rp, sizeof rp, &fd, 1, &got, false);
-    if (r == (ssize_t)sizeof rp && rp.kind == REPLY_STARTED && got == 1) {
-      /* A child that dies before reading all of it fails the send (EPIPE);
-       * its exit code says the rest. */
-      weft__spawn_send(start[0], req);
-      weft__os_close(start[0]);
+    err = weft__os_socketpair(start);
+    if (err == 0) err = weft__os_seqpacketpair(status);
+    if (err < 0) weft__error(err, "could not reach the forkserver: %s", weft_strerror(err));
+  }
+  if (err == 0) {
+    int fds[5] = {start[1], status[1]};
+    size_t n = 2;
+    for (int i = 0; i < 3; i++) {
+      if (!weft__os_fd_valid(i)) continue;
+      fds[n++] = i;
+      rq.stdio |= 1u << i;
+    }
+    *server = fs.pid;
+    err = weft__os_send_fds(fs.control, &rq, sizeof rq, fds, n);
+    if (send_failed_for_death(err)) {
+      lost_locked();
+      err = 1;
+    } else if (err < 0) {
+      weft__error(err, "could not reach the forkserver: %s", weft_strerror(err));
+    }
+  }
+  if (start[1] >= 0) weft__os_close(start[1]);
+  if (status[1] >= 0) weft__os_close(status[1]);
+  pthread_mutex_unlock(&fs.mu);
+  if (err != 0) {
+    if (start[0] >= 0) weft__os_close(start[0]);
+    if (status[0] >= 0) weft__os_close(status[0]);
+    return err;
+  }
+  ours[0] = start[0];
+  ours[1] = status[0];
+  return 0;
+}
+
+/* One try: 1 when the server was found dead (the caller may try again), 0
+ * when started, or a negative code. */
+static int try_start(const struct weft__spawn_req *req, pid_t *pid, int *pidfd, int *status_fd) {
+  int ours[2] = {-1, -1}; /* start, status */
+  pid_t server = 0;
+  int err = send_request(ours, &server);
+  if (err != 0) return err;
+  struct reply rp = {0};
+  int fd = -1;
+  size_t got = 0;
+  ssize_t r = weft__os_recv_fds(ours[1], &rp, sizeof rp, &fd, 1, &got, false);
+  if (r == (ssize_t)sizeof rp && rp.kind == REPLY_STARTED && got == 1) {
+    err = weft__spawn_send(ours[0], req);
+    if (err == 0 || err == WEFT_EPIPE) { /* EPIPE: the child died; its exit code says how */
+      weft__os_close(ours[0]);
       *pid = rp.value;
       *pidfd = fd;
-      *status_fd = status[0];
+      *status_fd = ours[1];
       return 0;
     }
-    if (got == 1) weft__os_close(fd);
-    if (r == (ssize_t)sizeof rp && rp.kind == REPLY_FAILED && rp.value < 0) {
-      err = weft__error(rp.value, "could not start %s: the forkserver's fork failed: %s",
-                        req->name, weft_strerror(rp.value));
-    } else {
-      /* The server died with the request unread (killed from outside). */
-      pthread_mutex_lock(&fs.mu);
-      if (fs.pid == server && fs.control >= 0) lost_locked();
-      pthread_mutex_unlock(&fs.mu);
-      err = 1;
-    }
+    weft__os_pidfd_signal(fd, SIGKILL); /* it would only fail to read its request */
+    weft__os_close(fd);
+    close_pair(ours);
+    return weft__error(err, "could not start %s: %s", req->name, weft_strerror(err));
   }
-  weft__os_close(start[0]);
-  weft__os_close(status[0]);
-  return err;
+  if (got == 1) weft__os_close(fd);
+  close_pair(ours); /* a child told of but not taken reads end of file and exits */
+  if (r == (ssize_t)sizeof rp && rp.kind == REPLY_FAILED && rp.value < 0)
+    return weft__error(rp.value, "could not start %s: the forkserver could not: %s", req->name,
+                       weft_strerror(rp.value));
+  pthread_mutex_lock(&fs.mu);
+  bool dead = server_dead_locked(server);
+  if (dead) lost_locked();
+  pthread_mutex_unlock(&fs.mu);
+  if (dead) return 1;
+  return weft__error(WEFT_EMFILE,
+                     "could not start %s: the forkserver's answer lost its descriptors "
+                     "(too many open files?)",
+                     req->name);
 }
 
 int weft__forkserver_start(const struct weft__spawn_req *req, pid_t *pid, int *pidfd,
@@ -216,7 +258,7 @@ int weft__forkserver_start(const struct weft__spawn_req *req, pid_t *pid, int *p
   int err = try_start(req, pid, pidfd, status_fd);
   if (err == 1) err = try_start(req, pid, pidfd, status_fd);
   if (err == 1)
-    err = weft__error(WEFT_ECHILD, "could not start %s: the forkserver ended", req->name);
+    err = weft__error(WEFT_ECHILD, "could not start %s: the forkserver ended, twice", req->name);
   return err;
 }
 
@@ -240,7 +282,8 @@ WEFT__HOT void weft__forkserver_after_fork_parent(void) { pthread_mutex_unlock(&
 WEFT__HOT void weft__forkserver_after_fork_child(void) {
   if (fs.control >= 0) {
     weft__os_close(fs.control);
-    fs.control = -1;
+    weft__os_close(fs.pidfd);
+    fs.control = fs.pidfd = -1;
     fs.pid = 0;
   }
   fs.launching = false;
@@ -253,12 +296,16 @@ WEFT__HOT void weft__forkserver_after_fork_child(void) {
 
 /* ---- the server ---- */
 
-static char program_comm[16]; /* the name the children take back */
+/* What the children take back from the server's start-up. */
+static char program_comm[16];
+static uint64_t program_fd_limit;
+static bool program_ignored_sigchld;
 
-/* In the new child: takes the caller's standard fds, closes every other fd
- * of the server's, and runs the request it reads from start_fd. */
-static _Noreturn void become_child(int start_fd, const int stdio[3], int program_pidfd,
-                                   pid_t server) {
+/* In the new child: takes the caller's standard fds and signal mask,
+ * closes every other fd of the server's, and runs the request it reads
+ * from start_fd. */
+static _Noreturn void become_child(int start_fd, const int stdio[3], const sigset_t *mask,
+                                   int program_pidfd, pid_t server) {
   for (int i = 0; i < 3; i++)
     if (stdio[i] >= 0) weft__os_dup2(stdio[i], i);
   int lo = start_fd < program_pidfd ? start_fd : program_pidfd;
@@ -267,6 +314,9 @@ static _Noreturn void become_child(int start_fd, const int stdio[3], int program
   weft__os_close_range((unsigned)lo + 1, (unsigned)hi - 1);
   weft__os_close_range((unsigned)hi + 1, ~0u);
   weft__os_set_thread_name(program_comm);
+  weft__os_set_fd_limit(program_fd_limit);
+  if (program_ignored_sigchld) weft__os_ignore_sigchld();
+  pthread_sigmask(SIG_SETMASK, mask, NULL);
   weft__spawn_run(start_fd, server, program_pidfd);
 }
 
@@ -291,10 +341,16 @@ static bool serve(struct kid **kids, struct pollfd **polls, size_t *n, size_t *c
   if (r <= 0) return false;
   int stdio[3] = {-1, -1, -1};
   size_t next = 2;
-  for (int i = 0; i < 3; i++)
-    if ((rq.stdio >> i & 1) != 0 && next < got) stdio[i] = fds[next++];
-  bool ok = r == (ssize_t)sizeof rq && rq.magic == MAGIC && got == next && got >= 2;
-  if (ok && *n == *cap) { /* room first: a child the server cannot watch is never made */
+  int refuse = 0;
+  if (r != (ssize_t)sizeof rq || rq.magic != MAGIC) {
+    refuse = WEFT_EINVAL;
+  } else {
+    for (int i = 0; i < 3; i++)
+      if ((rq.stdio >> i & 1) != 0 && next < got) stdio[i] = fds[next++];
+    if (got != next || got != 2 + (size_t)__builtin_popcount(rq.stdio))
+      refuse = WEFT_EMFILE; /* descriptors were lost on the way: the server's limit */
+  }
+  if (refuse == 0 && *n == *cap) { /* room first: a child the server cannot watch is never made */
     size_t c = *cap * 2 + 8;
     struct kid *k = realloc(*kids, c * sizeof *k);
     if (k != NULL) *kids = k;
@@ -303,13 +359,14 @@ static bool serve(struct kid **kids, struct pollfd **polls, size_t *n, size_t *c
       *polls = p;
       *cap = c;
     } else {
-      reply(fds[1], REPLY_FAILED, WEFT_ENOMEM, -1);
-      ok = false;
+      refuse = WEFT_ENOMEM;
     }
   }
-  if (ok) {
+  if (refuse != 0 && got >= 2) reply(fds[1], REPLY_FAILED, refuse, -1);
+  if (refuse == 0) {
+    pid_t server = weft__pid;
     pid_t pid = weft__os_fork();
-    if (pid == 0) become_child(fds[0], stdio, program_pidfd, getppid());
+    if (pid == 0) become_child(fds[0], stdio, &rq.mask, program_pidfd, server);
     int pidfd = pid > 0 ? weft__os_pidfd_open(pid) : pid;
     if (pid > 0 && pidfd < 0) weft__os_kill_and_reap(pid);
     if (pidfd < 0) {
@@ -327,13 +384,16 @@ static bool serve(struct kid **kids, struct pollfd **polls, size_t *n, size_t *c
   return true;
 }
 
-/* Reaps each child whose pidfd is readable and reports its exit code. */
+/* Reaps each child whose pidfd is readable and reports its exit code. A
+ * child whose status cannot be had is reported by closing its socket:
+ * the caller then counts its status lost. */
 static void reap(struct kid *kids, struct pollfd *polls, size_t *n) {
   for (size_t i = *n; i-- > 0;) {
     if (polls[i + 1].revents == 0) continue;
     int code = 0;
-    if (weft__os_pidfd_reap(kids[i].pidfd, true, &code) != 1) continue;
-    reply(kids[i].status_fd, REPLY_EXITED, code, -1);
+    int r = weft__os_pidfd_reap(kids[i].pidfd, true, &code);
+    if (r == 0) continue;
+    if (r == 1) reply(kids[i].status_fd, REPLY_EXITED, code, -1);
     weft__os_close(kids[i].status_fd);
     weft__os_close(kids[i].pidfd);
     (*n)--;
@@ -351,6 +411,10 @@ void weft__forkserver_main(void) {
   weft__os_get_thread_name(program_comm, sizeof program_comm);
   weft__os_set_thread_name("weft-forkserver");
   weft__os_open_std_fds(); /* fds received never take 0-2, which the children's stdio use */
+  /* Two fds per child alive: the server may need more than the program. */
+  weft__os_raise_fd_limit(&program_fd_limit);
+  /* Its children are reaped through their pidfds, never automatically. */
+  program_ignored_sigchld = weft__os_default_sigchld();
   int program_pidfd = weft__os_pidfd_open(program);
   if (program_pidfd < 0) _exit(0);
   struct kid *kids = NULL;

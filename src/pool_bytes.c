@@ -373,10 +373,8 @@ static bool var_index(struct future *f) {
   return true;
 }
 
-/* Runs each item of a chunk whose worker died that had not begun, alone:
- * reruns[i], or NULL where it could not be submitted. The item that was
- * running fails, and so do those before it: they ran, but their results
- * died with the worker, and running them again would run them twice. */
+/* Runs each item of a chunk whose worker died again alone, except the one
+ * that was running: reruns[i], or NULL where it could not be submitted. */
 static void rerun(struct future *f, const char *what) {
   struct pool *p = f->owner;
   const weft__call *c = f->call;
@@ -395,7 +393,7 @@ static void rerun(struct future *f, const char *what) {
   for (size_t i = 0; i < n; i++) {
     struct future *g = NULL;
     if (c->kind == WEFT__CALL_CHUNK) {
-      if (i > dead) {
+      if (i != dead) {
         g = weft__call_future(p, c->fn, WEFT__CALL_CHUNK, in + i * c->item_size,
                               (size_t)c->item_size, what);
         if (g != NULL) {
@@ -411,7 +409,7 @@ static void rerun(struct future *f, const char *what) {
       uint64_t len;
       memcpy(&len, in + i * sizeof len, sizeof len);
       weft_bytes item = {data, (size_t)len};
-      if (i > dead) g = weft__submit_vchunk(p, c->fn, &item, 1, c->base + i, f->timeout, what);
+      if (i != dead) g = weft__submit_vchunk(p, c->fn, &item, 1, c->base + i, f->timeout, what);
       data += len;
     }
     rs[i] = g;

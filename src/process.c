@@ -730,6 +730,9 @@ int weft_process_start(weft_process h) {
                                   .parent_name = current->name,
                                   .parent_identity = current->identity};
   if (p->method == METHOD_SPAWN) req.spawn = &spawn;
+  /* A spawn by the forker, whose mask blocks every signal, gives the child
+   * the starting thread's (fork_via_forker fills it in). */
+  if (p->method == METHOD_SPAWN && via_forker) spawn.mask = &req.mask;
   pid_t pid = req.spare_fd; /* a failure to reserve is reported before any fork */
   int pidfd = -1, status_fd = -1;
   if (p->method == METHOD_FORKSERVER && req.spare_fd >= 0) {
@@ -756,7 +759,9 @@ int weft_process_start(weft_process h) {
     p->reap_error = WEFT_ECHILD;
   } else if (pidfd < 0) {
     p->state = ST_INITIAL;
-    err = weft__error(pidfd, "could not start %s: %s", p->name, weft_strerror(pidfd));
+    err = p->method == METHOD_FORKSERVER
+              ? pidfd /* its sentence is recorded, and says more */
+              : weft__error(pidfd, "could not start %s: %s", p->name, weft_strerror(pidfd));
   } else {
     p->pid = pid;
     p->pidfd = pidfd;
@@ -768,7 +773,8 @@ int weft_process_start(weft_process h) {
   }
   put_locked(p);
   pthread_mutex_unlock(&registry);
-  if (via_forker || req.spare_fd < 0) weft__nocancel_end(cancel_state);
+  if (via_forker || req.spare_fd < 0 || p->method == METHOD_FORKSERVER)
+    weft__nocancel_end(cancel_state);
   return err;
 }
 

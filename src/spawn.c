@@ -84,7 +84,7 @@ pid_t weft__spawn_start(const struct weft__spawn_req *req) {
   int fds[2];
   pid_t pid = weft__os_socketpair(fds);
   if (pid == 0) {
-    pid = weft__os_spawn_self(fds[1], ENV_NAME "=3");
+    pid = weft__os_spawn_self(fds[1], ENV_NAME "=3", req->mask);
     weft__os_close(fds[1]);
     if (pid > 0) weft__spawn_send(fds[0], req);
     weft__os_close(fds[0]);

@@ -21,6 +21,7 @@ struct weft__spawn_req {
   const char *name, *identity;
   pid_t parent_pid;
   const char *parent_name, *parent_identity;
+  const void *mask; /* the child's signal mask (a sigset_t); NULL: the calling thread's */
 };
 
 /* Checks that another run of the program can find target. 0, or

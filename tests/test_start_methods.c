@@ -482,6 +482,72 @@ START_TEST(forkserver_killed_is_replaced) {
 }
 END_TEST
 
+/* ---- what a child keeps of its caller: signal mask, cancellation ---- */
+
+/* 0 when SIGUSR1 is blocked and SIGTERM is not, as in the caller. */
+static int check_mask(void *arg) {
+  (void)arg;
+  sigset_t now;
+  pthread_sigmask(SIG_SETMASK, NULL, &now);
+  if (!sigismember(&now, SIGUSR1)) return 60;
+  if (sigismember(&now, SIGTERM)) return 61;
+  return 0;
+}
+
+struct from_thread {
+  int method;
+  int mask_code, cancel_ok, started;
+  weft_process sleeper;
+};
+
+/* Starts children from a thread that is not the main one, where weft
+ * starts daemons and the forkserver on its own long-lived thread. */
+static void *start_from_thread(void *arg) {
+  struct from_thread *ft = arg;
+  const char *method = methods[ft->method];
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+  weft_process p = weft_process_new(check_mask, .daemon = true, .start_method = method);
+  if (weft_process_start(p) == 0) ft->mask_code = finish_process(p, 20);
+  int old = -1;
+  pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+  ft->cancel_ok = old == PTHREAD_CANCEL_ENABLE; /* weft_process_start left it as it was */
+  ft->sleeper = weft_process_new(sleep_long, .daemon = true, .start_method = method);
+  st(&ft->started, weft_process_start(ft->sleeper) == 0 ? 1 : -1);
+  return NULL;
+}
+
+/* The child's signal mask is its starter's, whoever forked or spawned it;
+ * a terminate reaches it. */
+START_TEST(child_keeps_the_starters_mask_and_cancellation) {
+  struct from_thread ft = {.method = _i, .mask_code = -1};
+  pthread_t t = spawn(start_from_thread, &ft);
+  join(t);
+  ck_assert_int_eq(ft.mask_code, 0);
+  ck_assert(ft.cancel_ok);
+  ck_assert_int_eq(ld(&ft.started), 1);
+  ck_assert_int_eq(weft_process_terminate(ft.sleeper), 0);
+  ck_assert_int_eq(finish_process(ft.sleeper, 20), -SIGTERM);
+}
+END_TEST
+
+/* A program that ignores SIGCHLD: a forked child is reaped by the kernel
+ * (its status lost, WEFT_ECHILD); the forkserver's children are not. */
+START_TEST(forkserver_exit_codes_with_sigchld_ignored) {
+  signal(SIGCHLD, SIG_IGN);
+  for (int i = 0; i < 5; i++) {
+    int code = 7 + i;
+    weft_process p = weft_process_new(exit_with, .args = &code, .args_size = sizeof code,
+                                      .start_method = "forkserver");
+    ck_assert_int_eq(weft_process_start(p), 0);
+    ck_assert_int_eq(finish_process(p, 20), code);
+  }
+  signal(SIGCHLD, SIG_DFL);
+}
+END_TEST
+
 /* ---- the default, and misuse ---- */
 
 static int report_method(void *arg) {
@@ -563,6 +629,8 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, threads_share_one_forkserver);
   tcase_add_test(tc, forkserver_ends_with_its_program_even_killed);
   tcase_add_test(tc, forkserver_killed_is_replaced);
+  tcase_add_loop_test(tc, child_keeps_the_starters_mask_and_cancellation, 0, 3);
+  tcase_add_test(tc, forkserver_exit_codes_with_sigchld_ignored);
   tcase_add_test(tc, default_start_method_and_environment);
   tcase_add_test(tc, misuse_of_start_methods);
   suite_add_tcase(s, tc);

@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <fcntl.h>
@@ -444,6 +445,34 @@ void weft__os_open_std_fds(void) {
     if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) < 0) return;
 }
 
+void weft__os_raise_fd_limit(uint64_t *old) {
+  struct rlimit rl;
+  *old = 0;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  *old = rl.rlim_cur;
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+void weft__os_set_fd_limit(uint64_t soft) {
+  struct rlimit rl;
+  if (soft == 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  rl.rlim_cur = soft;
+  setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+bool weft__os_default_sigchld(void) {
+  struct sigaction sa = {.sa_handler = SIG_DFL}, old;
+  sigemptyset(&sa.sa_mask);
+  return sigaction(SIGCHLD, &sa, &old) == 0 && old.sa_handler == SIG_IGN;
+}
+
+void weft__os_ignore_sigchld(void) {
+  struct sigaction sa = {.sa_handler = SIG_IGN};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGCHLD, &sa, NULL);
+}
+
 /* ---- shared memory segments ---- */
 
 /* ThreadSanitizer intercepts neither shm_open nor memfd_create, so it does
@@ -556,7 +585,7 @@ int weft__os_mapping_shared(const void *addr) {
 
 extern char **environ;
 
-pid_t weft__os_spawn_self(int fd, const char *env) {
+pid_t weft__os_spawn_self(int fd, const char *env, const void *mask) {
   size_t n = 0;
   while (environ[n] != NULL) n++;
   char **envp = malloc((n + 2) * sizeof *envp);
@@ -566,11 +595,18 @@ pid_t weft__os_spawn_self(int fd, const char *env) {
   envp[n + 1] = NULL;
   char *argv[] = {program_invocation_name, NULL};
   posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
   int r = posix_spawn_file_actions_init(&fa);
   if (r == 0) r = posix_spawn_file_actions_adddup2(&fa, fd, 3);
   if (r == 0) r = posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+  if (r == 0) r = posix_spawnattr_init(&attr);
+  if (r == 0 && mask != NULL) {
+    r = posix_spawnattr_setsigmask(&attr, mask);
+    if (r == 0) r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  }
   pid_t pid = -1;
-  if (r == 0) r = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, envp);
+  if (r == 0) r = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, envp);
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&fa);
   free(envp);
   return r != 0 ? -r : pid;

@@ -78,8 +78,9 @@ pid_t weft__os_fork(void);
  * clone with CLONE_VM | CLONE_VFORK, then exec). The child gets the
  * caller's stdin, stdout and stderr, fd as its descriptor 3 and no other
  * descriptor, and the caller's environment plus the one assignment env
- * ("NAME=value"). Returns the child's pid or a negated errno. */
-pid_t weft__os_spawn_self(int fd, const char *env);
+ * ("NAME=value"); its signal mask is *mask (a sigset_t), or the calling thread's when
+ * mask is NULL. Returns the child's pid or a negated errno. */
+pid_t weft__os_spawn_self(int fd, const char *env, const void *mask);
 
 /* Reads exactly len bytes from fd, retrying on EINTR and short reads.
  * 0, -EPIPE at end of file before len bytes, or -errno. */
@@ -197,6 +198,17 @@ bool weft__os_fd_valid(int fd);
 
 /* Opens /dev/null on whichever of fds 0, 1 and 2 is closed. */
 void weft__os_open_std_fds(void);
+
+/* Raises the soft limit on open fds to the hard one; stores the old soft
+ * limit in *old, for weft__os_set_fd_limit. */
+void weft__os_raise_fd_limit(uint64_t *old);
+void weft__os_set_fd_limit(uint64_t soft);
+
+/* Sets SIGCHLD's action to the default (children are then kept until
+ * reaped) and returns whether it was ignored; weft__os_ignore_sigchld
+ * ignores it again. */
+bool weft__os_default_sigchld(void);
+void weft__os_ignore_sigchld(void);
 
 /* ---- shared memory segments ---- */
 
