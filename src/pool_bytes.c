@@ -172,8 +172,15 @@ static void fixed_note(weft__sink *out, uint32_t i, int32_t err, const char *tex
   out->used += sizeof note + len;
 }
 
+/* Records that the items before i are finished, and the output's length. */
+static void mark_done(weft__done *done, size_t i, const weft__sink *out) {
+  if (done == NULL) return;
+  __atomic_store_n(&done->bytes, (uint64_t)(out->flushed + out->used), __ATOMIC_RELAXED);
+  __atomic_store_n(&done->items, (uint64_t)i, __ATOMIC_RELEASE);
+}
+
 static int run_fixed(const weft__call *c, const void *in, weft__sink *out, uint64_t *item,
-                     struct task_ctx *t) {
+                     weft__done *done, struct task_ctx *t) {
   /* Results first, so each starts as aligned as result_size allows (a
    * task may store through a long *), then the codes, then the notes. */
   size_t n = c->n, isz = (size_t)c->item_size, rsz = (size_t)c->result_size;
@@ -184,6 +191,7 @@ static int run_fixed(const weft__call *c, const void *in, weft__sink *out, uint6
   t->mode = MODE_FIXED;
   t->room_size = rsz;
   for (size_t i = 0; i < n; i++) {
+    mark_done(done, i, out);
     if (item != NULL) __atomic_store_n(item, c->base + i, __ATOMIC_RELAXED);
     size_t len = rsz;
     ctx_item(t);
@@ -201,11 +209,12 @@ static int run_fixed(const weft__call *c, const void *in, weft__sink *out, uint6
     }
     memcpy(codes + i * sizeof code, &code, sizeof code);
   }
+  mark_done(done, n, out);
   return 0;
 }
 
 static int run_var(const weft__call *c, const void *in, weft__sink *out, uint64_t *item,
-                   struct task_ctx *t) {
+                   weft__done *done, struct task_ctx *t) {
   size_t n = c->n;
   const unsigned char *lens = in;
   const unsigned char *data = lens + n * sizeof(uint64_t);
@@ -217,6 +226,7 @@ static int run_var(const weft__call *c, const void *in, weft__sink *out, uint64_
   for (size_t i = 0; i < n; i++) {
     uint64_t ilen;
     memcpy(&ilen, lens + i * sizeof ilen, sizeof ilen);
+    mark_done(done, i, out);
     if (item != NULL) __atomic_store_n(item, c->base + i, __ATOMIC_RELAXED);
     if (out->cap - out->used < sizeof(weft__entry) + min_room) {
       int err = out->more(out, sizeof(weft__entry) + min_room);
@@ -256,7 +266,7 @@ static int run_var(const weft__call *c, const void *in, weft__sink *out, uint64_
 }
 
 int weft__call_run(const weft__call *c, const void *in, weft__sink *out, uint64_t *item,
-                   int *err) {
+                   weft__done *done, int *err) {
   struct task_ctx t;
   struct task_ctx *prev = tls_task; /* a task may run a map on a thread pool of its own */
   tls_task = &t;
@@ -265,9 +275,9 @@ int weft__call_run(const weft__call *c, const void *in, weft__sink *out, uint64_
   if (c->kind == WEFT__CALL_SINGLE)
     r = run_single(c, in, out, &t, err);
   else if (c->kind == WEFT__CALL_CHUNK)
-    r = run_fixed(c, in, out, item, &t);
+    r = run_fixed(c, in, out, item, done, &t);
   else
-    r = run_var(c, in, out, item, &t);
+    r = run_var(c, in, out, item, done, &t);
   tls_task = prev;
   return r;
 }
@@ -304,7 +314,7 @@ int weft__thread_run_call(struct future *f, size_t room, int *err) {
     tls_room_size = room;
   }
   weft__sink s = {.buf = tls_room, .cap = room, .more = thread_more};
-  int code = weft__call_run(f->call, f->call + 1, &s, &f->item_now, err);
+  int code = weft__call_run(f->call, f->call + 1, &s, &f->item_now, NULL, err);
   unsigned char *bytes = s.buf;
   if (bytes == tls_room) {
     bytes = malloc(s.used > 0 ? s.used : 1);
@@ -350,7 +360,8 @@ static void copy_message(char *dst, size_t size, const void *src, size_t len) {
  * (cannot happen) or memory ran out. */
 static bool var_index(struct future *f) {
   if (f->index != NULL) return true;
-  size_t n = f->call->n;
+  size_t n = __atomic_load_n(&f->state, __ATOMIC_ACQUIRE) == FS_DIED ? (size_t)f->done_items
+                                                                      : f->call->n;
   size_t *ix = malloc((n > 0 ? n : 1) * sizeof *ix);
   if (ix == NULL) return false;
   size_t off = 0;
@@ -373,8 +384,10 @@ static bool var_index(struct future *f) {
   return true;
 }
 
-/* Runs each item of a chunk whose worker died again alone, except the one
- * that was running: reruns[i], or NULL where it could not be submitted. */
+/* Runs each item of a chunk whose worker died that had not begun, alone:
+ * reruns[i], or NULL where it could not be submitted. The items before the
+ * one that was running finished, and their output was kept (done_items);
+ * that one fails. No item runs twice. */
 static void rerun(struct future *f, const char *what) {
   struct pool *p = f->owner;
   const weft__call *c = f->call;
@@ -393,7 +406,7 @@ static void rerun(struct future *f, const char *what) {
   for (size_t i = 0; i < n; i++) {
     struct future *g = NULL;
     if (c->kind == WEFT__CALL_CHUNK) {
-      if (i != dead) {
+      if (i > dead) {
         g = weft__call_future(p, c->fn, WEFT__CALL_CHUNK, in + i * c->item_size,
                               (size_t)c->item_size, what);
         if (g != NULL) {
@@ -409,7 +422,7 @@ static void rerun(struct future *f, const char *what) {
       uint64_t len;
       memcpy(&len, in + i * sizeof len, sizeof len);
       weft_bytes item = {data, (size_t)len};
-      if (i != dead) g = weft__submit_vchunk(p, c->fn, &item, 1, c->base + i, f->timeout, what);
+      if (i > dead) g = weft__submit_vchunk(p, c->fn, &item, 1, c->base + i, f->timeout, what);
       data += len;
     }
     rs[i] = g;
@@ -437,6 +450,7 @@ int weft__chunk_item(struct future *f, size_t i, const char *what, const void **
   if (task_code != NULL) *task_code = 0;
   copy_message(message, message_size, "", 0);
   uint32_t s = __atomic_load_n(&f->state, __ATOMIC_ACQUIRE);
+  if (s == FS_DIED && i < f->done_items) s = FS_OK; /* finished before the crash: kept */
   if (s == FS_DIED && f->call->n > 1) {
     if (f->reruns == NULL) rerun(f, what);
     if (f->reruns != NULL && f->reruns[i] != NULL) {

@@ -64,8 +64,18 @@ typedef struct weft__entry {
 typedef struct weft__sink {
   unsigned char *buf;
   size_t cap, used;
+  size_t flushed; /* bytes sent as parts before buf's: the output is flushed + used long */
   int (*more)(struct weft__sink *s, size_t need);
 } weft__sink;
+
+/* How far a chunk has got: before each item runs, the items finished and
+ * the output's length then. A worker process keeps it in its shared slot,
+ * so that when it dies the pool keeps the results of the items it
+ * finished. */
+typedef struct weft__done {
+  uint64_t items;
+  uint64_t bytes;
+} weft__done;
 
 /* Appends len bytes to the sink. 0, or what more() failed with. */
 int weft__sink_put(weft__sink *s, const void *data, size_t len);
@@ -79,7 +89,7 @@ int weft__sink_put(weft__sink *s, const void *data, size_t len);
  * its output. A chunk: returns 0 (each item's outcome is in the output)
  * or the sink's failure. */
 int weft__call_run(const weft__call *c, const void *in, weft__sink *out, uint64_t *item,
-                   int *err);
+                   weft__done *done, int *err);
 
 /* The room a chunk of n fixed-size items needs for its results. */
 static inline size_t weft__chunk_out_len(size_t n, size_t result_size) {
@@ -101,7 +111,8 @@ struct future {
   int fail_err;      /* FS_FAILED: WEFT_ETASKFAILED, or weft's own (WEFT_EMSGSIZE) */
   uint64_t item_now; /* thread pools: the item of a chunk running (as a slot's item) */
   uint64_t died_item; /* FS_DIED: the item of a chunk that was running */
-  struct future **reruns; /* FS_DIED chunk: its other items, each run again alone */
+  uint64_t done_items; /* FS_DIED chunk: its first items, finished; their output is in bytes */
+  struct future **reruns; /* FS_DIED chunk: its items after died_item, each run alone */
   size_t *index;     /* a VCHUNK's output: where each item's entry starts */
   pid_t pid;         /* the process that made it: a forked child cannot use it */
   /* A bytes task: its call (header and argument, in one block) and, once

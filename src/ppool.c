@@ -78,6 +78,7 @@ struct slot {
   uint64_t current; /* seq + 1 of the task running, 0 when none */
   int64_t started;  /* when it started (CLOCK_MONOTONIC ns, the same in every process) */
   uint64_t item;    /* index of the item running */
+  weft__done done;  /* how far the chunk running has got */
   uint64_t gate[2]; /* ticket words, by the ticket's parity */
   uint32_t init_failed;
   uint32_t pad;
@@ -141,6 +142,10 @@ struct ppool {
   struct worker *w;
   weft_mpqueue *results;
   unsigned char *wbuf_in, *wbuf_out; /* the workers' buffers (each has its own copy) */
+  /* The workers' output buffers, one per place, in shared memory: the
+   * output of a chunk's finished items outlives a worker that dies. */
+  unsigned char *wout;
+  size_t wout_size;
   unsigned char *rbuf;               /* the collector's */
   pthread_mutex_t mu;
   /* under mu */
@@ -184,6 +189,7 @@ static void bump(struct ppool *pp) {
 struct wsink {
   weft__sink s;
   struct ppool *pp;
+  unsigned char *base; /* the worker's output buffer: message header, then s.buf */
   struct msg m;
 };
 
@@ -194,9 +200,10 @@ static int wsink_more(weft__sink *s, size_t need) {
   struct msg m = ws->m;
   m.type = MSG_PART;
   m.len = s->used;
-  memcpy(pp->wbuf_out, &m, sizeof m);
-  if (weft_mpqueue_put(pp->results, pp->wbuf_out, sizeof m + s->used, WEFT_FOREVER) != 0)
+  memcpy(ws->base, &m, sizeof m);
+  if (weft_mpqueue_put(pp->results, ws->base, sizeof m + s->used, WEFT_FOREVER) != 0)
     return WEFT_EPIPE;
+  s->flushed += s->used;
   s->used = 0;
   return 0;
 }
@@ -208,6 +215,7 @@ static int worker_main(void *arg) {
   struct slot *slot = &pp->slots[w->index];
   uint32_t index = w->index, gen = w->gen;
   weft_mpqueue *inbox = w->inbox;
+  unsigned char *shared_out = pp->wout + (size_t)index * pp->cap;
   if (p->initializer != NULL && p->initializer(p->initarg) != 0) {
     __atomic_store_n(&slot->init_failed, 1, __ATOMIC_SEQ_CST);
     return 1;
@@ -218,6 +226,9 @@ static int worker_main(void *arg) {
     size_t len;
     if (weft_mpqueue_get(inbox, pp->wbuf_in, pp->cap, &len, WEFT_FOREVER) != 0) break;
     const weft__call *c = (const weft__call *)pp->wbuf_in;
+    /* A chunk's output goes where the pool can read it if this worker
+     * dies; a single task's has nothing to keep. */
+    unsigned char *out = c->kind == WEFT__CALL_SINGLE ? pp->wbuf_out : shared_out;
     uint64_t open = GATE(c->ticket, G_OPEN);
     if (!__atomic_compare_exchange_n(&slot->gate[c->ticket & 1], &open,
                                      GATE(c->ticket, G_STARTED), false, __ATOMIC_SEQ_CST,
@@ -228,19 +239,21 @@ static int worker_main(void *arg) {
       continue;
     }
     __atomic_store_n(&slot->item, c->base, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->done.items, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->done.bytes, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&slot->started, weft__os_now_ns(), __ATOMIC_RELAXED);
     __atomic_store_n(&slot->current, c->seq + 1, __ATOMIC_SEQ_CST);
-    struct wsink ws = {.s = {.buf = pp->wbuf_out + head, .cap = pp->cap - head,
-                             .more = wsink_more},
+    struct wsink ws = {.s = {.buf = out + head, .cap = pp->cap - head, .more = wsink_more},
                        .pp = pp,
+                       .base = out,
                        .m = {.worker = index, .gen = gen, .seq = c->seq}};
     int err = 0;
-    int code = weft__call_run(c, c + 1, &ws.s, &slot->item, &err);
+    int code = weft__call_run(c, c + 1, &ws.s, &slot->item, &slot->done, &err);
     if (code != 0 && c->kind != WEFT__CALL_SINGLE) break; /* the results queue is gone */
     struct msg m = {.type = MSG_RESULT, .worker = index, .gen = gen, .code = code,
                     .seq = c->seq, .len = ws.s.used, .err = err};
-    memcpy(pp->wbuf_out, &m, sizeof m);
-    if (weft_mpqueue_put(pp->results, pp->wbuf_out, head + ws.s.used, WEFT_FOREVER) != 0) break;
+    memcpy(out, &m, sizeof m);
+    if (weft_mpqueue_put(pp->results, out, head + ws.s.used, WEFT_FOREVER) != 0) break;
     __atomic_store_n(&slot->current, 0, __ATOMIC_SEQ_CST);
     if (p->maxtasks > 0 && ++ran >= p->maxtasks) break;
   }
@@ -452,6 +465,34 @@ static struct future *take_pending_locked(struct ppool *pp) {
   return all;
 }
 
+/* A chunk whose worker died: keeps the output of the items it finished --
+ * the parts the collector has, then the rest from the dead worker's
+ * buffer, up to the length the worker recorded before the item it died
+ * in -- and marks them done, so they are neither lost nor run again. The
+ * buffer holds the output from the end of the parts received: a part in
+ * flight at the death covers everything finished, so then the parts are
+ * cut to that length instead. Anything else drops the output, and those
+ * items fail with the chunk. */
+static void keep_done(struct ppool *pp, struct future *f, uint32_t place, const weft__done *d) {
+  uint64_t items = __atomic_load_n(&d->items, __ATOMIC_ACQUIRE);
+  uint64_t need = __atomic_load_n(&d->bytes, __ATOMIC_RELAXED);
+  size_t head = sizeof(struct msg), have = f->bytes_len;
+  bool ok = f->bytes_cap != SIZE_MAX && items <= f->call->n && f->died_item >= f->call->base &&
+            items == f->died_item - f->call->base;
+  if (ok && have >= need) {
+    f->bytes_len = (size_t)need;
+  } else if (ok) {
+    ok = need - have <= pp->cap - head &&
+         append_output(f, pp->wout + (size_t)place * pp->cap + head, (size_t)(need - have));
+  }
+  if (ok && items > 0) {
+    f->done_items = items;
+  } else {
+    f->done_items = 0;
+    drop_output(f);
+  }
+}
+
 static void on_dead(struct ppool *pp, const struct msg *m) {
   pthread_mutex_lock(&pp->mu);
   struct worker *w = m->worker < (uint32_t)pp->n ? &pp->w[m->worker] : NULL;
@@ -475,7 +516,6 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
     failed = flist_pop(&w->held);
     failed->gate = &gate_done;
     failed->died_item = item;
-    drop_output(failed);
     w->assigned--;
     char how[48];
     describe_end(w->proc, how, sizeof how);
@@ -504,6 +544,10 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
       snprintf(report, sizeof report, "%s died with %s while running %s", w->name, how, what);
     }
     failed->report = strdup(report); /* NULL: the code's own message will do */
+    if (to == FS_DIED && failed->call->kind != WEFT__CALL_SINGLE)
+      keep_done(pp, failed, m->worker, &slot->done);
+    else
+      drop_output(failed);
   }
   if (__atomic_load_n(&slot->init_failed, __ATOMIC_SEQ_CST)) pp->broken = true;
   /* The tasks it held and never started go back first in line. */
@@ -711,6 +755,7 @@ static void ppool_release(struct ppool *pp) {
   if (pp->slots != NULL) weft__os_unmap(pp->slots, pp->slots_size);
   free(pp->wbuf_in);
   free(pp->wbuf_out);
+  if (pp->wout != NULL) weft__os_unmap(pp->wout, pp->wout_size);
   free(pp->rbuf);
   free(pp->wfds);
   free(pp->wwho);
@@ -750,6 +795,8 @@ int weft__ppool_start(struct pool *p, const weft_pool_options *o) {
   pp->cbt = calloc((size_t)pp->ncb, sizeof *pp->cbt);
   pp->wbuf_in = malloc(pp->cap);
   pp->wbuf_out = malloc(pp->cap);
+  pp->wout_size = pp->cap * (size_t)pp->n;
+  pp->wout = weft__os_map_shared(pp->wout_size);
   pp->rbuf = malloc(pp->cap);
   pp->wfds = calloc((size_t)pp->n + 1, sizeof *pp->wfds);
   pp->wwho = calloc((size_t)pp->n + 1, sizeof *pp->wwho);
@@ -759,7 +806,7 @@ int weft__ppool_start(struct pool *p, const weft_pool_options *o) {
   pp->cbq = weft_queue_new(.name = "pool callbacks");
   pp->results = weft_mpqueue_new(.capacity = 2 * (pp->cap + 16) + 4096, .name = "pool results");
   int err = 0;
-  if (pp->w == NULL || pp->cbt == NULL || pp->wbuf_in == NULL || pp->wbuf_out == NULL ||
+  if (pp->w == NULL || pp->cbt == NULL || pp->wbuf_in == NULL || pp->wbuf_out == NULL || pp->wout == NULL ||
       pp->rbuf == NULL || pp->wfds == NULL || pp->wwho == NULL || pp->wgen == NULL ||
       pp->slots == NULL || pp->cbq == NULL || pp->results == NULL)
     err = weft__error(WEFT_ENOMEM, "%s: out of memory", fn);

@@ -39,11 +39,11 @@
  * exit, a kill from outside) fails exactly that task with
  * WEFT_EWORKERDIED and a sentence naming it ("ForkPoolWorker-2 died with
  * SIGSEGV while running task 17"); the pool starts a replacement and every
- * other task still runs. In a map or imap the item that was running fails
- * and the other items of its chunk run again, each alone (those that had
- * run before it in that chunk so run twice). With a time limit, a task
- * that runs past it has its worker killed and replaced, and fails with
- * WEFT_ETASKTIMEOUT (a chunk: all its items).
+ * other task still runs. In a map or imap the item that was running fails;
+ * the items of its chunk before it keep their results, those after it run
+ * elsewhere, each alone. No task or item ever runs twice. With a time
+ * limit, a task that runs past it has its worker killed and replaced, and
+ * fails with WEFT_ETASKTIMEOUT (a chunk: all its items).
  *
  * Callbacks of a process pool run on its callback threads (two unless
  * .callback_threads says otherwise), never on the thread that collects

@@ -788,20 +788,12 @@ struct pool_tally {
 };
 static struct pool_tally last_tally; /* for the verbose line */
 
-static void check_task(int mode, bool timeouts, bool chunked, const struct task_arg *t, int code,
+static void check_task(int mode, bool timeouts, const struct task_arg *t, int code,
                        uint64_t got, bool cancel_won, struct pool_tally *tally) {
   struct pool_area *P = &S->u.pool;
   uint32_t ex = __atomic_load_n(&P->exec[t->id], __ATOMIC_SEQ_CST);
   pid_t first = P->exec_pid[t->id][0];
-  if (ex > 1) {
-    /* Allowed once, by the documented exception: in a map or imap, the
-     * task had finished in a chunk whose worker was then killed on a later
-     * item, so the pool ran it again, in another worker. */
-    pid_t second = P->exec_pid[t->id][1];
-    bool rerun = chunked && ex == 2 && P->exec_done[t->id][0] && killed(first) > 0 &&
-                 second != 0 && second != first;
-    if (!rerun) fail("task %u ran %u times (first by pid %d)", t->id, ex, (int)first);
-  }
+  if (ex > 1) fail("task %u ran %u times (first by pid %d)", t->id, ex, (int)first);
   if (cancel_won && (code != WEFT_ECANCELED || ex != 0))
     fail("task %u: cancel returned 0, yet it ended with %s after %u executions", t->id,
          weft_err_name(code), ex);
@@ -875,7 +867,7 @@ static int scenario_pool(void) {
     if (r != 0 && r != WEFT_EWORKERDIED && r != WEFT_ETASKTIMEOUT)
       fail("weft_pool_map returned %s: %s", weft_err_name(r), weft_last_error());
     struct pool_tally tally = {0};
-    for (size_t i = 0; i < n; i++) check_task(mode, timeouts, true, &items[i], codes[i], got[i], false, &tally);
+    for (size_t i = 0; i < n; i++) check_task(mode, timeouts, &items[i], codes[i], got[i], false, &tally);
     close_window();
     last_tally = tally;
     int kills = kills_on_role(R_WORKER, false), stops = kills_on_role(R_WORKER, true) - kills;
@@ -917,7 +909,7 @@ static int scenario_pool(void) {
     close_window();
     struct pool_tally tally = {0};
     for (size_t i = 0; i < n; i++)
-      if (codes[i] != 1) check_task(mode, timeouts, true, &items[i], codes[i], got[i], false, &tally);
+      if (codes[i] != 1) check_task(mode, timeouts, &items[i], codes[i], got[i], false, &tally);
     last_tally = tally;
     int kills = kills_on_role(R_WORKER, false);
     int deaths = kills + (timeouts ? kills_on_role(R_WORKER, true) - kills : 0);
@@ -968,7 +960,7 @@ static int scenario_pool(void) {
     }
     close_window();
     for (size_t i = 0; i < n; i++)
-      if (fs[i].id) check_task(mode, timeouts, false, &items[i], codes[i], got[i], cancel_won[i], &tally);
+      if (fs[i].id) check_task(mode, timeouts, &items[i], codes[i], got[i], cancel_won[i], &tally);
     last_tally = tally;
     int kills = kills_on_role(R_WORKER, false), stops = kills_on_role(R_WORKER, true) - kills;
     int deaths = kills + (timeouts ? stops : 0);
