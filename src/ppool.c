@@ -477,16 +477,20 @@ static void keep_done(struct ppool *pp, struct future *f, uint32_t place, const 
   uint64_t items = __atomic_load_n(&d->items, __ATOMIC_ACQUIRE);
   uint64_t need = __atomic_load_n(&d->bytes, __ATOMIC_RELAXED);
   size_t head = sizeof(struct msg), have = f->bytes_len;
-  bool ok = f->bytes_cap != SIZE_MAX && items <= f->call->n && f->died_item >= f->call->base &&
-            items == f->died_item - f->call->base;
+  /* Before each item the worker records what is done, then names the
+   * item: dying in between, it names the one before, which finished but
+   * fails as the one that was running. */
+  uint64_t dead = f->died_item - f->call->base;
+  bool ok = f->bytes_cap != SIZE_MAX && f->died_item >= f->call->base && dead < f->call->n &&
+            items >= dead && items <= f->call->n;
   if (ok && have >= need) {
     f->bytes_len = (size_t)need;
   } else if (ok) {
     ok = need - have <= pp->cap - head &&
          append_output(f, pp->wout + (size_t)place * pp->cap + head, (size_t)(need - have));
   }
-  if (ok && items > 0) {
-    f->done_items = items;
+  if (ok && dead > 0) {
+    f->done_items = dead;
   } else {
     f->done_items = 0;
     drop_output(f);
