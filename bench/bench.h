@@ -51,7 +51,7 @@ void bench_measure(const bench_config *cfg, long iters, int n, const bench_sampl
  * median ns/op. Sets r->ns < 0 and a note if python3 or the script fails. */
 void bench_python(const char *script, long iters, int reps, bench_result *r);
 
-/* The same with one more argument after the counts (a word, not quoted). */
+/* The same with more arguments after the counts (words, not quoted). */
 void bench_python_arg(const char *script, const char *arg, long iters, int reps, bench_result *r);
 
 /* Prints a row: the table (with each impl's ratio to the first) and the

@@ -133,7 +133,8 @@ static void process_start_join_500(const bench_config *cfg) {
 /* process_start_join_1g: the same from a parent that has touched 1 GiB of
  * heap and runs 4 idle threads, where a fork copies the page tables of
  * the whole gigabyte. */
-#define BIG_BYTES ((size_t)1 << 30)
+#define BIG_MIB 1024
+#define QUICK_MIB 64 /* the smoke run only checks that the row runs */
 #define BIG_THREADS 4
 
 static void *idle_thread(void *arg) {
@@ -160,12 +161,14 @@ static void spawn_true(long iters, void *arg) {
 static double c_spawn_sample(long iters, void *arg) { return bench_time(spawn_true, iters, arg); }
 
 static void process_start_join_1g(const bench_config *cfg) {
-  char *big = malloc(BIG_BYTES);
+  int mib = cfg->quick ? QUICK_MIB : BIG_MIB;
+  size_t bytes = (size_t)mib << 20;
+  char *big = malloc(bytes);
   if (big == NULL) {
-    fprintf(stderr, "process_start_join_1g: no 1 GiB to touch\n");
+    fprintf(stderr, "process_start_join_1g: no %d MiB to touch\n", mib);
     return;
   }
-  memset(big, 1, BIG_BYTES);
+  memset(big, 1, bytes);
   __asm__ volatile("" : : "r"(big) : "memory"); /* the compiler may not drop the touch */
   pthread_t threads[BIG_THREADS];
   for (int i = 0; i < BIG_THREADS; i++) pthread_create(&threads[i], NULL, idle_thread, NULL);
@@ -182,9 +185,12 @@ static void process_start_join_1g(const bench_config *cfg) {
   for (int i = 0; i < BIG_THREADS; i++) pthread_join(threads[i], NULL);
   free(big);
   const char *methods[3] = {"fork", "forkserver", "spawn"};
-  for (int m = 0; m < 3; m++)
-    bench_python_arg("process_start_join_1g.py", methods[m], cfg->quick ? 2 : 10,
-                     cfg->quick ? 1 : 3, &r[5 + m]);
+  for (int m = 0; m < 3; m++) {
+    char arg[32];
+    snprintf(arg, sizeof arg, "%s %d", methods[m], mib);
+    bench_python_arg("process_start_join.py", arg, cfg->quick ? 2 : 10, cfg->quick ? 1 : 3,
+                     &r[5 + m]);
+  }
   bench_report("process_start_join_1g", 8, r);
 }
 
