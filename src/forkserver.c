@@ -143,16 +143,11 @@ static bool server_dead_locked(pid_t server) {
   return fs.pid == server && fs.pidfd >= 0 && weft__os_wait_readable(fs.pidfd, 0) == 1;
 }
 
-int weft__forkserver_ensure(void) {
+int weft_forkserver_ensure_running(void) {
+  int cancel_state = weft__nocancel_begin();
   pthread_mutex_lock(&fs.mu);
   int err = ensure_locked();
   pthread_mutex_unlock(&fs.mu);
-  return err;
-}
-
-int weft_forkserver_ensure_running(void) {
-  int cancel_state = weft__nocancel_begin();
-  int err = weft__forkserver_ensure();
   weft__nocancel_end(cancel_state);
   return err;
 }

@@ -4,14 +4,9 @@
 #ifndef WEFT_FORKSERVER_H
 #define WEFT_FORKSERVER_H
 
-#include <stdbool.h>
 #include <sys/types.h>
 
 #include "spawn.h"
-
-/* Starts the server if it is not running. 0, or a negative code with a
- * sentence. */
-int weft__forkserver_ensure(void);
 
 /* Starts a child through the server (started first if need be) and hands
  * it the request. Stores its pid, a pidfd on it and the status fd that

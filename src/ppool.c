@@ -810,7 +810,8 @@ int weft__ppool_start(struct pool *p, const weft_pool_options *o) {
   pp->cbq = weft_queue_new(.name = "pool callbacks");
   pp->results = weft_mpqueue_new(.capacity = 2 * (pp->cap + 16) + 4096, .name = "pool results");
   int err = 0;
-  if (pp->w == NULL || pp->cbt == NULL || pp->wbuf_in == NULL || pp->wbuf_out == NULL || pp->wout == NULL ||
+  if (pp->w == NULL || pp->cbt == NULL || pp->wbuf_in == NULL || pp->wbuf_out == NULL ||
+      pp->wout == NULL ||
       pp->rbuf == NULL || pp->wfds == NULL || pp->wwho == NULL || pp->wgen == NULL ||
       pp->slots == NULL || pp->cbq == NULL || pp->results == NULL)
     err = weft__error(WEFT_ENOMEM, "%s: out of memory", fn);

@@ -718,8 +718,12 @@ int weft_process_start(weft_process h) {
    * fork: a page the parent writes after fork is a page copied, and nothing
    * after the fork is a cancellation point (closes are raw system calls). */
   bool via_forker = p->daemon && p->method != METHOD_FORKSERVER && weft__os_gettid() != weft__pid;
+  bool forkserver = p->method == METHOD_FORKSERVER;
   int cancel_state = weft__nocancel_begin();
-  struct start_req req = {.p = p, .parent_pid = weft__pid, .spare_fd = weft__os_reserve_fd()};
+  /* The forkserver opens the pidfd and passes it: no fd to reserve here. */
+  struct start_req req = {.p = p,
+                          .parent_pid = weft__pid,
+                          .spare_fd = forkserver ? -1 : weft__os_reserve_fd()};
   struct weft__spawn_req spawn = {.target = (const void *)p->target,
                                   .args = p->args,
                                   .args_size = p->args_size,
@@ -735,8 +739,7 @@ int weft_process_start(weft_process h) {
   if (p->method == METHOD_SPAWN && via_forker) spawn.mask = &req.mask;
   pid_t pid = req.spare_fd; /* a failure to reserve is reported before any fork */
   int pidfd = -1, status_fd = -1;
-  if (p->method == METHOD_FORKSERVER && req.spare_fd >= 0) {
-    weft__os_close(req.spare_fd); /* the server opens the pidfd */
+  if (forkserver) {
     fflush(NULL);
     int r = weft__forkserver_start(&spawn, &pid, &pidfd, &status_fd);
     if (r < 0) pid = pidfd = r;
@@ -759,8 +762,8 @@ int weft_process_start(weft_process h) {
     p->reap_error = WEFT_ECHILD;
   } else if (pidfd < 0) {
     p->state = ST_INITIAL;
-    err = p->method == METHOD_FORKSERVER
-              ? pidfd /* its sentence is recorded, and says more */
+    err = forkserver /* its sentence is recorded, and says more */
+              ? pidfd
               : weft__error(pidfd, "could not start %s: %s", p->name, weft_strerror(pidfd));
   } else {
     p->pid = pid;
@@ -773,8 +776,7 @@ int weft_process_start(weft_process h) {
   }
   put_locked(p);
   pthread_mutex_unlock(&registry);
-  if (via_forker || req.spare_fd < 0 || p->method == METHOD_FORKSERVER)
-    weft__nocancel_end(cancel_state);
+  if (via_forker || req.spare_fd < 0) weft__nocancel_end(cancel_state);
   return err;
 }
 

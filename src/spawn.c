@@ -79,14 +79,18 @@ int weft__spawn_send(int fd, const struct weft__spawn_req *req) {
 }
 
 pid_t weft__spawn_start(const struct weft__spawn_req *req) {
-  int err = weft__spawn_check_target(req->target, "weft_process_start");
-  if (err != 0) return err;
   int fds[2];
   pid_t pid = weft__os_socketpair(fds);
   if (pid == 0) {
     pid = weft__os_spawn_self(fds[1], ENV_NAME "=3", req->mask);
     weft__os_close(fds[1]);
-    if (pid > 0) weft__spawn_send(fds[0], req);
+    /* The target was named at creation; a send that fails otherwise than
+     * on a child that died (out of memory) leaves nothing behind. */
+    int err = pid > 0 ? weft__spawn_send(fds[0], req) : 0;
+    if (err != 0 && err != WEFT_EPIPE) {
+      weft__os_kill_and_reap(pid);
+      pid = err;
+    }
     weft__os_close(fds[0]);
   }
   return pid;

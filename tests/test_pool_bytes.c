@@ -621,6 +621,14 @@ static int counted_task(const void *arg, size_t len, void *result, size_t *resul
   return 0;
 }
 
+/* Items 0..n-1, as int64 and as byte strings of them. */
+static void number_items(int64_t *items, weft_bytes *bitems, int n) {
+  for (int i = 0; i < n; i++) {
+    items[i] = i;
+    bitems[i] = (weft_bytes){&items[i], 8};
+  }
+}
+
 static int counted_bytes_task(const void *arg, size_t len, void *result, size_t *result_len) {
   return counted_task(arg, len, result, result_len);
 }
@@ -647,10 +655,7 @@ START_TEST(crash_in_chunk_keeps_results_sent_in_parts) {
   int64_t items[N];
   weft_bytes bitems[N];
   int errors[N];
-  for (int i = 0; i < N; i++) {
-    items[i] = i;
-    bitems[i] = (weft_bytes){&items[i], 8};
-  }
+  number_items(items, bitems, N);
   weft_bytes *res = NULL;
   int rc = weft_pool_map_bytes(pool, counted_big_task, bitems, N, &res, .chunksize = CHUNK,
                                .errors = errors);
@@ -680,10 +685,7 @@ START_TEST(crash_in_chunk_fails_only_its_item) {
     int64_t items[N], results[N];
     weft_bytes bitems[N];
     int errors[N];
-    for (int i = 0; i < N; i++) {
-      items[i] = i;
-      bitems[i] = (weft_bytes){&items[i], 8};
-    }
+    number_items(items, bitems, N);
     weft_bytes *res = NULL;
     int rc = form == 0 ? weft_pool_map(pool, counted_task, items, 8, N, results, 8,
                                        .chunksize = CHUNK, .errors = errors)

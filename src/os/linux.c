@@ -442,7 +442,7 @@ bool weft__os_fd_valid(int fd) { return fcntl(fd, F_GETFD) >= 0; }
 void weft__os_open_std_fds(void) {
   /* open returns the lowest free fd: the one closed, as those below are open */
   for (int fd = 0; fd < 3; fd++)
-    if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) < 0) return;
+    if (!weft__os_fd_valid(fd) && open("/dev/null", O_RDWR) < 0) return;
 }
 
 void weft__os_raise_fd_limit(uint64_t *old) {
