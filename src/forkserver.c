@@ -139,8 +139,10 @@ static void lost_locked(void) {
   fs.pid = 0;
 }
 
-static bool server_dead_locked(pid_t server) {
-  return fs.pid == server && fs.pidfd >= 0 && weft__os_wait_readable(fs.pidfd, 0) == 1;
+/* Whether the server is dead, waiting for that until the deadline (ns):
+ * a server that dies closes its sockets before its pidfd says so. */
+static bool server_dead_locked(pid_t server, int64_t deadline) {
+  return fs.pid == server && fs.pidfd >= 0 && weft__os_wait_readable(fs.pidfd, deadline) == 1;
 }
 
 int weft_forkserver_ensure_running(void) {
@@ -237,8 +239,11 @@ static int try_start(const struct weft__spawn_req *req, pid_t *pid, int *pidfd, 
   if (r == (ssize_t)sizeof rp && rp.kind == REPLY_FAILED && rp.value < 0)
     return weft__error(rp.value, "could not start %s: the forkserver could not: %s", req->name,
                        weft_strerror(rp.value));
+  /* No answer at all (end of file): only a dying server closes the socket
+   * without one. Wait for its death to show, not for ever. */
+  int64_t deadline = r <= 0 && got == 0 ? weft__os_now_ns() + 2000000000 : 0;
   pthread_mutex_lock(&fs.mu);
-  bool dead = server_dead_locked(server);
+  bool dead = server_dead_locked(server, deadline);
   if (dead) lost_locked();
   pthread_mutex_unlock(&fs.mu);
   if (dead) return 1;

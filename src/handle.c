@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "handle.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -123,6 +124,63 @@ void *weft__ref_add(void *obj, enum weft__ref_kind kind, const char *fn) {
   __atomic_store_n(&s->tag, gen | (uint64_t)kind, __ATOMIC_RELEASE);
   pthread_mutex_unlock(&ref_mutex);
   return (void *)(uintptr_t)(gen | (index + 1));
+}
+
+/* Makes slot index exist (and every slot below it), the new ones free. */
+static int ref_reach_locked(uint32_t index) {
+  while (ref_used <= index) {
+    uint32_t i = ref_used;
+    if ((i & (WEFT__REF_CHUNK - 1)) == 0) {
+      weft__ref_slot *chunk = calloc(WEFT__REF_CHUNK, sizeof *chunk);
+      if (chunk == NULL) return -ENOMEM;
+      for (uint32_t j = 0; j < WEFT__REF_CHUNK; j++) chunk[j].tag = (uint64_t)1 << 32;
+      __atomic_store_n(&weft__ref_chunks[i >> WEFT__REF_CHUNK_BITS], chunk, __ATOMIC_RELEASE);
+    }
+    ref_used++;
+    if (i < index) { /* free for later adds */
+      weft__ref_slot *s = ref_slot(i);
+      s->next = ref_free_head;
+      ref_free_head = i + 1;
+    }
+  }
+  return 0;
+}
+
+bool weft__ref_stale(const void *handle) {
+  uint64_t id = (uint64_t)(uintptr_t)handle;
+  uint32_t index = (uint32_t)id - 1;
+  if (index >= WEFT__REF_CHUNKS * WEFT__REF_CHUNK || (id >> 32) == 0) return false;
+  weft__ref_slot *s = ref_slot(index);
+  if (s == NULL) return false;
+  uint32_t gen = (uint32_t)(__atomic_load_n(&s->tag, __ATOMIC_ACQUIRE) >> 32);
+  return gen > (uint32_t)(id >> 32);
+}
+
+int weft__ref_add_at(const void *handle, void *obj, enum weft__ref_kind kind) {
+  uint64_t id = (uint64_t)(uintptr_t)handle;
+  uint32_t index = (uint32_t)id - 1;
+  if (index >= WEFT__REF_CHUNKS * WEFT__REF_CHUNK || (id >> 32) == 0) return -EINVAL;
+  pthread_mutex_lock(&ref_mutex);
+  int err = 0;
+  if (index >= ref_used) {
+    err = ref_reach_locked(index);
+  } else {
+    /* Only a free slot can take it: unlink it from the free list. */
+    uint32_t *link = &ref_free_head;
+    while (*link != 0 && *link != index + 1) link = &ref_slot(*link - 1)->next;
+    if (*link == 0)
+      err = -EEXIST;
+    else
+      *link = ref_slot(index)->next;
+  }
+  if (err == 0) {
+    weft__ref_slot *s = ref_slot(index);
+    s->next = 0;
+    __atomic_store_n(&s->obj, obj, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->tag, (id & 0xffffffff00000000u) | (uint64_t)kind, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock(&ref_mutex);
+  return err;
 }
 
 int weft__ref_error(const void *handle, enum weft__ref_kind kind, const char *fn) {

@@ -7,6 +7,7 @@
 #ifndef WEFT_HANDLE_H
 #define WEFT_HANDLE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -78,6 +79,15 @@ extern weft__ref_slot *weft__ref_chunks[WEFT__REF_CHUNKS];
 /* Registers obj and returns the pointer to hand out for it; NULL (and
  * WEFT_ENOMEM recorded for fn) if the table is full or memory ran out. */
 void *weft__ref_add(void *obj, enum weft__ref_kind kind, const char *fn);
+
+/* Whether handle names an object that was freed since (its slot has moved
+ * on to a later generation). */
+bool weft__ref_stale(const void *handle);
+
+/* Registers obj under the given pointer, as another process handed it out
+ * (an object that travelled to a spawned child): 0, -EEXIST if that slot
+ * is taken, -ENOMEM, -EINVAL for a pointer that is no handle. */
+int weft__ref_add_at(const void *handle, void *obj, enum weft__ref_kind kind);
 
 /* The object behind a handed-out pointer of that kind, or NULL. */
 static inline void *weft__ref_get(const void *handle, enum weft__ref_kind kind) {

@@ -25,6 +25,7 @@
 #include "runtime.h"
 #include "tsan.h"
 #include "os/os.h"
+#include "region.h"
 #include "weft/queue.h"
 
 #define MAGIC 0x77667471u /* "wftq" */
@@ -102,7 +103,8 @@ weft_mpqueue *weft_mpqueue_new_opts(const weft_mpqueue_options *o) {
     return NULL;
   }
   capacity &= ~(size_t)7; /* records are 8-aligned: a tail of 1-7 bytes could hold none */
-  weft_mpqueue *q = weft__os_map_shared(RING_OFFSET + capacity);
+  int err = 0;
+  weft_mpqueue *q = weft__region_new(RING_OFFSET + capacity, &err);
   if (q == NULL) {
     weft__error(WEFT_ENOMEM, "weft_mpqueue_new: cannot map %zu bytes", RING_OFFSET + capacity);
     return NULL;
@@ -113,7 +115,7 @@ weft_mpqueue *weft_mpqueue_new_opts(const weft_mpqueue_options *o) {
   if (o->name != NULL) strncpy(q->name, o->name, QNAME_MAX);
   q->magic = MAGIC;
   weft_mpqueue *h = weft__ref_add(q, WEFT__REF_MPQUEUE, "weft_mpqueue_new");
-  if (h == NULL) weft__os_unmap(q, RING_OFFSET + capacity);
+  if (h == NULL) weft__region_free(q);
   return h;
 }
 
@@ -541,6 +543,6 @@ int weft_mpqueue_free(weft_mpqueue *h) {
   if (h == NULL) return 0;
   weft_mpqueue *q = weft__ref_remove(h, WEFT__REF_MPQUEUE, "weft_mpqueue_free");
   if (q == NULL) return weft_last_error_code();
-  weft__os_unmap(q, RING_OFFSET + q->capacity);
+  weft__region_free(q);
   return 0;
 }

@@ -27,6 +27,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "os/os.h"
+#include "region.h"
 #include "weft/pipe.h"
 
 #define HEAD sizeof(uint64_t)
@@ -116,6 +117,39 @@ int weft_conn_close(weft_conn *conn) {
   free(conn->stage);
   free(conn);
   return 0;
+}
+
+/* ---- travel to a spawned child (region.h) ---- */
+
+#define CAN_SEND 1u
+#define CAN_RECV 2u
+
+int weft__conn_export(const void *h, struct weft__object_rec *rec, int *fd, const char *call) {
+  weft_conn *c = (weft_conn *)h;
+  int err = conn_of(&c, call);
+  if (err != 0) return err;
+  if (c->head_got != 0 || c->body_got != 0)
+    return weft__error(WEFT_EINVAL,
+                       "%s: a connection in the middle of receiving a message cannot travel "
+                       "(its next bytes are the rest of that message)",
+                       call);
+  int d = weft__os_dup(c->fd);
+  if (d < 0) return weft__error(d, "%s: cannot pass the connection: %s", call, weft_strerror(d));
+  rec->flags = (c->can_send ? CAN_SEND : 0) | (c->can_recv ? CAN_RECV : 0);
+  *fd = d;
+  return 0;
+}
+
+int weft__conn_import(const void *h, const struct weft__object_rec *rec, int fd) {
+  if (fd < 0) return -EPROTO;
+  weft_conn *c = calloc(1, sizeof *c);
+  if (c == NULL) return -ENOMEM;
+  c->fd = fd;
+  c->can_send = (rec->flags & CAN_SEND) != 0;
+  c->can_recv = (rec->flags & CAN_RECV) != 0;
+  int err = weft__ref_add_at(h, c, WEFT__REF_CONN);
+  if (err != 0) free(c);
+  return err;
 }
 
 int weft_conn_fileno(weft_conn *conn) {

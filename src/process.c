@@ -20,6 +20,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "os/os.h"
+#include "region.h"
 #include "runtime.h"
 #include "forkserver.h"
 #include "spawn.h"
@@ -39,6 +40,7 @@ struct proc {
   void *arg;
   void *args;       /* the bytes of .args, owned; the target's argument when set */
   size_t args_size;
+  const void **objects; /* .objects, owned, NULL-terminated; NULL: none */
   enum method method;
   pid_t pid;
   pid_t parent_pid; /* the process that created the object; 0 for MainProcess */
@@ -214,6 +216,8 @@ static void put_locked(struct proc *p) {
   if (--p->refs == 0 && p != &main_proc) {
     free(p->args);
     p->args = NULL;
+    free(p->objects);
+    p->objects = NULL;
     if (p->pidfd >= 0) close_pidfd_locked(p);
     running_remove_locked(p); /* never on it when closed: kept in step all the same */
     if (n_spares < MAX_SPARES) {
@@ -440,9 +444,21 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
   if (method != METHOD_FORK &&
       weft__spawn_check_target((const void *)target, "weft_process_new") != 0)
     return none;
+  if (weft__parcel_check(o->objects, "weft_process_new") != 0) return none;
+  const void **objects = NULL;
+  if (o->objects != NULL) {
+    size_t n = 0;
+    while (o->objects[n] != NULL) n++;
+    if ((objects = malloc((n + 1) * sizeof *objects)) == NULL) {
+      weft__error(WEFT_ENOMEM, "weft_process_new: out of memory for .objects");
+      return none;
+    }
+    memcpy(objects, o->objects, (n + 1) * sizeof *objects);
+  }
   void *args = NULL;
   if (o->args_size > 0) {
     if ((args = malloc(o->args_size)) == NULL) {
+      free(objects);
       weft__error(WEFT_ENOMEM, "weft_process_new: out of memory for %zu bytes of .args", o->args_size);
       return none;
     }
@@ -457,6 +473,7 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
   } else if ((p = calloc(1, sizeof *p)) == NULL) {
     pthread_mutex_unlock(&registry);
     free(args);
+    free(objects);
     weft__error(WEFT_ENOMEM, "weft_process_new: out of memory");
     return none;
   }
@@ -466,6 +483,7 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
   p->arg = args != NULL ? args : o->arg;
   p->args = args;
   p->args_size = o->args_size;
+  p->objects = objects;
   p->method = method;
   p->daemon = o->daemon || current->daemon; /* Python copies the creator's config */
   p->pidfd = -1;
@@ -485,6 +503,7 @@ weft_process weft_process_new_opts(weft_process_target target, const weft_proces
   p->id = weft__handle_add(&table, p);
   if (p->id == 0) {
     free(args);
+    free(objects);
     free(p);
     pthread_mutex_unlock(&registry);
     weft__error(WEFT_ENOMEM, "weft_process_new: out of memory");
@@ -713,6 +732,18 @@ int weft_process_start(weft_process h) {
   p->state = ST_STARTING;
   pthread_mutex_unlock(&registry);
 
+  /* What a spawned child is given goes in the parcel before it starts: an
+   * object that cannot travel (freed since creation) fails the start. */
+  struct weft__parcel *parcel = NULL;
+  if (p->method != METHOD_FORK &&
+      (parcel = weft__parcel_pack(p->objects, "weft_process_start")) == NULL) {
+    err = weft_last_error_code();
+    pthread_mutex_lock(&registry);
+    p->state = ST_INITIAL;
+    put_locked(p);
+    pthread_mutex_unlock(&registry);
+    return err;
+  }
   /* Cancellation is off while fflush (a write) or a forker request could be
    * cancelled with the object half-started. It is back on before a direct
    * fork: a page the parent writes after fork is a page copied, and nothing
@@ -732,7 +763,8 @@ int weft_process_start(weft_process h) {
                                   .identity = p->identity,
                                   .parent_pid = weft__pid,
                                   .parent_name = current->name,
-                                  .parent_identity = current->identity};
+                                  .parent_identity = current->identity,
+                                  .parcel = parcel};
   if (p->method == METHOD_SPAWN) req.spawn = &spawn;
   /* A spawn by the forker, whose mask blocks every signal, gives the child
    * the starting thread's (fork_via_forker fills it in). */
@@ -776,6 +808,7 @@ int weft_process_start(weft_process h) {
   }
   put_locked(p);
   pthread_mutex_unlock(&registry);
+  weft__parcel_free(parcel);
   if (via_forker || req.spare_fd < 0) weft__nocancel_end(cancel_state);
   return err;
 }

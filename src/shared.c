@@ -11,109 +11,35 @@
 #include "deadlock.h"
 #include "internal.h"
 #include "os/os.h"
+#include "region.h"
 #include "runtime.h"
 #include "tsan.h"
 #include "weft/sync.h"
 
-/* The mapping's size sits in front of the block, which keeps 64-byte
- * alignment (a cache line) for the caller. */
-#define HEADER 64
+void weft__shared_before_fork(void) { weft__region_before_fork(); }
+void weft__shared_after_fork_parent(void) { weft__region_after_fork(); }
+void weft__shared_after_fork_child(void) { weft__region_after_fork(); }
 
-/* The blocks this process has mapped and not yet freed, so that a second
- * free (or a pointer that never came from here) is refused without reading
- * unmapped memory: an open-addressing set of addresses, 0 empty, TOMB
- * deleted, under `mu`, which the fork handlers hold across fork so the
- * child's copy is whole. */
-#define TOMB ((uintptr_t)1)
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static uintptr_t *set;
-static size_t cap, used; /* used counts keys and tombstones */
-
-static size_t home(uintptr_t key, size_t mask) { return (size_t)((key >> 6) * 0x9e3779b97f4a7c15ull) & mask; }
-
-static bool set_has_locked(uintptr_t key) {
-  if (cap == 0) return false;
-  for (size_t i = home(key, cap - 1);; i = (i + 1) & (cap - 1)) {
-    if (set[i] == key) return true;
-    if (set[i] == 0) return false;
-  }
-}
-
-static bool set_grow_locked(void) {
-  size_t ncap = cap != 0 ? cap * 2 : 64;
-  uintptr_t *n = calloc(ncap, sizeof *n);
-  if (n == NULL) return false;
-  for (size_t i = 0; i < cap; i++) {
-    if (set[i] == 0 || set[i] == TOMB) continue;
-    size_t j = home(set[i], ncap - 1);
-    while (n[j] != 0) j = (j + 1) & (ncap - 1);
-    n[j] = set[i];
-  }
-  size_t live = 0;
-  for (size_t i = 0; i < ncap; i++) live += n[i] != 0;
-  free(set);
-  set = n;
-  cap = ncap;
-  used = live;
-  return true;
-}
-
-static bool set_add(uintptr_t key) {
-  pthread_mutex_lock(&mu);
-  bool ok = (used + 1) * 4 < cap * 3 || set_grow_locked();
-  if (ok) {
-    size_t i = home(key, cap - 1);
-    while (set[i] != 0 && set[i] != TOMB) i = (i + 1) & (cap - 1);
-    used += set[i] == 0;
-    set[i] = key;
-  }
-  pthread_mutex_unlock(&mu);
-  return ok;
-}
-
-static bool set_remove(uintptr_t key) {
-  pthread_mutex_lock(&mu);
-  bool had = set_has_locked(key);
-  if (had) {
-    size_t i = home(key, cap - 1);
-    while (set[i] != key) i = (i + 1) & (cap - 1);
-    set[i] = TOMB;
-  }
-  pthread_mutex_unlock(&mu);
-  return had;
-}
-
-void weft__shared_before_fork(void) { pthread_mutex_lock(&mu); }
-void weft__shared_after_fork_parent(void) { pthread_mutex_unlock(&mu); }
-void weft__shared_after_fork_child(void) { pthread_mutex_unlock(&mu); }
-
-void *weft_shared_alloc(size_t size) {
-  if (size == 0 || size > SIZE_MAX - HEADER) {
-    weft__error(WEFT_EINVAL, "weft_shared_alloc: size %zu is not valid", size);
-    return NULL;
-  }
-  void *base = weft__os_map_shared(size + HEADER);
-  if (base == NULL) {
-    weft__error(WEFT_ENOMEM, "weft_shared_alloc: cannot map %zu bytes: %s", size, strerror(errno));
-    return NULL;
-  }
-  *(size_t *)base = size + HEADER;
-  void *block = (char *)base + HEADER;
-  if (!set_add((uintptr_t)block)) {
-    weft__os_unmap(base, size + HEADER);
-    weft__error(WEFT_ENOMEM, "weft_shared_alloc: out of memory");
-    return NULL;
+static void *shared_alloc(size_t size, const char *call) {
+  int err = 0;
+  void *block = weft__region_block(size, &err);
+  if (block == NULL) {
+    if (err == -EINVAL)
+      weft__error(WEFT_EINVAL, "%s: size %zu is not valid", call, size);
+    else
+      weft__error(err == -EMFILE || err == -ENFILE ? WEFT_EMFILE : WEFT_ENOMEM,
+                  "%s: cannot map %zu bytes of shared memory: %s", call, size, weft_strerror(err));
   }
   return block;
 }
 
+void *weft_shared_alloc(size_t size) { return shared_alloc(size, "weft_shared_alloc"); }
+
 static int shared_free(void *ptr, const char *call) {
   if (ptr == NULL) return 0;
-  if (!set_remove((uintptr_t)ptr))
+  if (!weft__region_block_free(ptr))
     return weft__error(WEFT_ECLOSED, "%s: %p was already freed (or is not mapped by this process)",
                        call, ptr);
-  void *base = (char *)ptr - HEADER;
-  weft__os_unmap(base, *(size_t *)base);
   return 0;
 }
 
@@ -124,17 +50,41 @@ int weft_shared_free(void *ptr) { return shared_free(ptr, "weft_shared_free"); }
 /* Whether ptr is a live block of this process, for the frees below, which
  * must end the object's life before unmapping it. */
 static int check_live(const void *ptr, const char *call) {
-  pthread_mutex_lock(&mu);
-  bool live = set_has_locked((uintptr_t)ptr);
-  pthread_mutex_unlock(&mu);
-  if (live) return 0;
+  if (weft__region_block_live(ptr)) return 0;
   return weft__error(WEFT_ECLOSED, "%s: %p was already freed (or is not mapped by this process)",
                      call, ptr);
 }
 
+/* A primitive's block with copies of its name and site after it. A child
+ * started by spawn maps the block at the same address but not the
+ * parent's string constants, so its reports read the copies. */
+struct texts {
+  const char *name, *site;
+};
+
+static void *alloc_with_texts(size_t size, struct texts *t, const char *call) {
+  size_t nlen = t->name != NULL ? strlen(t->name) + 1 : 0;
+  size_t slen = t->site != NULL ? strlen(t->site) + 1 : 0;
+  char *block = shared_alloc(size + nlen + slen, call);
+  if (block == NULL) return NULL;
+  char *at = block + size;
+  if (t->name != NULL) t->name = memcpy(at, t->name, nlen);
+  if (t->site != NULL) t->site = memcpy(at + nlen, t->site, slen);
+  return block;
+}
+
+static void keep_texts(weft_lock *l, const struct texts *t) {
+  l->name = t->name;
+  l->site = t->site;
+}
+
 weft_lock *weft_lock_new_opts(const char *site, const weft_lock_options *o) {
-  weft_lock *l = weft_shared_alloc(sizeof *l);
-  if (l != NULL) weft_lock_init_opts(l, NULL, site, o);
+  struct texts t = {o != NULL ? o->name : NULL, site};
+  weft_lock *l = alloc_with_texts(sizeof *l, &t, "weft_lock_new");
+  if (l != NULL) {
+    weft_lock_init_opts(l, NULL, site, o);
+    keep_texts(l, &t);
+  }
   return l;
 }
 
@@ -147,8 +97,12 @@ int weft_lock_free(weft_lock *l) {
 }
 
 weft_rlock *weft_rlock_new_opts(const char *site, const weft_lock_options *o) {
-  weft_rlock *r = weft_shared_alloc(sizeof *r);
-  if (r != NULL) weft_rlock_init_opts(r, NULL, site, o);
+  struct texts t = {o != NULL ? o->name : NULL, site};
+  weft_rlock *r = alloc_with_texts(sizeof *r, &t, "weft_rlock_new");
+  if (r != NULL) {
+    weft_rlock_init_opts(r, NULL, site, o);
+    keep_texts(&r->lock, &t);
+  }
   return r;
 }
 
@@ -173,8 +127,10 @@ static void *refused(void *block) {
 }
 
 weft_cond *weft_cond_new_opts(const char *site, const weft_cond_options *o) {
-  weft_cond *c = weft_shared_alloc(sizeof *c);
+  struct texts t = {o != NULL ? o->name : NULL, site};
+  weft_cond *c = alloc_with_texts(sizeof *c, &t, "weft_cond_new");
   if (c != NULL && weft_cond_init_opts(c, NULL, site, o) != 0) return refused(c);
+  if (c != NULL) keep_texts(&c->own.lock, &t);
   return c;
 }
 
@@ -192,15 +148,19 @@ weft_semaphore *weft_semaphore_new_opts(int value, const weft_semaphore_options 
     weft__error(WEFT_EINVAL, "weft_semaphore_new: initial value must be >= 0, not %d", value);
     return NULL;
   }
-  weft_semaphore *s = weft_shared_alloc(sizeof *s);
-  if (s != NULL) weft_semaphore_init_opts(s, value, o);
+  struct texts t = {o != NULL ? o->name : NULL, NULL};
+  weft_semaphore *s = alloc_with_texts(sizeof *s, &t, "weft_semaphore_new");
+  if (s != NULL) {
+    weft_semaphore_init_opts(s, value, o);
+    s->name = t.name;
+  }
   return s;
 }
 
 int weft_semaphore_free(weft_semaphore *s) { return shared_free(s, "weft_semaphore_free"); }
 
 weft_event *weft_event_new(void) {
-  weft_event *e = weft_shared_alloc(sizeof *e);
+  weft_event *e = shared_alloc(sizeof *e, "weft_event_new");
   if (e != NULL) weft_event_init(e);
   return e;
 }
@@ -212,8 +172,11 @@ weft_barrier *weft_barrier_new_opts(int parties, const weft_barrier_options *o) 
     weft__error(WEFT_EINVAL, "weft_barrier_new: parties must be >= 1, not %d", parties);
     return NULL;
   }
-  weft_barrier *b = weft_shared_alloc(sizeof *b);
+  weft_barrier probe = WEFT_BARRIER_INIT(1);
+  struct texts t = {probe.lock.name, probe.lock.site};
+  weft_barrier *b = alloc_with_texts(sizeof *b, &t, "weft_barrier_new");
   if (b != NULL && weft_barrier_init_opts(b, parties, o) != 0) return refused(b);
+  if (b != NULL) keep_texts(&b->lock, &t);
   return b;
 }
 

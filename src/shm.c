@@ -25,12 +25,14 @@
  * than its own can only be such a fork-time hold, and counts as free. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "handle.h"
 #include "internal.h"
 #include "os/os.h"
+#include "region.h"
 #include "runtime.h"
 #include "weft/shm.h"
 
@@ -225,20 +227,11 @@ static void free_handle(weft_shm *s) {
 static weft_shm *new_anonymous(size_t size) {
   weft_shm *s = new_handle("weft_shm_new");
   if (s == NULL) return NULL;
-  int fd = weft__os_memfd("weft-shm");
-  if (fd < 0) {
-    fail(fd, "weft_shm_new", "create a memory file", NULL);
-    free_handle(s);
-    return NULL;
-  }
-  int err = weft__os_ftruncate(fd, size);
-  if (err == 0) {
-    s->base = weft__os_map_fd(fd, size);
-    if (s->base == NULL) err = -errno;
-  }
-  /* The mapping keeps the file alive, in this process and in its children. */
-  weft__os_shm_close(fd);
-  if (err != 0) {
+  /* A region (region.h): the memory travels to spawned children at the
+   * same address, as a forked child's does. */
+  int err = 0;
+  s->base = weft__region_new(size, &err);
+  if (s->base == NULL) {
     weft__error(code_of(err) == WEFT_EINVAL ? WEFT_ENOMEM : code_of(err),
                 "weft_shm_new: cannot make a segment of %zu bytes: %s", size,
                 weft_strerror(err));
@@ -358,6 +351,76 @@ static weft_shm *shm_of(const weft_shm *h, const char *fn, int *err) {
   return weft__ref_use(h, WEFT__REF_SHM, fn, err);
 }
 
+/* ---- travel to a spawned child (region.h) ----
+ * An anonymous segment is a region, which travels with every start; a
+ * named one travels by its name, as Python's does, so it must still be
+ * the object this handle mapped. */
+
+int weft__shm_export(const void *h, struct weft__object_rec *rec, int *fd, const char *call) {
+  int err = 0;
+  weft_shm *s = shm_of(h, call, &err);
+  if (s == NULL) return err;
+  rec->ptr = (uint64_t)(uintptr_t)s->base;
+  rec->size = s->size;
+  snprintf(rec->name, sizeof rec->name, "%s", s->name);
+  if (s->name[0] == '\0') return 0;
+  uint64_t dev = 0, ino = 0;
+  int d = weft__os_shm_open(s->name, false);
+  if (d >= 0 && (err = weft__os_fd_identity(d, &dev, &ino)) == 0 && (dev != s->dev || ino != s->ino))
+    err = -ENOENT;
+  if (d < 0 || err != 0) {
+    if (d >= 0) weft__os_shm_close(d);
+    if (d == -ENOENT || err == -ENOENT)
+      return weft__error(WEFT_ENOENT,
+                         "%s: segment '%s' was unlinked: a named segment travels by its name", call,
+                         s->name);
+    return fail(d < 0 ? d : err, call, "pass", s->name);
+  }
+  rec->dev = dev;
+  rec->ino = ino;
+  *fd = d;
+  return 0;
+}
+
+int weft__shm_import(const void *h, const struct weft__object_rec *rec, int fd) {
+  weft_shm *s = calloc(1, sizeof *s);
+  if (s == NULL) return -ENOMEM;
+  s->handle = (weft_shm *)h;
+  s->size = (size_t)rec->size;
+  snprintf(s->name, sizeof s->name, "%s", rec->name);
+  s->dev = rec->dev;
+  s->ino = rec->ino;
+  if (s->name[0] == '\0') {
+    s->base = (void *)(uintptr_t)rec->ptr; /* mapped with the regions */
+  } else {
+    if (fd < 0) {
+      free(s);
+      return -EPROTO;
+    }
+    /* At the parent's address if it is free here, so that pointers into it
+     * stored in shared memory mean the same; anywhere else otherwise. */
+    s->base = weft__os_map_fd_at(fd, s->size, (void *)(uintptr_t)rec->ptr);
+    if (s->base != NULL && s->base != (void *)(uintptr_t)rec->ptr) {
+      weft__os_unmap(s->base, s->size);
+      s->base = NULL;
+    }
+    if (s->base == NULL) s->base = weft__os_map_fd(fd, s->size);
+    if (s->base == NULL) {
+      int err = -errno;
+      free(s);
+      return err;
+    }
+  }
+  int err = weft__ref_add_at(h, s, WEFT__REF_SHM);
+  if (err != 0) {
+    if (s->name[0] != '\0') weft__os_unmap(s->base, s->size);
+    free(s);
+    return err;
+  }
+  if (fd >= 0) weft__os_shm_close(fd); /* the mapping keeps the object */
+  return 0;
+}
+
 void *weft_shm_buf(const weft_shm *h) {
   int err;
   const weft_shm *shm = shm_of(h, "weft_shm_buf", &err);
@@ -399,7 +462,11 @@ int weft_shm_close(weft_shm *h) {
   if (h == NULL) return 0;
   weft_shm *shm = weft__ref_remove(h, WEFT__REF_SHM, "weft_shm_close");
   if (shm == NULL) return weft_last_error_code();
-  int err = weft__os_unmap(shm->base, shm->size);
+  int err = 0;
+  if (shm->name[0] == '\0')
+    weft__region_free(shm->base);
+  else
+    err = weft__os_unmap(shm->base, shm->size);
   free(shm);
   if (err != 0) return fail(err, "weft_shm_close", "unmap the segment", NULL);
   return 0;

@@ -18,6 +18,7 @@
 
 #include "internal.h"
 #include "os/os.h"
+#include "region.h"
 #include "taskname.h"
 
 #define ENV_NAME "WEFT_SPAWN_FD"
@@ -73,6 +74,7 @@ int weft__spawn_send(int fd, const struct weft__spawn_req *req) {
      * (EPIPE, no signal); its exit code says the rest. */
     err = send_all(fd, m, sizeof *m);
     if (err == 0 && req->args_size > 0) err = send_all(fd, req->args, req->args_size);
+    if (err == 0) err = weft__parcel_send(fd, req->parcel);
   }
   free(m);
   return err;
@@ -112,6 +114,8 @@ _Noreturn void weft__spawn_run(int fd, pid_t real_parent, int parent_pidfd) {
     if (args == NULL) fail("out of memory for the arguments");
     if (weft__os_read_all(fd, args, m->args_size) != 0) fail("the arguments did not arrive whole");
   }
+  char why[256];
+  if (weft__parcel_receive(fd, why, sizeof why) != 0) fail(why);
   weft__os_close(fd);
   void *target = NULL;
   if (weft__task_resolve(&m->target, &target) != 0) fail(weft_last_error());

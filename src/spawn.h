@@ -22,6 +22,7 @@ struct weft__spawn_req {
   pid_t parent_pid;
   const char *parent_name, *parent_identity;
   const void *mask; /* the child's signal mask (a sigset_t); NULL: the calling thread's */
+  const struct weft__parcel *parcel; /* the shared memory and objects it is given */
 };
 
 /* Checks that another run of the program can find target. 0, or
@@ -32,7 +33,7 @@ int weft__spawn_check_target(const void *target, const char *call);
  * (nothing is left behind). */
 pid_t weft__spawn_start(const struct weft__spawn_req *req);
 
-/* Sends the request -- a fixed header, then the argument bytes -- on fd,
+/* Sends the request -- a fixed header, the argument bytes, the parcel -- on fd,
  * from which a child's weft__spawn_run reads it. 0 or a negative code. */
 int weft__spawn_send(int fd, const struct weft__spawn_req *req);
 

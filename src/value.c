@@ -16,6 +16,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "os/os.h"
+#include "region.h"
 #include "tsan.h"
 #include "weft/shm.h"
 
@@ -30,7 +31,6 @@ struct weft_value {
   size_t length;
   size_t elem_size;
   char typecode;      /* Python's struct code of the type */
-  const char *type;   /* its C name */
   weft_rlock *lock;   /* &own_lock, the lock given, or NULL for a raw value */
   weft_rlock own_lock;
   char name[WEFT_NAME_MAX + 1]; /* "Value(i)", "Array(d, 10)" or opts->name */
@@ -121,9 +121,11 @@ static weft_value *create(const char *fn, const char *type, size_t length, bool 
     return NULL;
   }
   size_t map_size = DATA_OFFSET + length * t->size;
-  struct weft_value *v = weft__os_map_shared(map_size);
+  int err = 0;
+  struct weft_value *v = weft__region_block(map_size, &err);
   if (v == NULL) {
-    weft__error(WEFT_ENOMEM, "%s: cannot map %zu bytes: %s", fn, map_size, strerror(errno));
+    weft__error(err == -EMFILE || err == -ENFILE ? WEFT_EMFILE : WEFT_ENOMEM,
+                "%s: cannot map %zu bytes: %s", fn, map_size, weft_strerror(err));
     return NULL;
   }
   v->magic = MAGIC;
@@ -131,7 +133,6 @@ static weft_value *create(const char *fn, const char *type, size_t length, bool 
   v->length = length;
   v->elem_size = t->size;
   v->typecode = t->code;
-  v->type = t->name;
   if (o->name != NULL) {
     snprintf(v->name, sizeof v->name, "%s", o->name);
   } else if (array) {
@@ -150,7 +151,7 @@ static weft_value *create(const char *fn, const char *type, size_t length, bool 
   weft_value *h = weft__ref_add(v, WEFT__REF_VALUE, fn);
   if (h == NULL) {
     if (v->lock == &v->own_lock) weft__tsan_mutex_destroy(&v->own_lock, 0);
-    weft__os_unmap(v, map_size);
+    weft__region_block_free(v);
   }
   return h;
 }
@@ -249,7 +250,6 @@ int weft_value_free(weft_value *h) {
     if (weft__dd_on) weft__dd_forget(&v->own_lock.lock);
     weft__tsan_mutex_destroy(&v->own_lock, 0);
   }
-  if (weft__os_unmap(v, v->map_size) != 0)
-    return weft__error(WEFT_EINVAL, "weft_value_free: cannot unmap the value");
+  weft__region_block_free(v);
   return 0;
 }

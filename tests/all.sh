@@ -11,6 +11,7 @@ scripts/install-deps.sh || exit 1
 jobs=$(nproc 2>/dev/null || echo 2)
 total_passed=0
 total_failed=0
+failed_checks=""
 
 count() { # add the counts a pass left in BUILD_DIR/test-counts
   if [ -f "$1/test-counts" ]; then
@@ -19,13 +20,15 @@ count() { # add the counts a pass left in BUILD_DIR/test-counts
     total_failed=$((total_failed + f))
   else
     total_failed=$((total_failed + 1))
+    failed_checks="${failed_checks}build of $1 failed
+"
   fi
 }
 
 build() { # build DIR SANITIZER
   log="$1.log"
   mkdir -p "$1"
-  rm -f "$1/test-counts"
+  rm -f "$1/test-counts" "$1/test-failures"
   if ! { cmake -S . -B "$1" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWEFT_SANITIZE="$2" &&
          cmake --build "$1" -j "$jobs"; } > "$log" 2>&1; then
     cat "$log"
@@ -48,6 +51,8 @@ one_check() { # one_check NAME COMMAND...: a check outside Check, counted as one
   else
     echo "$name: 0 passed, 1 failed"
     total_failed=$((total_failed + 1))
+    failed_checks="$failed_checks$name failed
+"
   fi
 }
 
@@ -84,5 +89,12 @@ one_check soak tests/soak/short.sh build
 echo "== benchmark smoke run (make bench QUICK=1)"
 one_check bench_smoke sh -c './build/bench/weft_bench --quick > build/bench-quick.txt 2>&1 || { cat build/bench-quick.txt; exit 1; }'
 
+# Every failure again, last, so the end of the log names what failed.
+failures=$(cat build/test-failures build-asan/test-failures build-tsan/test-failures 2>/dev/null
+            printf '%s' "$failed_checks")
+if [ -n "$failures" ]; then
+  echo "== what failed"
+  printf '%s\n' "$failures"
+fi
 echo "weft: $total_passed passed, $total_failed failed"
 [ "$total_failed" -eq 0 ]

@@ -227,16 +227,25 @@ static bool is_pidfd(int fd) {
   return readlink(path, target, sizeof target - 1) > 0 && strcmp(target, "anon_inode:[pidfd]") == 0;
 }
 
+/* weft's own: its parent pidfd, and the memory files of the parent's
+ * shared memory, which the child maps and passes on to its own children. */
+static bool is_wefts(int fd) {
+  char path[64], target[64] = "";
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  return is_pidfd(fd) || (readlink(path, target, sizeof target - 1) > 0 &&
+                          strncmp(target, "/memfd:weft-", 12) == 0);
+}
+
 static int fd_is_closed(void *arg) {
   int fd = *(const int *)arg;
-  if (fcntl(fd, F_GETFD) != -1 && !is_pidfd(fd)) return 20;
+  if (fcntl(fd, F_GETFD) != -1 && !is_wefts(fd)) return 20;
   DIR *d = opendir("/proc/self/fd");
   if (d == NULL) return 21;
   int bad = 0;
   for (struct dirent *e; (e = readdir(d)) != NULL;) {
     int n = atoi(e->d_name);
     if (e->d_name[0] == '.' || n <= 2 || n == dirfd(d)) continue;
-    if (!is_pidfd(n)) bad = 22;
+    if (!is_wefts(n)) bad = 22;
   }
   closedir(d);
   return bad;
@@ -615,6 +624,249 @@ START_TEST(misuse_of_start_methods) {
 }
 END_TEST
 
+
+/* ---- objects a child is given ---- */
+
+#define ROUNDS 200
+
+struct kit {
+  weft_lock *lock;
+  weft_rlock *rlock;
+  weft_semaphore *sem;
+  weft_event *event;
+  weft_barrier *barrier;
+  weft_cond *cond;
+  long *counter;          /* a weft_shared_alloc block, guarded by lock */
+  int *flag;              /* in the same block: notified under cond */
+  weft_value *value;      /* incremented under its own lock */
+  weft_value *array;
+  weft_mpqueue *queue;
+  weft_conn *to_parent;   /* the child's end of a pipe */
+  weft_shm *anon, *named;
+};
+
+static int add_value(weft_value *v, int by) {
+  weft_rlock *l = weft_value_get_lock(v);
+  if (l == NULL || weft_rlock_acquire(l, WEFT_FOREVER) != 0) return -1;
+  *(int *)weft_value_ptr(v) += by;
+  return weft_rlock_release(l);
+}
+
+/* Uses every object the parent gave; 0 when all worked, else the step. */
+static int use_kit(void *arg) {
+  const struct kit *k = arg;
+  if (weft_barrier_wait(k->barrier, 20) < 0) return 30;
+  for (int i = 0; i < ROUNDS; i++) {
+    if (weft_lock_acquire(k->lock, WEFT_FOREVER) != 0) return 31;
+    ++*k->counter;
+    if (weft_lock_release(k->lock) != 0) return 32;
+    if (add_value(k->value, 1) != 0) return 33;
+  }
+  if (weft_rlock_acquire(k->rlock, 5) != 0 || weft_rlock_acquire(k->rlock, 5) != 0) return 34;
+  weft_rlock_release(k->rlock);
+  weft_rlock_release(k->rlock);
+  int nine = 9;
+  if (weft_value_store(k->array, 3, 1, &nine) != 0) return 35;
+  if (weft_mpqueue_put(k->queue, "from child", 11, 5) != 0) return 36;
+  if (weft_conn_send(k->to_parent, "pipe", 5) != 0) return 37;
+  strcpy(weft_shm_buf(k->anon), "anon");
+  strcpy(weft_shm_buf(k->named), "named");
+  if (weft_semaphore_release(k->sem, 1) != 0) return 38;
+  if (weft_event_wait(k->event, 20) != 0) return 39; /* the parent read it all */
+  if (weft_cond_acquire(k->cond, 5) != 0) return 40;
+  *k->flag = 1;
+  weft_cond_notify_all(k->cond);
+  weft_cond_release(k->cond);
+  return 0;
+}
+
+START_TEST(a_child_uses_every_object_its_parent_gives) {
+  struct kit k = {0};
+  k.lock = weft_lock_new(.name = "kit lock");
+  k.rlock = weft_rlock_new();
+  k.sem = weft_semaphore_new(0);
+  k.event = weft_event_new();
+  k.barrier = weft_barrier_new(2);
+  k.cond = weft_cond_new();
+  k.counter = weft_shared_alloc(2 * sizeof(long));
+  k.flag = (int *)(k.counter + 1);
+  k.value = weft_value_new("i");
+  k.array = weft_array_new("i", 8);
+  k.queue = weft_mpqueue_new();
+  weft_conn *mine = NULL;
+  ck_assert_int_eq(weft_pipe(&mine, &k.to_parent), 0);
+  k.anon = weft_shm_new(4096);
+  char name[64];
+  snprintf(name, sizeof name, "/weft-travel-%d-%d", (int)getpid(), _i);
+  k.named = weft_shm_new(4096, .name = name);
+  ck_assert_ptr_nonnull(k.named);
+  ck_assert_ptr_nonnull(k.queue);
+  weft_process p = weft_process_new(
+      use_kit, .args = &k, .args_size = sizeof k, .start_method = methods[_i],
+      .objects = (const void *[]){k.value, k.array, k.queue, k.to_parent, k.anon, k.named, NULL});
+  ck_assert_uint_ne(p.id, 0);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_ge(weft_barrier_wait(k.barrier, 20 * SLOW), 0);
+  for (int i = 0; i < ROUNDS; i++) {
+    ck_assert_int_eq(weft_lock_acquire(k.lock, WEFT_FOREVER), 0);
+    ++*k.counter;
+    ck_assert_int_eq(weft_lock_release(k.lock), 0);
+    ck_assert_int_eq(add_value(k.value, 1), 0);
+  }
+  ck_assert_int_eq(weft_semaphore_acquire(k.sem, 20 * SLOW), 0);
+  char buf[32];
+  size_t len = 0;
+  ck_assert_int_eq(weft_mpqueue_get(k.queue, buf, sizeof buf, &len, 5), 0);
+  ck_assert_str_eq(buf, "from child");
+  ck_assert_int_eq(weft_conn_recv(mine, buf, sizeof buf, &len, 5), 0);
+  ck_assert_str_eq(buf, "pipe");
+  ck_assert_str_eq(weft_shm_buf(k.anon), "anon");
+  ck_assert_str_eq(weft_shm_buf(k.named), "named");
+  int got = 0;
+  ck_assert_int_eq(weft_value_load(k.array, 3, 1, &got), 0);
+  ck_assert_int_eq(got, 9);
+  ck_assert_int_eq(weft_cond_acquire(k.cond, 5), 0);
+  ck_assert_int_eq(weft_event_set(k.event), 0);
+  while (*k.flag == 0) ck_assert_int_eq(weft_cond_wait(k.cond, 20 * SLOW), 0);
+  ck_assert_int_eq(weft_cond_release(k.cond), 0);
+  ck_assert_int_eq(finish_process(p, 20 * SLOW), 0);
+  ck_assert_int_eq(*k.counter, 2 * ROUNDS); /* no increment lost on either side */
+  ck_assert_int_eq(*(int *)weft_value_ptr(k.value), 2 * ROUNDS);
+  int fds = count_fds();
+  weft_lock_free(k.lock);
+  weft_rlock_free(k.rlock);
+  weft_semaphore_free(k.sem);
+  weft_event_free(k.event);
+  weft_barrier_free(k.barrier);
+  weft_cond_free(k.cond);
+  weft_shared_free(k.counter);
+  weft_value_free(k.value);
+  weft_value_free(k.array);
+  weft_mpqueue_free(k.queue);
+  weft_conn_close(mine);
+  weft_conn_close(k.to_parent);
+  weft_shm_close(k.anon);
+  weft_shm_unlink(k.named);
+  weft_shm_close(k.named);
+  /* The memory files went with their last objects: queue, segment, the
+   * arena of the small blocks, and the pipe's two ends. */
+  ck_assert_int_eq(count_fds(), fds - 5);
+}
+END_TEST
+
+struct handles {
+  weft_value *given, *not_given;
+  weft_lock *lock;
+};
+
+static int unlisted_is_closed(void *arg) {
+  const struct handles *h = arg;
+  int x = 0;
+  if (weft_value_load(h->given, 0, 1, &x) != 0 || x != 5) return 20;
+  if (weft_value_load(h->not_given, 0, 1, &x) != WEFT_ECLOSED) return 21;
+  /* A lock the parent freed after the start is still this child's. */
+  if (weft_lock_acquire(h->lock, 5) != 0) return 22;
+  weft_lock_release(h->lock);
+  /* Reports name the lock from the copy that travelled with it. */
+  if (weft_lock_release(h->lock) == 0) return 23;
+  if (strstr(weft_last_error(), "ledger") == NULL) return 24;
+  return 0;
+}
+
+START_TEST(only_listed_handles_travel_and_freed_memory_stays_the_childs) {
+  struct handles h = {weft_value_new("i"), weft_value_new("i"), weft_lock_new(.name = "ledger")};
+  int five = 5;
+  weft_value_store(h.given, 0, 1, &five);
+  weft_value_store(h.not_given, 0, 1, &five);
+  weft_process p = weft_process_new(unlisted_is_closed, .args = &h, .args_size = sizeof h,
+                                    .start_method = methods[_i],
+                                    .objects = (const void *[]){h.given, NULL});
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_lock_free(h.lock), 0);
+  ck_assert_int_eq(finish_process(p, 20 * SLOW), 0);
+  weft_value_free(h.given);
+  weft_value_free(h.not_given);
+}
+END_TEST
+
+static int nested_spawn(void *arg) {
+  const struct handles *h = arg;
+  if (weft_lock_acquire(h->lock, 5) != 0) return 30;
+  weft_lock_release(h->lock);
+  weft_process p = weft_process_new(unlisted_is_closed, .args = h, .args_size = sizeof *h,
+                                    .start_method = "spawn",
+                                    .objects = (const void *[]){h->given, NULL});
+  if (weft_process_start(p) != 0) return 31;
+  if (weft_process_join(p, 20) != 0) return 32;
+  int code = -1;
+  weft_process_exitcode(p, &code);
+  return code == 0 ? 0 : 33;
+}
+
+START_TEST(objects_travel_on_to_grandchildren) {
+  struct handles h = {weft_value_new("i"), weft_value_new("i"), weft_lock_new(.name = "ledger")};
+  int five = 5;
+  weft_value_store(h.given, 0, 1, &five);
+  weft_value_store(h.not_given, 0, 1, &five);
+  weft_process p = weft_process_new(nested_spawn, .args = &h, .args_size = sizeof h,
+                                    .start_method = methods[_i],
+                                    .objects = (const void *[]){h.given, NULL});
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(finish_process(p, 40 * SLOW), 0);
+  weft_value_free(h.given);
+  weft_value_free(h.not_given);
+  weft_lock_free(h.lock);
+}
+END_TEST
+
+START_TEST(objects_that_cannot_travel_are_refused) {
+  weft_queue *tq = weft_queue_new();
+  void *heap = malloc(64);
+  weft_value *v = weft_value_new("i");
+  for (int m = 0; m < 3; m++) {
+    weft_process p = weft_process_new(exit_with, .args = &(int){0}, .args_size = sizeof(int),
+                                      .start_method = methods[m],
+                                      .objects = (const void *[]){v, tq, NULL});
+    ck_assert_uint_eq(p.id, 0);
+    ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
+    ck_assert_ptr_nonnull(strstr(weft_last_error(), "thread queue"));
+    p = weft_process_new(exit_with, .args = &(int){0}, .args_size = sizeof(int),
+                         .start_method = methods[m], .objects = (const void *[]){heap, NULL});
+    ck_assert_uint_eq(p.id, 0);
+    ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
+  }
+  /* Freed between creation and start: the start fails, no child is made,
+   * and the object can be started again without it. */
+  for (int m = 1; m < 3; m++) {
+    weft_value *gone = weft_value_new("i");
+    weft_process p = weft_process_new(exit_with, .args = &(int){0}, .args_size = sizeof(int),
+                                      .start_method = methods[m],
+                                      .objects = (const void *[]){gone, NULL});
+    ck_assert_uint_ne(p.id, 0);
+    weft_value_free(gone);
+    int kids = all_children();
+    ck_assert_int_eq(weft_process_start(p), WEFT_ECLOSED);
+    ck_assert_int_eq(all_children(), kids);
+    ck_assert_int_eq(weft_process_close(p), 0);
+  }
+  /* A named segment travels by its name: once unlinked it cannot. */
+  char name[64];
+  snprintf(name, sizeof name, "/weft-unlinked-%d", (int)getpid());
+  weft_shm *seg = weft_shm_new(4096, .name = name);
+  weft_process p = weft_process_new(exit_with, .args = &(int){0}, .args_size = sizeof(int),
+                                    .start_method = "spawn",
+                                    .objects = (const void *[]){seg, NULL});
+  ck_assert_int_eq(weft_shm_unlink(seg), 0);
+  ck_assert_int_eq(weft_process_start(p), WEFT_ENOENT);
+  ck_assert_ptr_nonnull(strstr(weft_last_error(), "unlinked"));
+  weft_process_close(p);
+  weft_shm_close(seg);
+  weft_value_free(v);
+  weft_queue_free(tq);
+  free(heap);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("test_start_methods");
   TCase *tc = weft_tcase("start_methods", 60);
@@ -633,6 +885,10 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, forkserver_exit_codes_with_sigchld_ignored);
   tcase_add_test(tc, default_start_method_and_environment);
   tcase_add_test(tc, misuse_of_start_methods);
+  tcase_add_loop_test(tc, a_child_uses_every_object_its_parent_gives, 0, 3);
+  tcase_add_loop_test(tc, only_listed_handles_travel_and_freed_memory_stays_the_childs, 1, 3);
+  tcase_add_loop_test(tc, objects_travel_on_to_grandchildren, 0, 3);
+  tcase_add_test(tc, objects_that_cannot_travel_are_refused);
   suite_add_tcase(s, tc);
   return s;
 }

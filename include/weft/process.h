@@ -50,6 +50,10 @@ typedef struct weft_process_options {
   const void *args; /* args_size bytes copied at creation; the target gets the child's copy */
   size_t args_size;
   const char *start_method; /* "fork", "spawn", "forkserver"; NULL: weft_get_start_method() */
+  /* NULL-terminated list of the weft objects the child uses by handle:
+   * process queues, Values/Arrays, pipe connections, shared memory
+   * segments (see "Objects a child is given" below). */
+  const void *const *objects;
 } weft_process_options;
 
 /* The largest string weft_process_repr writes, with its final NUL. */
@@ -63,7 +67,7 @@ typedef struct weft_process_options {
  * 0 on failure: WEFT_EINVAL for a NULL target, a name longer than
  * WEFT_NAME_MAX bytes, both .arg and .args, an unknown start method, .arg
  * or a target that another run of the program cannot find under spawn or
- * forkserver; WEFT_ENOMEM. */
+ * forkserver, an object in .objects that cannot travel; WEFT_ENOMEM. */
 #define weft_process_new(...) WEFT__PROCESS_NEW(__VA_ARGS__, )
 #define WEFT__PROCESS_NEW(target, ...)                                              \
   weft_process_new_opts((target), &(const weft_process_options){                    \
@@ -146,7 +150,25 @@ WEFT_API char *weft_process_repr(weft_process p, char *buf, size_t size);
  *            program's when the server started). The server ends with the
  *            program, even one killed by SIGKILL, and daemon children with it.
  * The environment variable WEFT_START_METHOD sets the program's default at
- * start-up; a process's .start_method overrides it. */
+ * start-up; a process's .start_method overrides it.
+ *
+ * Objects a child is given. Under fork the child inherits everything. Under
+ * spawn and forkserver:
+ *   - all of the parent's shared memory is mapped in the child at the same
+ *     addresses: weft_shared_alloc blocks and the primitives made by
+ *     weft_lock_new, weft_rlock_new, weft_cond_new, weft_semaphore_new,
+ *     weft_event_new and weft_barrier_new, so pointers to them (in .args
+ *     or in shared memory) work unchanged;
+ *   - objects used through handles -- weft_mpqueue, weft_value, weft_conn,
+ *     weft_shm -- are listed in .objects, as Python passes them as
+ *     arguments, e.g. .objects = (const void *[]){q, counter, NULL}; the
+ *     child uses the same pointers (in .args) with the same calls. One not
+ *     listed is a closed handle there (WEFT_ECLOSED). A named segment
+ *     travels by its name, so it must not have been unlinked.
+ *   - a thread queue, an imap or as_completed iterator, or memory that is
+ *     not weft's shared memory, cannot travel: weft_process_new refuses it
+ *     (WEFT_EINVAL), and so does weft_process_start if an object was freed
+ *     since (WEFT_ECLOSED). */
 
 /* Sets the default start method for processes created afterwards.
  * WEFT_EINVAL for NULL or an unknown name. */

@@ -526,6 +526,15 @@ void *weft__os_map_fd(int fd, size_t size) {
   return p == MAP_FAILED ? NULL : p;
 }
 
+void *weft__os_map_fd_at(int fd, size_t size, void *addr) {
+  UNSEEN_FD_BEGIN();
+  void *p = mmap(addr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+  int err = errno;
+  UNSEEN_FD_END();
+  errno = err;
+  return p == MAP_FAILED ? NULL : p;
+}
+
 int weft__os_fd_identity(int fd, uint64_t *dev, uint64_t *ino) {
   struct stat st;
   UNSEEN_FD_BEGIN();

@@ -234,6 +234,11 @@ int weft__os_fd_size(int fd, size_t *size);
  * NULL (errno set) on failure. Unmap with weft__os_unmap. */
 void *weft__os_map_fd(int fd, size_t size);
 
+/* The same at addr, which must be free: NULL with errno EEXIST if
+ * something is mapped there. Another address than addr if the kernel (or
+ * a sanitizer) took addr as a hint only. */
+void *weft__os_map_fd_at(int fd, size_t size, void *addr);
+
 /* Stores the device and inode of the file behind fd: what tells an object
  * from a later one that took the same name. */
 int weft__os_fd_identity(int fd, uint64_t *dev, uint64_t *ino);
