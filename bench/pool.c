@@ -161,12 +161,12 @@ static int copy_task(const void *arg, size_t len, void *result, size_t *result_l
  * alike: one fresh pool per sample, started before the clock, shut down
  * after it. The figure is the cost of a task: apply_async of an 8-byte
  * integer, every task submitted before any result is asked for, then each
- * result fetched and checked. */
-static double submit_processes_sample(long iters, void *arg) {
-  (void)arg;
+ * result fetched and checked. weft_forkserver: the same pool with workers
+ * started by the forkserver, whose tasks are named, not pointed to. */
+static double submit_processes_run(long iters, const char *method) {
   weft_future *fs = malloc((size_t)iters * sizeof *fs);
   if (fs == NULL) die("pool_submit_processes");
-  weft_pool pool = weft_process_pool_new();
+  weft_pool pool = weft_process_pool_new(.start_method = method);
   if (pool.id == 0) die("pool_submit_processes");
   double t0 = now_ns();
   for (long i = 0; i < iters; i++) {
@@ -197,15 +197,25 @@ static double submit_processes_sample(long iters, void *arg) {
   return ns;
 }
 
+static double submit_processes_fork(long iters, void *arg) {
+  (void)arg;
+  return submit_processes_run(iters, "fork");
+}
+
+static double submit_processes_forkserver(long iters, void *arg) {
+  (void)arg;
+  return submit_processes_run(iters, "forkserver");
+}
+
 static void pool_submit_processes(const bench_config *cfg) {
   if (!bench_wanted(cfg, "pool_submit_processes")) return;
   long iters = cfg->quick ? 2000 : 100000;
-  bench_result r[2] = {{.impl = "weft"}, {.impl = "python"}};
-  bench_sample samples[1] = {submit_processes_sample};
-  bench_measure(cfg, iters, 1, samples, NULL, r);
+  bench_result r[3] = {{.impl = "weft"}, {.impl = "weft_forkserver"}, {.impl = "python"}};
+  bench_sample samples[2] = {submit_processes_fork, submit_processes_forkserver};
+  bench_measure(cfg, iters, 2, samples, NULL, r);
   /* CPython takes ~40 us a task here: 3 repetitions keep the row short. */
-  bench_python("pool_submit_processes.py", iters, cfg->quick ? 1 : 3, &r[1]);
-  bench_report("pool_submit_processes", 2, r);
+  bench_python("pool_submit_processes.py", iters, cfg->quick ? 1 : 3, &r[2]);
+  bench_report("pool_submit_processes", 3, r);
 }
 
 /* ---- pool_map_processes ---- */

@@ -105,6 +105,11 @@ bool weft__deadline_passed(weft__deadline deadline);
 struct weft_process;
 int weft__process_dup_pidfd(struct weft_process h);
 
+/* The start method's canonical name ("fork", "spawn", "forkserver") for
+ * method, or the default's for NULL; NULL (WEFT_EINVAL recorded for call)
+ * for an unknown name. */
+const char *weft__start_method_name(const char *method, const char *call);
+
 /* process.c: runs fn(arg) on a thread that lives as long as the process
  * (the calling thread if it is the main thread, else weft's forker
  * thread) and returns its result: a child made there is not killed by

@@ -557,6 +557,11 @@ static weft_pool pool_new(const weft_pool_options *o, int kind, const char *fn) 
     weft__error(WEFT_EINVAL, "%s: negative callback_threads", fn);
     return none;
   }
+  if (kind == POOL_THREADS && o->start_method != NULL) {
+    weft__error(WEFT_EINVAL, "%s: a start method is for process pools (threads are not started "
+                             "as processes)", fn);
+    return none;
+  }
   struct pool *p = calloc(1, sizeof *p);
   if (p == NULL) {
     weft__error(WEFT_ENOMEM, "%s: out of memory", fn);

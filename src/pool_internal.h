@@ -44,6 +44,11 @@ typedef struct weft__call {
   uint64_t ticket;       /* process pools: the worker's number for it (see ppool.c) */
   uint64_t item_size, result_size;
   uint64_t in_len;
+  /* Process pools whose workers are fresh images (spawn, forkserver): fn
+   * as an offset in the object the pool's table names (ppool.c). */
+  uint64_t fn_offset;
+  uint32_t fn_object;
+  uint32_t pad_;
 } weft__call;
 
 typedef struct weft__note {

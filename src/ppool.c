@@ -28,8 +28,17 @@
  * by a thread queue, so a slow callback never holds up a result.
  *
  * A worker is a daemon weft process: it dies with the pool's process
- * however that ends (weft's exit rules, PR_SET_PDEATHSIG). Its buffers are
- * allocated by the pool before it forks, so a worker never needs malloc.
+ * however that ends (weft's exit rules, PR_SET_PDEATHSIG). A forked
+ * worker's buffers are allocated by the pool before it forks, so it never
+ * needs malloc.
+ *
+ * Workers started by spawn or the forkserver are fresh images of the
+ * program: they get what they need (their queues, the slots, the shared
+ * output buffers, which all live in weft's shared memory) as a boot record,
+ * and cannot follow a task's function pointer. So a call names its function
+ * as an offset in a loaded object, the object by its index in the pool's
+ * table of paths, which lives in shared memory and only grows; a worker
+ * finds each object's base once and checks each function it is given.
  */
 #define _GNU_SOURCE
 #include <poll.h>
@@ -37,9 +46,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "os/os.h"
 #include "pool_internal.h"
+#include "region.h"
+#include "spawn.h"
+#include "taskname.h"
 
 #define DEPTH 2 /* tasks in a worker's hands: the running one and the next */
 
@@ -132,9 +145,25 @@ struct worker {
   uint32_t index;
 };
 
+/* The objects (program and libraries) that a fresh-image pool's tasks lie
+ * in, by path: entry 0 is the program. In shared memory; appended to
+ * under the pool's mu before any call naming the entry is sent. */
+#define OBJECTS_MAX 16
+struct objtab {
+  uint32_t n;
+  char path[OBJECTS_MAX][PATH_MAX];
+};
+
 struct ppool {
   struct pool *p;
   int n;
+  const char *method; /* the workers' start method */
+  bool fresh;         /* spawn or forkserver: calls name their function */
+  struct objtab *objects;
+  /* under mu: the last function named, where it lies */
+  weft_bytes_task last_fn;
+  uintptr_t last_base;
+  uint32_t last_object;
   double task_timeout;
   size_t cap; /* message buffer size */
   struct slot *slots;
@@ -185,10 +214,29 @@ static void bump(struct ppool *pp) {
 
 /* ---- the worker process ---- */
 
+/* What a worker works with: from the pool's memory in a forked worker,
+ * from its boot record in a fresh one. */
+struct wctx {
+  uint32_t index, gen;
+  size_t cap;
+  long maxtasks;
+  struct slot *slots;
+  unsigned char *wout;
+  unsigned char *wbuf_in, *wbuf_out;
+  weft_mpqueue *inbox, *results;
+  int (*initializer)(void *);
+  void *initarg;
+  const struct objtab *objects; /* NULL: calls hold real function pointers */
+  uintptr_t bases[OBJECTS_MAX]; /* the objects' bases here, 0: not looked up yet */
+  uint32_t last_object;         /* the last function resolved */
+  uint64_t last_offset;
+  weft_bytes_task last_fn;
+};
+
 /* A worker's output: its message buffer, sent as a part when full. */
 struct wsink {
   weft__sink s;
-  struct ppool *pp;
+  weft_mpqueue *results;
   unsigned char *base; /* the worker's output buffer: message header, then s.buf */
   struct msg m;
 };
@@ -196,27 +244,47 @@ struct wsink {
 static int wsink_more(weft__sink *s, size_t need) {
   (void)need;
   struct wsink *ws = (struct wsink *)s;
-  struct ppool *pp = ws->pp;
   struct msg m = ws->m;
   m.type = MSG_PART;
   m.len = s->used;
   memcpy(ws->base, &m, sizeof m);
-  if (weft_mpqueue_put(pp->results, ws->base, sizeof m + s->used, WEFT_FOREVER) != 0)
+  if (weft_mpqueue_put(ws->results, ws->base, sizeof m + s->used, WEFT_FOREVER) != 0)
     return WEFT_EPIPE;
   s->flushed += s->used;
   s->used = 0;
   return 0;
 }
 
-static int worker_main(void *arg) {
-  struct worker *w = arg;
-  struct ppool *pp = w->pp;
-  struct pool *p = pp->p;
-  struct slot *slot = &pp->slots[w->index];
-  uint32_t index = w->index, gen = w->gen;
-  weft_mpqueue *inbox = w->inbox;
-  unsigned char *shared_out = pp->wout + (size_t)index * pp->cap;
-  if (p->initializer != NULL && p->initializer(p->initarg) != 0) {
+/* The function a fresh worker's call names, checked to be code here (0),
+ * or the error, with its sentence recorded. */
+static int resolve_call(struct wctx *x, weft__call *c) {
+  if (c->fn_object == x->last_object && c->fn_offset == x->last_offset && x->last_fn != NULL) {
+    c->fn = x->last_fn;
+    return 0;
+  }
+  if (c->fn_object >= OBJECTS_MAX || c->fn_object >= __atomic_load_n(&x->objects->n, __ATOMIC_ACQUIRE))
+    return weft__error(WEFT_EINVAL, "the task names an object the pool never listed");
+  struct weft__task_name *name = malloc(sizeof *name);
+  if (name == NULL) return weft__error(WEFT_ENOMEM, "out of memory");
+  memcpy(name->object, x->objects->path[c->fn_object], sizeof name->object);
+  name->offset = c->fn_offset;
+  void *fn = NULL;
+  int err = weft__task_resolve(name, &fn);
+  free(name);
+  if (err != 0) return err;
+  x->last_object = c->fn_object;
+  x->last_offset = c->fn_offset;
+  x->last_fn = (weft_bytes_task)fn;
+  c->fn = x->last_fn;
+  return 0;
+}
+
+static int worker_loop(struct wctx *x) {
+  struct slot *slot = &x->slots[x->index];
+  uint32_t index = x->index, gen = x->gen;
+  weft_mpqueue *inbox = x->inbox;
+  unsigned char *shared_out = x->wout + (size_t)index * x->cap;
+  if (x->initializer != NULL && x->initializer(x->initarg) != 0) {
     __atomic_store_n(&slot->init_failed, 1, __ATOMIC_SEQ_CST);
     return 1;
   }
@@ -224,18 +292,18 @@ static int worker_main(void *arg) {
   size_t head = sizeof(struct msg);
   for (;;) {
     size_t len;
-    if (weft_mpqueue_get(inbox, pp->wbuf_in, pp->cap, &len, WEFT_FOREVER) != 0) break;
-    const weft__call *c = (const weft__call *)pp->wbuf_in;
+    if (weft_mpqueue_get(inbox, x->wbuf_in, x->cap, &len, WEFT_FOREVER) != 0) break;
+    weft__call *c = (weft__call *)x->wbuf_in;
     /* A chunk's output goes where the pool can read it if this worker
      * dies; a single task's has nothing to keep. */
-    unsigned char *out = c->kind == WEFT__CALL_SINGLE ? pp->wbuf_out : shared_out;
+    unsigned char *out = c->kind == WEFT__CALL_SINGLE ? x->wbuf_out : shared_out;
     uint64_t open = GATE(c->ticket, G_OPEN);
     if (!__atomic_compare_exchange_n(&slot->gate[c->ticket & 1], &open,
                                      GATE(c->ticket, G_STARTED), false, __ATOMIC_SEQ_CST,
                                      __ATOMIC_SEQ_CST)) {
       /* Cancelled before it began: say so, so the pool drops it in order. */
       struct msg m = {.type = MSG_SKIPPED, .worker = index, .gen = gen, .seq = c->seq};
-      if (weft_mpqueue_put(pp->results, &m, sizeof m, WEFT_FOREVER) != 0) break;
+      if (weft_mpqueue_put(x->results, &m, sizeof m, WEFT_FOREVER) != 0) break;
       continue;
     }
     __atomic_store_n(&slot->item, c->base, __ATOMIC_RELAXED);
@@ -243,21 +311,74 @@ static int worker_main(void *arg) {
     __atomic_store_n(&slot->done.bytes, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&slot->started, weft__os_now_ns(), __ATOMIC_RELAXED);
     __atomic_store_n(&slot->current, c->seq + 1, __ATOMIC_SEQ_CST);
-    struct wsink ws = {.s = {.buf = out + head, .cap = pp->cap - head, .more = wsink_more},
-                       .pp = pp,
+    struct wsink ws = {.s = {.buf = out + head, .cap = x->cap - head, .more = wsink_more},
+                       .results = x->results,
                        .base = out,
                        .m = {.worker = index, .gen = gen, .seq = c->seq}};
     int err = 0;
+    if (x->objects != NULL && resolve_call(x, c) != 0) {
+      /* The pool checked the function when it was submitted, so only an
+       * object that cannot be loaded here gets this far: the worker's
+       * death, while the slot names the task, fails the task alone. */
+      fprintf(stderr, "weft: %s: %s\n", weft_process_name(weft_current_process()),
+              weft_last_error());
+      _exit(1);
+    }
     int code = weft__call_run(c, c + 1, &ws.s, &slot->item, &slot->done, &err);
     if (code != 0 && c->kind != WEFT__CALL_SINGLE) break; /* the results queue is gone */
     struct msg m = {.type = MSG_RESULT, .worker = index, .gen = gen, .code = code,
                     .seq = c->seq, .len = ws.s.used, .err = err};
     memcpy(out, &m, sizeof m);
-    if (weft_mpqueue_put(pp->results, out, head + ws.s.used, WEFT_FOREVER) != 0) break;
+    if (weft_mpqueue_put(x->results, out, head + ws.s.used, WEFT_FOREVER) != 0) break;
     __atomic_store_n(&slot->current, 0, __ATOMIC_SEQ_CST);
-    if (p->maxtasks > 0 && ++ran >= p->maxtasks) break;
+    if (x->maxtasks > 0 && ++ran >= x->maxtasks) break;
   }
   return 0;
+}
+
+static int worker_main(void *arg) {
+  struct worker *w = arg;
+  struct ppool *pp = w->pp;
+  struct wctx x = {.index = w->index, .gen = w->gen, .cap = pp->cap, .maxtasks = pp->p->maxtasks,
+                   .slots = pp->slots, .wout = pp->wout, .wbuf_in = pp->wbuf_in,
+                   .wbuf_out = pp->wbuf_out, .inbox = w->inbox, .results = pp->results,
+                   .initializer = pp->p->initializer, .initarg = pp->p->initarg};
+  return worker_loop(&x);
+}
+
+/* What a worker started by spawn or the forkserver is given: its .args. */
+struct boot {
+  uint32_t index, gen;
+  uint64_t cap;
+  int64_t maxtasks;
+  struct slot *slots;        /* these four in shared memory, at the same address */
+  unsigned char *wout;
+  const struct objtab *objects;
+  void *initarg;
+  weft_mpqueue *inbox, *results; /* handles given in .objects */
+  uint32_t has_initializer;
+  struct weft__task_name initializer;
+};
+
+static int fresh_worker_main(void *arg) {
+  const struct boot *b = arg;
+  struct wctx x = {.index = b->index, .gen = b->gen, .cap = (size_t)b->cap,
+                   .maxtasks = (long)b->maxtasks, .slots = b->slots, .wout = b->wout,
+                   .inbox = b->inbox, .results = b->results, .initarg = b->initarg,
+                   .objects = b->objects, .last_object = UINT32_MAX};
+  if (b->has_initializer) {
+    void *fn = NULL;
+    if (weft__task_resolve(&b->initializer, &fn) != 0) {
+      fprintf(stderr, "weft: pool worker %d: %s\n", (int)getpid(), weft_last_error());
+      __atomic_store_n(&x.slots[x.index].init_failed, 1, __ATOMIC_SEQ_CST);
+      return 1;
+    }
+    x.initializer = (int (*)(void *))fn;
+  }
+  x.wbuf_in = malloc(x.cap);
+  x.wbuf_out = malloc(x.cap);
+  if (x.wbuf_in == NULL || x.wbuf_out == NULL) return 1; /* its death says the rest */
+  return worker_loop(&x);
 }
 
 /* ---- workers, seen from the pool ---- */
@@ -277,8 +398,33 @@ static int start_worker(struct ppool *pp, uint32_t i) {
   w->tickets = 0;
   w->killed = 0;
   unsigned n = __atomic_add_fetch(&worker_counter, 1, __ATOMIC_RELAXED);
-  snprintf(w->name, sizeof w->name, "ForkPoolWorker-%u", n);
-  w->proc = weft_process_new(worker_main, .name = w->name, .arg = w, .daemon = true);
+  if (!pp->fresh) {
+    snprintf(w->name, sizeof w->name, "ForkPoolWorker-%u", n);
+    w->proc = weft_process_new(worker_main, .name = w->name, .arg = w, .daemon = true,
+                               .start_method = "fork");
+  } else {
+    snprintf(w->name, sizeof w->name, "%sPoolWorker-%u",
+             strcmp(pp->method, "spawn") == 0 ? "Spawn" : "ForkServer", n);
+    struct boot *b = calloc(1, sizeof *b);
+    if (b == NULL) {
+      w->proc.id = 0;
+      weft__error(WEFT_ENOMEM, "%s: out of memory", pp->p->name);
+    } else {
+      *b = (struct boot){.index = i, .gen = w->gen, .cap = pp->cap, .maxtasks = pp->p->maxtasks,
+                         .slots = pp->slots, .wout = pp->wout, .objects = pp->objects,
+                         .initarg = pp->p->initarg, .inbox = w->inbox, .results = pp->results};
+      if (pp->p->initializer != NULL) {
+        b->has_initializer = 1;
+        /* Named at creation: it cannot fail now. */
+        weft__task_name_of((const void *)pp->p->initializer, &b->initializer, pp->p->name);
+      }
+      w->proc = weft_process_new(fresh_worker_main, .name = w->name, .args = b,
+                                 .args_size = sizeof *b, .daemon = true,
+                                 .start_method = pp->method,
+                                 .objects = (const void *[]){w->inbox, pp->results, NULL});
+      free(b);
+    }
+  }
   int err = w->proc.id == 0 ? weft_last_error_code() : weft_process_start(w->proc);
   if (err == 0) {
     w->sentinel = weft__process_dup_pidfd(w->proc);
@@ -756,10 +902,11 @@ static void ppool_release(struct ppool *pp) {
   if (pp->wake[0] >= 0) weft__os_close(pp->wake[0]);
   if (pp->wake[1] >= 0) weft__os_close(pp->wake[1]);
   if (pp->results != NULL) weft_mpqueue_free(pp->results);
-  if (pp->slots != NULL) weft__os_unmap(pp->slots, pp->slots_size);
+  if (pp->slots != NULL) weft__region_free(pp->slots);
   free(pp->wbuf_in);
   free(pp->wbuf_out);
-  if (pp->wout != NULL) weft__os_unmap(pp->wout, pp->wout_size);
+  if (pp->wout != NULL) weft__region_free(pp->wout);
+  if (pp->objects != NULL) weft__region_free(pp->objects);
   free(pp->rbuf);
   free(pp->wfds);
   free(pp->wwho);
@@ -789,6 +936,26 @@ int weft__ppool_start(struct pool *p, const weft_pool_options *o) {
   if (pp == NULL) return weft__error(WEFT_ENOMEM, "%s: out of memory", fn);
   pp->p = p;
   pp->n = p->max_workers;
+  pp->method = weft__start_method_name(o->start_method, fn);
+  if (pp->method == NULL) {
+    free(pp);
+    return weft_last_error_code();
+  }
+  pp->fresh = strcmp(pp->method, "fork") != 0;
+  if (pp->fresh) {
+    /* What a fresh image cannot follow is refused now, not in a worker. */
+    int err = 0;
+    if (p->initializer != NULL) err = weft__spawn_check_target((const void *)p->initializer, fn);
+    if (err == 0 && p->initarg != NULL && !weft__region_holds(p->initarg))
+      err = weft__error(WEFT_EINVAL,
+                        "%s: a worker started by %s cannot follow initarg %p: give NULL or a "
+                        "pointer into weft_shared_alloc memory",
+                        fn, pp->method, p->initarg);
+    if (err != 0) {
+      free(pp);
+      return err;
+    }
+  }
   pp->task_timeout = o->task_timeout;
   pp->cap = p->max_message + sizeof(struct msg);
   pp->wake[0] = pp->wake[1] = -1;
@@ -800,20 +967,26 @@ int weft__ppool_start(struct pool *p, const weft_pool_options *o) {
   pp->wbuf_in = malloc(pp->cap);
   pp->wbuf_out = malloc(pp->cap);
   pp->wout_size = pp->cap * (size_t)pp->n;
-  pp->wout = weft__os_map_shared(pp->wout_size);
+  int rerr = 0;
+  pp->wout = weft__region_new(pp->wout_size, &rerr);
   pp->rbuf = malloc(pp->cap);
   pp->wfds = calloc((size_t)pp->n + 1, sizeof *pp->wfds);
   pp->wwho = calloc((size_t)pp->n + 1, sizeof *pp->wwho);
   pp->wgen = calloc((size_t)pp->n + 1, sizeof *pp->wgen);
-  pp->slots = weft__os_map_shared(pp->slots_size);
+  pp->slots = weft__region_new(pp->slots_size, &rerr);
   if (pp->slots == NULL) pp->slots_size = 0;
+  if (pp->fresh) {
+    pp->objects = weft__region_new(sizeof *pp->objects, &rerr);
+    if (pp->objects != NULL) pp->objects->n = 1; /* the program: its path is "" */
+  }
   pp->cbq = weft_queue_new(.name = "pool callbacks");
   pp->results = weft_mpqueue_new(.capacity = 2 * (pp->cap + 16) + 4096, .name = "pool results");
   int err = 0;
   if (pp->w == NULL || pp->cbt == NULL || pp->wbuf_in == NULL || pp->wbuf_out == NULL ||
       pp->wout == NULL ||
       pp->rbuf == NULL || pp->wfds == NULL || pp->wwho == NULL || pp->wgen == NULL ||
-      pp->slots == NULL || pp->cbq == NULL || pp->results == NULL)
+      pp->slots == NULL || pp->cbq == NULL || pp->results == NULL ||
+      (pp->fresh && pp->objects == NULL))
     err = weft__error(WEFT_ENOMEM, "%s: out of memory", fn);
   else if (weft__os_socketpair(pp->wake) != 0)
     err = weft__error(WEFT_EMFILE, "%s: no file descriptors left", fn);
@@ -863,6 +1036,32 @@ int weft__ppool_start(struct pool *p, const weft_pool_options *o) {
   return 0;
 }
 
+/* Names a fresh-image pool's call by object and offset (see the top). */
+static int name_call_locked(struct ppool *pp, weft__call *c, const char *call) {
+  if (c->fn != pp->last_fn || pp->last_fn == NULL) {
+    uintptr_t base = 0;
+    char path[PATH_MAX];
+    int err = weft__task_locate((const void *)c->fn, &base, path, sizeof path, call);
+    if (err != 0) return err;
+    struct objtab *t = pp->objects;
+    uint32_t i = 0;
+    while (i < t->n && strcmp(t->path[i], path) != 0) i++;
+    if (i == t->n) {
+      if (i == OBJECTS_MAX)
+        return weft__error(WEFT_EINVAL, "%s: %s's tasks lie in more than %d libraries", call,
+                           pp->p->name, OBJECTS_MAX);
+      memcpy(t->path[i], path, sizeof path);
+      __atomic_store_n(&t->n, i + 1, __ATOMIC_RELEASE);
+    }
+    pp->last_fn = c->fn;
+    pp->last_base = base;
+    pp->last_object = i;
+  }
+  c->fn_object = pp->last_object;
+  c->fn_offset = (uint64_t)((uintptr_t)c->fn - pp->last_base);
+  return 0;
+}
+
 int weft__ppool_submit(struct pool *p, struct future *f, const char *fn) {
   struct ppool *pp = p->proc;
   if (f->timeout == 0) f->timeout = pp->task_timeout;
@@ -875,6 +1074,7 @@ int weft__ppool_submit(struct pool *p, struct future *f, const char *fn) {
     err = weft__error(WEFT_ECLOSED, "%s: %s is closed", fn, p->name);
   else if (pp->broken)
     err = weft__error(WEFT_EBROKEN, "%s: %s is broken (an initializer failed)", fn, p->name);
+  if (err == 0 && pp->fresh) err = name_call_locked(pp, f->call, fn);
   if (err == 0) {
     f->call->seq = pp->next_seq++;
     flist_push(&pp->pending, f);

@@ -390,6 +390,12 @@ static int parse_method(const char *name, enum method *out, const char *call) {
                      call, name);
 }
 
+const char *weft__start_method_name(const char *method, const char *call) {
+  enum method m = __atomic_load_n(&default_method, __ATOMIC_RELAXED);
+  if (method != NULL && parse_method(method, &m, call) != 0) return NULL;
+  return method_names[m];
+}
+
 int weft_set_start_method(const char *method) {
   enum method m;
   int err = parse_method(method, &m, "weft_set_start_method");

@@ -328,7 +328,7 @@ static enum weft__ref_kind kind_of(const void *h) {
   return WEFT__REF_FREE;
 }
 
-static bool in_region(const void *p) {
+bool weft__region_holds(const void *p) {
   pthread_mutex_lock(&mu);
   bool in = find_locked((uintptr_t)p) < nregions;
   pthread_mutex_unlock(&mu);
@@ -347,7 +347,7 @@ int weft__parcel_check(const void *const *objects, const char *call) {
                            call, i, why);
       continue;
     }
-    if (in_region(o)) continue; /* a primitive or a weft_shared_alloc block */
+    if (weft__region_holds(o)) continue; /* a primitive or a weft_shared_alloc block */
     if (weft__ref_stale(o))
       return weft__error(WEFT_ECLOSED,
                          "%s: .objects[%zu] is not a live weft object (freed or closed?)", call, i);

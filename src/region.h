@@ -39,6 +39,9 @@ bool weft__region_block_free(void *block);
 /* Whether block is a live block of this process. */
 bool weft__region_block_live(const void *block);
 
+/* Whether p points into one of this process's regions. */
+bool weft__region_holds(const void *p);
+
 /* ---- travel: what a spawn or forkserver start sends its child ----
  * A parcel is built in the parent before the start (every region of the
  * process, with duplicates of their descriptors, and the objects given),

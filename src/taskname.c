@@ -49,6 +49,21 @@ static int by_object(struct dl_phdr_info *info, size_t size, void *arg) {
   return 1;
 }
 
+int weft__task_locate(const void *fn, uintptr_t *base, char *path, size_t cap, const char *call) {
+  struct find f = {.addr = (uintptr_t)fn};
+  dl_iterate_phdr(by_address, &f);
+  if (!f.found)
+    return weft__error(WEFT_EINVAL,
+                       "%s: the task %p lies in no loaded program or library, so another "
+                       "run of the program cannot find it",
+                       call, fn);
+  if (strncmp(f.name, "linux-vdso", 10) == 0 || strncmp(f.name, "linux-gate", 10) == 0)
+    return weft__error(WEFT_EINVAL, "%s: the task %p is in the kernel's vDSO", call, fn);
+  *base = f.base;
+  snprintf(path, cap, "%s", f.name);
+  return 0;
+}
+
 int weft__task_name_of(const void *fn, struct weft__task_name *out, const char *call) {
   struct find f = {.addr = (uintptr_t)fn};
   dl_iterate_phdr(by_address, &f);

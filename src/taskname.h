@@ -10,6 +10,7 @@
 #define WEFT_TASKNAME_H
 
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct weft__task_name {
@@ -20,6 +21,10 @@ struct weft__task_name {
 /* Names fn. WEFT_EINVAL (recording a sentence that names `call`) if fn does
  * not lie in an executable segment of a loaded object. */
 int weft__task_name_of(const void *fn, struct weft__task_name *out, const char *call);
+
+/* Where fn lies: the loaded object's base address and path ("" for the
+ * main program). WEFT_EINVAL recorded for `call` as weft__task_name_of. */
+int weft__task_locate(const void *fn, uintptr_t *base, char *path, size_t cap, const char *call);
 
 /* Finds the function a name stands for in this image, loading its object
  * if it is not loaded yet. WEFT_ENOENT with a sentence if it cannot. */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "weft/pool.h"
 
 static const char *const methods[] = {"fork", "spawn", "forkserver"};
 
@@ -867,6 +868,127 @@ START_TEST(objects_that_cannot_travel_are_refused) {
 }
 END_TEST
 
+/* ---- process pools on every start method ---- */
+
+struct pool_shared {
+  int inits;      /* initializer runs */
+  int init_pids[64];
+};
+
+static int count_init(void *arg) {
+  struct pool_shared *ps = arg;
+  int i = __atomic_fetch_add(&ps->inits, 1, __ATOMIC_ACQ_REL);
+  if (i < 64) ps->init_pids[i] = (int)getpid();
+  return 0;
+}
+
+static int square(const void *arg, size_t len, void *result, size_t *result_len) {
+  (void)len;
+  long x;
+  memcpy(&x, arg, sizeof x);
+  x *= x;
+  memcpy(result, &x, sizeof x);
+  *result_len = sizeof x;
+  return 0;
+}
+
+static int crash_on_three(const void *arg, size_t len, void *result, size_t *result_len) {
+  long x;
+  memcpy(&x, arg, sizeof x);
+  if (x == 3) abort();
+  return square(arg, len, result, result_len);
+}
+
+static int my_worker_name(const void *arg, size_t len, void *result, size_t *result_len) {
+  (void)arg;
+  (void)len;
+  const char *name = weft_process_name(weft_current_process());
+  size_t n = strlen(name) + 1;
+  memcpy(result, name, n);
+  *result_len = n;
+  return 0;
+}
+
+static int run_long(const void *arg, size_t len, void *result, size_t *result_len) {
+  (void)arg;
+  (void)len;
+  (void)result;
+  (void)result_len;
+  nap(30);
+  return 0;
+}
+
+START_TEST(process_pools_run_on_every_start_method) {
+  struct pool_shared *ps = weft_shared_alloc(sizeof *ps);
+  weft_pool pool = weft_process_pool_new(.workers = 2, .start_method = methods[_i],
+                                         .initializer = count_init, .initarg = ps);
+  ck_assert_uint_ne(pool.id, 0);
+  long in[40], out[40];
+  for (int i = 0; i < 40; i++) in[i] = i;
+  ck_assert_int_eq(weft_pool_map(pool, square, in, sizeof(long), 40, out, sizeof(long)), 0);
+  for (int i = 0; i < 40; i++) ck_assert_int_eq(out[i], (long)i * i);
+  /* Worker names follow Python's per method. */
+  static const char *const prefix[] = {"ForkPoolWorker-", "SpawnPoolWorker-",
+                                       "ForkServerPoolWorker-"};
+  weft_future f = weft_pool_apply_async(pool, my_worker_name, NULL, 0);
+  const void *data;
+  size_t len;
+  ck_assert_int_eq(weft_future_result_bytes(f, 20 * SLOW, &data, &len), 0);
+  ck_assert_ptr_nonnull(strstr(data, prefix[_i]));
+  weft_future_close(f);
+  /* A crash fails only its own task; the worker is replaced and runs the
+   * initializer too. */
+  long three = 3, four = 4, r = 0;
+  weft_future bad = weft_pool_apply_async(pool, crash_on_three, &three, sizeof three);
+  weft_future good = weft_pool_apply_async(pool, crash_on_three, &four, sizeof four);
+  ck_assert_int_eq(weft_future_result_bytes(bad, 20 * SLOW, &data, &len), WEFT_EWORKERDIED);
+  ck_assert_int_eq(weft_future_result_bytes(good, 20 * SLOW, &data, &len), 0);
+  memcpy(&r, data, sizeof r);
+  ck_assert_int_eq(r, 16);
+  weft_future_close(bad);
+  weft_future_close(good);
+  /* A time limit kills its worker and fails its task. */
+  weft_future slow = weft_pool_apply_async(pool, run_long, NULL, 0, .timeout = 0.3);
+  ck_assert_int_eq(weft_future_result_bytes(slow, 20 * SLOW, &data, &len), WEFT_ETASKTIMEOUT);
+  weft_future_close(slow);
+  ck_assert_int_eq(weft_pool_map(pool, square, in, sizeof(long), 40, out, sizeof(long)), 0);
+  ck_assert_int_eq(weft_pool_close(pool), 0);
+  ck_assert_int_eq(weft_pool_join(pool, 20 * SLOW), 0);
+  ck_assert_int_eq(weft_pool_free(pool), 0);
+  /* Two first workers, one for the crash, one for the time limit. */
+  ck_assert_int_eq(__atomic_load_n(&ps->inits, __ATOMIC_ACQUIRE), 4);
+  for (int i = 0; i < 4; i++) ck_assert_int_ne(ps->init_pids[i], (int)getpid());
+  weft_shared_free(ps);
+}
+END_TEST
+
+START_TEST(fresh_pools_refuse_what_a_worker_cannot_follow) {
+  int on_heap = 0;
+  for (int m = 1; m < 3; m++) {
+    weft_pool pool = weft_process_pool_new(.workers = 1, .start_method = methods[m],
+                                           .initializer = count_init, .initarg = &on_heap);
+    ck_assert_uint_eq(pool.id, 0);
+    ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
+    ck_assert_ptr_nonnull(strstr(weft_last_error(), "initarg"));
+    pool = weft_process_pool_new(.workers = 1, .start_method = methods[m]);
+    void *heap = malloc(64);
+    weft_future f = weft_pool_apply_async(pool, (weft_bytes_task)heap, NULL, 0);
+    ck_assert_uint_eq(f.id, 0);
+    ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
+    free(heap);
+    ck_assert_int_eq(weft_pool_close(pool), 0);
+    ck_assert_int_eq(weft_pool_join(pool, 20 * SLOW), 0);
+    weft_pool_free(pool);
+  }
+  weft_pool pool = weft_process_pool_new(.workers = 1, .start_method = "vfork");
+  ck_assert_uint_eq(pool.id, 0);
+  ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
+  pool = weft_thread_pool_new(.workers = 1, .start_method = "spawn");
+  ck_assert_uint_eq(pool.id, 0);
+  ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("test_start_methods");
   TCase *tc = weft_tcase("start_methods", 60);
@@ -889,6 +1011,8 @@ Suite *weft_test_suite(void) {
   tcase_add_loop_test(tc, only_listed_handles_travel_and_freed_memory_stays_the_childs, 1, 3);
   tcase_add_loop_test(tc, objects_travel_on_to_grandchildren, 0, 3);
   tcase_add_test(tc, objects_that_cannot_travel_are_refused);
+  tcase_add_loop_test(tc, process_pools_run_on_every_start_method, 0, 3);
+  tcase_add_test(tc, fresh_pools_refuse_what_a_worker_cannot_follow);
   suite_add_tcase(s, tc);
   return s;
 }

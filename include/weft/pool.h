@@ -119,6 +119,14 @@ typedef struct weft_pool_options {
   size_t max_message;
   /* Process pools: threads that run callbacks (default 2). */
   int callback_threads;
+  /* Process pools: how the workers start, "fork", "spawn" or "forkserver"
+   * (NULL: weft_get_start_method()). Under spawn and forkserver a task,
+   * and the initializer, must be a function another run of the program
+   * can find (see weft_process_new), and initarg NULL or a pointer into
+   * weft's shared memory (weft_shared_alloc), which every worker maps at
+   * the same address; WEFT_EINVAL otherwise. Workers are then named
+   * "SpawnPoolWorker-N" or "ForkServerPoolWorker-N", as Python's. */
+  const char *start_method;
 } weft_pool_options;
 
 /* Creates a pool of threads, started lazily as tasks arrive (as
