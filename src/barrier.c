@@ -6,6 +6,8 @@
  * drained -- every thread that waited in it has seen how it ended -- before a
  * new cycle may begin. Without that, a waiter slow to wake (descheduled,
  * stopped) could find a later cycle already over and misread its own. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stdio.h>
 
 #include "deadlock.h"
@@ -13,6 +15,22 @@
 #include "lock.h"
 #include "os/os.h"
 #include "weft/sync.h"
+
+/* The load address (>> 12) of the object fn lies in, 0 if none: a process
+ * started by spawn or the forkserver loads the program elsewhere, and the
+ * action's pointer, kept in shared memory, means nothing there. */
+static uint32_t image_of(const void *fn) {
+  Dl_info info;
+  if (dladdr(fn, &info) == 0 || info.dli_fbase == NULL) return 0;
+  return (uint32_t)((uintptr_t)info.dli_fbase >> 12);
+}
+
+/* Whether the action can be called in this process: it was set here (or in
+ * a process of the same layout, a fork), so it is the same function. */
+static bool action_callable(const weft_barrier *b) {
+  return (pid_t)b->init_pid == weft__pid || b->action_image == 0 ||
+         image_of((const void *)b->action) == b->action_image;
+}
 
 int weft_barrier_init_opts(weft_barrier *b, int parties, const weft_barrier_options *o) {
   static const weft_barrier_options defaults = {.size_ = sizeof defaults};
@@ -26,6 +44,7 @@ int weft_barrier_init_opts(weft_barrier *b, int parties, const weft_barrier_opti
     return weft__error(WEFT_EINVAL, "weft_barrier_init: timeout is negative or NaN");
   *b = (weft_barrier)WEFT_BARRIER_INIT((uint32_t)parties);
   b->action = o->action;
+  b->action_image = o->action != NULL ? image_of((const void *)o->action) : 0;
   b->arg = o->arg;
   if (o->timeout > 0) b->timeout = o->timeout;
   b->init_pid = (uint32_t)weft__pid;
@@ -116,10 +135,17 @@ int weft_barrier_wait(weft_barrier *b, double timeout) {
   uint32_t index = b->count++;
   if (b->count == b->parties) {
     /* The last to arrive runs the action before anyone is released. */
-    bool failed = b->action != NULL && b->action(b->arg) != 0;
+    bool foreign = b->action != NULL && !action_callable(b);
+    bool failed = foreign || (b->action != NULL && b->action(b->arg) != 0);
     if (failed) b->broken = 1;
     end_cycle_locked(b, failed, b->parties - 1);
     unlock_barrier(b);
+    if (foreign)
+      return weft__error(WEFT_EBROKEN,
+                         "barrier: its action was set in process %u, whose program image this "
+                         "process (started by spawn or the forkserver) does not share, so it "
+                         "cannot be called here; the barrier is broken",
+                         b->init_pid);
     return failed ? broken_error() : (int)index;
   }
   uint32_t generation = b->generation;

@@ -989,6 +989,47 @@ START_TEST(fresh_pools_refuse_what_a_worker_cannot_follow) {
 }
 END_TEST
 
+/* ---- a Barrier's action in a fresh child ---- */
+
+static int action_runs(void *arg) {
+  ++*(int *)arg;
+  return 0;
+}
+
+/* Arrives last, once the parent waits: runs the action if it can. */
+static int arrive_last(void *arg) {
+  weft_barrier *b = *(weft_barrier **)arg;
+  double end = test_now() + 20;
+  while (__atomic_load_n(&b->count, __ATOMIC_ACQUIRE) != 1)
+    if (test_now() > end) return 40;
+    else nap_ms(1);
+  int r = weft_barrier_wait(b, 20);
+  if (r >= 0) return 0;
+  return r == WEFT_EBROKEN && strstr(weft_last_error(), "cannot be called here") != NULL ? 41 : 42;
+}
+
+START_TEST(a_barrier_action_is_called_only_where_it_means_the_same) {
+  int *ran = weft_shared_alloc(sizeof *ran);
+  weft_barrier *b = weft_barrier_new(2, .action = action_runs, .arg = ran);
+  weft_process p = weft_process_new(arrive_last, .args = &b, .args_size = sizeof b,
+                                    .start_method = methods[_i]);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  int r = weft_barrier_wait(b, 20 * SLOW);
+  int code = finish_process(p, 20 * SLOW);
+  if (_i == 0) { /* a fork child shares the program's layout: the action runs there */
+    ck_assert_int_eq(code, 0);
+    ck_assert_int_ge(r, 0);
+    ck_assert_int_eq(*ran, 1);
+  } else { /* a fresh image: broken, with the reason, and nothing called */
+    ck_assert_int_eq(code, 41);
+    ck_assert_int_eq(r, WEFT_EBROKEN);
+    ck_assert_int_eq(*ran, 0);
+  }
+  weft_barrier_free(b);
+  weft_shared_free(ran);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("test_start_methods");
   TCase *tc = weft_tcase("start_methods", 60);
@@ -1013,6 +1054,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, objects_that_cannot_travel_are_refused);
   tcase_add_loop_test(tc, process_pools_run_on_every_start_method, 0, 3);
   tcase_add_test(tc, fresh_pools_refuse_what_a_worker_cannot_follow);
+  tcase_add_loop_test(tc, a_barrier_action_is_called_only_where_it_means_the_same, 0, 3);
   suite_add_tcase(s, tc);
   return s;
 }

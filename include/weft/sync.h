@@ -296,6 +296,7 @@ typedef struct weft_barrier {
   uint32_t ended_broken; /* how the last cycle ended */
   uint32_t broken;     /* broken until reset */
   uint32_t init_pid;   /* the process that initialised it; 0: a static initialiser */
+  uint32_t action_image; /* where the action's object loaded (address >> 12) when it was set */
   weft_barrier_action action;
   void *arg;
   double timeout;      /* the timeout of a wait given WEFT_DEFAULT */
@@ -311,7 +312,7 @@ typedef struct weft_barrier_options {
 } weft_barrier_options;
 
 #define WEFT_BARRIER_INIT(parties) \
-  {WEFT_LOCK_INIT, 0, (parties), 0, 0, 0, 0, 0, 0, NULL, NULL, WEFT_FOREVER}
+  {WEFT_LOCK_INIT, 0, (parties), 0, 0, 0, 0, 0, 0, 0, NULL, NULL, WEFT_FOREVER}
 
 /* Initialises a barrier for parties threads (parties >= 1, else WEFT_EINVAL),
  * e.g. weft_barrier_init(&b, 3, .action = report, .timeout = 5). */
