@@ -53,7 +53,9 @@ static weft_rlock *rlock_of(weft_cond *c) {
 
 static const char *cond_label(weft_cond *c) {
   const weft_lock *l = c->kind == KIND_LOCK ? (weft_lock *)c->lock : &rlock_of(c)->lock;
-  return l->name != NULL ? l->name : l->site != NULL ? l->site : "condition";
+  const char *name = weft__layout_text(l->layout, l->name);
+  const char *site = weft__layout_text(l->layout, l->site);
+  return name != NULL ? name : site != NULL ? site : "condition";
 }
 
 /* For a NULL or destroyed condition: the error, else 0. */

@@ -53,7 +53,8 @@ static const char *label_of(const char *name, const char *site, const void *addr
 
 /* For locks the caller knows to be alive (held, or being acquired). */
 static const char *label(const weft_lock *l, char *buf, size_t size) {
-  return label_of(l->name, l->site, l, buf, size);
+  return label_of(weft__layout_text(l->layout, l->name), weft__layout_text(l->layout, l->site),
+                  l, buf, size);
 }
 
 static const char *node_label(uint32_t id, char *buf, size_t size) {

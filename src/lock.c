@@ -65,6 +65,7 @@
 #include "internal.h"
 #include "lock.h"
 #include "os/os.h"
+#include "region.h"
 #include "tsan.h"
 #include "waiters.h"
 #include "weft/sync.h"
@@ -97,6 +98,7 @@ int weft_lock_init_opts(weft_lock *l, const char *expr, const char *site,
   *l = (weft_lock)WEFT_LOCK_INIT;
   l->name = o->name != NULL ? o->name : expr;
   l->site = site;
+  l->layout = weft__layout;
   return 0;
 }
 
@@ -237,8 +239,18 @@ int weft__lock_wait(weft_lock *l, weft__deadline deadline, int spins, bool track
   return r;
 }
 
+uint32_t weft__layout;
+
+const char *weft__layout_text(uint32_t layout, const char *text) {
+  if (text == NULL || layout == 0 || layout == weft__layout || weft__region_holds(text))
+    return text;
+  return NULL;
+}
+
 static const char *lock_label(const weft_lock *l) {
-  return l->name != NULL ? l->name : l->site != NULL ? l->site : "lock";
+  const char *name = weft__layout_text(l->layout, l->name);
+  const char *site = weft__layout_text(l->layout, l->site);
+  return name != NULL ? name : site != NULL ? site : "lock";
 }
 
 /* Everything but an uncontended acquire: NaN, try, timed and blocking. */

@@ -20,6 +20,17 @@ static inline bool weft__lock_destroyed(const weft_lock *lock) {
  * WEFT_ECLOSED if it was already destroyed. Records no message. */
 int weft__lock_destroy(weft_lock *lock);
 
+/* This process's program layout: a number drawn at start-up by every fresh
+ * image of the program (and kept by a fork, which shares the layout). A
+ * lock or semaphore records it with the name and site it is given, whose
+ * pointers mean something only in processes of that layout. */
+extern uint32_t weft__layout;
+
+/* text (a name or site of an object that recorded `layout`) if it can be
+ * read in this process, else NULL: set in another program image (a parent
+ * of a spawned child) and not in shared memory. */
+const char *weft__layout_text(uint32_t layout, const char *text);
+
 /* Acquires a Lock: 0, WEFT_EOWNERDEAD, WEFT_ETIMEDOUT, WEFT_EINVAL, or
  * WEFT_ECLOSED for a destroyed one. */
 int weft__lock_acquire(weft_lock *lock, double timeout);

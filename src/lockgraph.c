@@ -25,6 +25,8 @@
 #define _GNU_SOURCE
 #include "lockgraph.h"
 
+#include "lock.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -349,8 +351,8 @@ uint32_t weft__lg_node(weft_lock *l) {
   }
   struct node *n = node_at(id);
   n->lock = l;
-  n->name = l->name;
-  n->site = l->site;
+  n->name = weft__layout_text(l->layout, l->name);
+  n->site = weft__layout_text(l->layout, l->site);
   n->serial = new_serial(n, id);
   n->rank = next_rank++;
   __atomic_store_n(&l->dd_node, n->serial, __ATOMIC_RELAXED);

@@ -15,6 +15,7 @@
 
 #include "os/os.h"
 #include "forkserver.h"
+#include "lock.h"
 #include "spawn.h"
 #include "tsan.h"
 
@@ -118,6 +119,9 @@ static void at_exit(void) {
  * they run before multiprocessing's in Python. */
 __attribute__((constructor)) static void weft__init(void) {
   weft__pid = getpid();
+  /* Every fresh image draws its own (see lock.h); never 0, which means any. */
+  weft__layout = (uint32_t)(((uint64_t)weft__os_now_ns() ^ (uint64_t)weft__pid << 20) *
+                            0x9e3779b97f4a7c15ull >> 32) | 1u;
   weft__process_init();
   weft__thread_init();
   weft__dd_init();

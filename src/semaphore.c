@@ -10,6 +10,7 @@
 #include <limits.h>
 
 #include "internal.h"
+#include "lock.h"
 #include "os/os.h"
 #include "waiters.h"
 #include "weft/sync.h"
@@ -19,7 +20,8 @@
 #define DESTROYED 0xffffffffu
 
 static const char *sem_label(const weft_semaphore *s) {
-  return s->name != NULL ? s->name : "semaphore";
+  const char *name = weft__layout_text(s->layout, s->name);
+  return name != NULL ? name : "semaphore";
 }
 
 /* For a NULL or destroyed semaphore: the error, else 0. */
@@ -43,6 +45,7 @@ int weft_semaphore_init_opts(weft_semaphore *s, int value, const weft_semaphore_
   s->bound = (uint32_t)value;
   s->bounded = o->bounded;
   s->name = o->name;
+  s->layout = weft__layout;
   return 0;
 }
 
@@ -74,8 +77,7 @@ int weft_semaphore_acquire(weft_semaphore *s, double timeout) {
     weft__waiters_leave(WEFT__WAITER_SET_OF(s));
     if (try_take(s)) return 0; /* released just as the timeout ran out */
   }
-  return weft__error(WEFT_ETIMEDOUT, "%s: not acquired within %g s",
-                     s->name != NULL ? s->name : "semaphore", timeout);
+  return weft__error(WEFT_ETIMEDOUT, "%s: not acquired within %g s", sem_label(s), timeout);
 }
 
 int weft_semaphore_release(weft_semaphore *s, int n) {
@@ -86,7 +88,7 @@ int weft_semaphore_release(weft_semaphore *s, int n) {
   uint32_t limit = s->bounded ? s->bound : INT_MAX;
   do {
     if ((uint64_t)v + (uint64_t)n > limit)
-      return weft__error(WEFT_EOVERFLOW, "%s: %s", s->name != NULL ? s->name : "semaphore",
+      return weft__error(WEFT_EOVERFLOW, "%s: %s", sem_label(s),
                          s->bounded ? "BoundedSemaphore released too many times"
                                        : "value would overflow");
   } while (!__atomic_compare_exchange_n(&s->value, &v, v + (uint32_t)n, false, __ATOMIC_SEQ_CST,

@@ -1030,6 +1030,48 @@ START_TEST(a_barrier_action_is_called_only_where_it_means_the_same) {
 }
 END_TEST
 
+/* ---- names a fresh child cannot read ---- */
+
+struct named_locks {
+  weft_lock *mine;      /* weft_lock_init'ed in shared memory, named from the heap */
+  weft_semaphore *sem;  /* the same for a semaphore */
+};
+
+static int misuse_foreign_names(void *arg) {
+  const struct named_locks *n = arg;
+  /* Errors and the deadlock detector read the lock's name: in a fresh image
+   * the parent's heap pointer is not followed. */
+  if (weft_lock_acquire(n->mine, 5) != 0) return 50;
+  if (weft_lock_release(n->mine) != 0) return 51;
+  if (weft_lock_release(n->mine) == 0) return 52;
+  if (strstr(weft_last_error(), "heap-name") != NULL) return 53;
+  if (weft_semaphore_acquire(n->sem, 0) != WEFT_ETIMEDOUT) return 54;
+  if (strstr(weft_last_error(), "heap-sem") != NULL) return 55;
+  return 0;
+}
+
+START_TEST(a_fresh_child_never_follows_its_parents_name_pointers) {
+  struct named_locks n;
+  n.mine = weft_shared_alloc(sizeof *n.mine);
+  n.sem = weft_shared_alloc(sizeof *n.sem);
+  char *lock_name = strdup("heap-name");
+  char *sem_name = strdup("heap-sem");
+  ck_assert_int_eq(weft_lock_init(n.mine, .name = lock_name), 0);
+  ck_assert_int_eq(weft_semaphore_init(n.sem, 0, .name = sem_name), 0);
+  weft_process p = weft_process_new(misuse_foreign_names, .args = &n, .args_size = sizeof n,
+                                    .start_method = methods[_i]);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  int code = finish_process(p, 20 * SLOW);
+  /* Under fork the child shares the layout: it reads the names (and so
+   * stops at 53); a fresh child reports without them. */
+  ck_assert_int_eq(code, _i == 0 ? 53 : 0);
+  weft_shared_free(n.mine);
+  weft_shared_free(n.sem);
+  free(lock_name);
+  free(sem_name);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("test_start_methods");
   TCase *tc = weft_tcase("start_methods", 60);
@@ -1055,6 +1097,7 @@ Suite *weft_test_suite(void) {
   tcase_add_loop_test(tc, process_pools_run_on_every_start_method, 0, 3);
   tcase_add_test(tc, fresh_pools_refuse_what_a_worker_cannot_follow);
   tcase_add_loop_test(tc, a_barrier_action_is_called_only_where_it_means_the_same, 0, 3);
+  tcase_add_loop_test(tc, a_fresh_child_never_follows_its_parents_name_pointers, 0, 3);
   suite_add_tcase(s, tc);
   return s;
 }

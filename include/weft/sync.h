@@ -69,6 +69,7 @@ typedef struct weft_lock {
   uint32_t seq;        /* futex the waiters sleep on: changed by each wake-up */
   uint32_t last;       /* the last acquirer, as owner, kept after release */
   uint32_t dd_node;    /* deadlock detector's serial for this lock; 0: not seen since init */
+  uint32_t layout;     /* the program layout name and site point into; 0: any */
   const char *name;    /* optional, for reports */
   const char *site;    /* where it was initialised, for reports */
 } weft_lock;
@@ -80,9 +81,9 @@ typedef struct weft_lock_options {
 } weft_lock_options;
 
 /* A statically initialised, unlocked Lock. */
-#define WEFT_LOCK_INIT {0, 0, 0, 0, 0, 0, 0, NULL, WEFT__SITE}
+#define WEFT_LOCK_INIT {0, 0, 0, 0, 0, 0, 0, 0, NULL, WEFT__SITE}
 /* The same with a name. */
-#define WEFT_LOCK_INIT_NAMED(name) {0, 0, 0, 0, 0, 0, 0, (name), WEFT__SITE}
+#define WEFT_LOCK_INIT_NAMED(name) {0, 0, 0, 0, 0, 0, 0, 0, (name), WEFT__SITE}
 
 /* Initialises an unlocked Lock, e.g. weft_lock_init(&lock) or
  * weft_lock_init(&l, .name = "accounts"). */
@@ -221,6 +222,7 @@ typedef struct weft_semaphore {
   uint32_t bound;   /* BoundedSemaphore: the largest value */
   WEFT__WAITER_SET; /* threads blocked in acquire */
   uint32_t bounded; /* 1 for a BoundedSemaphore */
+  uint32_t layout;  /* the program layout name points into; 0: any */
   const char *name;
 } weft_semaphore;
 
@@ -230,8 +232,8 @@ typedef struct weft_semaphore_options {
   const char *name;
 } weft_semaphore_options;
 
-#define WEFT_SEMAPHORE_INIT(value) {(uint32_t)(value), 0, 0, 0, 0, NULL}
-#define WEFT_BOUNDED_SEMAPHORE_INIT(value) {(uint32_t)(value), (uint32_t)(value), 0, 0, 1, NULL}
+#define WEFT_SEMAPHORE_INIT(value) {(uint32_t)(value), 0, 0, 0, 0, 0, NULL}
+#define WEFT_BOUNDED_SEMAPHORE_INIT(value) {(uint32_t)(value), (uint32_t)(value), 0, 0, 1, 0, NULL}
 
 /* Initialises a semaphore with an initial value (Python's default is 1),
  * e.g. weft_semaphore_init(&s, 3) or weft_semaphore_init(&s, 3, .bounded =
