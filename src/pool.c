@@ -359,7 +359,7 @@ bool weft_future_done(weft_future h) { return future_test(h, __func__, final_sta
 bool weft_future_running(weft_future h) {
   struct future *f = weft__future_get(h, __func__);
   if (f == NULL) return false;
-  bool r = is_running(state_of(f)) && (f->owner == NULL || weft__ppool_running(f));
+  bool r = is_running(state_of(f)) && (f->owner == NULL || f->owner->ops->running(f));
   weft__future_put(f);
   return r;
 }
@@ -368,7 +368,7 @@ bool weft_future_cancelled(weft_future h) { return future_test(h, __func__, is_c
 /* Cancels f unless it began: true if it is cancelled (now or before). */
 static bool future_cancel(struct future *f) {
   /* A process pool's task handed to a worker that has not begun it. */
-  if (f->owner != NULL && state_of(f) == FS_RUNNING && weft__ppool_cancel(f) == 0) return true;
+  if (f->owner != NULL && state_of(f) == FS_RUNNING && f->owner->ops->cancel(f) == 0) return true;
   return weft__future_settle_pending(f, FS_CANCELLED) || state_of(f) == FS_CANCELLED;
 }
 
@@ -480,7 +480,7 @@ void weft__pool_put(struct pool *p) {
   for (size_t i = 0; i < p->nthreads; i++) weft_thread_close(p->threads[i]);
   free(p->threads);
   if (p->tasks != NULL) weft_queue_free(p->tasks);
-  if (p->proc != NULL) weft__ppool_free(p);
+  if (p->proc != NULL) p->ops->free(p);
   pthread_mutex_destroy(&p->lock);
   free(p);
 }
@@ -524,6 +524,19 @@ static void ensure_exit_hook(void) {
 }
 
 #define DEFAULT_MAX_MESSAGE ((size_t)4 << 20)
+
+/* The backend of process pools that name no start method: MPI ranks once
+ * the program asked for them (the weft_mpi library sets it), else local. */
+static const struct weft__pool_ops *remote_ops;
+
+void weft__pool_set_remote(const struct weft__pool_ops *ops) {
+  __atomic_store_n(&remote_ops, ops, __ATOMIC_RELEASE);
+}
+
+static const struct weft__pool_ops *process_backend(const weft_pool_options *o) {
+  const struct weft__pool_ops *remote = __atomic_load_n(&remote_ops, __ATOMIC_ACQUIRE);
+  return remote != NULL && o->start_method == NULL ? remote : &weft__ppool_ops;
+}
 
 static weft_pool pool_new(const weft_pool_options *o, int kind, const char *fn) {
   weft_pool none = {0};
@@ -575,6 +588,7 @@ static weft_pool pool_new(const weft_pool_options *o, int kind, const char *fn) 
   p->initializer = o->initializer;
   p->initarg = o->initarg;
   p->max_message = o->max_message != 0 ? o->max_message : DEFAULT_MAX_MESSAGE;
+  if (kind == POOL_PROCESSES) p->ops = process_backend(o);
   pthread_mutex_init(&p->lock, NULL);
   if (kind == POOL_THREADS) {
     p->tasks = weft_queue_new(.name = "pool tasks");
@@ -593,8 +607,8 @@ static weft_pool pool_new(const weft_pool_options *o, int kind, const char *fn) 
   else
     snprintf(p->name, sizeof p->name, "ProcessPool-%u", pool_counter++);
   pthread_mutex_unlock(&pools_lock);
-  if (kind == POOL_PROCESSES && weft__ppool_start(p, o) != 0) {
-    pthread_mutex_destroy(&p->lock); /* weft__ppool_start cleaned up and said why */
+  if (kind == POOL_PROCESSES && p->ops->start(p, o) != 0) {
+    pthread_mutex_destroy(&p->lock); /* the backend cleaned up and said why */
     free(p);
     return none;
   }
@@ -604,8 +618,8 @@ static weft_pool pool_new(const weft_pool_options *o, int kind, const char *fn) 
   pthread_mutex_unlock(&pools_lock);
   if (p->id == 0) {
     if (kind == POOL_PROCESSES) {
-      weft__ppool_terminate(p);
-      weft__ppool_join(p, WEFT__NEVER, WEFT_FOREVER);
+      p->ops->terminate(p);
+      p->ops->join(p, WEFT__NEVER, WEFT_FOREVER);
     }
     p->refs = 1;
     weft__pool_put(p);
@@ -771,7 +785,7 @@ int weft_pool_close(weft_pool h) {
   struct pool *p = pool_get(h, __func__);
   if (p == NULL) return weft_last_error_code();
   /* The process pool refuses submits before a join can see it closed. */
-  if (p->kind == POOL_PROCESSES) weft__ppool_close(p);
+  if (p->kind == POOL_PROCESSES) p->ops->close(p);
   pthread_mutex_lock(&p->lock);
   p->closed = true;
   pthread_mutex_unlock(&p->lock);
@@ -787,7 +801,7 @@ int weft_pool_terminate(weft_pool h) {
   if (__atomic_exchange_n(&p->terminated, 1, __ATOMIC_ACQ_REL)) {
     err = weft__error(WEFT_EALREADY, "weft_pool_terminate: %s was already terminated", p->name);
   } else {
-    if (p->kind == POOL_PROCESSES) weft__ppool_terminate(p);
+    if (p->kind == POOL_PROCESSES) p->ops->terminate(p);
     pthread_mutex_lock(&p->lock);
     p->closed = true;
     pthread_mutex_unlock(&p->lock);
@@ -807,7 +821,7 @@ int weft_pool_join(weft_pool h, double timeout) {
     pthread_mutex_lock(&p->lock);
     bool closed = p->closed;
     pthread_mutex_unlock(&p->lock);
-    err = closed ? weft__ppool_join(p, deadline, timeout)
+    err = closed ? p->ops->join(p, deadline, timeout)
                  : weft__error(WEFT_ERUNNING,
                                "weft_pool_join: %s is still running; close it first", p->name);
     if (err == 0) {
@@ -906,7 +920,7 @@ static int queue_call(struct pool *p, struct future *f, const char *what) {
   if (__atomic_load_n(&p->broken, __ATOMIC_ACQUIRE)) {
     err = weft__error(WEFT_EBROKEN, "%s: %s is broken (an initializer failed)", what, p->name);
   } else if (p->kind == POOL_PROCESSES) {
-    err = weft__ppool_submit(p, f, what);
+    err = p->ops->submit(p, f, what);
   } else if ((err = ensure_worker(p)) == 0 && weft_queue_put(p->tasks, f, WEFT_FOREVER) != 0) {
     err = __atomic_load_n(&p->broken, __ATOMIC_ACQUIRE)
               ? weft__error(WEFT_EBROKEN, "%s: %s is broken", what, p->name)
@@ -1783,7 +1797,7 @@ void weft_pool_scope_end(weft_pool *pool) {
 static void stop_at_exit(void *obj, void *unused) {
   (void)unused;
   struct pool *p = obj;
-  if (p->pid == weft__pid && p->kind == POOL_PROCESSES) weft__ppool_at_exit(p);
+  if (p->pid == weft__pid && p->kind == POOL_PROCESSES) p->ops->at_exit(p);
 }
 
 /* Run by the exit rules once the non-daemon threads have been joined (they
@@ -1815,7 +1829,7 @@ void weft__pool_after_fork_parent(void) {
 static void pool_fork_child(void *obj, void *unused) {
   (void)unused;
   struct pool *p = obj;
-  if (p->kind == POOL_PROCESSES && p->proc != NULL) weft__ppool_after_fork_child(p);
+  if (p->kind == POOL_PROCESSES && p->proc != NULL) p->ops->after_fork_child(p);
 }
 
 void weft__pool_after_fork_child(void) {

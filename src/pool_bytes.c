@@ -528,7 +528,7 @@ size_t weft__chunk_progress(struct future *f) {
   uint32_t s = __atomic_load_n(&f->state, __ATOMIC_ACQUIRE);
   if (s >= FS_OK) return f->call->n;
   if (s != FS_RUNNING) return 0;
-  if (f->owner != NULL) return weft__ppool_progress(f);
+  if (f->owner != NULL) return f->owner->ops->progress(f);
   uint64_t at = __atomic_load_n(&f->item_now, __ATOMIC_RELAXED);
   return at > f->call->base ? (size_t)(at - f->call->base) : 0;
 }

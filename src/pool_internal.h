@@ -157,9 +157,41 @@ bool weft__future_wait(struct future *f, weft__deadline deadline);
 /* The outcome of a finished future as a code, with its sentence said. */
 int weft__future_outcome(struct future *f, const char *fn);
 
-/* The generic pool. A process pool keeps its own state in `proc`. */
+/* The generic pool. A pool of processes -- local ones (ppool.c) or MPI
+ * ranks (the weft_mpi library) -- is run by a backend, through `ops`, and
+ * keeps the backend's state in `proc`; the generic code (futures, bytes
+ * tasks, map and imap chunking, as_completed, progress) names no backend's
+ * functions. Thread pools are the generic code's own. */
 enum { POOL_THREADS, POOL_PROCESSES };
-struct ppool;
+struct pool;
+
+/* What a backend does for its pools. Futures of its pools have
+ * f->owner set; cancel is asked only for a future the backend took
+ * (RUNNING), and says 0 if it stopped it before it began. */
+struct weft__pool_ops {
+  int (*start)(struct pool *p, const weft_pool_options *o);
+  int (*submit)(struct pool *p, struct future *f, const char *what);
+  int (*close)(struct pool *p);
+  int (*cancel)(struct future *f);
+  bool (*running)(struct future *f);
+  size_t (*progress)(struct future *f); /* items of a running chunk finished */
+  int (*terminate)(struct pool *p);
+  int (*join)(struct pool *p, weft__deadline deadline, double timeout);
+  void (*free)(struct pool *p);
+  void (*at_exit)(struct pool *p);
+  void (*after_fork_child)(struct pool *p);
+};
+
+/* Local worker processes (ppool.c). */
+extern const struct weft__pool_ops weft__ppool_ops;
+
+/* What the backends built as libraries of their own (weft_mpi) call:
+ * exported from libweft, never part of its public API. */
+#define WEFT__BACKEND_API __attribute__((visibility("default")))
+
+/* Makes ops the backend of process pools created afterwards without a
+ * start method; NULL goes back to local processes. */
+WEFT__BACKEND_API void weft__pool_set_remote(const struct weft__pool_ops *ops);
 
 struct pool {
   uint64_t id;
@@ -173,7 +205,8 @@ struct pool {
   void *initarg;
   size_t max_message;
   uint64_t next_seq; /* thread pools: numbers bytes tasks (process pools number their own) */
-  struct ppool *proc;
+  const struct weft__pool_ops *ops; /* process pools: their backend */
+  void *proc;                       /* the backend's state */
   weft_queue *tasks; /* thread pools: of struct future * */
   int idle;          /* as Python's _idle_semaphore: workers that finished a task */
   int broken;        /* atomic */
@@ -232,19 +265,6 @@ size_t weft__vchunk_room(struct pool *p);
 size_t weft__vchunk_items(struct pool *p, const weft_bytes *items, size_t n, size_t per,
                           size_t base, const char *what);
 
-/* ppool.c: the process pool behind a generic pool. */
-int weft__ppool_start(struct pool *p, const weft_pool_options *o);
-int weft__ppool_submit(struct pool *p, struct future *f, const char *what);
-int weft__ppool_close(struct pool *p);
-int weft__ppool_cancel(struct future *f);
-bool weft__ppool_running(struct future *f);
 void weft__pool_put(struct pool *p);
-int weft__ppool_terminate(struct pool *p);
-int weft__ppool_join(struct pool *p, weft__deadline deadline, double timeout);
-void weft__ppool_free(struct pool *p);
-void weft__ppool_at_exit(struct pool *p);
-void weft__ppool_after_fork_child(struct pool *p);
-/* Items done so far of a chunk a worker is running, or 0. */
-size_t weft__ppool_progress(struct future *f);
 
 #endif

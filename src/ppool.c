@@ -930,7 +930,7 @@ static void kill_all(struct ppool *pp) {
   }
 }
 
-int weft__ppool_start(struct pool *p, const weft_pool_options *o) {
+static int ppool_start(struct pool *p, const weft_pool_options *o) {
   const char *fn = "weft_process_pool_new";
   struct ppool *pp = calloc(1, sizeof *pp);
   if (pp == NULL) return weft__error(WEFT_ENOMEM, "%s: out of memory", fn);
@@ -1062,7 +1062,7 @@ static int name_call_locked(struct ppool *pp, weft__call *c, const char *call) {
   return 0;
 }
 
-int weft__ppool_submit(struct pool *p, struct future *f, const char *fn) {
+static int ppool_submit(struct pool *p, struct future *f, const char *fn) {
   struct ppool *pp = p->proc;
   if (f->timeout == 0) f->timeout = pp->task_timeout;
   f->cb_queue = pp->cbq;
@@ -1088,7 +1088,7 @@ int weft__ppool_submit(struct pool *p, struct future *f, const char *fn) {
 /* Cancels a task a worker holds but has not begun (0), or says it began
  * (WEFT_EBUSY). A task back in the pending list (its worker died) has no
  * ticket and is cancelled as any pending one. */
-int weft__ppool_cancel(struct future *f) {
+static int ppool_cancel(struct future *f) {
   struct ppool *pp = f->owner->proc;
   pthread_mutex_lock(&pp->mu);
   int err = WEFT_EBUSY;
@@ -1107,7 +1107,7 @@ int weft__ppool_cancel(struct future *f) {
   return err;
 }
 
-size_t weft__ppool_progress(struct future *f) {
+static size_t ppool_progress(struct future *f) {
   struct ppool *pp = f->owner->proc;
   size_t done = 0;
   pthread_mutex_lock(&pp->mu);
@@ -1124,7 +1124,7 @@ size_t weft__ppool_progress(struct future *f) {
   return done;
 }
 
-bool weft__ppool_running(struct future *f) {
+static bool ppool_running(struct future *f) {
   struct ppool *pp = f->owner->proc;
   pthread_mutex_lock(&pp->mu);
   bool r = f->gate != NULL &&
@@ -1133,7 +1133,7 @@ bool weft__ppool_running(struct future *f) {
   return r;
 }
 
-int weft__ppool_close(struct pool *p) {
+static int ppool_close(struct pool *p) {
   struct ppool *pp = p->proc;
   /* From now on a worker that ends with nothing pending is not replaced. */
   pthread_mutex_lock(&pp->mu);
@@ -1142,7 +1142,7 @@ int weft__ppool_close(struct pool *p) {
   return 0;
 }
 
-int weft__ppool_terminate(struct pool *p) {
+static int ppool_terminate(struct pool *p) {
   struct ppool *pp = p->proc;
   struct future *cancelled = NULL;
   pthread_mutex_lock(&pp->mu);
@@ -1174,7 +1174,7 @@ static size_t wait_none_left(struct ppool *pp, bool workers, weft__deadline dead
   }
 }
 
-int weft__ppool_join(struct pool *p, weft__deadline deadline, double timeout) {
+static int ppool_join(struct pool *p, weft__deadline deadline, double timeout) {
   struct ppool *pp = p->proc;
   if (tls_served == pp)
     return weft__error(WEFT_EDEADLK, "weft_pool_join: called from a thread of %s", p->name);
@@ -1211,7 +1211,7 @@ int weft__ppool_join(struct pool *p, weft__deadline deadline, double timeout) {
   return 0;
 }
 
-void weft__ppool_free(struct pool *p) {
+static void ppool_free(struct pool *p) {
   struct ppool *pp = p->proc;
   p->proc = NULL;
   ppool_release(pp);
@@ -1220,7 +1220,7 @@ void weft__ppool_free(struct pool *p) {
 /* A forked child (a worker, or any other child) keeps none of the fds a
  * pool's process uses to watch its workers. Raw closes, no locks: the
  * thread that forked is the child's only one. */
-void weft__ppool_after_fork_child(struct pool *p) {
+static void ppool_after_fork_child(struct pool *p) {
   struct ppool *pp = p->proc;
   for (int k = 0; k < 2; k++)
     if (pp->wake[k] >= 0) {
@@ -1236,10 +1236,24 @@ void weft__ppool_after_fork_child(struct pool *p) {
 
 /* At exit the daemon workers are about to be terminated by weft's exit
  * rules: the collector must not replace them as they go. */
-void weft__ppool_at_exit(struct pool *p) {
+static void ppool_at_exit(struct pool *p) {
   struct ppool *pp = p->proc;
   if (pp == NULL) return;
   int expect = 0;
   __atomic_compare_exchange_n(&pp->stopping, &expect, 1, false, __ATOMIC_SEQ_CST,
                               __ATOMIC_RELAXED);
 }
+
+const struct weft__pool_ops weft__ppool_ops = {
+    .start = ppool_start,
+    .submit = ppool_submit,
+    .close = ppool_close,
+    .cancel = ppool_cancel,
+    .running = ppool_running,
+    .progress = ppool_progress,
+    .terminate = ppool_terminate,
+    .join = ppool_join,
+    .free = ppool_free,
+    .at_exit = ppool_at_exit,
+    .after_fork_child = ppool_after_fork_child,
+};
