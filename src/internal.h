@@ -11,7 +11,11 @@
 
 /* Records code and a formatted sentence as the calling thread's last error
  * and returns code, so a failing path reads `return weft__error(...)`. */
-int weft__error(int code, const char *fmt, ...) WEFT_PRINTF(2, 3);
+/* What the backends built as libraries of their own (weft_mpi) call:
+ * exported from libweft, never part of its public API. */
+#define WEFT__BACKEND_API __attribute__((visibility("default")))
+
+WEFT__BACKEND_API int weft__error(int code, const char *fmt, ...) WEFT_PRINTF(2, 3);
 
 /* An absolute CLOCK_MONOTONIC time in nanoseconds; WEFT__NEVER for none. */
 typedef int64_t weft__deadline;

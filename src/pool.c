@@ -538,7 +538,8 @@ static const struct weft__pool_ops *process_backend(const weft_pool_options *o) 
   return remote != NULL && o->start_method == NULL ? remote : &weft__ppool_ops;
 }
 
-static weft_pool pool_new(const weft_pool_options *o, int kind, const char *fn) {
+static weft_pool pool_new(const weft_pool_options *o, int kind, const struct weft__pool_ops *ops,
+                          const char *fn) {
   weft_pool none = {0};
   if (o == NULL || (o->workers < 1 && o->workers != WEFT_DEFAULT)) {
     weft__error(WEFT_EINVAL, "%s: workers must be at least 1 (leave it out for the default)", fn);
@@ -588,7 +589,7 @@ static weft_pool pool_new(const weft_pool_options *o, int kind, const char *fn) 
   p->initializer = o->initializer;
   p->initarg = o->initarg;
   p->max_message = o->max_message != 0 ? o->max_message : DEFAULT_MAX_MESSAGE;
-  if (kind == POOL_PROCESSES) p->ops = process_backend(o);
+  if (kind == POOL_PROCESSES) p->ops = ops != NULL ? ops : process_backend(o);
   pthread_mutex_init(&p->lock, NULL);
   if (kind == POOL_THREADS) {
     p->tasks = weft_queue_new(.name = "pool tasks");
@@ -630,11 +631,16 @@ static weft_pool pool_new(const weft_pool_options *o, int kind, const char *fn) 
 }
 
 weft_pool weft_thread_pool_new_opts(const weft_pool_options *o) {
-  return pool_new(o, POOL_THREADS, "weft_thread_pool_new");
+  return pool_new(o, POOL_THREADS, NULL, "weft_thread_pool_new");
 }
 
 weft_pool weft_process_pool_new_opts(const weft_pool_options *o) {
-  return pool_new(o, POOL_PROCESSES, "weft_process_pool_new");
+  return pool_new(o, POOL_PROCESSES, NULL, "weft_process_pool_new");
+}
+
+weft_pool weft__pool_new_on(const weft_pool_options *o, const struct weft__pool_ops *ops,
+                            const char *fn) {
+  return pool_new(o, POOL_PROCESSES, ops, fn);
 }
 
 /* Closes the queue and settles every task still in it as `to` (cancelled
@@ -1808,6 +1814,8 @@ void weft__pool_exit_rules(void) {
   pthread_mutex_lock(&pools_lock);
   weft__handle_each(&pools, stop_at_exit, NULL);
   pthread_mutex_unlock(&pools_lock);
+  const struct weft__pool_ops *remote = __atomic_load_n(&remote_ops, __ATOMIC_ACQUIRE);
+  if (remote != NULL && remote->shutdown != NULL) remote->shutdown();
 }
 
 /* ---- fork ---- */

@@ -93,7 +93,7 @@ int weft__sink_put(weft__sink *s, const void *data, size_t len);
  * WEFT_ETASKFAILED, or WEFT_EMSGSIZE and *err the same -- its message as
  * its output. A chunk: returns 0 (each item's outcome is in the output)
  * or the sink's failure. */
-int weft__call_run(const weft__call *c, const void *in, weft__sink *out, uint64_t *item,
+WEFT__BACKEND_API int weft__call_run(const weft__call *c, const void *in, weft__sink *out, uint64_t *item,
                    weft__done *done, int *err);
 
 /* The room a chunk of n fixed-size items needs for its results. */
@@ -140,17 +140,17 @@ struct future {
 };
 
 /* A new pending future with two references: the handle's and the task's. */
-struct future *weft__future_new(weft_task fn, void *arg);
-void weft__future_put(struct future *f);
+WEFT__BACKEND_API struct future *weft__future_new(weft_task fn, void *arg);
+WEFT__BACKEND_API void weft__future_put(struct future *f);
 struct future *weft__future_get(weft_future h, const char *fn);
 /* Moves a pending future to a final state; false if it had left PENDING. */
-bool weft__future_settle_pending(struct future *f, uint32_t to);
+WEFT__BACKEND_API bool weft__future_settle_pending(struct future *f, uint32_t to);
 /* Moves a pending or running future to a final state, once: false if it
  * was final already. */
-bool weft__future_settle(struct future *f, uint32_t to);
+WEFT__BACKEND_API bool weft__future_settle(struct future *f, uint32_t to);
 /* Runs the callbacks of a finished future (a process pool's callback
  * threads call this). */
-void weft__future_run_callbacks(struct future *f);
+WEFT__BACKEND_API void weft__future_run_callbacks(struct future *f);
 
 /* Waits until f is in a final state or the deadline passes. */
 bool weft__future_wait(struct future *f, weft__deadline deadline);
@@ -180,18 +180,21 @@ struct weft__pool_ops {
   void (*free)(struct pool *p);
   void (*at_exit)(struct pool *p);
   void (*after_fork_child)(struct pool *p);
+  /* At the end of the exit rules, after every pool's at_exit: the remote
+   * backend ends (NULL: nothing to do). */
+  void (*shutdown)(void);
 };
 
 /* Local worker processes (ppool.c). */
 extern const struct weft__pool_ops weft__ppool_ops;
 
-/* What the backends built as libraries of their own (weft_mpi) call:
- * exported from libweft, never part of its public API. */
-#define WEFT__BACKEND_API __attribute__((visibility("default")))
-
 /* Makes ops the backend of process pools created afterwards without a
  * start method; NULL goes back to local processes. */
 WEFT__BACKEND_API void weft__pool_set_remote(const struct weft__pool_ops *ops);
+
+/* Creates a process pool run by ops (as weft_process_pool_new_opts). */
+WEFT__BACKEND_API weft_pool weft__pool_new_on(const weft_pool_options *o,
+                                              const struct weft__pool_ops *ops, const char *fn);
 
 struct pool {
   uint64_t id;

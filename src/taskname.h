@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "internal.h"
+
 struct weft__task_name {
   uint64_t offset;         /* from the object's load address */
   char object[PATH_MAX];   /* its path; "" for the main program */
@@ -20,14 +22,14 @@ struct weft__task_name {
 
 /* Names fn. WEFT_EINVAL (recording a sentence that names `call`) if fn does
  * not lie in an executable segment of a loaded object. */
-int weft__task_name_of(const void *fn, struct weft__task_name *out, const char *call);
+WEFT__BACKEND_API int weft__task_name_of(const void *fn, struct weft__task_name *out, const char *call);
 
 /* Where fn lies: the loaded object's base address and path ("" for the
  * main program). WEFT_EINVAL recorded for `call` as weft__task_name_of. */
-int weft__task_locate(const void *fn, uintptr_t *base, char *path, size_t cap, const char *call);
+WEFT__BACKEND_API int weft__task_locate(const void *fn, uintptr_t *base, char *path, size_t cap, const char *call);
 
 /* Finds the function a name stands for in this image, loading its object
  * if it is not loaded yet. WEFT_ENOENT with a sentence if it cannot. */
-int weft__task_resolve(const struct weft__task_name *name, void **fn);
+WEFT__BACKEND_API int weft__task_resolve(const struct weft__task_name *name, void **fn);
 
 #endif

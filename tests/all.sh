@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # `make test`: installs what the tests need, builds, and runs every Check
 # suite three times -- plain, under AddressSanitizer+UBSan, and under
-# ThreadSanitizer -- then the install check, the licence-line check, the
+# ThreadSanitizer -- each time with the MPI backend's tests under mpiexec
+# (tests/mpi.sh), then the install check, the licence-line check, the
 # short form of the fault-injection soak and the benchmark smoke run.
 # Ends with "weft: N passed, N failed"; exits non-zero if anything failed.
 set -u
@@ -57,7 +58,7 @@ one_check() { # one_check NAME COMMAND...: a check outside Check, counted as one
 }
 
 echo "== plain build"
-if build build ""; then tests/run.sh build plain; fi
+if build build ""; then tests/run.sh build plain; tests/mpi.sh build plain; fi
 count build
 
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer"
@@ -65,7 +66,7 @@ if build build-asan address; then
   ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1 \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   WEFT_TEST_SANITIZER=address CK_TIMEOUT_MULTIPLIER=3 \
-    tests/run.sh build-asan asan
+    sh -c 'tests/run.sh build-asan asan; tests/mpi.sh build-asan asan'
 fi
 count build-asan
 
@@ -73,7 +74,7 @@ echo "== ThreadSanitizer"
 if build build-tsan thread; then
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:die_after_fork=0:atexit_sleep_ms=0 \
   WEFT_TEST_SANITIZER=thread CK_TIMEOUT_MULTIPLIER=4 \
-    tests/run.sh build-tsan tsan
+    sh -c 'tests/run.sh build-tsan tsan; tests/mpi.sh build-tsan tsan'
 fi
 count build-tsan
 
