@@ -132,5 +132,6 @@ int main(int argc, char **argv) {
   bench_queue_rows(&cfg);
   bench_shm_rows(&cfg);
   bench_pool_rows(&cfg);
+  bench_mpi_rows(&cfg);
   return 0;
 }

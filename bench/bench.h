@@ -66,5 +66,6 @@ void bench_deadlock_rows(const bench_config *cfg);
 void bench_queue_rows(const bench_config *cfg);
 void bench_shm_rows(const bench_config *cfg);
 void bench_pool_rows(const bench_config *cfg);
+void bench_mpi_rows(const bench_config *cfg);
 
 #endif

@@ -168,6 +168,48 @@ cc -std=c11 -pedantic -Wall -Wextra -Werror -o "$tmp/pedantic" "$tmp/pedantic.c"
   $(pkg-config --cflags --libs weft) > "$tmp/pedantic.log" 2>&1 \
   || { cat "$tmp/pedantic.log"; fail "the option macros are not warning-free ISO C11"; }
 
+# The MPI backend, when weft was built with MPI: pkg-config and the CMake
+# component, each program started as it is (no mpiexec: a local pool).
+if [ -f "$libdir/libweft_mpi.so" ]; then
+  [ -f "$prefix/include/weft/mpi.h" ] || fail "no weft/mpi.h installed"
+  cat > "$tmp/app_mpi.c" <<'C'
+#include <stdio.h>
+#include <string.h>
+#include <weft.h>
+#include <weft/mpi.h>
+static int seven(const void *arg, size_t len, void *result, size_t *result_len) {
+  (void)arg; (void)len;
+  memcpy(result, "7", 1);
+  *result_len = 1;
+  return 0;
+}
+int main(int argc, char **argv) {
+  if (weft_mpi_init(&argc, &argv) != 0) return 1;
+  weft_pool pool = weft_process_pool_new(.workers = 1);
+  weft_future f = weft_pool_apply_async(pool, seven, NULL, 0);
+  const void *data;
+  size_t len;
+  if (weft_future_result_bytes(f, WEFT_FOREVER, &data, &len) != 0 || len != 1) return 1;
+  printf("weft_mpi exitcode %c\n", *(const char *)data);
+  return 0;
+}
+C
+  run mpi_pc "$(readme 'cc -std=c11 app_mpi.c $(pkg-config --cflags --libs weft-mpi) -Wl,-rpath,<dir>/lib -o app_mpi')"
+  expect env -u LD_LIBRARY_PATH "$tmp/app_mpi"
+  mkdir "$tmp/cm_mpi"
+  cp "$tmp/app_mpi.c" "$tmp/cm_mpi/app.c"
+  {
+    echo 'cmake_minimum_required(VERSION 3.25)'
+    echo 'project(app C)'
+    readme 'find_package(weft REQUIRED COMPONENTS mpi)'
+    echo 'add_executable(app app.c)'
+    readme 'target_link_libraries(app PRIVATE weft::weft_mpi)'
+  } > "$tmp/cm_mpi/CMakeLists.txt"
+  (cd "$tmp/cm_mpi" && sh -c "$cm_line") > "$tmp/cm_mpi.log" 2>&1 \
+    || { cat "$tmp/cm_mpi.log"; fail "failed: find_package(weft COMPONENTS mpi)"; }
+  expect env -u LD_LIBRARY_PATH "$tmp/cm_mpi/build/app"
+fi
+
 # Only the API is exported from the shared library.
 if nm -D --defined-only "$libdir/libweft.so" | awk '{print $3}' | grep -v '^weft_' | grep -q .; then
   echo "libweft.so exports symbols outside weft_*:"

@@ -90,6 +90,32 @@ else
   printf '%s\n' "$out" >&2
   fail "inflight: exit $rc"
 fi
+# A rank killed from outside ends the job, non-zero, not a hang.
+tmp=$(mktemp)
+mpirun 3 -- hold > "$tmp" 2>&1 &
+job=$!
+victim=""
+end=$(($(date +%s) + limit))
+while [ -z "$victim" ] && [ "$(date +%s)" -lt "$end" ] && kill -0 "$job" 2>/dev/null; do
+  if grep -q '^holding$' "$tmp"; then
+    for p in $(pgrep -f "weft_mpi_test hold"); do
+      if tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=2'; then
+        victim=$p
+      fi
+    done
+  fi
+  [ -n "$victim" ] || sleep 0.1
+done
+[ -n "$victim" ] && kill -KILL "$victim"
+wait "$job"
+rc=$?
+if [ -n "$victim" ] && [ $rc != 0 ] && [ $rc != 124 ] && ! grep -q 'survived' "$tmp"; then
+  passed=$((passed + 1))
+else
+  cat "$tmp" >&2
+  fail "killed rank: exit $rc${victim:+ after killing rank 2 ($victim)}"
+fi
+rm -f "$tmp"
 echo "$label mpi: $passed passed, $failed failed"
 if [ -f "$dir/test-counts" ]; then
   read -r p f < "$dir/test-counts"

@@ -9,7 +9,9 @@
  *   pools     the pool API on MPI ranks (the default)
  *   local     started without mpiexec: pools stay local, MPI pools refused
  *   crash     a task that crashes its rank: the job must end, naming it
- *   inflight  main returns with tasks on the ranks: the job must end */
+ *   inflight  main returns with tasks on the ranks: the job must end
+ *   hold      ranks run long tasks (a rank is then killed from outside:
+ *             the job must end) */
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdint.h>
@@ -379,6 +381,20 @@ static int run_inflight(void) {
   return 0; /* with tasks on the ranks: they finish, the ranks stop, the job ends */
 }
 
+static int run_hold(void) {
+  weft_pool pool = weft_process_pool_new();
+  double s = 60;
+  weft_future f[8];
+  for (int i = 0; i < 8; i++) f[i] = weft_pool_apply_async(pool, sleeps, &s, sizeof s);
+  printf("holding\n");
+  fflush(stdout);
+  const void *data;
+  size_t len;
+  weft_future_result_bytes(f[0], 120, &data, &len);
+  fprintf(stderr, "mpi_hold: the job survived a killed rank\n");
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (weft_mpi_init(&argc, &argv) != 0) {
     fprintf(stderr, "weft_mpi_init: %s\n", weft_last_error());
@@ -388,5 +404,6 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "local") == 0) return run_local();
   if (strcmp(mode, "crash") == 0) return run_crash();
   if (strcmp(mode, "inflight") == 0) return run_inflight();
+  if (strcmp(mode, "hold") == 0) return run_hold();
   return run_pools();
 }
