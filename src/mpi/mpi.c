@@ -34,7 +34,7 @@
 #include "taskname.h"
 #include "weft/mpi.h"
 
-#define DEPTH 4          /* calls a rank holds: the one running and those behind it */
+#define DEPTH 8          /* calls a rank holds: the one running and those behind it */
 #define MAX_POOLS 1024   /* MPI pools a program makes */
 #define OBJECTS_MAX 16   /* objects (program, libraries) a pool's tasks lie in */
 
@@ -43,15 +43,25 @@
 #define SPIN_ROUNDS 2000
 #define SLEEP_MAX_NS (1000 * 1000)
 
-enum tag { TAG_POOL = 1, TAG_OBJECT, TAG_CALL, TAG_RESULT, TAG_STOP, TAG_STOPPED };
+/* TAG_CALLS and TAG_RESULTS carry several records, each a header (its
+ * seq, and for a result its code, err and length) and its bytes: a rank
+ * gets the calls the engine hands it at once in one message, and sends the
+ * results it has in one, so a burst of small tasks costs few messages. */
+enum tag { TAG_POOL = 1, TAG_OBJECT, TAG_CALLS, TAG_RESULTS, TAG_STOP, TAG_STOPPED };
+
+/* A rank sends what results it has once this long has passed since the
+ * first of them, or once they fill OUT_FLUSH bytes: not measured, keeps a
+ * long task from holding back results finished before it. */
+#define OUT_FLUSH_NS (200 * 1000)
+#define OUT_FLUSH ((size_t)256 * 1024)
 
 struct hdr {
   uint32_t pool;  /* the pool's number (index in eng.pools) */
-  uint32_t index; /* TAG_OBJECT: the object's; TAG_POOL: has an initializer */
-  uint64_t seq;   /* TAG_CALL, TAG_RESULT: the task */
-  int32_t code;   /* TAG_RESULT: the task's code; TAG_POOL: unused */
-  int32_t err;    /* TAG_RESULT: 0, WEFT_ETASKFAILED, weft's own, WEFT_EBROKEN (initializer) */
-  uint64_t len;   /* TAG_RESULT: bytes that follow; TAG_POOL: the room for a result */
+  uint32_t index; /* TAG_OBJECT: the object's; TAG_POOL: has an initializer; batches: records */
+  uint64_t seq;   /* a record: the task */
+  int32_t code;   /* a result: the task's code */
+  int32_t err;    /* a result: 0, WEFT_ETASKFAILED, weft's own, WEFT_EBROKEN (initializer) */
+  uint64_t len;   /* a record: bytes that follow; TAG_POOL: the room for a result */
 };
 
 static struct {
@@ -103,6 +113,8 @@ struct pool_info {
 
 struct served_pool {
   bool known, init_done, init_failed, has_init;
+  unsigned char *sink; /* where tasks write their results, sink_cap bytes */
+  size_t sink_cap;
   char name[WEFT_NAME_MAX + 1];
   struct weft__task_name init;
   size_t room;
@@ -172,23 +184,57 @@ static int resolve(struct served_pool *sp, weft__call *c) {
   return 0;
 }
 
-static void send_result(struct hdr *h, const void *bytes, size_t len) {
-  size_t total = sizeof *h + len;
-  unsigned char *m = malloc(total);
-  if (m == NULL) {
-    fprintf(stderr, "weft: rank %d: out of memory for a result\n", mpi.rank);
-    MPI_Abort(mpi.comm, 70);
-  }
-  h->len = len;
-  memcpy(m, h, sizeof *h);
-  if (len > 0) memcpy(m + sizeof *h, bytes, len);
-  MPI_Send(m, (int)total, MPI_BYTE, 0, TAG_RESULT, mpi.comm);
-  free(m);
+/* The results a rank has not sent yet: a TAG_RESULTS message being built. */
+static struct {
+  unsigned char *buf;
+  size_t used, cap;
+  uint32_t count;
+  int64_t first; /* when its first result was added */
+} out;
+
+static int64_t clock_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void run_call(struct served_pool *sp, const struct hdr *in, unsigned char *body,
+static void out_flush(void) {
+  if (out.count == 0) return;
+  struct hdr h = {.index = out.count};
+  memcpy(out.buf, &h, sizeof h);
+  MPI_Send(out.buf, (int)out.used, MPI_BYTE, 0, TAG_RESULTS, mpi.comm);
+  out.used = sizeof h;
+  out.count = 0;
+}
+
+static void out_add(const struct hdr *h, const void *bytes) {
+  size_t need = sizeof *h + (size_t)h->len;
+  if (out.used == 0) out.used = sizeof(struct hdr); /* the message's own header first */
+  if (out.used + need > out.cap) {
+    size_t cap = out.cap * 2 > out.used + need ? out.cap * 2 : out.used + need;
+    unsigned char *b = realloc(out.buf, cap);
+    if (b == NULL) {
+      fprintf(stderr, "weft: rank %d: out of memory for a result\n", mpi.rank);
+      MPI_Abort(mpi.comm, 70);
+    }
+    out.buf = b;
+    out.cap = cap;
+  }
+  if (out.count == 0) out.first = clock_ns();
+  memcpy(out.buf + out.used, h, sizeof *h);
+  if (h->len > 0) memcpy(out.buf + out.used + sizeof *h, bytes, (size_t)h->len);
+  out.used += need;
+  out.count++;
+}
+
+static void result(uint32_t pool, uint64_t seq, int code, int err, const void *bytes, size_t len) {
+  struct hdr h = {.pool = pool, .seq = seq, .code = code, .err = err, .len = len};
+  out_add(&h, bytes);
+}
+
+/* Runs one call; its result joins the ones to send. */
+static void run_call(struct served_pool *sp, uint32_t pool, uint64_t seq, unsigned char *body,
                      size_t len, const char *host) {
-  struct hdr out = {.pool = in->pool, .seq = in->seq};
   weft__call *c = (weft__call *)body;
   if (len < sizeof *c || sizeof *c + c->in_len > len) {
     fprintf(stderr, "weft: rank %d: a malformed call\n", mpi.rank);
@@ -201,35 +247,58 @@ static void run_call(struct served_pool *sp, const struct hdr *in, unsigned char
       sp->init_failed = true;
   }
   if (sp->init_failed) {
-    out.err = WEFT_EBROKEN;
-    send_result(&out, NULL, 0);
+    result(pool, seq, 0, WEFT_EBROKEN, NULL, 0);
     return;
   }
   if (resolve(sp, c) != 0) {
     const char *why = weft_last_error();
-    out.code = WEFT_EINVAL;
-    out.err = WEFT_ETASKFAILED;
-    send_result(&out, why, strlen(why));
+    result(pool, seq, WEFT_EINVAL, WEFT_ETASKFAILED, why, strlen(why));
     return;
   }
   int k = snprintf(crash_text, sizeof crash_text,
                    "weft: task %llu of %s crashed rank %d on %s with ",
-                   (unsigned long long)in->seq, sp->name, mpi.rank, host);
+                   (unsigned long long)seq, sp->name, mpi.rank, host);
   crash_len = k > 0 && (size_t)k < sizeof crash_text ? (size_t)k : 0;
-  weft__sink s = {.buf = malloc(sp->room), .cap = sp->room, .more = grow};
-  if (s.buf == NULL) {
-    fprintf(stderr, "weft: rank %d: out of memory for a result\n", mpi.rank);
-    MPI_Abort(mpi.comm, 70);
+  /* The room a task writes its result into is the pool's (as locally: a
+   * larger single result is WEFT_EMSGSIZE); kept from task to task. */
+  if (sp->sink == NULL) {
+    sp->sink = malloc(sp->room);
+    if (sp->sink == NULL) {
+      fprintf(stderr, "weft: rank %d: out of memory for a result\n", mpi.rank);
+      MPI_Abort(mpi.comm, 70);
+    }
+    sp->sink_cap = sp->room;
   }
+  weft__sink s = {.buf = sp->sink, .cap = sp->sink_cap, .more = grow};
   uint64_t item = 0;
   int err = 0;
   int code = weft__call_run(c, c + 1, &s, &item, NULL, &err);
   crash_len = 0;
-  out.code = code;
-  out.err = err;
-  if (code != 0 && c->kind != WEFT__CALL_SINGLE && err == 0) out.err = WEFT_ENOMEM;
-  send_result(&out, s.buf, s.used);
-  free(s.buf);
+  sp->sink = s.buf; /* a chunk's output may have grown it */
+  sp->sink_cap = s.cap;
+  if (code != 0 && c->kind != WEFT__CALL_SINGLE && err == 0) err = WEFT_ENOMEM;
+  result(pool, seq, code, err, s.buf, s.used);
+  if (s.cap > sp->room * 4 && s.cap > ((size_t)64 << 20)) { /* give back a huge one */
+    free(sp->sink);
+    sp->sink = NULL;
+  }
+}
+
+/* Runs a batch of calls, sending results as they are due. */
+static void run_calls(struct served_pool *sp, uint32_t pool, uint32_t n, unsigned char *body,
+                      size_t len, const char *host) {
+  size_t at = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    struct hdr rec;
+    if (len - at < sizeof rec) break;
+    memcpy(&rec, body + at, sizeof rec);
+    at += sizeof rec;
+    if (rec.len > len - at) break;
+    run_call(sp, pool, rec.seq, body + at, (size_t)rec.len, host);
+    at += (size_t)rec.len;
+    if (out.used >= OUT_FLUSH || clock_ns() - out.first >= OUT_FLUSH_NS) out_flush();
+  }
+  out_flush();
 }
 
 static _Noreturn void serve(void) {
@@ -265,6 +334,7 @@ static _Noreturn void serve(void) {
     size_t blen = len - sizeof h;
     if (st.MPI_TAG == TAG_POOL) {
       free(sp->objects);
+      free(sp->sink);
       *sp = (struct served_pool){.known = true, .room = (size_t)h.len, .has_init = h.index != 0,
                                  .last_object = UINT32_MAX};
       sp->objects = calloc(OBJECTS_MAX, sizeof *sp->objects);
@@ -282,8 +352,8 @@ static _Noreturn void serve(void) {
         sp->objects[h.index][n] = '\0';
         if (h.index + 1 > sp->nobjects) sp->nobjects = h.index + 1;
       }
-    } else if (st.MPI_TAG == TAG_CALL && sp->known) {
-      run_call(sp, &h, body, blen, host);
+    } else if (st.MPI_TAG == TAG_CALLS && sp->known) {
+      run_calls(sp, h.pool, h.index, body, blen, host);
     }
   }
   MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_STOPPED, mpi.comm);
@@ -449,9 +519,41 @@ static void prepare_rank_locked(struct mpool *mp, int i) {
   }
 }
 
-/* Hands pending calls to ranks with room, the least loaded first. */
+/* The calls being handed to each rank in one dispatch: a TAG_CALLS body. */
+struct batch {
+  unsigned char *buf;
+  size_t used, cap;
+  uint32_t count;
+};
+static struct batch *batches; /* one per rank, the engine thread's */
+
+static void batch_add(struct batch *b, uint64_t seq, const void *call, size_t len) {
+  struct hdr rec = {.seq = seq, .len = len};
+  size_t need = sizeof rec + len;
+  if (b->used + need > b->cap) {
+    size_t cap = b->cap * 2 > b->used + need ? b->cap * 2 : b->used + need;
+    unsigned char *nb = realloc(b->buf, cap);
+    if (nb == NULL) {
+      fprintf(stderr, "weft: out of memory for an MPI message\n");
+      MPI_Abort(mpi.comm, 70);
+    }
+    b->buf = nb;
+    b->cap = cap;
+  }
+  memcpy(b->buf + b->used, &rec, sizeof rec);
+  memcpy(b->buf + b->used + sizeof rec, call, len);
+  b->used += need;
+  b->count++;
+}
+
+/* Hands pending calls to ranks with room, the least loaded first, each
+ * rank's in one message. */
 static bool dispatch_locked(struct mpool *mp) {
   bool sent = false;
+  if (batches == NULL && (batches = calloc((size_t)mpi.size, sizeof *batches)) == NULL) {
+    fprintf(stderr, "weft: out of memory for the MPI engine\n");
+    MPI_Abort(mpi.comm, 70);
+  }
   for (int level = 0; level < DEPTH && mp->pending.head != NULL; level++)
     for (int i = 0; i < mp->n && mp->pending.head != NULL; i++) {
       struct mrank *r = &mp->r[i];
@@ -466,15 +568,22 @@ static bool dispatch_locked(struct mpool *mp) {
         pthread_cond_broadcast(&eng.change);
         continue;
       }
-      prepare_rank_locked(mp, i);
+      if (batches[i].count == 0) prepare_rank_locked(mp, i);
       weft__call *c = f->call;
-      struct hdr h = {.pool = mp->id, .seq = c->seq};
-      send_to(i + 1, TAG_CALL, &h, c, sizeof *c + c->in_len);
+      batch_add(&batches[i], c->seq, c, sizeof *c + c->in_len);
       if (r->held.head == NULL) r->head_since = now_ns();
       push(&r->held, f);
       r->assigned++;
       sent = true;
     }
+  for (int i = 0; i < mp->n; i++) {
+    struct batch *b = &batches[i];
+    if (b->count == 0) continue;
+    struct hdr h = {.pool = mp->id, .index = b->count};
+    send_to(i + 1, TAG_CALLS, &h, b->buf, b->used);
+    b->used = 0;
+    b->count = 0;
+  }
   return sent;
 }
 
@@ -487,46 +596,20 @@ static void settle(struct mpool *mp, struct future *f, uint32_t to) {
   pthread_mutex_unlock(&eng.mu);
 }
 
-static void on_result(int rank, const unsigned char *buf, size_t len) {
-  if (len < sizeof(struct hdr)) return;
-  struct hdr h;
-  memcpy(&h, buf, sizeof h);
-  const unsigned char *bytes = buf + sizeof h;
-  size_t n = len - sizeof h < h.len ? len - sizeof h : (size_t)h.len;
-  pthread_mutex_lock(&eng.mu);
-  struct mpool *mp = h.pool < eng.npools ? eng.pools[h.pool] : NULL;
-  struct future *f = NULL;
-  bool dropped = false;
-  if (mp != NULL && rank >= 1 && rank <= mp->n) {
-    struct mrank *r = &mp->r[rank - 1];
-    if (r->held.head != NULL && r->held.head->call->seq == h.seq) {
-      f = pop(&r->held);
-      r->assigned--;
-      r->head_since = now_ns();
-      if (r->lost_seq == h.seq + 1) { /* failed by its time limit already */
-        r->lost_seq = 0;
-        dropped = true;
-      }
-    }
-    if (h.err == WEFT_EBROKEN) mp->broken = true;
-    dispatch_locked(mp);
-  }
-  pthread_mutex_unlock(&eng.mu);
-  if (f == NULL) return;
-  if (dropped) {
-    weft__future_put(f); /* its time-limit failure settled it and kept the count */
-    return;
-  }
+/* Settles a future from its result record. */
+static void finish(struct mpool *mp, struct future *f, const struct hdr *h,
+                   const unsigned char *bytes) {
+  size_t n = (size_t)h->len;
   uint32_t to = FS_OK;
-  if (h.err == WEFT_EBROKEN) {
+  if (h->err == WEFT_EBROKEN) {
     to = FS_BROKEN;
-  } else if (h.code != 0 && f->call->kind == WEFT__CALL_SINGLE) {
-    f->task_err = h.code;
-    f->fail_err = h.err;
+  } else if (h->code != 0 && f->call->kind == WEFT__CALL_SINGLE) {
+    f->task_err = h->code;
+    f->fail_err = h->err;
     if (n > 0) f->report = strndup((const char *)bytes, n);
     to = FS_FAILED;
-  } else if (h.code != 0) {
-    f->task_err = h.code;
+  } else if (h->code != 0) {
+    f->task_err = h->code;
     to = FS_FAILED;
   } else {
     f->bytes = malloc(n > 0 ? n : 1);
@@ -540,6 +623,48 @@ static void on_result(int rank, const unsigned char *buf, size_t len) {
   }
   f->result = f->bytes;
   settle(mp, f, to);
+}
+
+/* A TAG_RESULTS message from rank: its records, in the order the rank ran
+ * the calls, which is the order it holds them. */
+static void on_results(int rank, const unsigned char *buf, size_t len) {
+  if (len < sizeof(struct hdr)) return;
+  struct hdr outer;
+  memcpy(&outer, buf, sizeof outer);
+  size_t at = sizeof outer;
+  for (uint32_t k = 0; k < outer.index; k++) {
+    struct hdr h;
+    if (len - at < sizeof h) return;
+    memcpy(&h, buf + at, sizeof h);
+    at += sizeof h;
+    if (h.len > len - at) return;
+    const unsigned char *bytes = buf + at;
+    at += (size_t)h.len;
+    pthread_mutex_lock(&eng.mu);
+    struct mpool *mp = h.pool < eng.npools ? eng.pools[h.pool] : NULL;
+    struct future *f = NULL;
+    bool dropped = false;
+    if (mp != NULL && rank >= 1 && rank <= mp->n) {
+      struct mrank *r = &mp->r[rank - 1];
+      if (r->held.head != NULL && r->held.head->call->seq == h.seq) {
+        f = pop(&r->held);
+        r->assigned--;
+        r->head_since = now_ns();
+        if (r->lost_seq == h.seq + 1) { /* failed by its time limit already */
+          r->lost_seq = 0;
+          dropped = true;
+        }
+      }
+      if (h.err == WEFT_EBROKEN) mp->broken = true;
+      if (k + 1 == outer.index) dispatch_locked(mp); /* refill once the batch is in */
+    }
+    pthread_mutex_unlock(&eng.mu);
+    if (f == NULL) continue;
+    if (dropped)
+      weft__future_put(f); /* its time-limit failure settled it and kept the count */
+    else
+      finish(mp, f, &h, bytes);
+  }
 }
 
 /* Fails the tasks that ran past their limits; their ranks take nothing
@@ -598,10 +723,10 @@ static void *engine_main(void *arg) {
       int flag = 0;
       MPI_Message msg;
       MPI_Status st;
-      MPI_Improbe(MPI_ANY_SOURCE, TAG_RESULT, mpi.comm, &flag, &msg, &st);
+      MPI_Improbe(MPI_ANY_SOURCE, TAG_RESULTS, mpi.comm, &flag, &msg, &st);
       if (!flag) break;
       size_t len = take(&msg, &st, &buf, &cap);
-      on_result(st.MPI_SOURCE, buf, len);
+      on_results(st.MPI_SOURCE, buf, len);
       work = true;
     }
     if (nsends > 0) reap_sends(false);
