@@ -55,6 +55,9 @@ enum tag { TAG_POOL = 1, TAG_OBJECT, TAG_CALLS, TAG_RESULTS, TAG_STOP, TAG_STOPP
 #define OUT_FLUSH_NS (200 * 1000)
 #define OUT_FLUSH ((size_t)256 * 1024)
 
+/* Records are padded to 8 bytes, so that each call and header is aligned. */
+#define PADDED(n) (((n) + 7) & ~(size_t)7)
+
 struct hdr {
   uint32_t pool;  /* the pool's number (index in eng.pools) */
   uint32_t index; /* TAG_OBJECT: the object's; TAG_POOL: has an initializer; batches: records */
@@ -208,7 +211,7 @@ static void out_flush(void) {
 }
 
 static void out_add(const struct hdr *h, const void *bytes) {
-  size_t need = sizeof *h + (size_t)h->len;
+  size_t need = sizeof *h + PADDED((size_t)h->len);
   if (out.used == 0) out.used = sizeof(struct hdr); /* the message's own header first */
   if (out.used + need > out.cap) {
     size_t cap = out.cap * 2 > out.used + need ? out.cap * 2 : out.used + need;
@@ -223,6 +226,7 @@ static void out_add(const struct hdr *h, const void *bytes) {
   if (out.count == 0) out.first = clock_ns();
   memcpy(out.buf + out.used, h, sizeof *h);
   if (h->len > 0) memcpy(out.buf + out.used + sizeof *h, bytes, (size_t)h->len);
+  memset(out.buf + out.used + sizeof *h + h->len, 0, PADDED((size_t)h->len) - (size_t)h->len);
   out.used += need;
   out.count++;
 }
@@ -293,9 +297,9 @@ static void run_calls(struct served_pool *sp, uint32_t pool, uint32_t n, unsigne
     if (len - at < sizeof rec) break;
     memcpy(&rec, body + at, sizeof rec);
     at += sizeof rec;
-    if (rec.len > len - at) break;
+    if (PADDED(rec.len) > len - at) break;
     run_call(sp, pool, rec.seq, body + at, (size_t)rec.len, host);
-    at += (size_t)rec.len;
+    at += PADDED((size_t)rec.len);
     if (out.used >= OUT_FLUSH || clock_ns() - out.first >= OUT_FLUSH_NS) out_flush();
   }
   out_flush();
@@ -529,7 +533,7 @@ static struct batch *batches; /* one per rank, the engine thread's */
 
 static void batch_add(struct batch *b, uint64_t seq, const void *call, size_t len) {
   struct hdr rec = {.seq = seq, .len = len};
-  size_t need = sizeof rec + len;
+  size_t need = sizeof rec + PADDED(len);
   if (b->used + need > b->cap) {
     size_t cap = b->cap * 2 > b->used + need ? b->cap * 2 : b->used + need;
     unsigned char *nb = realloc(b->buf, cap);
@@ -542,6 +546,7 @@ static void batch_add(struct batch *b, uint64_t seq, const void *call, size_t le
   }
   memcpy(b->buf + b->used, &rec, sizeof rec);
   memcpy(b->buf + b->used + sizeof rec, call, len);
+  memset(b->buf + b->used + sizeof rec + len, 0, PADDED(len) - len);
   b->used += need;
   b->count++;
 }
@@ -637,9 +642,9 @@ static void on_results(int rank, const unsigned char *buf, size_t len) {
     if (len - at < sizeof h) return;
     memcpy(&h, buf + at, sizeof h);
     at += sizeof h;
-    if (h.len > len - at) return;
+    if (PADDED(h.len) > len - at) return;
     const unsigned char *bytes = buf + at;
-    at += (size_t)h.len;
+    at += PADDED((size_t)h.len);
     pthread_mutex_lock(&eng.mu);
     struct mpool *mp = h.pool < eng.npools ? eng.pools[h.pool] : NULL;
     struct future *f = NULL;
