@@ -71,6 +71,18 @@ else
   printf '%s\n' "$out" >&2
   fail "local: $out"
 fi
+# A program that uses MPI itself: with MPI_THREAD_MULTIPLE weft shares it,
+# without it weft_mpi_init refuses.
+for mode in own-mpi low-mpi; do
+  out=$(mpirun 3 -- "$mode" 2>&1)
+  rc=$?
+  if [ $rc = 0 ] && printf '%s\n' "$out" | grep -qE '^mpi_(own|low): [0-9]+ passed, 0 failed$'; then
+    passed=$((passed + 1))
+  else
+    printf '%s\n' "$out" >&2
+    fail "$mode: exit $rc"
+  fi
+done
 # A crashed rank ends the job at once, non-zero, saying what ran where.
 out=$(mpirun 3 -- crash 2>&1)
 rc=$?

@@ -70,7 +70,7 @@ struct hdr {
 static struct {
   MPI_Comm comm;
   int rank, size;
-  bool active, we_initialised, finalised;
+  bool active, finalised;
   int init_calls;
   pid_t pid; /* rank 0's process: a forked child of it ends no ranks */
 } mpi = {.comm = MPI_COMM_NULL, .size = 1};
@@ -104,6 +104,14 @@ static size_t take(MPI_Message *msg, MPI_Status *st, unsigned char **buf, size_t
   }
   MPI_Mrecv(*buf, count, MPI_BYTE, msg, MPI_STATUS_IGNORE);
   return (size_t)count;
+}
+
+/* weft finalises MPI, whoever initialised it (weft/mpi.h says so): a
+ * serving rank never returns to the program, and rank 0's main has ended. */
+static void finalize(void) {
+  int done = 0;
+  MPI_Finalized(&done);
+  if (!done) MPI_Finalize();
 }
 
 /* ==== the serving ranks ==== */
@@ -362,7 +370,7 @@ static _Noreturn void serve(void) {
   }
   MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_STOPPED, mpi.comm);
   MPI_Comm_free(&mpi.comm);
-  if (mpi.we_initialised) MPI_Finalize();
+  finalize();
   _exit(0); /* the program's main never ran here: nothing of it to clean up */
 }
 
@@ -1025,7 +1033,7 @@ static void shutdown_ranks(void) {
     nanosleep(&ts, NULL);
   }
   MPI_Comm_free(&mpi.comm);
-  if (mpi.we_initialised) MPI_Finalize();
+  finalize();
 }
 
 /* Whether mpiexec (Open MPI's, or a PMI-based launcher) started us. */
@@ -1049,7 +1057,6 @@ int weft_mpi_init(int *argc, char ***argv) {
   } else {
     if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
       return weft__error(WEFT_EINVAL, "weft_mpi_init: MPI_Init_thread failed");
-    mpi.we_initialised = true;
     if (provided < MPI_THREAD_MULTIPLE) {
       MPI_Finalize();
       return weft__error(WEFT_EINVAL,
@@ -1063,7 +1070,7 @@ int weft_mpi_init(int *argc, char ***argv) {
   if (mpi.size < 2) {
     /* Nothing to serve: local pools, and MPI ends with the program. */
     MPI_Comm_free(&mpi.comm);
-    if (mpi.we_initialised) atexit((void (*)(void))MPI_Finalize);
+    atexit(finalize);
     mpi.size = 1;
     return 0;
   }

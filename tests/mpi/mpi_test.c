@@ -11,7 +11,11 @@
  *   crash     a task that crashes its rank: the job must end, naming it
  *   inflight  main returns with tasks on the ranks: the job must end
  *   hold      ranks run long tasks (a rank is then killed from outside:
- *             the job must end) */
+ *             the job must end)
+ *   own-mpi   the program initialises MPI itself (MPI_THREAD_MULTIPLE) and
+ *             uses MPI_COMM_WORLD beside weft's pools
+ *   low-mpi   the program initialises MPI without MPI_THREAD_MULTIPLE:
+ *             weft_mpi_init refuses it */
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdint.h>
@@ -22,6 +26,7 @@
 #include <unistd.h>
 #include <weft.h>
 #include <weft/mpi.h>
+#include <mpi.h>
 
 static int passed, failed;
 static const char *current = "";
@@ -395,7 +400,40 @@ static int run_hold(void) {
   return 0;
 }
 
+/* Before weft_mpi_init, on every rank: the program's own MPI. */
+static int run_own_mpi(int *argc, char ***argv, bool multiple) {
+  int provided = 0;
+  MPI_Init_thread(argc, argv, multiple ? MPI_THREAD_MULTIPLE : MPI_THREAD_SINGLE, &provided);
+  int world_rank = -1, sum = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  int err = weft_mpi_init(argc, argv);
+  current = multiple ? "own-mpi" : "low-mpi";
+  if (!multiple) {
+    CHECK(err == WEFT_EINVAL && strstr(weft_last_error(), "MPI_THREAD_MULTIPLE") != NULL);
+    MPI_Finalize();
+    printf("mpi_low: %d passed, %d failed\n", passed, failed);
+    return failed != 0;
+  }
+  /* Only rank 0 gets here: the others serve weft's pools. */
+  CHECK(err == 0 && world_rank == 0 && weft_mpi_active());
+  MPI_Comm self_dup;
+  CHECK(MPI_Comm_dup(MPI_COMM_SELF, &self_dup) == MPI_SUCCESS);
+  MPI_Allreduce(&world_rank, &sum, 1, MPI_INT, MPI_SUM, self_dup);
+  MPI_Comm_free(&self_dup);
+  weft_pool pool = weft_process_pool_new();
+  int64_t x = 12;
+  weft_future f = weft_pool_apply_async(pool, square, &x, sizeof x);
+  const void *data;
+  size_t len;
+  CHECK(weft_future_result_bytes(f, 60, &data, &len) == 0 && *(const int64_t *)data == 144);
+  weft_future_close(f);
+  printf("mpi_own: %d passed, %d failed\n", passed, failed);
+  return failed != 0; /* weft finalises MPI at the end */
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "own-mpi") == 0) return run_own_mpi(&argc, &argv, true);
+  if (argc > 1 && strcmp(argv[1], "low-mpi") == 0) return run_own_mpi(&argc, &argv, false);
   if (weft_mpi_init(&argc, &argv) != 0) {
     fprintf(stderr, "weft_mpi_init: %s\n", weft_last_error());
     return 1;
