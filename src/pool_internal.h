@@ -139,6 +139,29 @@ struct future {
   struct weft__watch *watches;
 };
 
+/* A FIFO of futures linked through their `next` (a backend's queues). */
+struct weft__flist {
+  struct future *head, *tail;
+};
+
+static inline void weft__flist_push(struct weft__flist *l, struct future *f) {
+  f->next = NULL;
+  if (l->tail != NULL)
+    l->tail->next = f;
+  else
+    l->head = f;
+  l->tail = f;
+}
+
+static inline struct future *weft__flist_pop(struct weft__flist *l) {
+  struct future *f = l->head;
+  if (f == NULL) return NULL;
+  l->head = f->next;
+  if (l->head == NULL) l->tail = NULL;
+  f->next = NULL;
+  return f;
+}
+
 /* A new pending future with two references: the handle's and the task's. */
 WEFT__BACKEND_API struct future *weft__future_new(weft_task fn, void *arg);
 WEFT__BACKEND_API void weft__future_put(struct future *f);

@@ -97,31 +97,9 @@ struct slot {
   uint32_t pad;
 };
 
-/* A FIFO of futures linked through their `next`. */
-struct flist {
-  struct future *head, *tail;
-};
-
-static void flist_push(struct flist *l, struct future *f) {
-  f->next = NULL;
-  if (l->tail != NULL)
-    l->tail->next = f;
-  else
-    l->head = f;
-  l->tail = f;
-}
-
-static struct future *flist_pop(struct flist *l) {
-  struct future *f = l->head;
-  if (f == NULL) return NULL;
-  l->head = f->next;
-  if (l->head == NULL) l->tail = NULL;
-  f->next = NULL;
-  return f;
-}
 
 /* Moves all of `from` in front of `to`. */
-static void flist_prepend(struct flist *to, struct flist *from) {
+static void flist_prepend(struct weft__flist *to, struct weft__flist *from) {
   if (from->head == NULL) return;
   from->tail->next = to->head;
   to->head = from->head;
@@ -134,7 +112,7 @@ struct worker {
   weft_mpqueue *inbox;
   int sentinel;      /* a dup of its pidfd; -1 once its death was reported */
   uint32_t gen;
-  struct flist held;  /* tasks handed to it, in order */
+  struct weft__flist held;  /* tasks handed to it, in order */
   int assigned;
   long budget;       /* tasks it may still take (maxtasksperchild), or -1 */
   uint64_t tickets;  /* tickets handed out */
@@ -160,10 +138,7 @@ struct ppool {
   const char *method; /* the workers' start method */
   bool fresh;         /* spawn or forkserver: calls name their function */
   struct objtab *objects;
-  /* under mu: the last function named, where it lies */
-  weft_bytes_task last_fn;
-  uintptr_t last_base;
-  uint32_t last_object;
+  struct weft__task_memo named; /* under mu: the last function named */
   double task_timeout;
   size_t cap; /* message buffer size */
   struct slot *slots;
@@ -178,7 +153,7 @@ struct ppool {
   unsigned char *rbuf;               /* the collector's */
   pthread_mutex_t mu;
   /* under mu */
-  struct flist pending;
+  struct weft__flist pending;
   uint64_t next_seq;
   size_t outstanding; /* tasks submitted and not settled */
   int alive;          /* workers whose death the collector has not handled */
@@ -226,11 +201,8 @@ struct wctx {
   weft_mpqueue *inbox, *results;
   int (*initializer)(void *);
   void *initarg;
-  const struct objtab *objects; /* NULL: calls hold real function pointers */
-  uintptr_t bases[OBJECTS_MAX]; /* the objects' bases here, 0: not looked up yet */
-  uint32_t last_object;         /* the last function resolved */
-  uint64_t last_offset;
-  weft_bytes_task last_fn;
+  struct objtab *objects; /* NULL: calls hold real function pointers */
+  struct weft__task_memo resolved; /* the last function resolved */
 };
 
 /* A worker's output: its message buffer, sent as a part when full. */
@@ -258,25 +230,11 @@ static int wsink_more(weft__sink *s, size_t need) {
 /* The function a fresh worker's call names, checked to be code here (0),
  * or the error, with its sentence recorded. */
 static int resolve_call(struct wctx *x, weft__call *c) {
-  if (c->fn_object == x->last_object && c->fn_offset == x->last_offset && x->last_fn != NULL) {
-    c->fn = x->last_fn;
-    return 0;
-  }
-  if (c->fn_object >= OBJECTS_MAX || c->fn_object >= __atomic_load_n(&x->objects->n, __ATOMIC_ACQUIRE))
-    return weft__error(WEFT_EINVAL, "the task names an object the pool never listed");
-  struct weft__task_name *name = malloc(sizeof *name);
-  if (name == NULL) return weft__error(WEFT_ENOMEM, "out of memory");
-  memcpy(name->object, x->objects->path[c->fn_object], sizeof name->object);
-  name->offset = c->fn_offset;
   void *fn = NULL;
-  int err = weft__task_resolve(name, &fn);
-  free(name);
-  if (err != 0) return err;
-  x->last_object = c->fn_object;
-  x->last_offset = c->fn_offset;
-  x->last_fn = (weft_bytes_task)fn;
-  c->fn = x->last_fn;
-  return 0;
+  int err = weft__task_lookup((char (*)[PATH_MAX])x->objects->path, &x->objects->n,
+                              c->fn_object, c->fn_offset, &x->resolved, &fn);
+  if (err == 0) c->fn = (weft_bytes_task)fn;
+  return err;
 }
 
 static int worker_loop(struct wctx *x) {
@@ -353,7 +311,7 @@ struct boot {
   int64_t maxtasks;
   struct slot *slots;        /* these four in shared memory, at the same address */
   unsigned char *wout;
-  const struct objtab *objects;
+  struct objtab *objects;
   void *initarg;
   weft_mpqueue *inbox, *results; /* handles given in .objects */
   uint32_t has_initializer;
@@ -365,7 +323,7 @@ static int fresh_worker_main(void *arg) {
   struct wctx x = {.index = b->index, .gen = b->gen, .cap = (size_t)b->cap,
                    .maxtasks = (long)b->maxtasks, .slots = b->slots, .wout = b->wout,
                    .inbox = b->inbox, .results = b->results, .initarg = b->initarg,
-                   .objects = b->objects, .last_object = UINT32_MAX};
+                   .objects = b->objects};
   if (b->has_initializer) {
     void *fn = NULL;
     if (weft__task_resolve(&b->initializer, &fn) != 0) {
@@ -392,7 +350,7 @@ static int start_worker(struct ppool *pp, uint32_t i) {
   w->gen++;
   w->pp = pp;
   w->index = i;
-  w->held = (struct flist){0};
+  w->held = (struct weft__flist){0};
   w->assigned = 0;
   w->budget = pp->p->maxtasks > 0 ? pp->p->maxtasks : -1;
   w->tickets = 0;
@@ -461,7 +419,7 @@ static void dispatch_locked(struct ppool *pp) {
     struct worker *w = &pp->w[i];
     if (w->proc.id == 0 || w->sentinel < 0) continue;
     while (pp->pending.head != NULL && w->assigned <= level && w->budget != 0) {
-      struct future *f = flist_pop(&pp->pending);
+      struct future *f = weft__flist_pop(&pp->pending);
       uint32_t s = FS_PENDING;
       /* A task cancelled while pending is already settled: drop it. A
        * task handed back after a death is RUNNING already. */
@@ -480,13 +438,13 @@ static void dispatch_locked(struct ppool *pp) {
       if (weft_mpqueue_put(w->inbox, c, sizeof *c + (size_t)c->in_len, 0) != 0) {
         /* Cannot happen (the inbox holds DEPTH of the largest message);
          * if it does, the task waits for the next worker. */
-        struct flist back = {f, f};
+        struct weft__flist back = {f, f};
         flist_prepend(&pp->pending, &back);
         break;
       }
       w->tickets++;
       f->gate = gate;
-      flist_push(&w->held, f);
+      weft__flist_push(&w->held, f);
       w->assigned++;
       if (w->budget > 0) w->budget--;
       if (f->timeout > 0 && f->timeout <= 1e9) {
@@ -546,7 +504,7 @@ static void on_result(struct ppool *pp, const struct msg *m, const unsigned char
       w->held.head->call->seq == m->seq) {
     f = w->held.head;
     if (m->type != MSG_PART) {
-      flist_pop(&w->held);
+      weft__flist_pop(&w->held);
       f->gate = &gate_done;
       w->assigned--;
       dispatch_locked(pp);
@@ -607,7 +565,7 @@ static void describe_end(weft_process proc, char *buf, size_t size) {
 /* Takes the whole pending list (linked through next). mu held. */
 static struct future *take_pending_locked(struct ppool *pp) {
   struct future *all = pp->pending.head;
-  pp->pending = (struct flist){0};
+  pp->pending = (struct weft__flist){0};
   return all;
 }
 
@@ -663,7 +621,7 @@ static void on_dead(struct ppool *pp, const struct msg *m) {
                __atomic_load_n(head->gate, __ATOMIC_SEQ_CST) == GATE(head->call->ticket, G_STARTED);
   if (began) current = head->call->seq + 1;
   if (began) {
-    failed = flist_pop(&w->held);
+    failed = weft__flist_pop(&w->held);
     failed->gate = &gate_done;
     failed->died_item = item;
     w->assigned--;
@@ -1038,28 +996,8 @@ static int ppool_start(struct pool *p, const weft_pool_options *o) {
 
 /* Names a fresh-image pool's call by object and offset (see the top). */
 static int name_call_locked(struct ppool *pp, weft__call *c, const char *call) {
-  if (c->fn != pp->last_fn || pp->last_fn == NULL) {
-    uintptr_t base = 0;
-    char path[PATH_MAX];
-    int err = weft__task_locate((const void *)c->fn, &base, path, sizeof path, call);
-    if (err != 0) return err;
-    struct objtab *t = pp->objects;
-    uint32_t i = 0;
-    while (i < t->n && strcmp(t->path[i], path) != 0) i++;
-    if (i == t->n) {
-      if (i == OBJECTS_MAX)
-        return weft__error(WEFT_EINVAL, "%s: %s's tasks lie in more than %d libraries", call,
-                           pp->p->name, OBJECTS_MAX);
-      memcpy(t->path[i], path, sizeof path);
-      __atomic_store_n(&t->n, i + 1, __ATOMIC_RELEASE);
-    }
-    pp->last_fn = c->fn;
-    pp->last_base = base;
-    pp->last_object = i;
-  }
-  c->fn_object = pp->last_object;
-  c->fn_offset = (uint64_t)((uintptr_t)c->fn - pp->last_base);
-  return 0;
+  return weft__task_index((const void *)c->fn, pp->objects->path, &pp->objects->n, OBJECTS_MAX,
+                          &pp->named, &c->fn_object, &c->fn_offset, call);
 }
 
 static int ppool_submit(struct pool *p, struct future *f, const char *fn) {
@@ -1077,7 +1015,7 @@ static int ppool_submit(struct pool *p, struct future *f, const char *fn) {
   if (err == 0 && pp->fresh) err = name_call_locked(pp, f->call, fn);
   if (err == 0) {
     f->call->seq = pp->next_seq++;
-    flist_push(&pp->pending, f);
+    weft__flist_push(&pp->pending, f);
     pp->outstanding++;
     dispatch_locked(pp);
   }

@@ -433,24 +433,13 @@ nomem:
   return NULL;
 }
 
-static int send_all(int fd, const void *buf, size_t len) {
-  const char *c = buf;
-  while (len > 0) {
-    ssize_t n = weft__os_send(fd, c, len);
-    if (n < 0) return (int)n;
-    c += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
 int weft__parcel_send(int fd, const struct weft__parcel *p) {
   static const struct weft__parcel empty = {.head = {.magic = PARCEL_MAGIC}};
   if (p == NULL) p = &empty;
-  int err = send_all(fd, &p->head, sizeof p->head);
-  if (err == 0) err = send_all(fd, p->regions, p->head.nregions * sizeof *p->regions);
-  if (err == 0) err = send_all(fd, p->blocks, p->head.nblocks * sizeof *p->blocks);
-  if (err == 0) err = send_all(fd, p->objects, p->head.nobjects * sizeof *p->objects);
+  int err = weft__os_send_all(fd, &p->head, sizeof p->head);
+  if (err == 0) err = weft__os_send_all(fd, p->regions, p->head.nregions * sizeof *p->regions);
+  if (err == 0) err = weft__os_send_all(fd, p->blocks, p->head.nblocks * sizeof *p->blocks);
+  if (err == 0) err = weft__os_send_all(fd, p->objects, p->head.nobjects * sizeof *p->objects);
   for (uint32_t i = 0; err == 0 && i < p->head.nfds; i += WEFT__OS_MAX_FDS) {
     uint32_t n = p->head.nfds - i < WEFT__OS_MAX_FDS ? p->head.nfds - i : WEFT__OS_MAX_FDS;
     err = weft__os_send_fds(fd, &n, sizeof n, p->fds + i, n);

@@ -45,17 +45,6 @@ int weft__spawn_check_target(const void *target, const char *call) {
   return err;
 }
 
-static int send_all(int fd, const void *buf, size_t len) {
-  const char *p = buf;
-  while (len > 0) {
-    ssize_t n = weft__os_send(fd, p, len);
-    if (n < 0) return (int)n;
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
 int weft__spawn_send(int fd, const struct weft__spawn_req *req) {
   struct message *m = calloc(1, sizeof *m);
   if (m == NULL) return WEFT_ENOMEM;
@@ -72,8 +61,8 @@ int weft__spawn_send(int fd, const struct weft__spawn_req *req) {
     snprintf(m->parent_identity, sizeof m->parent_identity, "%s", req->parent_identity);
     /* A child that dies before reading all of it makes the send fail
      * (EPIPE, no signal); its exit code says the rest. */
-    err = send_all(fd, m, sizeof *m);
-    if (err == 0 && req->args_size > 0) err = send_all(fd, req->args, req->args_size);
+    err = weft__os_send_all(fd, m, sizeof *m);
+    if (err == 0 && req->args_size > 0) err = weft__os_send_all(fd, req->args, req->args_size);
     if (err == 0) err = weft__parcel_send(fd, req->parcel);
   }
   free(m);

@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <link.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -54,29 +55,63 @@ int weft__task_locate(const void *fn, uintptr_t *base, char *path, size_t cap, c
   dl_iterate_phdr(by_address, &f);
   if (!f.found)
     return weft__error(WEFT_EINVAL,
-                       "%s: the task %p lies in no loaded program or library, so another "
+                       "%s: the function %p lies in no loaded program or library, so another "
                        "run of the program cannot find it",
                        call, fn);
   if (strncmp(f.name, "linux-vdso", 10) == 0 || strncmp(f.name, "linux-gate", 10) == 0)
-    return weft__error(WEFT_EINVAL, "%s: the task %p is in the kernel's vDSO", call, fn);
+    return weft__error(WEFT_EINVAL, "%s: the function %p is in the kernel's vDSO", call, fn);
   *base = f.base;
   snprintf(path, cap, "%s", f.name);
   return 0;
 }
 
 int weft__task_name_of(const void *fn, struct weft__task_name *out, const char *call) {
-  struct find f = {.addr = (uintptr_t)fn};
-  dl_iterate_phdr(by_address, &f);
-  if (!f.found)
-    return weft__error(WEFT_EINVAL,
-                       "%s: the target %p lies in no loaded program or library, so another "
-                       "run of the program cannot find it",
-                       call, fn);
-  if (strncmp(f.name, "linux-vdso", 10) == 0 || strncmp(f.name, "linux-gate", 10) == 0)
-    return weft__error(WEFT_EINVAL, "%s: the target %p is in the kernel's vDSO", call, fn);
-  out->offset = (uint64_t)((uintptr_t)fn - f.base);
-  memcpy(out->object, f.name, sizeof out->object);
+  uintptr_t base = 0;
+  int err = weft__task_locate(fn, &base, out->object, sizeof out->object, call);
+  if (err == 0) out->offset = (uint64_t)((uintptr_t)fn - base);
+  return err;
+}
+
+int weft__task_index(const void *fn, char (*paths)[PATH_MAX], uint32_t *n, uint32_t max,
+                     struct weft__task_memo *memo, uint32_t *object, uint64_t *offset,
+                     const char *call) {
+  if (fn != memo->fn || fn == NULL) {
+    uintptr_t base = 0;
+    char path[PATH_MAX];
+    int err = weft__task_locate(fn, &base, path, sizeof path, call);
+    if (err != 0) return err;
+    uint32_t i = 0;
+    while (i < *n && strcmp(paths[i], path) != 0) i++;
+    if (i == *n) {
+      if (i == max)
+        return weft__error(WEFT_EINVAL, "%s: the pool's tasks lie in more than %u libraries",
+                           call, max);
+      memcpy(paths[i], path, sizeof path);
+      __atomic_store_n(n, i + 1, __ATOMIC_RELEASE);
+    }
+    *memo = (struct weft__task_memo){.fn = fn, .base = base, .object = i};
+  }
+  *object = memo->object;
+  *offset = (uint64_t)((uintptr_t)fn - memo->base);
   return 0;
+}
+
+int weft__task_lookup(char (*paths)[PATH_MAX], const uint32_t *n, uint32_t object,
+                      uint64_t offset, struct weft__task_memo *memo, void **fn) {
+  if (memo->fn != NULL && memo->object == object && memo->offset == offset) {
+    *fn = (void *)memo->fn;
+    return 0;
+  }
+  if (object >= __atomic_load_n(n, __ATOMIC_ACQUIRE))
+    return weft__error(WEFT_EINVAL, "the task names an object its pool never listed");
+  struct weft__task_name *name = malloc(sizeof *name);
+  if (name == NULL) return weft__error(WEFT_ENOMEM, "out of memory");
+  memcpy(name->object, paths[object], sizeof name->object);
+  name->offset = offset;
+  int err = weft__task_resolve(name, fn);
+  free(name);
+  if (err == 0) *memo = (struct weft__task_memo){.fn = *fn, .object = object, .offset = offset};
+  return err;
 }
 
 int weft__task_resolve(const struct weft__task_name *name, void **fn) {

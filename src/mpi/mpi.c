@@ -131,10 +131,7 @@ struct served_pool {
   size_t room;
   uint32_t nobjects;
   char (*objects)[PATH_MAX];
-  uintptr_t bases[OBJECTS_MAX];
-  uint32_t last_object;
-  uint64_t last_offset;
-  weft_bytes_task last_fn;
+  struct weft__task_memo resolved;
 };
 
 /* What the fatal-signal handler says: prepared before each task. */
@@ -174,25 +171,11 @@ static int grow(weft__sink *s, size_t need) {
 }
 
 static int resolve(struct served_pool *sp, weft__call *c) {
-  if (c->fn_object == sp->last_object && c->fn_offset == sp->last_offset && sp->last_fn != NULL) {
-    c->fn = sp->last_fn;
-    return 0;
-  }
-  if (c->fn_object >= sp->nobjects)
-    return weft__error(WEFT_EINVAL, "the task names an object its pool never sent");
-  struct weft__task_name *name = malloc(sizeof *name);
-  if (name == NULL) return weft__error(WEFT_ENOMEM, "out of memory");
-  memcpy(name->object, sp->objects[c->fn_object], sizeof name->object);
-  name->offset = c->fn_offset;
   void *fn = NULL;
-  int err = weft__task_resolve(name, &fn);
-  free(name);
-  if (err != 0) return err;
-  sp->last_object = c->fn_object;
-  sp->last_offset = c->fn_offset;
-  sp->last_fn = (weft_bytes_task)fn;
-  c->fn = sp->last_fn;
-  return 0;
+  int err = weft__task_lookup(sp->objects, &sp->nobjects, c->fn_object, c->fn_offset,
+                              &sp->resolved, &fn);
+  if (err == 0) c->fn = (weft_bytes_task)fn;
+  return err;
 }
 
 /* The results a rank has not sent yet: a TAG_RESULTS message being built. */
@@ -347,8 +330,7 @@ static _Noreturn void serve(void) {
     if (st.MPI_TAG == TAG_POOL) {
       free(sp->objects);
       free(sp->sink);
-      *sp = (struct served_pool){.known = true, .room = (size_t)h.len, .has_init = h.index != 0,
-                                 .last_object = UINT32_MAX};
+      *sp = (struct served_pool){.known = true, .room = (size_t)h.len, .has_init = h.index != 0};
       sp->objects = calloc(OBJECTS_MAX, sizeof *sp->objects);
       if (sp->objects == NULL) MPI_Abort(mpi.comm, 70);
       if (blen >= sizeof(struct pool_info)) {
@@ -376,31 +358,9 @@ static _Noreturn void serve(void) {
 
 /* ==== rank 0: the engine and the pools ==== */
 
-struct fifo {
-  struct future *head, *tail;
-};
-
-static void push(struct fifo *q, struct future *f) {
-  f->next = NULL;
-  if (q->tail != NULL)
-    q->tail->next = f;
-  else
-    q->head = f;
-  q->tail = f;
-}
-
-static struct future *pop(struct fifo *q) {
-  struct future *f = q->head;
-  if (f != NULL) {
-    q->head = f->next;
-    if (q->head == NULL) q->tail = NULL;
-    f->next = NULL;
-  }
-  return f;
-}
 
 struct mrank {
-  struct fifo held;      /* calls sent, in order */
+  struct weft__flist held;      /* calls sent, in order */
   int assigned;
   int64_t head_since;    /* when the head of held began (as far as rank 0 can tell) */
   uint64_t lost_seq;     /* seq + 1 of a task failed by its time limit, still running */
@@ -413,16 +373,14 @@ struct mpool {
   uint32_t id;
   int n;                 /* ranks 1..n */
   struct mrank *r;
-  struct fifo pending;
+  struct weft__flist pending;
   size_t outstanding;    /* submitted, not settled */
   bool closed, terminated, broken, gone;
   bool has_init;
   struct weft__task_name init;
   uint32_t nobjects;
   char (*objects)[PATH_MAX];
-  weft_bytes_task last_fn;
-  uintptr_t last_base;
-  uint32_t last_object;
+  struct weft__task_memo named; /* the last function named */
   uint64_t next_seq;
 };
 
@@ -571,7 +529,7 @@ static bool dispatch_locked(struct mpool *mp) {
     for (int i = 0; i < mp->n && mp->pending.head != NULL; i++) {
       struct mrank *r = &mp->r[i];
       if (r->assigned > level || r->lost_seq != 0) continue;
-      struct future *f = pop(&mp->pending);
+      struct future *f = weft__flist_pop(&mp->pending);
       uint32_t s = FS_PENDING;
       if (!__atomic_compare_exchange_n(&f->state, &s, FS_RUNNING, false, __ATOMIC_SEQ_CST,
                                        __ATOMIC_ACQUIRE)) {
@@ -585,7 +543,7 @@ static bool dispatch_locked(struct mpool *mp) {
       weft__call *c = f->call;
       batch_add(&batches[i], c->seq, c, sizeof *c + c->in_len);
       if (r->held.head == NULL) r->head_since = now_ns();
-      push(&r->held, f);
+      weft__flist_push(&r->held, f);
       r->assigned++;
       sent = true;
     }
@@ -660,7 +618,7 @@ static void on_results(int rank, const unsigned char *buf, size_t len) {
     if (mp != NULL && rank >= 1 && rank <= mp->n) {
       struct mrank *r = &mp->r[rank - 1];
       if (r->held.head != NULL && r->held.head->call->seq == h.seq) {
-        f = pop(&r->held);
+        f = weft__flist_pop(&r->held);
         r->assigned--;
         r->head_since = now_ns();
         if (r->lost_seq == h.seq + 1) { /* failed by its time limit already */
@@ -846,27 +804,8 @@ static int mpool_start(struct pool *p, const weft_pool_options *o) {
 }
 
 static int name_call_locked(struct mpool *mp, weft__call *c, const char *call) {
-  if (c->fn != mp->last_fn || mp->last_fn == NULL) {
-    uintptr_t base = 0;
-    char path[PATH_MAX];
-    int err = weft__task_locate((const void *)c->fn, &base, path, sizeof path, call);
-    if (err != 0) return err;
-    uint32_t i = 0;
-    while (i < mp->nobjects && strcmp(mp->objects[i], path) != 0) i++;
-    if (i == mp->nobjects) {
-      if (i == OBJECTS_MAX)
-        return weft__error(WEFT_EINVAL, "%s: %s's tasks lie in more than %d libraries", call,
-                           mp->p->name, OBJECTS_MAX);
-      memcpy(mp->objects[i], path, sizeof path);
-      mp->nobjects++;
-    }
-    mp->last_fn = c->fn;
-    mp->last_base = base;
-    mp->last_object = i;
-  }
-  c->fn_object = mp->last_object;
-  c->fn_offset = (uint64_t)((uintptr_t)c->fn - mp->last_base);
-  return 0;
+  return weft__task_index((const void *)c->fn, mp->objects, &mp->nobjects, OBJECTS_MAX, &mp->named,
+                          &c->fn_object, &c->fn_offset, call);
 }
 
 static int mpool_submit(struct pool *p, struct future *f, const char *what) {
@@ -884,7 +823,7 @@ static int mpool_submit(struct pool *p, struct future *f, const char *what) {
     err = name_call_locked(mp, f->call, what);
   if (err == 0) {
     f->call->seq = mp->next_seq++;
-    push(&mp->pending, f);
+    weft__flist_push(&mp->pending, f);
     mp->outstanding++;
     eng.woken = true;
     pthread_cond_signal(&eng.wake);
@@ -919,10 +858,10 @@ static int mpool_terminate(struct pool *p) {
   struct mpool *mp = p->proc;
   pthread_mutex_lock(&eng.mu);
   mp->terminated = mp->closed = true;
-  struct fifo cancelled = mp->pending;
-  mp->pending = (struct fifo){0};
+  struct weft__flist cancelled = mp->pending;
+  mp->pending = (struct weft__flist){0};
   pthread_mutex_unlock(&eng.mu);
-  for (struct future *f; (f = pop(&cancelled)) != NULL;) settle(mp, f, FS_CANCELLED);
+  for (struct future *f; (f = weft__flist_pop(&cancelled)) != NULL;) settle(mp, f, FS_CANCELLED);
   return 0;
 }
 
@@ -947,7 +886,7 @@ static void mpool_free(struct pool *p) {
   pthread_mutex_unlock(&eng.mu);
   p->proc = NULL;
   for (int i = 0; i < mp->n; i++)
-    for (struct future *f; (f = pop(&mp->r[i].held)) != NULL;) weft__future_put(f);
+    for (struct future *f; (f = weft__flist_pop(&mp->r[i].held)) != NULL;) weft__future_put(f);
   free(mp->r);
   free(mp->objects);
   free(mp);
@@ -987,7 +926,7 @@ static void shutdown_ranks(void) {
   for (uint32_t k = 0; k < eng.npools; k++) {
     struct mpool *mp = eng.pools[k];
     if (mp == NULL) continue;
-    for (struct future *f; (f = pop(&mp->pending)) != NULL;) {
+    for (struct future *f; (f = weft__flist_pop(&mp->pending)) != NULL;) {
       weft__future_settle(f, FS_CANCELLED);
       weft__future_put(f);
       mp->outstanding--;

@@ -621,6 +621,17 @@ pid_t weft__os_spawn_self(int fd, const char *env, const void *mask) {
   return r != 0 ? -r : pid;
 }
 
+int weft__os_send_all(int fd, const void *buf, size_t len) {
+  const char *p = buf;
+  while (len > 0) {
+    ssize_t n = weft__os_send(fd, p, len);
+    if (n < 0) return (int)n;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
 int weft__os_read_all(int fd, void *buf, size_t len) {
   char *p = buf;
   while (len > 0) {

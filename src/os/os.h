@@ -82,6 +82,10 @@ pid_t weft__os_fork(void);
  * mask is NULL. Returns the child's pid or a negated errno. */
 pid_t weft__os_spawn_self(int fd, const char *env, const void *mask);
 
+/* Sends exactly len bytes on socket fd (weft__os_send: no SIGPIPE),
+ * retrying on short sends. 0 or -errno (-EPIPE once the peer closed). */
+int weft__os_send_all(int fd, const void *buf, size_t len);
+
 /* Reads exactly len bytes from fd, retrying on EINTR and short reads.
  * 0, -EPIPE at end of file before len bytes, or -errno. */
 int weft__os_read_all(int fd, void *buf, size_t len);
