@@ -58,15 +58,11 @@ void bench_python(const char *script, long iters, int reps, bench_result *r) {
   bench_python_arg(script, "", iters, reps, r);
 }
 
-void bench_python_arg(const char *script, const char *arg, long iters, int reps, bench_result *r) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "python3 '%s/%s' %ld %d %s 2>&1", WEFT_BENCH_PY_DIR, script, iters,
-           reps, arg);
+void bench_command(const char *cmd, const char *who, bench_result *r) {
   r->ns = -1;
   FILE *f = popen(cmd, "r");
-  char line[256] = "";
+  char line[256] = "", last[256] = "";
   if (f != NULL) {
-    char last[256] = "";
     while (fgets(line, sizeof line, f) != NULL) snprintf(last, sizeof last, "%s", line);
     int status = pclose(f);
     char *end;
@@ -75,11 +71,17 @@ void bench_python_arg(const char *script, const char *arg, long iters, int reps,
       r->ns = ns;
       return;
     }
-    snprintf(line, sizeof line, "%s", last);
   }
-  line[strcspn(line, "\n")] = '\0';
-  snprintf(r->note, sizeof r->note, "python skipped: %.120s",
-           line[0] ? line : "python3 could not be run");
+  last[strcspn(last, "\n")] = '\0';
+  snprintf(r->note, sizeof r->note, "%s skipped: %.120s", who,
+           last[0] ? last : "could not be run");
+}
+
+void bench_python_arg(const char *script, const char *arg, long iters, int reps, bench_result *r) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "python3 '%s/%s' %ld %d %s 2>&1", WEFT_BENCH_PY_DIR, script, iters,
+           reps, arg);
+  bench_command(cmd, "python", r);
 }
 
 void bench_report(const char *row, int n, const bench_result *results) {

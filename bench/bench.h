@@ -47,6 +47,11 @@ double bench_c_peer(const char *row, long iters);
 void bench_measure(const bench_config *cfg, long iters, int n, const bench_sample *samples,
                    void *arg, bench_result *results);
 
+/* Runs cmd (a shell command) and takes the number its last line starts with
+ * as r->ns; if it fails, r->ns < 0 and a note "<who> skipped: <its last
+ * line>". */
+void bench_command(const char *cmd, const char *who, bench_result *r);
+
 /* Runs bench/py/<script> with iteration and repetition counts; it prints the
  * median ns/op. Sets r->ns < 0 and a note if python3 or the script fails. */
 void bench_python(const char *script, long iters, int reps, bench_result *r);

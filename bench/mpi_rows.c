@@ -17,31 +17,11 @@ static const char *mpiexec_args(void) {
                         : "--oversubscribe --mca plm_rsh_agent false";
 }
 
-/* Runs cmd and reads the number its last line holds; else the note. */
-static void run_peer(const char *cmd, const char *who, bench_result *r) {
-  r->ns = -1;
-  FILE *f = popen(cmd, "r");
-  char line[256] = "", last[256] = "";
-  if (f != NULL) {
-    while (fgets(line, sizeof line, f) != NULL) snprintf(last, sizeof last, "%s", line);
-    int status = pclose(f);
-    char *end;
-    double ns = strtod(last, &end);
-    if (status == 0 && end != last) {
-      r->ns = ns;
-      return;
-    }
-  }
-  last[strcspn(last, "\n")] = '\0';
-  snprintf(r->note, sizeof r->note, "%s skipped: %.120s", who,
-           last[0] ? last : "could not be run");
-}
-
 static void weft_mpi(const char *mode, int ranks, long iters, int reps, bench_result *r) {
   char cmd[1024];
   snprintf(cmd, sizeof cmd, "mpiexec %s -n %d '%s' %s %ld %d 2>&1", mpiexec_args(), ranks,
            WEFT_BENCH_MPI, mode, iters, reps);
-  run_peer(cmd, mode, r);
+  bench_command(cmd, mode, r);
 }
 
 static void mpi4py(long iters, int reps, const char *extra, bench_result *r) {
@@ -50,7 +30,7 @@ static void mpi4py(long iters, int reps, const char *extra, bench_result *r) {
            "mpiexec %s -n 3 /usr/bin/python3 -m mpi4py.futures '%s/pool_submit_mpi.py' %ld %d %s "
            "2>&1",
            mpiexec_args(), WEFT_BENCH_PY_DIR, iters, reps, extra);
-  run_peer(cmd, "mpi4py", r);
+  bench_command(cmd, "mpi4py", r);
 }
 
 static bool no_mpi(const char *row, int n, bench_result *r) {
