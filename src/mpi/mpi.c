@@ -3,7 +3,7 @@
  *
  * Rank 0 runs the program; every other rank runs serve() and nothing else.
  * On rank 0 one engine thread makes every MPI call: it sends the calls
- * that pools queue to ranks with room (a rank holds at most DEPTH), and
+ * that pools queue to ranks with room (a rank holds a few, see depth_of), and
  * receives results, settling their futures. Submitters only queue and wake
  * it. MPI's own waits spin, so the engine and the serving ranks poll with
  * MPI_Improbe and back off to short sleeps when nothing comes, instead of
@@ -34,7 +34,14 @@
 #include "taskname.h"
 #include "weft/mpi.h"
 
-#define DEPTH 8          /* calls a rank holds: the one running and those behind it */
+/* Calls a rank holds (the one running and those behind it): as many as
+ * run in about BATCH_NS by the pool's recent tasks, DEPTH_MIN to
+ * DEPTH_MAX, DEPTH_START until a result says. Many short tasks then cost
+ * a message each way per batch; long ones stay spread over the ranks. */
+#define DEPTH_MIN 2
+#define DEPTH_MAX 64
+#define DEPTH_START 8
+#define BATCH_NS (200 * 1000)
 #define MAX_POOLS 1024   /* MPI pools a program makes */
 #define OBJECTS_MAX 16   /* objects (program, libraries) a pool's tasks lie in */
 
@@ -184,6 +191,7 @@ static struct {
   size_t used, cap;
   uint32_t count;
   int64_t first; /* when its first result was added */
+  int64_t busy;  /* ns its tasks ran: the engine learns how long tasks take */
 } out;
 
 static int64_t clock_ns(void) {
@@ -194,7 +202,8 @@ static int64_t clock_ns(void) {
 
 static void out_flush(void) {
   if (out.count == 0) return;
-  struct hdr h = {.index = out.count};
+  struct hdr h = {.index = out.count, .seq = (uint64_t)out.busy};
+  out.busy = 0;
   memcpy(out.buf, &h, sizeof h);
   MPI_Send(out.buf, (int)out.used, MPI_BYTE, 0, TAG_RESULTS, mpi.comm);
   out.used = sizeof h;
@@ -289,7 +298,9 @@ static void run_calls(struct served_pool *sp, uint32_t pool, uint32_t n, unsigne
     memcpy(&rec, body + at, sizeof rec);
     at += sizeof rec;
     if (PADDED(rec.len) > len - at) break;
+    int64_t t0 = clock_ns();
     run_call(sp, pool, rec.seq, body + at, (size_t)rec.len, host);
+    out.busy += clock_ns() - t0;
     at += PADDED((size_t)rec.len);
     if (out.used >= OUT_FLUSH || clock_ns() - out.first >= OUT_FLUSH_NS) out_flush();
   }
@@ -382,6 +393,7 @@ struct mpool {
   char (*objects)[PATH_MAX];
   struct weft__task_memo named; /* the last function named */
   uint64_t next_seq;
+  int64_t task_ns;       /* how long its tasks run, lately (0: not known yet) */
 };
 
 static struct {
@@ -525,7 +537,11 @@ static bool dispatch_locked(struct mpool *mp) {
     fprintf(stderr, "weft: out of memory for the MPI engine\n");
     MPI_Abort(mpi.comm, 70);
   }
-  for (int level = 0; level < DEPTH && mp->pending.head != NULL; level++)
+  int depth = mp->task_ns <= 0 ? DEPTH_START
+              : mp->task_ns * DEPTH_MIN >= BATCH_NS ? DEPTH_MIN
+              : mp->task_ns * DEPTH_MAX <= BATCH_NS ? DEPTH_MAX
+                                                    : (int)(BATCH_NS / mp->task_ns);
+  for (int level = 0; level < depth && mp->pending.head != NULL; level++)
     for (int i = 0; i < mp->n && mp->pending.head != NULL; i++) {
       struct mrank *r = &mp->r[i];
       if (r->assigned > level || r->lost_seq != 0) continue;
@@ -603,6 +619,7 @@ static void on_results(int rank, const unsigned char *buf, size_t len) {
   struct hdr outer;
   memcpy(&outer, buf, sizeof outer);
   size_t at = sizeof outer;
+  int64_t per_task = outer.index > 0 ? (int64_t)outer.seq / outer.index : 0;
   for (uint32_t k = 0; k < outer.index; k++) {
     struct hdr h;
     if (len - at < sizeof h) return;
@@ -627,7 +644,10 @@ static void on_results(int rank, const unsigned char *buf, size_t len) {
         }
       }
       if (h.err == WEFT_EBROKEN) mp->broken = true;
-      if (k + 1 == outer.index) dispatch_locked(mp); /* refill once the batch is in */
+      if (k + 1 == outer.index) { /* the batch is in: learn from it, refill */
+        mp->task_ns = mp->task_ns == 0 ? per_task + 1 : (7 * mp->task_ns + per_task) / 8 + 1;
+        dispatch_locked(mp);
+      }
     }
     pthread_mutex_unlock(&eng.mu);
     if (f == NULL) continue;
