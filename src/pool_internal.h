@@ -162,6 +162,25 @@ static inline struct future *weft__flist_pop(struct weft__flist *l) {
   return f;
 }
 
+/* future.c: what pools do with futures beyond the public calls. */
+enum { WEFT__CB_ALWAYS, WEFT__CB_SUCCESS, WEFT__CB_FAILURE };
+/* Adds a callback run when f finishes (when: always, or only on success
+ * or failure, as apply_async's); WEFT_ENOMEM. */
+int weft__future_add_callback(struct future *f, weft_future_callback cb, void *arg, int when);
+/* Runs fn(f, arg) inline when f finishes (before callbacks; never
+ * blocking); at once if it has. WEFT_ENOMEM. */
+int weft__future_watch(struct future *f, void (*fn)(struct future *, void *), void *arg);
+/* Runs a thread pool's future in the calling worker (room: its result's). */
+void weft__future_run(struct future *f, size_t room);
+/* Cancels f if it has not begun (a backend's handed-out task included). */
+bool weft__future_cancel(struct future *f);
+/* WEFT_EPERM, said for fn, for an object made in process made_in. */
+int weft__other_process(pid_t made_in, const char *what, const char *fn);
+/* Removes f's handle (a submit that failed). */
+void weft__future_forget(struct future *f);
+void weft__future_before_fork(void);
+void weft__future_after_fork(void);
+
 /* A new pending future with two references: the handle's and the task's. */
 WEFT__BACKEND_API struct future *weft__future_new(weft_task fn, void *arg);
 WEFT__BACKEND_API void weft__future_put(struct future *f);
@@ -198,6 +217,7 @@ struct weft__pool_ops {
   int (*cancel)(struct future *f);
   bool (*running)(struct future *f);
   size_t (*progress)(struct future *f); /* items of a running chunk finished */
+  bool (*serves_caller)(struct pool *p); /* the caller is one of its threads (a join waits for itself) */
   int (*terminate)(struct pool *p);
   int (*join)(struct pool *p, weft__deadline deadline, double timeout);
   void (*free)(struct pool *p);
@@ -208,8 +228,12 @@ struct weft__pool_ops {
   void (*shutdown)(void);
 };
 
-/* Local worker processes (ppool.c). */
+/* Worker threads (tpool.c) and local worker processes (ppool.c). */
+extern const struct weft__pool_ops weft__tpool_ops;
 extern const struct weft__pool_ops weft__ppool_ops;
+
+/* pool.c: registers the atexit handler that closes thread pools (once). */
+void weft__pool_exit_hook(void);
 
 /* Makes ops the backend of process pools created afterwards without a
  * start method; NULL goes back to local processes. */

@@ -1114,8 +1114,6 @@ static size_t wait_none_left(struct ppool *pp, bool workers, weft__deadline dead
 
 static int ppool_join(struct pool *p, weft__deadline deadline, double timeout) {
   struct ppool *pp = p->proc;
-  if (tls_served == pp)
-    return weft__error(WEFT_EDEADLK, "weft_pool_join: called from a thread of %s", p->name);
   /* Every task settles first... */
   size_t left = wait_none_left(pp, false, deadline);
   if (left != 0)
@@ -1149,8 +1147,11 @@ static int ppool_join(struct pool *p, weft__deadline deadline, double timeout) {
   return 0;
 }
 
+static bool ppool_serves_caller(struct pool *p) { return p->proc != NULL && tls_served == p->proc; }
+
 static void ppool_free(struct pool *p) {
   struct ppool *pp = p->proc;
+  if (pp == NULL) return;
   p->proc = NULL;
   ppool_release(pp);
 }
@@ -1160,6 +1161,7 @@ static void ppool_free(struct pool *p) {
  * thread that forked is the child's only one. */
 static void ppool_after_fork_child(struct pool *p) {
   struct ppool *pp = p->proc;
+  if (pp == NULL) return;
   for (int k = 0; k < 2; k++)
     if (pp->wake[k] >= 0) {
       weft__os_close(pp->wake[k]);
@@ -1189,6 +1191,7 @@ const struct weft__pool_ops weft__ppool_ops = {
     .cancel = ppool_cancel,
     .running = ppool_running,
     .progress = ppool_progress,
+    .serves_caller = ppool_serves_caller,
     .terminate = ppool_terminate,
     .join = ppool_join,
     .free = ppool_free,

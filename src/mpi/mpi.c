@@ -897,8 +897,17 @@ static int mpool_join(struct pool *p, weft__deadline deadline, double timeout) {
                      p->name, left, timeout);
 }
 
+/* No thread of the engine's runs the program's code but the callback
+ * thread, and a callback's own future is settled already: a join from it
+ * waits for the others only. */
+static bool mpool_serves_caller(struct pool *p) {
+  (void)p;
+  return false;
+}
+
 static void mpool_free(struct pool *p) {
   struct mpool *mp = p->proc;
+  if (mp == NULL) return;
   pthread_mutex_lock(&eng.mu);
   /* Tasks still held by a rank (past their limits) come back to nobody. */
   mp->gone = true;
@@ -922,6 +931,7 @@ static struct weft__pool_ops mpool_ops = {
     .cancel = mpool_cancel,
     .running = mpool_running,
     .progress = mpool_progress,
+    .serves_caller = mpool_serves_caller,
     .terminate = mpool_terminate,
     .join = mpool_join,
     .free = mpool_free,
