@@ -327,10 +327,22 @@ __attribute__((always_inline)) static inline int check(weft_mpqueue **q, const c
 
 static bool is_closed(const weft_mpqueue *q) { return __atomic_load_n(&q->closed, __ATOMIC_SEQ_CST); }
 
+/* The side's copy of the other side's position may have been read by
+ * another process: ThreadSanitizer, which sees only this process, would
+ * then find no order between this process's getter reading a record and
+ * its putter writing over it (or the reverse). Loading the position itself
+ * shows it the order; without ThreadSanitizer the copy saves the load. */
+#if defined(__SANITIZE_THREAD__)
+#define SEEN_BY_TSAN(pos) ((void)load(pos))
+#else
+#define SEEN_BY_TSAN(pos) ((void)0)
+#endif
+
 /* Room for rec more bytes, by the putters' copy of head (refreshed when it
  * says no). put_lock held. */
 static bool room_for(weft_mpqueue *q, uint64_t rec) {
   if (q->maxsize != 0 && q->tail.count - load(&q->head.count) >= q->maxsize) return false;
+  SEEN_BY_TSAN(&q->head.pos);
   if (q->tail.pos - q->head_seen + rec <= q->capacity) return true;
   q->head_seen = load(&q->head.pos);
   return q->tail.pos - q->head_seen + rec <= q->capacity;
@@ -338,6 +350,7 @@ static bool room_for(weft_mpqueue *q, uint64_t rec) {
 
 /* Whether a message is there, by the getters' copy of tail. get_lock held. */
 static bool message_there(weft_mpqueue *q) {
+  SEEN_BY_TSAN(&q->tail.pos);
   if (q->head.pos != q->tail_seen) return true;
   q->tail_seen = load(&q->tail.pos);
   return q->head.pos != q->tail_seen;
