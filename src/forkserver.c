@@ -216,6 +216,18 @@ static int try_start(const struct weft__spawn_req *req, pid_t *pid, int *pidfd, 
   pid_t server = 0;
   int err = send_request(ours, &server);
   if (err != 0) return err;
+  /* A stopped server (SIGSTOP) answers nobody, and a start would wait for
+   * it for ever: while no answer comes, look every second whether it is
+   * stopped. A running server, however slow, is waited for. */
+  while (weft__os_wait_readable(ours[1], weft__os_now_ns() + 1000000000) != 1) {
+    if (weft__os_process_stopped(server) == 1) {
+      close_pair(ours); /* resumed, it finds the request's sockets closed */
+      return weft__error(WEFT_EAGAIN,
+                         "could not start %s: the forkserver (pid %d) is stopped; continue it "
+                         "(SIGCONT) and start again",
+                         req->name, (int)server);
+    }
+  }
   struct reply rp = {0};
   int fd = -1;
   size_t got = 0;
@@ -363,6 +375,9 @@ static bool serve(struct kid **kids, struct pollfd **polls, size_t *n, size_t *c
     }
   }
   if (refuse != 0 && got >= 2) reply(fds[1], REPLY_FAILED, refuse, -1);
+  /* A caller that gave up (the server was stopped meanwhile) closed its
+   * ends: no child for it. */
+  if (refuse == 0 && weft__os_peer_closed(fds[1])) refuse = WEFT_ECANCELED;
   if (refuse == 0) {
     pid_t server = weft__pid;
     pid_t pid = weft__os_fork();

@@ -1072,6 +1072,31 @@ START_TEST(a_fresh_child_never_follows_its_parents_name_pointers) {
 }
 END_TEST
 
+/* A stopped server answers nobody: a start says so instead of waiting for
+ * ever, and once the server is continued, starts work again. */
+START_TEST(a_stopped_forkserver_fails_a_start_instead_of_hanging) {
+  int seven = 7;
+  /* A first start: the server has answered (and named itself) by its end. */
+  weft_process first = weft_process_new(exit_with, .args = &seven, .args_size = sizeof seven,
+                                        .start_method = "forkserver");
+  ck_assert_int_eq(weft_process_start(first), 0);
+  ck_assert_int_eq(finish_process(first, 20 * SLOW), 7);
+  pid_t server = server_pid();
+  ck_assert_int_gt(server, 0);
+  ck_assert_int_eq(kill(server, SIGSTOP), 0);
+  weft_process p = weft_process_new(exit_with, .args = &seven, .args_size = sizeof seven,
+                                    .start_method = "forkserver");
+  double t0 = test_now();
+  ck_assert_int_eq(weft_process_start(p), WEFT_EAGAIN);
+  ck_assert_double_lt(test_now() - t0, 10 * SLOW);
+  ck_assert_ptr_nonnull(strstr(weft_last_error(), "stopped"));
+  ck_assert_int_eq(kill(server, SIGCONT), 0);
+  ck_assert_int_eq(weft_process_start(p), 0); /* the same object, started again */
+  ck_assert_int_eq(finish_process(p, 20 * SLOW), 7);
+  ck_assert_int_eq(server_pid(), server);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("test_start_methods");
   TCase *tc = weft_tcase("start_methods", 60);
@@ -1086,6 +1111,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, threads_share_one_forkserver);
   tcase_add_test(tc, forkserver_ends_with_its_program_even_killed);
   tcase_add_test(tc, forkserver_killed_is_replaced);
+  tcase_add_test(tc, a_stopped_forkserver_fails_a_start_instead_of_hanging);
   tcase_add_loop_test(tc, child_keeps_the_starters_mask_and_cancellation, 0, 3);
   tcase_add_test(tc, forkserver_exit_codes_with_sigchld_ignored);
   tcase_add_test(tc, default_start_method_and_environment);

@@ -89,6 +89,28 @@ static int stat_field(pid_t pid, int want, uint64_t *value) {
 
 int weft__os_process_start_time(pid_t pid, uint64_t *ticks) { return stat_field(pid, 22, ticks); }
 
+bool weft__os_peer_closed(int fd) {
+  struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+  int r;
+  while ((r = poll(&p, 1, 0)) < 0 && errno == EINTR) {
+  }
+  return r == 1 && (p.revents & (POLLHUP | POLLRDHUP)) != 0;
+}
+
+int weft__os_process_stopped(pid_t pid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  weft__os_close(fd);
+  if (n <= 0) return -EIO;
+  buf[n] = '\0';
+  const char *p = strrchr(buf, ')'); /* field 3, the state, follows the name */
+  if (p == NULL || p[1] != ' ') return -EIO;
+  return p[2] == 'T' || p[2] == 't';
+}
+
 int weft__os_thread_count(void) {
   uint64_t n = 0;
   int r = stat_field(getpid(), 20, &n);

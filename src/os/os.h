@@ -35,6 +35,13 @@ bool weft__os_process_gone(pid_t pid);
  * not once the pid is reused. -errno if it cannot be read. */
 int weft__os_process_start_time(pid_t pid, uint64_t *ticks);
 
+/* Whether the other end of socket fd was closed (nothing blocks). */
+bool weft__os_peer_closed(int fd);
+
+/* Whether process pid is stopped (by a signal, or by a tracer): 1 or 0, or
+ * -errno if /proc cannot tell. */
+int weft__os_process_stopped(pid_t pid);
+
 /* How many threads the calling process has (the kernel's count), or a
  * negative code. */
 int weft__os_thread_count(void);
