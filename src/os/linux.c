@@ -69,18 +69,27 @@ bool weft__os_process_gone(pid_t pid) {
   return gone;
 }
 
-/* A numeric field of /proc/<pid>/stat (fields counted from 1, as proc(5)). */
-static int stat_field(pid_t pid, int want, uint64_t *value) {
-  char path[64], buf[1024];
+/* Reads /proc/<pid>/stat into buf and sets *rest to the ')' that ends the
+ * command name (field 2, which may hold spaces and ')'). 0 or -errno. */
+static int read_stat(pid_t pid, char *buf, size_t size, const char **rest) {
+  char path[64];
   snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -errno;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
+  ssize_t n = read(fd, buf, size - 1);
   weft__os_close(fd);
   if (n <= 0) return -EIO;
   buf[n] = '\0';
-  /* The command name (field 2) may hold spaces and ')'. */
-  const char *p = strrchr(buf, ')');
+  *rest = strrchr(buf, ')');
+  return *rest != NULL ? 0 : -EIO;
+}
+
+/* A numeric field of /proc/<pid>/stat (fields counted from 1, as proc(5)). */
+static int stat_field(pid_t pid, int want, uint64_t *value) {
+  char buf[1024];
+  const char *p;
+  int r = read_stat(pid, buf, sizeof buf, &p);
+  if (r != 0) return r;
   for (int field = 2; p != NULL && field < want; field++) p = strchr(p + 1, ' ');
   if (p == NULL) return -EIO;
   *value = strtoull(p + 1, NULL, 10);
@@ -98,16 +107,11 @@ bool weft__os_peer_closed(int fd) {
 }
 
 int weft__os_process_stopped(pid_t pid) {
-  char path[64], buf[512];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -errno;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  weft__os_close(fd);
-  if (n <= 0) return -EIO;
-  buf[n] = '\0';
-  const char *p = strrchr(buf, ')'); /* field 3, the state, follows the name */
-  if (p == NULL || p[1] != ' ') return -EIO;
+  char buf[1024];
+  const char *p;
+  int r = read_stat(pid, buf, sizeof buf, &p);
+  if (r != 0) return r;
+  if (p[1] != ' ') return -EIO; /* field 3, the state, follows the name */
   return p[2] == 'T' || p[2] == 't';
 }
 
@@ -115,11 +119,6 @@ int weft__os_thread_count(void) {
   uint64_t n = 0;
   int r = stat_field(getpid(), 20, &n);
   return r < 0 ? r : (int)n;
-}
-
-void *weft__os_map_shared(size_t size) {
-  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  return p == MAP_FAILED ? NULL : p;
 }
 
 int weft__os_unmap(void *addr, size_t size) { return munmap(addr, size) < 0 ? -errno : 0; }

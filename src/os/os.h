@@ -46,16 +46,12 @@ int weft__os_process_stopped(pid_t pid);
  * negative code. */
 int weft__os_thread_count(void);
 
-/* Maps size bytes of zeroed memory shared with children forked later.
- * Returns NULL (errno set) on failure. */
-void *weft__os_map_shared(size_t size);
-
 /* Whether addr lies in a mapping shared with other processes (1), in one
  * private to the caller (0), or cannot be told (a negated errno), from
  * /proc/self/maps. Slow: for diagnostics only. */
 int weft__os_mapping_shared(const void *addr);
 
-/* Unmaps what weft__os_map_shared returned. */
+/* Unmaps a mapping of weft__os_map_fd or weft__os_map_fd_at. */
 int weft__os_unmap(void *addr, size_t size);
 
 /* The kernel thread id of the caller. */
