@@ -88,6 +88,22 @@ static weft__ref_slot *ref_slot(uint32_t index) {
   return chunk == NULL ? NULL : &chunk[index & (WEFT__REF_CHUNK - 1)];
 }
 
+/* Makes slot ref_used exist (its chunk allocated when it starts one) and
+ * counts it used; false if memory ran out. Generations start at 1
+ * (calloc's tag 0 | 1 << 32), so a handed-out pointer is never a small
+ * number. */
+static bool ref_grow_locked(void) {
+  uint32_t index = ref_used;
+  if ((index & (WEFT__REF_CHUNK - 1)) == 0) {
+    weft__ref_slot *chunk = calloc(WEFT__REF_CHUNK, sizeof *chunk);
+    if (chunk == NULL) return false;
+    for (uint32_t i = 0; i < WEFT__REF_CHUNK; i++) chunk[i].tag = (uint64_t)1 << 32;
+    __atomic_store_n(&weft__ref_chunks[index >> WEFT__REF_CHUNK_BITS], chunk, __ATOMIC_RELEASE);
+  }
+  ref_used++;
+  return true;
+}
+
 void *weft__ref_add(void *obj, enum weft__ref_kind kind, const char *fn) {
   pthread_mutex_lock(&ref_mutex);
   uint32_t index;
@@ -103,19 +119,11 @@ void *weft__ref_add(void *obj, enum weft__ref_kind kind, const char *fn) {
       return NULL;
     }
     index = ref_used;
-    if ((index & (WEFT__REF_CHUNK - 1)) == 0) {
-      /* Generations start at 1 (calloc's tag 0 | 1 << 32 below), so a
-       * handed-out pointer is never a small number. */
-      weft__ref_slot *chunk = calloc(WEFT__REF_CHUNK, sizeof *chunk);
-      if (chunk == NULL) {
-        pthread_mutex_unlock(&ref_mutex);
-        weft__error(WEFT_ENOMEM, "%s: out of memory", fn);
-        return NULL;
-      }
-      for (uint32_t i = 0; i < WEFT__REF_CHUNK; i++) chunk[i].tag = (uint64_t)1 << 32;
-      __atomic_store_n(&weft__ref_chunks[index >> WEFT__REF_CHUNK_BITS], chunk, __ATOMIC_RELEASE);
+    if (!ref_grow_locked()) {
+      pthread_mutex_unlock(&ref_mutex);
+      weft__error(WEFT_ENOMEM, "%s: out of memory", fn);
+      return NULL;
     }
-    ref_used++;
     s = ref_slot(index);
   }
   uint64_t gen = __atomic_load_n(&s->tag, __ATOMIC_RELAXED) & 0xffffffff00000000u;
@@ -130,13 +138,7 @@ void *weft__ref_add(void *obj, enum weft__ref_kind kind, const char *fn) {
 static int ref_reach_locked(uint32_t index) {
   while (ref_used <= index) {
     uint32_t i = ref_used;
-    if ((i & (WEFT__REF_CHUNK - 1)) == 0) {
-      weft__ref_slot *chunk = calloc(WEFT__REF_CHUNK, sizeof *chunk);
-      if (chunk == NULL) return -ENOMEM;
-      for (uint32_t j = 0; j < WEFT__REF_CHUNK; j++) chunk[j].tag = (uint64_t)1 << 32;
-      __atomic_store_n(&weft__ref_chunks[i >> WEFT__REF_CHUNK_BITS], chunk, __ATOMIC_RELEASE);
-    }
-    ref_used++;
+    if (!ref_grow_locked()) return -ENOMEM;
     if (i < index) { /* free for later adds */
       weft__ref_slot *s = ref_slot(i);
       s->next = ref_free_head;
