@@ -359,14 +359,19 @@ int weft__parcel_check(const void *const *objects, const char *call) {
   return 0;
 }
 
-void weft__parcel_free(struct weft__parcel *p) {
-  if (p == NULL) return;
-  for (uint32_t i = 0; i < p->head.nfds; i++)
+/* Closes the descriptors a parcel still holds and frees its arrays. */
+static void parcel_release(struct weft__parcel *p) {
+  for (uint32_t i = 0; p->fds != NULL && i < p->head.nfds; i++)
     if (p->fds[i] >= 0) weft__os_shm_close(p->fds[i]);
   free(p->regions);
   free(p->blocks);
   free(p->objects);
   free(p->fds);
+}
+
+void weft__parcel_free(struct weft__parcel *p) {
+  if (p == NULL) return;
+  parcel_release(p);
   free(p);
 }
 
@@ -546,11 +551,6 @@ int weft__parcel_receive(int fd, char *buf, size_t size) {
                weft_strerror(err));
   }
 out:
-  for (uint32_t i = 0; p.fds != NULL && i < p.head.nfds; i++)
-    if (p.fds[i] >= 0) weft__os_shm_close(p.fds[i]);
-  free(p.regions);
-  free(p.blocks);
-  free(p.objects);
-  free(p.fds);
+  parcel_release(&p);
   return err;
 }
