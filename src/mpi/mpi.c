@@ -185,11 +185,36 @@ static int resolve(struct served_pool *sp, weft__call *c) {
   return err;
 }
 
-/* The results a rank has not sent yet: a TAG_RESULTS message being built. */
-static struct {
+/* Records being gathered into one message (calls for a rank, results for
+ * rank 0): each its header, its bytes and the padding. */
+struct records {
   unsigned char *buf;
   size_t used, cap;
   uint32_t count;
+};
+
+static void records_add(struct records *r, const struct hdr *h, const void *bytes) {
+  size_t len = (size_t)h->len, need = sizeof *h + PADDED(len);
+  if (r->used + need > r->cap) {
+    size_t cap = r->cap * 2 > r->used + need ? r->cap * 2 : r->used + need;
+    unsigned char *b = realloc(r->buf, cap);
+    if (b == NULL) {
+      fprintf(stderr, "weft: rank %d: out of memory for an MPI message\n", mpi.rank);
+      MPI_Abort(mpi.comm, 70);
+    }
+    r->buf = b;
+    r->cap = cap;
+  }
+  memcpy(r->buf + r->used, h, sizeof *h);
+  if (len > 0) memcpy(r->buf + r->used + sizeof *h, bytes, len);
+  memset(r->buf + r->used + sizeof *h + len, 0, PADDED(len) - len);
+  r->used += need;
+  r->count++;
+}
+
+/* The results a rank has not sent yet: a TAG_RESULTS message being built. */
+static struct {
+  struct records r; /* after room for the message's own header */
   int64_t first; /* when its first result was added */
   int64_t busy;  /* ns its tasks ran: the engine learns how long tasks take */
 } out;
@@ -201,34 +226,19 @@ static int64_t clock_ns(void) {
 }
 
 static void out_flush(void) {
-  if (out.count == 0) return;
-  struct hdr h = {.index = out.count, .seq = (uint64_t)out.busy};
+  if (out.r.count == 0) return;
+  struct hdr h = {.index = out.r.count, .seq = (uint64_t)out.busy};
   out.busy = 0;
-  memcpy(out.buf, &h, sizeof h);
-  MPI_Send(out.buf, (int)out.used, MPI_BYTE, 0, TAG_RESULTS, mpi.comm);
-  out.used = sizeof h;
-  out.count = 0;
+  memcpy(out.r.buf, &h, sizeof h);
+  MPI_Send(out.r.buf, (int)out.r.used, MPI_BYTE, 0, TAG_RESULTS, mpi.comm);
+  out.r.used = sizeof h;
+  out.r.count = 0;
 }
 
 static void out_add(const struct hdr *h, const void *bytes) {
-  size_t need = sizeof *h + PADDED((size_t)h->len);
-  if (out.used == 0) out.used = sizeof(struct hdr); /* the message's own header first */
-  if (out.used + need > out.cap) {
-    size_t cap = out.cap * 2 > out.used + need ? out.cap * 2 : out.used + need;
-    unsigned char *b = realloc(out.buf, cap);
-    if (b == NULL) {
-      fprintf(stderr, "weft: rank %d: out of memory for a result\n", mpi.rank);
-      MPI_Abort(mpi.comm, 70);
-    }
-    out.buf = b;
-    out.cap = cap;
-  }
-  if (out.count == 0) out.first = clock_ns();
-  memcpy(out.buf + out.used, h, sizeof *h);
-  if (h->len > 0) memcpy(out.buf + out.used + sizeof *h, bytes, (size_t)h->len);
-  memset(out.buf + out.used + sizeof *h + h->len, 0, PADDED((size_t)h->len) - (size_t)h->len);
-  out.used += need;
-  out.count++;
+  if (out.r.used == 0) out.r.used = sizeof(struct hdr); /* the message's own header first */
+  if (out.r.count == 0) out.first = clock_ns();
+  records_add(&out.r, h, bytes);
 }
 
 static void result(uint32_t pool, uint64_t seq, int code, int err, const void *bytes, size_t len) {
@@ -302,7 +312,7 @@ static void run_calls(struct served_pool *sp, uint32_t pool, uint32_t n, unsigne
     run_call(sp, pool, rec.seq, body + at, (size_t)rec.len, host);
     out.busy += clock_ns() - t0;
     at += PADDED((size_t)rec.len);
-    if (out.used >= OUT_FLUSH || clock_ns() - out.first >= OUT_FLUSH_NS) out_flush();
+    if (out.r.used >= OUT_FLUSH || clock_ns() - out.first >= OUT_FLUSH_NS) out_flush();
   }
   out_flush();
 }
@@ -501,33 +511,8 @@ static void prepare_rank_locked(struct mpool *mp, int i) {
   }
 }
 
-/* The calls being handed to each rank in one dispatch: a TAG_CALLS body. */
-struct batch {
-  unsigned char *buf;
-  size_t used, cap;
-  uint32_t count;
-};
-static struct batch *batches; /* one per rank, the engine thread's */
-
-static void batch_add(struct batch *b, uint64_t seq, const void *call, size_t len) {
-  struct hdr rec = {.seq = seq, .len = len};
-  size_t need = sizeof rec + PADDED(len);
-  if (b->used + need > b->cap) {
-    size_t cap = b->cap * 2 > b->used + need ? b->cap * 2 : b->used + need;
-    unsigned char *nb = realloc(b->buf, cap);
-    if (nb == NULL) {
-      fprintf(stderr, "weft: out of memory for an MPI message\n");
-      MPI_Abort(mpi.comm, 70);
-    }
-    b->buf = nb;
-    b->cap = cap;
-  }
-  memcpy(b->buf + b->used, &rec, sizeof rec);
-  memcpy(b->buf + b->used + sizeof rec, call, len);
-  memset(b->buf + b->used + sizeof rec + len, 0, PADDED(len) - len);
-  b->used += need;
-  b->count++;
-}
+/* The calls being handed to each rank in one dispatch: TAG_CALLS bodies. */
+static struct records *batches; /* one per rank, the engine thread's */
 
 /* Hands pending calls to ranks with room, the least loaded first, each
  * rank's in one message. */
@@ -557,14 +542,14 @@ static bool dispatch_locked(struct mpool *mp) {
       }
       if (batches[i].count == 0) prepare_rank_locked(mp, i);
       weft__call *c = f->call;
-      batch_add(&batches[i], c->seq, c, sizeof *c + c->in_len);
+      records_add(&batches[i], &(struct hdr){.seq = c->seq, .len = sizeof *c + c->in_len}, c);
       if (r->held.head == NULL) r->head_since = now_ns();
       weft__flist_push(&r->held, f);
       r->assigned++;
       sent = true;
     }
   for (int i = 0; i < mp->n; i++) {
-    struct batch *b = &batches[i];
+    struct records *b = &batches[i];
     if (b->count == 0) continue;
     struct hdr h = {.pool = mp->id, .index = b->count};
     send_to(i + 1, TAG_CALLS, &h, b->buf, b->used);
