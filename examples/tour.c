@@ -56,9 +56,12 @@ static int run(const char *dir, const char *program, bool on_mpi) {
   snprintf(path, sizeof path, "%s/%s", dir, program);
   if (!on_mpi) return run_argv((char *[]){path, NULL});
   /* Every rank on this machine: no ssh needed; root must say it may. */
-  char *root = geteuid() == 0 ? "--allow-run-as-root" : "--oversubscribe";
-  return run_argv((char *[]){"mpiexec", root, "--oversubscribe", "--mca", "plm_rsh_agent",
-                             "false", "-n", "5", path, NULL});
+  char *argv[10] = {"mpiexec", "--oversubscribe", "--mca", "plm_rsh_agent", "false", "-n", "5"};
+  int n = 7;
+  if (geteuid() == 0) argv[n++] = "--allow-run-as-root";
+  argv[n++] = path;
+  argv[n] = NULL;
+  return run_argv(argv);
 }
 
 static bool installed(const char *dir, const char *program) {
