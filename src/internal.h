@@ -109,6 +109,23 @@ bool weft__deadline_passed(weft__deadline deadline);
 struct weft_process;
 int weft__process_dup_pidfd(struct weft_process h);
 
+/* mpqueue.c: weft_mpqueue_put of one message made of head_len bytes at
+ * head followed by len bytes at msg. */
+struct weft_mpqueue;
+/* Lets a new queue rewind (mpqueue.c): before it is shared. */
+void weft__mpqueue_rewinds(struct weft_mpqueue *q);
+int weft__mpqueue_put2(struct weft_mpqueue *q, const void *head, size_t head_len, const void *msg,
+                       size_t len, double timeout);
+/* Bytes written into place in pieces, in order: fn(arg, dst, n) writes the
+ * next n of them at dst. */
+struct weft__fill {
+  void (*fn)(void *arg, unsigned char *dst, size_t n);
+  void *arg;
+};
+/* The same with the len bytes after head written by fill. */
+int weft__mpqueue_put_fill(struct weft_mpqueue *q, const void *head, size_t head_len,
+                           const struct weft__fill *fill, size_t len, double timeout);
+
 /* The start method's canonical name ("fork", "spawn", "forkserver") for
  * method, or the default's for NULL; NULL (WEFT_EINVAL recorded for call)
  * for an unknown name. */

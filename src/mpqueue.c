@@ -15,7 +15,16 @@
  * every message is in the queue whole or not at all, and exactly once.
  *
  * Each message is an 8-byte record header (its length) and its bytes,
- * padded to 8; records wrap around the end of the ring. */
+ * padded to 8; records wrap around the end of the ring. In a queue that
+ * rewinds (weft's own, for process pools), a put into an empty ring whose
+ * tail has gone past REWIND_AT starts again at the ring's start: it writes
+ * a skip header where the tail was and commits the skipped bytes with its
+ * message, and the get that meets the skip takes both in one commit too.
+ * A queue kept drained so reuses its first pages, warm in cache and
+ * faulted in once, instead of streaming through the whole ring (a pool's
+ * inbox is sized for two of the largest messages). The skipped bytes
+ * count as used until that get, so a user's queue, whose capacity counts
+ * its messages' bytes exactly, never rewinds. */
 #define _GNU_SOURCE
 #include <string.h>
 
@@ -32,6 +41,7 @@
 #define DEFAULT_CAPACITY ((size_t)1 << 20)
 #define MIN_CAPACITY 64
 #define RECORD_HEADER 8
+#define SKIP ((uint64_t)1 << 63) /* a record header: the rest of the ring is unused */
 #define QNAME_MAX 63
 
 /* Tuning. The rows named are make bench's, on a 2-core VM. */
@@ -45,6 +55,10 @@
 #define LOCK_SPINS 100
 #define LOCK_YIELDS 1000
 #define LOCK_NAP_NS (1000 * 1000)
+/* An empty ring is rewound once its tail is this far in: a quarter of the
+ * default capacity, so small messages still stream through most of the
+ * ring between two rewinds (pool_map_bytes, queue_processes). */
+#define REWIND_AT ((uint64_t)256 << 10)
 /* Rounds between two checks that the holder process is alive (a /proc
  * read): not measured, keeps the check a small part of a yielding wait. */
 #define LOCK_CHECK_EVERY 64
@@ -66,6 +80,8 @@ struct weft_mpqueue {
   uint32_t magic;
   uint32_t closed;
   uint64_t capacity, maxsize; /* maxsize 0: none */
+  uint32_t rewinds;           /* set before the queue is shared */
+  uint32_t pad_;
   char name[QNAME_MAX + 1];
   _Alignas(64) uint64_t put_lock; /* the holder's owner_token(), 0: free */
   struct side tail;    /* written under put_lock */
@@ -356,6 +372,20 @@ static bool message_there(weft_mpqueue *q) {
   return q->head.pos != q->tail_seen;
 }
 
+/* The bytes a put of rec bytes skips to start at the ring's start: only
+ * when the ring is empty (stable: put_lock is held, and the getters cannot
+ * pass tail), the tail is past REWIND_AT, and the message fits before it. */
+static uint64_t rewind_skip(weft_mpqueue *q, uint64_t rec) {
+  uint64_t at = q->tail.pos % q->capacity;
+  if (!q->rewinds || at < REWIND_AT || rec > at) return 0;
+  SEEN_BY_TSAN(&q->head.pos);
+  if (q->head_seen != q->tail.pos) {
+    q->head_seen = load(&q->head.pos);
+    if (q->head_seen != q->tail.pos) return 0;
+  }
+  return q->capacity - at;
+}
+
 /* Lock-free looks for the waits. */
 static bool looks_roomy(const weft_mpqueue *q, uint64_t rec) {
   if (q->maxsize != 0 && load(&q->tail.count) - load(&q->head.count) >= q->maxsize) return false;
@@ -404,14 +434,26 @@ static void wait_message(weft_mpqueue *q, bool *spun, weft__deadline deadline) {
   weft__chan_leave(&q->not_empty, gen);
 }
 
-int weft_mpqueue_put(weft_mpqueue *q, const void *msg, size_t len, double timeout) {
+/* Writes n bytes of a message from fill at pos, around the ring's end. */
+static void fill_in(weft_mpqueue *q, uint64_t pos, const struct weft__fill *fill, size_t n) {
+  size_t at = (size_t)(pos % q->capacity), first = q->capacity - at < n ? q->capacity - at : n;
+  if (first > 0) fill->fn(fill->arg, ring(q) + at, first);
+  if (n > first) fill->fn(fill->arg, ring(q), n - first);
+}
+
+/* A put of one message made of two parts: head, then msg or, when fill is
+ * given, len bytes that fill writes in place. */
+static int put_parts(weft_mpqueue *q, const void *head, size_t head_len, const void *msg,
+                     const struct weft__fill *fill, size_t len, double timeout) {
   int err = check(&q, "weft_mpqueue_put", timeout);
   if (err != 0) return err;
-  if (len > SIZE_MAX / 2)
+  if (len > SIZE_MAX / 2 - head_len)
     return weft__error(WEFT_EINVAL, "weft_mpqueue_put: length %zu is not valid (a negative number?)",
                        len);
-  if (msg == NULL && len > 0)
+  if (msg == NULL && fill == NULL && len > 0)
     return weft__error(WEFT_EINVAL, "weft_mpqueue_put: msg is NULL but len is %zu", len);
+  size_t part = head_len;
+  len += head_len;
   if (len > WEFT_MPQUEUE_CAPACITY_MAX || record_size(len) > q->capacity)
     return weft__error(WEFT_EMSGSIZE, "%s: a %zu-byte message can never fit (capacity %llu bytes)",
                        qname(q), len, (unsigned long long)q->capacity);
@@ -426,10 +468,16 @@ int weft_mpqueue_put(weft_mpqueue *q, const void *msg, size_t len, double timeou
       return weft__error(WEFT_ECLOSED, "%s: put on a closed queue", qname(q));
     }
     if (room_for(q, rec)) {
-      uint64_t header = len;
-      copy_in(q, q->tail.pos, &header, sizeof header);
-      copy_in(q, q->tail.pos + RECORD_HEADER, msg, len);
-      commit(&q->tail, &q->journal_put, &q->journal_put_valid, rec);
+      uint64_t skip = rewind_skip(q, rec), header = SKIP;
+      if (skip != 0) copy_in(q, q->tail.pos, &header, sizeof header);
+      header = len;
+      copy_in(q, q->tail.pos + skip, &header, sizeof header);
+      copy_in(q, q->tail.pos + skip + RECORD_HEADER, head, part);
+      if (fill != NULL)
+        fill_in(q, q->tail.pos + skip + RECORD_HEADER + part, fill, len - part);
+      else
+        copy_in(q, q->tail.pos + skip + RECORD_HEADER + part, msg, len - part);
+      commit(&q->tail, &q->journal_put, &q->journal_put_valid, skip + rec);
       punlock(&q->put_lock);
       __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the rest is the sleeper's barrier */
       weft__chan_signal(&q->not_empty);
@@ -442,6 +490,26 @@ int weft_mpqueue_put(weft_mpqueue *q, const void *msg, size_t len, double timeou
   }
   if (timeout <= 0) return weft__error(WEFT_EFULL, "%s: full", qname(q));
   return weft__error(WEFT_EFULL, "%s: still full after %g s", qname(q), timeout);
+}
+
+int weft_mpqueue_put(weft_mpqueue *q, const void *msg, size_t len, double timeout) {
+  return put_parts(q, NULL, 0, msg, NULL, len, timeout);
+}
+
+void weft__mpqueue_rewinds(weft_mpqueue *h) {
+  int err = 0;
+  weft_mpqueue *q = queue_of(h, "weft__mpqueue_rewinds", &err);
+  if (q != NULL) q->rewinds = 1;
+}
+
+int weft__mpqueue_put2(weft_mpqueue *q, const void *head, size_t head_len, const void *msg,
+                       size_t len, double timeout) {
+  return put_parts(q, head, head_len, msg, NULL, len, timeout);
+}
+
+int weft__mpqueue_put_fill(weft_mpqueue *q, const void *head, size_t head_len,
+                           const struct weft__fill *fill, size_t len, double timeout) {
+  return put_parts(q, head, head_len, NULL, fill, len, timeout);
 }
 
 int weft_mpqueue_get(weft_mpqueue *q, void *buf, size_t cap, size_t *len, double timeout) {
@@ -459,16 +527,21 @@ int weft_mpqueue_get(weft_mpqueue *q, void *buf, size_t cap, size_t *len, double
      * close is always seen. */
     bool closed = is_closed(q);
     if (message_there(q)) {
-      uint64_t header;
+      uint64_t header, skip = 0;
       copy_out(q, q->head.pos, &header, sizeof header);
+      if (header == SKIP) {
+        skip = q->capacity - q->head.pos % q->capacity;
+        copy_out(q, q->head.pos + skip, &header, sizeof header);
+      }
       if (header > cap) {
         punlock(&q->get_lock);
         *len = (size_t)header;
         return weft__error(WEFT_EMSGSIZE, "%s: the next message is %zu bytes, the buffer %zu",
                            qname(q), (size_t)header, cap);
       }
-      copy_out(q, q->head.pos + RECORD_HEADER, buf, (size_t)header);
-      commit(&q->head, &q->journal_get, &q->journal_get_valid, record_size((size_t)header));
+      copy_out(q, q->head.pos + skip + RECORD_HEADER, buf, (size_t)header);
+      commit(&q->head, &q->journal_get, &q->journal_get_valid,
+             skip + record_size((size_t)header));
       punlock(&q->get_lock);
       *len = (size_t)header;
       __atomic_signal_fence(__ATOMIC_SEQ_CST);
