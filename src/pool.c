@@ -296,15 +296,17 @@ int weft_pool_free(weft_pool h) {
 
 /* ---- bytes tasks: apply_async, map, imap ---- */
 
-/* A future for a bytes task: its call header and argument in one block. */
+/* A future for a bytes task: its call header and argument in one block,
+ * or, borrowed, the header alone and the argument left where it is (a
+ * map's items, which outlive every chunk of it: map waits for them all). */
 static struct future *call_future(struct pool *p, weft_bytes_task fn, uint32_t kind,
-                                  const void *in, size_t in_len, const char *what) {
+                                  const void *in, size_t in_len, bool borrowed, const char *what) {
   if (sizeof(weft__call) + in_len > p->max_message || in_len > p->max_message) {
     weft__error(WEFT_EMSGSIZE, "%s: the argument (%zu bytes) is larger than %s's max_message (%zu)",
                 what, in_len, p->name, p->max_message - sizeof(weft__call));
     return NULL;
   }
-  weft__call *c = malloc(sizeof *c + (in_len > 0 ? in_len : 1));
+  weft__call *c = malloc(sizeof *c + (in_len > 0 && !borrowed ? in_len : 1));
   if (c == NULL) {
     weft__error(WEFT_ENOMEM, "%s: out of memory", what);
     return NULL;
@@ -313,7 +315,7 @@ static struct future *call_future(struct pool *p, weft_bytes_task fn, uint32_t k
   c->fn = fn;
   c->kind = kind;
   c->in_len = in_len;
-  if (in_len > 0 && in != NULL) memcpy(c + 1, in, in_len); /* NULL: the caller fills it */
+  if (in_len > 0 && in != NULL && !borrowed) memcpy(c + 1, in, in_len); /* NULL: the caller fills it */
   struct future *f = weft__future_new(NULL, NULL);
   if (f == NULL) {
     free(c);
@@ -321,6 +323,7 @@ static struct future *call_future(struct pool *p, weft_bytes_task fn, uint32_t k
     return NULL;
   }
   f->call = c;
+  f->in = borrowed ? in : (const void *)(c + 1);
   return f;
 }
 
@@ -341,8 +344,8 @@ static int queue_call(struct pool *p, struct future *f, const char *what) {
 }
 
 struct future *weft__call_future(struct pool *p, weft_bytes_task fn, uint32_t kind,
-                                 const void *in, size_t in_len, const char *what) {
-  return call_future(p, fn, kind, in, in_len, what);
+                                 const void *in, size_t in_len, bool borrowed, const char *what) {
+  return call_future(p, fn, kind, in, in_len, borrowed, what);
 }
 
 int weft__queue_call(struct pool *p, struct future *f, const char *what) {
@@ -372,7 +375,8 @@ weft_future weft_pool_apply_async_opts(weft_pool h, weft_bytes_task fn, const vo
                 "weft_pool_apply_async: a time limit needs a process pool (threads cannot be "
                 "killed)");
   } else {
-    struct future *f = call_future(p, fn, WEFT__CALL_SINGLE, arg, len, "weft_pool_apply_async");
+    struct future *f = call_future(p, fn, WEFT__CALL_SINGLE, arg, len, false,
+                                   "weft_pool_apply_async");
     if (f != NULL) {
       f->timeout = o->timeout;
       /* Added before the task is queued, so they cannot miss its end;
@@ -413,6 +417,8 @@ static size_t chunk_items(struct pool *p, long chunksize, size_t n, size_t item_
   }
   size_t room = p->max_message - sizeof(weft__call);
   size_t per = chunk_bytes_per_item(item_size, result_size);
+  if (chunksize == WEFT_DEFAULT && c * per > WEFT__CHUNK_BYTES)
+    c = WEFT__CHUNK_BYTES / per > 0 ? WEFT__CHUNK_BYTES / per : 1;
   /* A sixteenth of a message is left for the notes of failed items. */
   if (room >= p->max_message / 16 + per) room -= p->max_message / 16;
   size_t fit = room / per;
@@ -441,12 +447,15 @@ static int check_map(struct pool *p, weft_bytes_task fn, size_t item_size, size_
   return 0;
 }
 
-/* Submits a chunk of n items starting at index base. */
+/* Submits a chunk of n items starting at index base. With dest (map),
+ * the items are borrowed and the results may be delivered there. */
 static struct future *submit_chunk(struct pool *p, weft_bytes_task fn, const void *items,
                                    size_t item_size, size_t n, size_t base, size_t result_size,
-                                   double timeout, const char *what) {
-  struct future *f = call_future(p, fn, WEFT__CALL_CHUNK, items, n * item_size, what);
+                                   double timeout, void *dest, const char *what) {
+  struct future *f =
+      call_future(p, fn, WEFT__CALL_CHUNK, items, n * item_size, dest != NULL, what);
   if (f == NULL) return NULL;
+  f->dest = dest;
   f->call->n = (uint32_t)n;
   f->call->base = base;
   f->call->item_size = item_size;
@@ -495,7 +504,8 @@ int weft_pool_map_opts(weft_pool h, weft_bytes_task fn, const void *items, size_
   for (; submitted < nchunks; submitted++) {
     size_t base = submitted * per, k = n - base < per ? n - base : per;
     fs[submitted] = submit_chunk(p, fn, (const unsigned char *)items + base * item_size,
-                                 item_size, k, base, result_size, o->timeout, "weft_pool_map");
+                                 item_size, k, base, result_size, o->timeout,
+                                 (unsigned char *)results + base * result_size, "weft_pool_map");
     if (fs[submitted] == NULL) {
       err = weft_last_error_code();
       break;
@@ -511,6 +521,11 @@ int weft_pool_map_opts(weft_pool h, weft_bytes_task fn, const void *items, size_
     struct future *f = fs[c];
     weft__map_wait(fs, c, submitted, done, n, o, t0, &reported);
     size_t base = c * per, k = f->call->n;
+    if (__atomic_load_n(&f->state, __ATOMIC_ACQUIRE) == FS_OK &&
+        (f->delivered || weft__chunk_deliver(f, f->bytes, f->bytes_len))) {
+      if (o->errors != NULL) memset(o->errors + base, 0, k * sizeof *o->errors);
+      k = 0; /* its results are in place */
+    }
     for (size_t i = 0; i < k; i++) {
       const void *data;
       size_t len;
@@ -528,7 +543,7 @@ int weft_pool_map_opts(weft_pool h, weft_bytes_task fn, const void *items, size_
       }
       if (o->item_failed != NULL) o->item_failed(base + i, code, task_code, message, o->item_failed_arg);
     }
-    done += k;
+    done += f->call->n;
     if (o->progress != NULL && done > reported) {
       reported = done;
       o->progress(done, n, since(t0), o->progress_arg);
@@ -660,7 +675,7 @@ static struct future *imap_submit_var(struct weft_imap *it, size_t k) {
   }
   for (size_t i = 0; i < k; i++)
     items[i] = (weft_bytes){it->vdata + (uintptr_t)it->vitems[i].data, it->vitems[i].len};
-  struct future *f = weft__submit_vchunk(it->p, it->fn, items, k, it->read, it->timeout,
+  struct future *f = weft__submit_vchunk(it->p, it->fn, items, k, it->read, it->timeout, false,
                                          "weft_imap_next");
   free(items);
   if (f == NULL) return NULL;
@@ -699,7 +714,7 @@ static int imap_fill(struct weft_imap *it) {
     c->n = k;
     c->f = it->var ? imap_submit_var(it, k)
                    : submit_chunk(it->p, it->fn, it->buf, it->item_size, k, it->read,
-                                  it->result_size, it->timeout, "weft_imap_next");
+                                  it->result_size, it->timeout, NULL, "weft_imap_next");
     if (c->f == NULL) {
       free(c);
       return weft_last_error_code();

@@ -288,6 +288,9 @@ int weft__call_run(const weft__call *c, const void *in, weft__sink *out, uint64_
  * a buffer of its own only if it outgrows it. */
 static _Thread_local unsigned char *tls_room;
 static _Thread_local size_t tls_room_size;
+/* Where a worker thread gathers the input of a borrowed chunk. */
+static _Thread_local unsigned char *tls_in;
+static _Thread_local size_t tls_in_size;
 
 static int thread_more(weft__sink *s, size_t need) {
   size_t cap = s->cap * 2;
@@ -305,17 +308,29 @@ static int thread_more(weft__sink *s, size_t need) {
   return 0;
 }
 
+/* Grows a worker thread's buffer *b to at least size bytes. */
+static bool tls_grow(unsigned char **b, size_t *cap, size_t size) {
+  if (*cap >= size) return true;
+  unsigned char *nb = realloc(*b, size > 0 ? size : 1);
+  if (nb == NULL) return false;
+  *b = nb;
+  *cap = size;
+  return true;
+}
+
 int weft__thread_run_call(struct future *f, size_t room, int *err) {
   *err = 0;
-  if (tls_room_size < room) {
-    unsigned char *b = realloc(tls_room, room);
-    if (b == NULL) return WEFT_ENOMEM;
-    tls_room = b;
-    tls_room_size = room;
+  if (!tls_grow(&tls_room, &tls_room_size, room)) return WEFT_ENOMEM;
+  const void *in = f->in;
+  if (f->gather != NULL) {
+    if (!tls_grow(&tls_in, &tls_in_size, (size_t)f->call->in_len)) return WEFT_ENOMEM;
+    weft__call_input(f, tls_in);
+    in = tls_in;
   }
   weft__sink s = {.buf = tls_room, .cap = room, .more = thread_more};
-  int code = weft__call_run(f->call, f->call + 1, &s, &f->item_now, NULL, err);
+  int code = weft__call_run(f->call, in, &s, &f->item_now, NULL, err);
   unsigned char *bytes = s.buf;
+  if (code == 0 && bytes == tls_room && weft__chunk_deliver(f, bytes, s.used)) return 0;
   if (bytes == tls_room) {
     bytes = malloc(s.used > 0 ? s.used : 1);
     if (bytes == NULL) return WEFT_ENOMEM;
@@ -335,6 +350,9 @@ void weft__thread_room_free(void) {
   free(tls_room);
   tls_room = NULL;
   tls_room_size = 0;
+  free(tls_in);
+  tls_in = NULL;
+  tls_in_size = 0;
 }
 
 int weft__run_pointer_task(struct future *f, void **result) {
@@ -398,8 +416,8 @@ static void rerun(struct future *f, const char *what) {
     return;
   }
   size_t dead = (size_t)(f->died_item - c->base);
-  const unsigned char *in = (const unsigned char *)(c + 1);
-  const unsigned char *data = in + n * sizeof(uint64_t);
+  const unsigned char *in = f->in; /* NULL for a VCHUNK gathered from its items */
+  const unsigned char *data = in != NULL ? in + n * sizeof(uint64_t) : NULL;
   char saved[256];
   snprintf(saved, sizeof saved, "%s", weft_last_error());
   int saved_code = weft_last_error_code();
@@ -408,7 +426,7 @@ static void rerun(struct future *f, const char *what) {
     if (c->kind == WEFT__CALL_CHUNK) {
       if (i > dead) {
         g = weft__call_future(p, c->fn, WEFT__CALL_CHUNK, in + i * c->item_size,
-                              (size_t)c->item_size, what);
+                              (size_t)c->item_size, false, what);
         if (g != NULL) {
           g->call->n = 1;
           g->call->base = c->base + i;
@@ -419,11 +437,17 @@ static void rerun(struct future *f, const char *what) {
         }
       }
     } else {
-      uint64_t len;
-      memcpy(&len, in + i * sizeof len, sizeof len);
-      weft_bytes item = {data, (size_t)len};
-      if (i > dead) g = weft__submit_vchunk(p, c->fn, &item, 1, c->base + i, f->timeout, what);
-      data += len;
+      weft_bytes item;
+      if (f->gather != NULL) {
+        item = f->gather[i];
+      } else {
+        uint64_t len;
+        memcpy(&len, in + i * sizeof len, sizeof len);
+        item = (weft_bytes){data, (size_t)len};
+        data += len;
+      }
+      if (i > dead)
+        g = weft__submit_vchunk(p, c->fn, &item, 1, c->base + i, f->timeout, false, what);
     }
     rs[i] = g;
   }
@@ -443,6 +467,46 @@ static int item_failure(struct future *f, size_t i, const char *what, int32_t co
   if (task_code != NULL) *task_code = code;
   return weft__error(WEFT_ETASKFAILED, "%s: task %llu (item %llu) failed with code %d%s%.*s",
                      what, seq, index, (int)code, len > 0 ? ": " : "", (int)len, text);
+}
+
+int weft__chunk_next(struct future *f, size_t i, size_t *off, const char *what,
+                     const void **data, size_t *len, int *task_code, char *message,
+                     size_t message_size) {
+  weft__entry e;
+  if (f->call->kind != WEFT__CALL_VCHUNK ||
+      __atomic_load_n(&f->state, __ATOMIC_ACQUIRE) != FS_OK || *off > f->bytes_len ||
+      f->bytes_len - *off < sizeof e)
+    return weft__chunk_item(f, i, what, data, len, task_code, message, message_size);
+  const unsigned char *b = (const unsigned char *)f->bytes + *off;
+  memcpy(&e, b, sizeof e);
+  if (e.len > f->bytes_len - *off - sizeof e) /* malformed: cannot happen */
+    return weft__chunk_item(f, i, what, data, len, task_code, message, message_size);
+  *off += sizeof e + (size_t)e.len;
+  if (e.err != 0)
+    return weft__chunk_item(f, i, what, data, len, task_code, message, message_size);
+  if (task_code != NULL) *task_code = 0;
+  copy_message(message, message_size, "", 0);
+  *data = b + sizeof e;
+  *len = (size_t)e.len;
+  return 0;
+}
+
+bool weft__chunk_deliver(struct future *f, const unsigned char *out, size_t len) {
+  const weft__call *c = f->call;
+  if (f->dest == NULL || c->kind != WEFT__CALL_CHUNK) return false;
+  size_t n = c->n, rsz = (size_t)c->result_size;
+  if (len < weft__chunk_out_len(n, rsz)) return false;
+  int32_t any = 0;
+  const unsigned char *codes = out + n * rsz;
+  for (size_t i = 0; i < n; i++) {
+    int32_t code;
+    memcpy(&code, codes + i * sizeof code, sizeof code);
+    any |= code;
+  }
+  if (any != 0) return false;
+  memcpy(f->dest, out, n * rsz);
+  f->delivered = true;
+  return true;
 }
 
 int weft__chunk_item(struct future *f, size_t i, const char *what, const void **data,
@@ -570,13 +634,6 @@ void weft__map_wait(struct future **fs, size_t c, size_t nchunks, size_t done, s
 
 /* ---- chunks of byte strings ---- */
 
-/* A chunk of byte strings carries at most this many bytes of items (one
- * larger item goes alone): smaller chunks let the workers start sooner, and
- * their buffers come from the heap rather than fresh mappings whose pages
- * fault in each time (a map of 100,000 strings of 10-200 bytes ran 30-40%
- * faster than with chunks of a whole 4 MiB message). */
-#define VCHUNK_BYTES ((size_t)256 << 10)
-
 size_t weft__vchunk_room(struct pool *p) {
   return p->max_message - sizeof(weft__call);
 }
@@ -588,7 +645,7 @@ size_t weft__vchunk_items(struct pool *p, const weft_bytes *items, size_t n, siz
   while (k < n && k < per) {
     size_t need = sizeof(uint64_t);
     if (items[k].len > room - used - need || used + need > room) break;
-    if (k > 0 && used + need + items[k].len > VCHUNK_BYTES) break;
+    if (k > 0 && used + need + items[k].len > WEFT__CHUNK_BYTES) break;
     used += need + items[k].len;
     k++;
   }
@@ -599,21 +656,71 @@ size_t weft__vchunk_items(struct pool *p, const weft_bytes *items, size_t n, siz
   return k;
 }
 
+void weft__gather_fill(void *arg, unsigned char *dst, size_t want) {
+  struct weft__gather *g = arg;
+  /* Whole segments at a time, then the piece of one that is cut. */
+  if (g->off == 0) {
+    for (; g->i < g->n && want >= sizeof(uint64_t); g->i++) {
+      uint64_t len = g->items[g->i].len;
+      memcpy(dst, &len, sizeof len);
+      dst += sizeof len;
+      want -= sizeof len;
+    }
+    for (; g->i >= g->n && g->i < 2 * g->n && want >= g->items[g->i - g->n].len; g->i++) {
+      size_t len = g->items[g->i - g->n].len;
+      if (len > 0) memcpy(dst, g->items[g->i - g->n].data, len);
+      dst += len;
+      want -= len;
+    }
+  }
+  while (want > 0 && g->i < 2 * g->n) {
+    uint64_t len;
+    const unsigned char *src;
+    size_t seg;
+    if (g->i < g->n) {
+      len = g->items[g->i].len;
+      src = (const unsigned char *)&len;
+      seg = sizeof len;
+    } else {
+      src = g->items[g->i - g->n].data;
+      seg = g->items[g->i - g->n].len;
+    }
+    size_t k = seg - g->off < want ? seg - g->off : want;
+    if (k > 0) memcpy(dst, src + g->off, k);
+    dst += k;
+    want -= k;
+    g->off += k;
+    if (g->off == seg) {
+      g->i++;
+      g->off = 0;
+    }
+  }
+}
+
+void weft__call_input(const struct future *f, unsigned char *dst) {
+  if (f->gather == NULL) {
+    if (f->call->in_len > 0) memcpy(dst, f->in, (size_t)f->call->in_len);
+    return;
+  }
+  struct weft__gather g = {.items = f->gather, .n = f->call->n};
+  weft__gather_fill(&g, dst, (size_t)f->call->in_len);
+}
+
 struct future *weft__submit_vchunk(struct pool *p, weft_bytes_task fn, const weft_bytes *items,
-                                   size_t n, size_t base, double timeout, const char *what) {
+                                   size_t n, size_t base, double timeout, bool borrowed,
+                                   const char *what) {
   size_t in_len = n * sizeof(uint64_t);
   for (size_t i = 0; i < n; i++) in_len += items[i].len;
-  struct future *f = weft__call_future(p, fn, WEFT__CALL_VCHUNK, NULL, in_len, what);
+  struct future *f = weft__call_future(p, fn, WEFT__CALL_VCHUNK, NULL, in_len, borrowed, what);
   if (f == NULL) return NULL;
-  unsigned char *in = (unsigned char *)(f->call + 1);
-  unsigned char *data = in + n * sizeof(uint64_t);
-  for (size_t i = 0; i < n; i++) {
-    uint64_t len = items[i].len;
-    memcpy(in + i * sizeof len, &len, sizeof len);
-    if (len > 0) memcpy(data, items[i].data, (size_t)len);
-    data += len;
-  }
   f->call->n = (uint32_t)n;
+  if (borrowed) {
+    f->gather = items;
+    f->in = NULL;
+  } else {
+    struct weft__gather g = {.items = items, .n = n};
+    weft__gather_fill(&g, (unsigned char *)(f->call + 1), in_len);
+  }
   f->call->base = base;
   f->timeout = timeout;
   if (weft__queue_call(p, f, what) != 0) return NULL;
@@ -628,8 +735,10 @@ struct vmap_chunk {
 };
 
 /* A map over byte strings: its chunks are submitted as earlier ones are
- * taken, at most `window` ahead, so the buffers of taken chunks are reused
- * by the next ones rather than fresh memory faulted in for each chunk. */
+ * taken, at most `window` ahead, so that the output buffers of taken
+ * chunks are reused by the next ones rather than fresh memory faulted in
+ * for each chunk. A chunk's items are gathered straight from the caller's
+ * into the message that carries them. */
 struct vmap {
   struct pool *p;
   weft_bytes_task fn;
@@ -642,6 +751,14 @@ struct vmap {
   struct vmap_chunk *cs;
   struct future **fs;     /* the same futures, for weft__map_wait */
 };
+
+/* Points entries [0, n) of a results block that moved from was to blk
+ * at their bytes in blk (a failed item's stays {NULL, 0}). */
+static void rebase(weft_bytes *r, size_t n, uintptr_t was, unsigned char *blk) {
+  if (was == (uintptr_t)blk) return;
+  for (size_t i = 0; i < n; i++)
+    if (r[i].data != NULL) r[i].data = blk + ((uintptr_t)r[i].data - was);
+}
 
 /* Submits chunks while fewer than window are ahead of chunk taken. 0 or
  * the failure, said. */
@@ -660,7 +777,7 @@ static int vmap_submit(struct vmap *m, size_t taken) {
       m->cap = nc;
     }
     struct future *f = weft__submit_vchunk(m->p, m->fn, m->items + m->next, k, m->next,
-                                           m->timeout, m->what);
+                                           m->timeout, true, m->what);
     if (f == NULL) return weft_last_error_code();
     m->cs[m->nchunks] = (struct vmap_chunk){f, m->next};
     m->fs[m->nchunks++] = f;
@@ -702,12 +819,12 @@ int weft_pool_map_bytes_opts(weft_pool h, weft_bytes_task fn, const weft_bytes *
     per = n / parts + (n % parts != 0);
   }
   /* The results' block: n entries, then their bytes, each at a multiple
-   * of 8. An entry holds its bytes' offset + 1 until the block stops
-   * moving (0: the item failed). */
+   * of 8; entries are moved with the block when it grows. */
   size_t head = n * sizeof(weft_bytes);
-  size_t cap = head + 4096, used = head;
+  /* Room for small results (16 bytes an item) from the start; the room
+   * left over is given back at the end. */
+  size_t cap = n <= (SIZE_MAX - 4096) / 40 ? head + n * 16 + 4096 : head, used = head;
   unsigned char *blk = malloc(cap);
-  if (blk != NULL) memset(blk, 0, head); /* items never submitted stay {NULL, 0} */
   struct vmap m = {.p = p, .fn = fn, .items = items, .n = n, .per = per,
                    .window = (size_t)p->max_workers * 4, .timeout = o->timeout, .what = what};
   if (blk == NULL) err = weft__error(WEFT_ENOMEM, "%s: out of memory", what);
@@ -721,19 +838,25 @@ int weft_pool_map_bytes_opts(weft_pool h, weft_bytes_task fn, const weft_bytes *
   for (size_t c = 0; c < m.nchunks; c++) {
     struct future *f = m.cs[c].f;
     weft__map_wait(m.fs, c, m.nchunks, done, n, o, t0, &reported);
-    size_t k = f->call->n;
+    size_t k = f->call->n, walked = 0;
     for (size_t i = 0; i < k; i++) {
       size_t at = m.cs[c].base + i;
       const void *data = NULL;
       size_t len = 0;
       int task_code = 0;
-      int code = weft__chunk_item(f, i, what, &data, &len, &task_code,
+      int code = weft__chunk_next(f, i, &walked, what, &data, &len, &task_code,
                                   o->item_failed != NULL ? message : NULL, sizeof message);
       if (o->errors != NULL) o->errors[at] = code;
       if (code == 0 && blk != NULL) {
         size_t off = (used + 7) & ~(size_t)7;
         if (off + len > cap) {
+          /* Room for the rest at the rate so far, so that results of
+           * similar sizes need one move. */
           size_t nc = cap * 2 > off + len ? cap * 2 : off + len;
+          size_t left = n - at, rate = (used - head) / (at > 0 ? at : 1) + 8;
+          if (left <= (SIZE_MAX - off - len) / rate / 2 && off + len + left * rate * 9 / 8 > nc)
+            nc = off + len + left * rate * 9 / 8;
+          uintptr_t was = (uintptr_t)blk;
           unsigned char *b = realloc(blk, nc);
           if (b == NULL) {
             code = weft__error(WEFT_ENOMEM, "%s: out of memory for the result of item %zu",
@@ -743,11 +866,12 @@ int weft_pool_map_bytes_opts(weft_pool h, weft_bytes_task fn, const weft_bytes *
             blk = b;
             cap = nc;
             r = (weft_bytes *)blk;
+            rebase(r, at, was, blk);
           }
         }
         if (code == 0) {
           if (len > 0) memcpy(blk + off, data, len);
-          r[at] = (weft_bytes){(const void *)(uintptr_t)(off + 1), len};
+          r[at] = (weft_bytes){blk + off, len};
           used = off + len;
         }
       }
@@ -775,11 +899,12 @@ int weft_pool_map_bytes_opts(weft_pool h, weft_bytes_task fn, const weft_bytes *
   free(m.fs);
   weft__pool_put(p);
   if (blk != NULL && m.nchunks > 0) {
+    for (size_t i = m.next; i < n; i++) r[i] = (weft_bytes){NULL, 0}; /* never submitted */
+    uintptr_t was = (uintptr_t)blk;
     unsigned char *b = realloc(blk, used > 0 ? used : 1);
     if (b != NULL) blk = b;
     r = (weft_bytes *)blk;
-    for (size_t i = 0; i < n; i++)
-      if (r[i].data != NULL) r[i].data = blk + ((uintptr_t)r[i].data - 1);
+    rebase(r, n, was, blk);
     *results = (weft_bytes *)blk;
   } else {
     free(blk);

@@ -212,6 +212,20 @@ START_TEST(map_bytes_variable_lengths) {
 }
 END_TEST
 
+/* Many MiB through a process pool's queues, map after map: the queues
+ * start again at their ring's start whenever they are drained, and every
+ * byte must still come out whole and in order. */
+START_TEST(map_bytes_many_mib_through_the_queues) {
+  weft_pool pool = make_pool(true, 0);
+  for (int round = 0; round < 4; round++) map_bytes_check(pool, 20000 / SLOW, 0, 0, 0);
+  map_bytes_check(pool, 4000 / SLOW, 0, 97, 300000); /* results of 300 KiB now and then */
+  finish_pool(pool);
+  pool = make_pool(true, 64 << 10);
+  for (int round = 0; round < 2; round++) map_bytes_check(pool, 20000 / SLOW, 0, 0, 0);
+  finish_pool(pool);
+}
+END_TEST
+
 START_TEST(map_bytes_bad_arguments) {
   weft_pool pool = make_pool(true, 1024);
   weft_bytes items[2] = {{"r1", 2}, {NULL, 5}};
@@ -787,6 +801,7 @@ Suite *weft_test_suite(void) {
   Suite *s = suite_create("pool_bytes");
   TCase *tc = weft_tcase("bytes", 120);
   tcase_add_test(tc, map_bytes_variable_lengths);
+  tcase_add_test(tc, map_bytes_many_mib_through_the_queues);
   tcase_add_test(tc, map_bytes_bad_arguments);
   tcase_add_test(tc, apply_async_large_results_and_messages);
   tcase_add_test(tc, task_fail_on_pointer_tasks_and_outside);

@@ -249,7 +249,8 @@ typedef void (*weft_item_failed_fn)(size_t index, int err, int task_code, const 
 typedef struct weft_map_options {
   size_t size_;   /* set by the macro */
   /* Items per task; left out (WEFT_DEFAULT): map's default is Python's,
-   * ceil(n / (4 * workers)), the imaps' is 1; 0 or negative: WEFT_EINVAL.
+   * ceil(n / (4 * workers)), but at most 256 KiB of items (or of results
+   * with their codes) a chunk; the imaps' is 1; 0 or negative: WEFT_EINVAL.
    * A process pool splits chunks that would not fit in max_message. */
   long chunksize;
   double timeout;  /* per task (chunk), as weft_apply_options.timeout */

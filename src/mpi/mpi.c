@@ -193,7 +193,10 @@ struct records {
   uint32_t count;
 };
 
-static void records_add(struct records *r, const struct hdr *h, const void *bytes) {
+/* Adds a record whose h->len bytes are the first `part` at head, then
+ * the rest at bytes, or (bytes NULL) the input of the call of f. */
+static void records_add(struct records *r, const struct hdr *h, const void *head, size_t part,
+                        const void *bytes, const struct future *f) {
   size_t len = (size_t)h->len, need = sizeof *h + PADDED(len);
   if (r->used + need > r->cap) {
     size_t cap = r->cap * 2 > r->used + need ? r->cap * 2 : r->used + need;
@@ -206,7 +209,9 @@ static void records_add(struct records *r, const struct hdr *h, const void *byte
     r->cap = cap;
   }
   memcpy(r->buf + r->used, h, sizeof *h);
-  if (len > 0) memcpy(r->buf + r->used + sizeof *h, bytes, len);
+  if (part > 0) memcpy(r->buf + r->used + sizeof *h, head, part);
+  if (len > part && bytes != NULL) memcpy(r->buf + r->used + sizeof *h + part, bytes, len - part);
+  else if (len > part) weft__call_input(f, r->buf + r->used + sizeof *h + part);
   memset(r->buf + r->used + sizeof *h + len, 0, PADDED(len) - len);
   r->used += need;
   r->count++;
@@ -238,7 +243,7 @@ static void out_flush(void) {
 static void out_add(const struct hdr *h, const void *bytes) {
   if (out.r.used == 0) out.r.used = sizeof(struct hdr); /* the message's own header first */
   if (out.r.count == 0) out.first = clock_ns();
-  records_add(&out.r, h, bytes);
+  records_add(&out.r, h, NULL, 0, bytes, NULL);
 }
 
 static void result(uint32_t pool, uint64_t seq, int code, int err, const void *bytes, size_t len) {
@@ -542,7 +547,8 @@ static bool dispatch_locked(struct mpool *mp) {
       }
       if (batches[i].count == 0) prepare_rank_locked(mp, i);
       weft__call *c = f->call;
-      records_add(&batches[i], &(struct hdr){.seq = c->seq, .len = sizeof *c + c->in_len}, c);
+      records_add(&batches[i], &(struct hdr){.seq = c->seq, .len = sizeof *c + c->in_len}, c,
+                  sizeof *c, f->in, f);
       if (r->held.head == NULL) r->head_since = now_ns();
       weft__flist_push(&r->held, f);
       r->assigned++;
@@ -583,7 +589,7 @@ static void finish(struct mpool *mp, struct future *f, const struct hdr *h,
   } else if (h->code != 0) {
     f->task_err = h->code;
     to = FS_FAILED;
-  } else {
+  } else if (!weft__chunk_deliver(f, bytes, n)) {
     f->bytes = malloc(n > 0 ? n : 1);
     if (f->bytes == NULL) {
       f->task_err = WEFT_ENOMEM;
