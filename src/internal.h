@@ -112,6 +112,20 @@ int weft__process_dup_pidfd(struct weft_process h);
 /* mpqueue.c: weft_mpqueue_put of one message made of head_len bytes at
  * head followed by len bytes at msg. */
 struct weft_mpqueue;
+/* The next message of a queue, as weft_mpqueue_get, but read where it lies
+ * in the ring when it lies there whole: data points there and the getters'
+ * side stays locked (held > 0) until weft__mpqueue_view_done takes the
+ * message. Otherwise it is copied into buf (held 0). For a queue with one
+ * getter that may die holding it (a pool worker's inbox, thrown away with
+ * its worker). */
+struct weft__mpview {
+  const void *data;
+  size_t len;
+  uint64_t held;
+};
+int weft__mpqueue_get_view(struct weft_mpqueue *q, void *buf, size_t cap,
+                           struct weft__mpview *view, double timeout);
+void weft__mpqueue_view_done(struct weft_mpqueue *q, struct weft__mpview *view);
 /* Lets a new queue rewind (mpqueue.c): before it is shared. */
 void weft__mpqueue_rewinds(struct weft_mpqueue *q);
 int weft__mpqueue_put2(struct weft_mpqueue *q, const void *head, size_t head_len, const void *msg,

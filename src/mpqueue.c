@@ -454,9 +454,17 @@ static int put_parts(weft_mpqueue *q, const void *head, size_t head_len, const v
     return weft__error(WEFT_EINVAL, "weft_mpqueue_put: msg is NULL but len is %zu", len);
   size_t part = head_len;
   len += head_len;
-  if (len > WEFT_MPQUEUE_CAPACITY_MAX || record_size(len) > q->capacity)
-    return weft__error(WEFT_EMSGSIZE, "%s: a %zu-byte message can never fit (capacity %llu bytes)",
-                       qname(q), len, (unsigned long long)q->capacity);
+  if (len > WEFT_MPQUEUE_CAPACITY_MAX - RECORD_HEADER - 7)
+    return weft__error(WEFT_EMSGSIZE,
+                       "%s: a %zu-byte message can never fit (no queue's capacity is above "
+                       "WEFT_MPQUEUE_CAPACITY_MAX, %zu bytes)",
+                       qname(q), len, (size_t)WEFT_MPQUEUE_CAPACITY_MAX);
+  if (record_size(len) > q->capacity)
+    return weft__error(WEFT_EMSGSIZE,
+                       "%s: a %zu-byte message can never fit (capacity %llu bytes; a queue made "
+                       "with .capacity = %llu or more takes it)",
+                       qname(q), len, (unsigned long long)q->capacity,
+                       (unsigned long long)record_size(len));
   uint64_t rec = record_size(len);
   weft__deadline deadline;
   weft__deadline_from(timeout, &deadline);
@@ -512,7 +520,9 @@ int weft__mpqueue_put_fill(weft_mpqueue *q, const void *head, size_t head_len,
   return put_parts(q, head, head_len, NULL, fill, len, timeout);
 }
 
-int weft_mpqueue_get(weft_mpqueue *q, void *buf, size_t cap, size_t *len, double timeout) {
+/* weft_mpqueue_get, or with view set, weft__mpqueue_get_view. */
+static int get_message(weft_mpqueue *q, void *buf, size_t cap, size_t *len, double timeout,
+                       struct weft__mpview *view) {
   int err = check(&q, "weft_mpqueue_get", timeout);
   if (err != 0) return err;
   if (len == NULL) return weft__error(WEFT_EINVAL, "weft_mpqueue_get: len is NULL");
@@ -539,7 +549,16 @@ int weft_mpqueue_get(weft_mpqueue *q, void *buf, size_t cap, size_t *len, double
         return weft__error(WEFT_EMSGSIZE, "%s: the next message is %zu bytes, the buffer %zu",
                            qname(q), (size_t)header, cap);
       }
+      uint64_t at = (q->head.pos + skip + RECORD_HEADER) % q->capacity;
+      if (view != NULL && at + header <= q->capacity) {
+        /* Whole in the ring: read there, taken by weft__mpqueue_view_done. */
+        view->data = ring(q) + at;
+        view->len = *len = (size_t)header;
+        view->held = skip + record_size((size_t)header);
+        return 0;
+      }
       copy_out(q, q->head.pos + skip + RECORD_HEADER, buf, (size_t)header);
+      if (view != NULL) *view = (struct weft__mpview){.data = buf, .len = (size_t)header};
       commit(&q->head, &q->journal_get, &q->journal_get_valid,
              skip + record_size((size_t)header));
       punlock(&q->get_lock);
@@ -556,6 +575,28 @@ int weft_mpqueue_get(weft_mpqueue *q, void *buf, size_t cap, size_t *len, double
   }
   if (timeout <= 0) return weft__error(WEFT_EEMPTY, "%s: empty", qname(q));
   return weft__error(WEFT_EEMPTY, "%s: still empty after %g s", qname(q), timeout);
+}
+
+int weft_mpqueue_get(weft_mpqueue *q, void *buf, size_t cap, size_t *len, double timeout) {
+  return get_message(q, buf, cap, len, timeout, NULL);
+}
+
+int weft__mpqueue_get_view(weft_mpqueue *q, void *buf, size_t cap, struct weft__mpview *view,
+                           double timeout) {
+  size_t len;
+  return get_message(q, buf, cap, &len, timeout, view);
+}
+
+void weft__mpqueue_view_done(weft_mpqueue *h, struct weft__mpview *view) {
+  if (view->held == 0) return;
+  int err = 0;
+  weft_mpqueue *q = queue_of(h, "weft__mpqueue_view_done", &err);
+  if (q == NULL) return;
+  commit(&q->head, &q->journal_get, &q->journal_get_valid, view->held);
+  punlock(&q->get_lock);
+  view->held = 0;
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  weft__chan_signal(&q->not_full);
 }
 
 static size_t qsize(const weft_mpqueue *q) {

@@ -250,9 +250,11 @@ static int worker_loop(struct wctx *x) {
   long ran = 0;
   size_t head = sizeof(struct msg);
   for (;;) {
-    size_t len;
-    if (weft_mpqueue_get(inbox, x->wbuf_in, x->cap, &len, WEFT_FOREVER) != 0) break;
-    weft__call *c = (weft__call *)x->wbuf_in;
+    /* The call is read where it lies in the inbox, which stays locked
+     * while it runs: nobody else takes from a worker's inbox. */
+    struct weft__mpview view;
+    if (weft__mpqueue_get_view(inbox, x->wbuf_in, x->cap, &view, WEFT_FOREVER) != 0) break;
+    weft__call *c = (weft__call *)view.data;
     /* A chunk's output goes where the pool can read it if this worker
      * dies; a single task's has nothing to keep. */
     unsigned char *out = c->kind == WEFT__CALL_SINGLE ? x->wbuf_out : shared_out;
@@ -262,6 +264,7 @@ static int worker_loop(struct wctx *x) {
                                      __ATOMIC_SEQ_CST)) {
       /* Cancelled before it began: say so, so the pool drops it in order. */
       struct msg m = {.type = MSG_SKIPPED, .worker = index, .gen = gen, .seq = c->seq};
+      weft__mpqueue_view_done(inbox, &view);
       if (weft_mpqueue_put(x->results, &m, sizeof m, WEFT_FOREVER) != 0) break;
       continue;
     }
@@ -284,9 +287,11 @@ static int worker_loop(struct wctx *x) {
       _exit(1);
     }
     int code = weft__call_run(c, c + 1, &ws.s, &slot->item, &slot->done, &err);
-    if (code != 0 && c->kind != WEFT__CALL_SINGLE) break; /* the results queue is gone */
     struct msg m = {.type = MSG_RESULT, .worker = index, .gen = gen, .code = code,
                     .seq = c->seq, .len = ws.s.used, .err = err};
+    bool single = c->kind == WEFT__CALL_SINGLE;
+    weft__mpqueue_view_done(inbox, &view); /* c is gone */
+    if (code != 0 && !single) break;       /* the results queue is gone */
     memcpy(out, &m, sizeof m);
     if (weft_mpqueue_put(x->results, out, head + ws.s.used, WEFT_FOREVER) != 0) break;
     __atomic_store_n(&slot->current, 0, __ATOMIC_SEQ_CST);

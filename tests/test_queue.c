@@ -1391,9 +1391,18 @@ START_TEST(mpqueue_too_big_message_is_emsgsize) {
   ck_assert_int_eq(weft_mpqueue_put(q, buf, 4089, 0), WEFT_EMSGSIZE);
   ck_assert_int_eq(weft_mpqueue_put(q, buf, 4089, 5), WEFT_EMSGSIZE);
   ck_assert_int_eq(weft_mpqueue_put(q, buf, 8192, WEFT_FOREVER), WEFT_EMSGSIZE);
+  /* The error says what capacity takes the message, and it does. */
+  ck_assert_msg(strstr(weft_last_error(), ".capacity = 8200 or more") != NULL, "'%s'",
+                weft_last_error());
+  weft_mpqueue *big = weft_mpqueue_new(.capacity = 8200);
+  ck_assert_ptr_nonnull(big);
+  ck_assert_int_eq(weft_mpqueue_put(big, buf, 8192, 0), 0);
+  ck_assert_int_eq(weft_mpqueue_free(big), 0);
   /* A length far beyond the buffer: refused without reading it. */
   ck_assert_int_eq(weft_mpqueue_put(q, buf, (size_t)1 << 40, 0), WEFT_EMSGSIZE);
   ck_assert_int_eq(weft_mpqueue_put(q, buf, WEFT_MPQUEUE_CAPACITY_MAX + 1, 0), WEFT_EMSGSIZE);
+  ck_assert_msg(strstr(weft_last_error(), "WEFT_MPQUEUE_CAPACITY_MAX") != NULL, "'%s'",
+                weft_last_error());
   ck_assert_double_lt(test_now() - t0, PROMPT_S);
   ck_assert_uint_eq(weft_mpqueue_qsize(q), 0);
   ck_assert(weft_mpqueue_empty(q));
