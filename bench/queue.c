@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Rows: queue_threads, queue_processes, queue_processes_64k. */
+/* Rows: queue_threads, queue_processes, queue_processes_64k,
+ * queue_processes_sizes. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,8 +169,96 @@ static void queue_processes_64k(const bench_config *cfg) {
            65536 / r[1].ns, r[1].ns / r[0].ns);
 }
 
+/* ---- queue_processes_sizes: messages of 8 B to 1 MiB through a queue of
+ * the default capacity, against a pipe (write and read loops) ---- */
+
+static const size_t sizes[] = {8, 512, 4096, 65536, 1048576};
+
+struct sized {
+  size_t size;
+  bool failed;
+};
+
+/* A producer that closes the queue when a put fails, so the consumer
+ * stops instead of waiting for good. */
+static int sized_producer(void *arg) {
+  struct mp_args *a = arg;
+  int rc = mp_producer(arg);
+  if (rc != 0) weft_mpqueue_close(a->q);
+  return rc;
+}
+
+static void sized_run(long iters, void *arg) {
+  struct sized *z = arg;
+  weft_mpqueue *q = weft_mpqueue_new();
+  char *buf = malloc(z->size);
+  if (q == NULL || buf == NULL) die("queue_processes_sizes");
+  struct mp_args a = {q, iters, z->size};
+  weft_process p = weft_process_new(sized_producer, .arg = &a);
+  if (weft_process_start(p) != 0) die("queue_processes_sizes start");
+  for (long i = 0; i < iters && !z->failed; i++) {
+    size_t len;
+    long v;
+    if (weft_mpqueue_get(q, buf, z->size, &len, WEFT_FOREVER) != 0) {
+      z->failed = true;
+      break;
+    }
+    memcpy(&v, buf, sizeof v);
+    if (len != z->size || v != i) {
+      fprintf(stderr, "queue_processes_sizes: message %ld out of order\n", i);
+      exit(1);
+    }
+  }
+  int code = -1;
+  weft_process_join(p, WEFT_FOREVER);
+  weft_process_exitcode(p, &code);
+  weft_process_close(p);
+  weft_mpqueue_free(q);
+  free(buf);
+  if (code != 0) z->failed = true;
+}
+
+static double sized_sample(long iters, void *arg) {
+  struct sized *z = arg;
+  double ns = bench_time(sized_run, iters, arg);
+  return z->failed ? -1 : ns;
+}
+
+static void queue_processes_sizes(const bench_config *cfg) {
+  if (!bench_wanted(cfg, "queue_processes_sizes")) return;
+  enum { N = sizeof sizes / sizeof sizes[0] };
+  static char names[2 * N][24];
+  bench_result r[2 * N];
+  for (size_t k = 0; k < N; k++) {
+    size_t size = sizes[k];
+    /* About 64 MiB through the queue, at least 2,000 messages. */
+    long iters = (long)((size_t)64 << 20) / (long)size;
+    if (iters < 2000) iters = 2000;
+    if (iters > 1000000) iters = 1000000;
+    if (cfg->quick) iters = iters / 20 + 1;
+    snprintf(names[2 * k], sizeof names[0], "weft_%zu", size);
+    snprintf(names[2 * k + 1], sizeof names[0], "pipe_%zu", size);
+    r[2 * k] = (bench_result){.impl = names[2 * k]};
+    r[2 * k + 1] = (bench_result){.impl = names[2 * k + 1]};
+    bench_sample samples[1] = {sized_sample};
+    struct sized z = {size, false};
+    bench_measure(cfg, iters, 1, samples, &z, &r[2 * k]);
+    if (z.failed) {
+      r[2 * k].ns = -1;
+      snprintf(r[2 * k].note, sizeof r[2 * k].note, "a default queue refused the message");
+    }
+    r[2 * k + 1].ns = bench_c_peer(names[2 * k + 1], iters);
+  }
+  bench_report("queue_processes_sizes", 2 * N, r);
+  for (size_t k = 0; k < N; k++)
+    if (r[2 * k].ns > 0 && r[2 * k + 1].ns > 0)
+      printf("%-24s %zu B: weft is %.2fx a pipe's time\n", "", sizes[k],
+             r[2 * k].ns / r[2 * k + 1].ns);
+}
+
 void bench_queue_rows(const bench_config *cfg) {
   queue_threads(cfg);
   queue_processes(cfg);
   queue_processes_64k(cfg);
+  queue_processes_sizes(cfg);
 }

@@ -324,6 +324,58 @@ static void pipe_rounds(long iters) {
   waitpid(pid, NULL, 0);
 }
 
+/* queue_processes_sizes: messages of `size` bytes through a pipe from a
+ * child to the parent, each written whole and read whole (a loop of write(2)
+ * and read(2) calls, as many as the pipe needs). */
+static void write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t k = write(fd, p, n);
+    if (k <= 0) _exit(1);
+    p += k;
+    n -= (size_t)k;
+  }
+}
+
+static void read_all(int fd, char *p, size_t n) {
+  while (n > 0) {
+    ssize_t k = read(fd, p, n);
+    if (k <= 0) die("pipe read");
+    p += k;
+    n -= (size_t)k;
+  }
+}
+
+static void pipe_sized(long iters, size_t size) {
+  int fd[2];
+  char *buf = calloc(1, size);
+  if (buf == NULL || pipe(fd) != 0) die("pipe");
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fd[0]);
+    for (long i = 0; i < iters; i++) {
+      memcpy(buf, &i, sizeof i);
+      write_all(fd[1], buf, size);
+    }
+    _exit(0);
+  }
+  close(fd[1]);
+  for (long i = 0; i < iters; i++) {
+    long v;
+    read_all(fd[0], buf, size);
+    memcpy(&v, buf, sizeof v);
+    if (v != i) die("pipe message out of order");
+  }
+  close(fd[0]);
+  waitpid(pid, NULL, 0);
+  free(buf);
+}
+
+static void pipe_8(long iters) { pipe_sized(iters, 8); }
+static void pipe_512(long iters) { pipe_sized(iters, 512); }
+static void pipe_4096(long iters) { pipe_sized(iters, 4096); }
+static void pipe_65536(long iters) { pipe_sized(iters, 65536); }
+static void pipe_1048576(long iters) { pipe_sized(iters, 1048576); }
+
 static const struct {
   const char *row;
   void (*run)(long iters);
@@ -339,6 +391,11 @@ static const struct {
     {"lock_pingpong_processes", lock_process_rounds},
     {"queue_threads", ring_rounds},
     {"queue_processes", pipe_rounds},
+    {"pipe_8", pipe_8},
+    {"pipe_512", pipe_512},
+    {"pipe_4096", pipe_4096},
+    {"pipe_65536", pipe_65536},
+    {"pipe_1048576", pipe_1048576},
 };
 
 int main(int argc, char **argv) {
