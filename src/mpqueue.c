@@ -16,15 +16,15 @@
  *
  * Each message is an 8-byte record header (its length) and its bytes,
  * padded to 8; records wrap around the end of the ring. In a queue that
- * rewinds (weft's own, for process pools), a put into an empty ring whose
- * tail has gone past REWIND_AT starts again at the ring's start: it writes
- * a skip header where the tail was and commits the skipped bytes with its
- * message, and the get that meets the skip takes both in one commit too.
- * A queue kept drained so reuses its first pages, warm in cache and
- * faulted in once, instead of streaming through the whole ring (a pool's
- * inbox is sized for two of the largest messages). The skipped bytes
- * count as used until that get, so a user's queue, whose capacity counts
- * its messages' bytes exactly, never rewinds. */
+ * rewinds (weft's own, for process pools), a put whose tail has gone past
+ * REWIND_AT starts again at the ring's start when the message fits before
+ * the first one held: it writes a skip header where the tail was and
+ * commits the skipped bytes with its message, and the get that meets the
+ * skip takes both in one commit too. A queue kept nearly drained so reuses
+ * its first pages, warm in cache and faulted in once, instead of streaming
+ * through the whole ring (a pool's inbox is sized for two of the largest
+ * messages). The skipped bytes count as used until that get, so a user's
+ * queue, whose capacity counts its messages' bytes exactly, never rewinds. */
 #define _GNU_SOURCE
 #include <string.h>
 
@@ -373,16 +373,17 @@ static bool message_there(weft_mpqueue *q) {
 }
 
 /* The bytes a put of rec bytes skips to start at the ring's start: only
- * when the ring is empty (stable: put_lock is held, and the getters cannot
- * pass tail), the tail is past REWIND_AT, and the message fits before it. */
+ * when the tail is past REWIND_AT and the messages held (none, or those a
+ * getter is still reading where they lie) sit between the ring's start and
+ * the tail, with room for this one before the first of them. */
 static uint64_t rewind_skip(weft_mpqueue *q, uint64_t rec) {
   uint64_t at = q->tail.pos % q->capacity;
   if (!q->rewinds || at < REWIND_AT || rec > at) return 0;
-  SEEN_BY_TSAN(&q->head.pos);
-  if (q->head_seen != q->tail.pos) {
-    q->head_seen = load(&q->head.pos);
-    if (q->head_seen != q->tail.pos) return 0;
-  }
+  /* A getter only moves head towards tail, so what it frees meanwhile
+   * only adds room. */
+  q->head_seen = load(&q->head.pos);
+  uint64_t used = q->tail.pos - q->head_seen, from = q->head_seen % q->capacity;
+  if (used > at || from != at - used || rec > from) return 0;
   return q->capacity - at;
 }
 
