@@ -227,7 +227,7 @@ static double sized_sample(long iters, void *arg) {
 static void queue_processes_sizes(const bench_config *cfg) {
   if (!bench_wanted(cfg, "queue_processes_sizes")) return;
   enum { N = sizeof sizes / sizeof sizes[0] };
-  static char names[2 * N][24];
+  static char names[2 * N][32];
   bench_result r[2 * N];
   for (size_t k = 0; k < N; k++) {
     size_t size = sizes[k];
