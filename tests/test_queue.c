@@ -1787,9 +1787,9 @@ START_TEST(mpqueue_bad_arguments) {
   ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
   ck_assert_ptr_null(weft_mpqueue_new(.capacity = WEFT_MPQUEUE_CAPACITY_MAX + 1));
   ck_assert_int_eq(weft_last_error_code(), WEFT_EINVAL);
-  unsigned char *buf = malloc(1 << 20), *out = malloc(1 << 20);
+  unsigned char *buf = malloc(2 << 20), *out = malloc(2 << 20);
   ck_assert(buf != NULL && out != NULL);
-  fill(buf, 5, 1 << 20);
+  fill(buf, 5, 2 << 20);
   size_t len;
   weft_mpqueue *q = weft_mpqueue_new(.capacity = 64);
   ck_assert_ptr_nonnull(q);
@@ -1801,25 +1801,25 @@ START_TEST(mpqueue_bad_arguments) {
   ck_assert(same(out, 5, 56));
   ck_assert_int_eq(weft_mpqueue_free(q), 0);
 
-  /* Capacity 0: the default, 1 MiB. */
+  /* Capacity 0: the default, 2 MiB. */
   q = weft_mpqueue_new(.capacity = 0);
   ck_assert_ptr_nonnull(q);
-  const size_t mib = 1 << 20;
-  ck_assert_int_eq(weft_mpqueue_put(q, buf, mib - 7, 0), WEFT_EMSGSIZE);
-  ck_assert_int_eq(weft_mpqueue_put(q, buf, mib - 8, 0), 0);
+  const size_t dflt = 2 << 20;
+  ck_assert_int_eq(weft_mpqueue_put(q, buf, dflt - 7, 0), WEFT_EMSGSIZE);
+  ck_assert_int_eq(weft_mpqueue_put(q, buf, dflt - 8, 0), 0);
   ck_assert(weft_mpqueue_full(q));
   ck_assert_int_eq(weft_mpqueue_put(q, "", 0, 0), WEFT_EFULL);
-  ck_assert_int_eq(weft_mpqueue_get(q, out, mib, &len, 0), 0);
-  ck_assert_uint_eq(len, mib - 8);
-  ck_assert(same(out, 5, mib - 8));
-  ck_assert_int_eq(weft_mpqueue_put(q, buf, mib / 2 - 8, 0), 0);
-  ck_assert_int_eq(weft_mpqueue_put(q, buf, mib / 2 - 8, 0), 0);
+  ck_assert_int_eq(weft_mpqueue_get(q, out, dflt, &len, 0), 0);
+  ck_assert_uint_eq(len, dflt - 8);
+  ck_assert(same(out, 5, dflt - 8));
+  ck_assert_int_eq(weft_mpqueue_put(q, buf, dflt / 2 - 8, 0), 0);
+  ck_assert_int_eq(weft_mpqueue_put(q, buf, dflt / 2 - 8, 0), 0);
   ck_assert_int_eq(weft_mpqueue_put(q, "", 0, 0), WEFT_EFULL);
   ck_assert_int_eq(weft_mpqueue_free(q), 0);
   q = weft_mpqueue_new();
   ck_assert_ptr_nonnull(q);
-  ck_assert_int_eq(weft_mpqueue_put(q, buf, mib - 7, 0), WEFT_EMSGSIZE);
-  ck_assert_int_eq(weft_mpqueue_put(q, buf, mib - 8, 0), 0);
+  ck_assert_int_eq(weft_mpqueue_put(q, buf, dflt - 7, 0), WEFT_EMSGSIZE);
+  ck_assert_int_eq(weft_mpqueue_put(q, buf, dflt - 8, 0), 0);
   ck_assert_int_eq(weft_mpqueue_free(q), 0);
 
   /* Arguments of put and get. */

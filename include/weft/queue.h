@@ -107,7 +107,7 @@ typedef struct weft_mpqueue weft_mpqueue;
 /* Options of weft_mpqueue_new. */
 typedef struct weft_mpqueue_options {
   size_t size_;     /* set by the macro */
-  size_t capacity;  /* bytes of message storage (default 1 MiB; rounded down
+  size_t capacity;  /* bytes of message storage (default 2 MiB; rounded down
                        to a multiple of 8); each message takes its length
                        rounded up to 8, plus 8 */
   long maxsize;     /* most messages held at once; 0 or negative: only the
