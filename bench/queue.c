@@ -72,32 +72,42 @@ struct mp_args {
   size_t size;
 };
 
+/* The producer closes the queue when a put fails, so the consumer stops
+ * instead of waiting for good. */
 static int mp_producer(void *arg) {
   struct mp_args *a = arg;
   char *msg = calloc(1, a->size);
   if (msg == NULL) return 1;
   for (long i = 0; i < a->n; i++) {
     memcpy(msg, &i, sizeof i);
-    if (weft_mpqueue_put(a->q, msg, a->size, WEFT_FOREVER) != 0) return 2;
+    if (weft_mpqueue_put(a->q, msg, a->size, WEFT_FOREVER) != 0) {
+      weft_mpqueue_close(a->q);
+      free(msg);
+      return 2;
+    }
   }
   free(msg);
   return 0;
 }
 
-static void mp_run(long iters, size_t size) {
-  weft_mpqueue *q = weft_mpqueue_new(.capacity = size > 4096 ? 16 * size : 1 << 16);
-  if (q == NULL) die("queue_processes");
+/* A producer process puts iters messages of size bytes into q and this
+ * process takes them, checking their order; then q is freed. False if a
+ * put or a get failed. */
+static bool mp_transfer(weft_mpqueue *q, long iters, size_t size, const char *row) {
+  char *buf = malloc(size);
+  if (q == NULL || buf == NULL) die(row);
   struct mp_args a = {q, iters, size};
   weft_process p = weft_process_new(mp_producer, .arg = &a);
-  if (weft_process_start(p) != 0) die("queue_processes start");
-  char *buf = malloc(size);
-  for (long i = 0; i < iters; i++) {
+  if (weft_process_start(p) != 0) die(row);
+  bool ok = true;
+  for (long i = 0; i < iters && ok; i++) {
     size_t len;
     long v;
-    if (weft_mpqueue_get(q, buf, size, &len, WEFT_FOREVER) != 0) die("queue_processes get");
+    ok = weft_mpqueue_get(q, buf, size, &len, WEFT_FOREVER) == 0;
+    if (!ok) break;
     memcpy(&v, buf, sizeof v);
     if (len != size || v != i) {
-      fprintf(stderr, "queue_processes: message %ld out of order\n", i);
+      fprintf(stderr, "%s: message %ld out of order\n", row, i);
       exit(1);
     }
   }
@@ -107,8 +117,13 @@ static void mp_run(long iters, size_t size) {
   weft_process_close(p);
   weft_mpqueue_free(q);
   free(buf);
-  if (code != 0) {
-    fprintf(stderr, "queue_processes: producer exit code %d\n", code);
+  return ok && code == 0;
+}
+
+static void mp_run(long iters, size_t size) {
+  weft_mpqueue *q = weft_mpqueue_new(.capacity = size > 4096 ? 16 * size : 1 << 16);
+  if (!mp_transfer(q, iters, size, "queue_processes")) {
+    fprintf(stderr, "queue_processes: a put or a get failed\n");
     exit(1);
   }
 }
@@ -179,43 +194,9 @@ struct sized {
   bool failed;
 };
 
-/* A producer that closes the queue when a put fails, so the consumer
- * stops instead of waiting for good. */
-static int sized_producer(void *arg) {
-  struct mp_args *a = arg;
-  int rc = mp_producer(arg);
-  if (rc != 0) weft_mpqueue_close(a->q);
-  return rc;
-}
-
 static void sized_run(long iters, void *arg) {
   struct sized *z = arg;
-  weft_mpqueue *q = weft_mpqueue_new();
-  char *buf = malloc(z->size);
-  if (q == NULL || buf == NULL) die("queue_processes_sizes");
-  struct mp_args a = {q, iters, z->size};
-  weft_process p = weft_process_new(sized_producer, .arg = &a);
-  if (weft_process_start(p) != 0) die("queue_processes_sizes start");
-  for (long i = 0; i < iters && !z->failed; i++) {
-    size_t len;
-    long v;
-    if (weft_mpqueue_get(q, buf, z->size, &len, WEFT_FOREVER) != 0) {
-      z->failed = true;
-      break;
-    }
-    memcpy(&v, buf, sizeof v);
-    if (len != z->size || v != i) {
-      fprintf(stderr, "queue_processes_sizes: message %ld out of order\n", i);
-      exit(1);
-    }
-  }
-  int code = -1;
-  weft_process_join(p, WEFT_FOREVER);
-  weft_process_exitcode(p, &code);
-  weft_process_close(p);
-  weft_mpqueue_free(q);
-  free(buf);
-  if (code != 0) z->failed = true;
+  if (!mp_transfer(weft_mpqueue_new(), iters, z->size, "queue_processes_sizes")) z->failed = true;
 }
 
 static double sized_sample(long iters, void *arg) {
