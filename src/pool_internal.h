@@ -96,7 +96,6 @@ int weft__sink_put(weft__sink *s, const void *data, size_t len);
 WEFT__BACKEND_API int weft__call_run(const weft__call *c, const void *in, weft__sink *out, uint64_t *item,
                    weft__done *done, int *err);
 
-/* The room a chunk of n fixed-size items needs for its results. */
 /* A chunk of byte strings carries at most this many bytes of items (one
  * larger item goes alone), and a default-sized chunk of map at most this
  * many bytes of items or results: smaller chunks let the workers start
@@ -107,6 +106,7 @@ WEFT__BACKEND_API int weft__call_run(const weft__call *c, const void *in, weft__
  * n / (4 * workers) items a chunk). */
 #define WEFT__CHUNK_BYTES ((size_t)256 << 10)
 
+/* The room a chunk of n fixed-size items needs for its results. */
 static inline size_t weft__chunk_out_len(size_t n, size_t result_size) {
   return n * (sizeof(int32_t) + result_size);
 }
