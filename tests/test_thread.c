@@ -138,12 +138,28 @@ static void probe_init(struct probe *p, void *ret) {
 struct gated {
   weft_event *go;
   void *ret;
+  weft_event *ready; /* if set: set once the thread is about to wait */
 };
 
 static void *wait_go(void *arg) {
   struct gated *g = arg;
+  if (g->ready != NULL) weft_event_set(g->ready);
   weft_event_wait(g->go, WEFT_FOREVER);
   return g->ret;
+}
+
+/* Starts a thread that waits for go, and returns once it is about to wait:
+ * a fork while it is still starting could copy an allocator lock it holds,
+ * and AddressSanitizer's allocator (GCC 12's) is not made safe across
+ * fork, so the child's first allocation would wait for good. */
+static weft_thread start_parked(struct gated *g, const char *name) {
+  weft_event ready = WEFT_EVENT_INIT;
+  g->ready = &ready;
+  weft_thread t = weft_thread_new(wait_go, .arg = g, .name = name);
+  ck_assert_int_eq(weft_thread_start(t), 0);
+  ck_assert_int_eq(weft_event_wait(&ready, 10), 0);
+  g->ready = NULL;
+  return t;
 }
 
 /* ---- start, join, result ---- */
@@ -245,7 +261,7 @@ START_TEST(many_joiners_at_once) {
   enum { ROUNDS = 100, J = 4 };
   for (int round = 0; round < ROUNDS; round++) {
     weft_event go = WEFT_EVENT_INIT;
-    struct gated g = {&go, (void *)(intptr_t)(round + 1)};
+    struct gated g = {&go, (void *)(intptr_t)(round + 1), NULL};
     weft_thread t = weft_thread_new(wait_go, .arg = &g);
     ck_assert_int_eq(weft_thread_start(t), 0);
     struct joiner j[J];
@@ -290,7 +306,7 @@ END_TEST
 
 START_TEST(join_rejects_nan_timeout) {
   weft_event go = WEFT_EVENT_INIT;
-  struct gated g = {&go, NULL};
+  struct gated g = {&go, NULL, NULL};
   weft_thread t = weft_thread_new(wait_go, .arg = &g);
   ck_assert_int_eq(weft_thread_start(t), 0);
   ck_assert_int_eq(weft_thread_join(t, (double)NAN, NULL), WEFT_EINVAL);
@@ -558,7 +574,7 @@ START_TEST(enumerate_and_active_count) {
   ck_assert_uint_eq(list[0].id, weft_main_thread().id);
   enum { N = 5 };
   weft_event go = WEFT_EVENT_INIT;
-  struct gated g = {&go, NULL};
+  struct gated g = {&go, NULL, NULL};
   weft_thread t[N];
   for (int i = 0; i < N; i++) t[i] = weft_thread_new(wait_go, .arg = &g);
   weft_thread idle = weft_thread_new(wait_go, .arg = &g); /* never started: not counted */
@@ -609,7 +625,7 @@ START_TEST(counts_exact_after_peak) {
   /* Static: t[1], closed while it runs, is never joined and may still be
    * leaving weft_event_wait when this function returns. */
   static weft_event go = WEFT_EVENT_INIT, stay = WEFT_EVENT_INIT;
-  static struct gated g_go = {&go, NULL}, g_stay = {&stay, NULL};
+  static struct gated g_go = {&go, NULL, NULL}, g_stay = {&stay, NULL, NULL};
   for (int i = 0; i < PEAK; i++) {
     t[i] = weft_thread_new(wait_go, .arg = i < 2 ? &g_stay : &g_go);
     ck_assert_int_eq(weft_thread_start(t[i]), 0);
@@ -952,7 +968,7 @@ END_TEST
 
 START_TEST(misuse_start_twice) {
   weft_event go = WEFT_EVENT_INIT;
-  struct gated g = {&go, NULL};
+  struct gated g = {&go, NULL, NULL};
   weft_thread t = weft_thread_new(wait_go, .arg = &g, .name = "twice");
   ck_assert_int_eq(weft_thread_start(t), 0);
   ck_assert_int_eq(weft_thread_start(t), WEFT_EALREADY); /* running */
@@ -1223,9 +1239,8 @@ static void fork_from_thread(bool daemon_child) {
   int out[2];
   ck_assert_int_eq(pipe(out), 0);
   weft_event go = WEFT_EVENT_INIT;
-  struct gated g = {&go, NULL};
-  weft_thread other = weft_thread_new(wait_go, .arg = &g, .name = "other");
-  ck_assert_int_eq(weft_thread_start(other), 0);
+  struct gated g = {&go, NULL, NULL};
+  weft_thread other = start_parked(&g, "other");
   struct fork_view v = {weft_main_thread(), other, {0}, daemon_child, out[1]};
   weft_thread starter = weft_thread_new(start_child_from_thread, .arg = &v, .name = "starter");
   v.starter = starter;
@@ -1285,9 +1300,8 @@ static void *raw_fork_main(void *arg) {
 
 START_TEST(raw_fork_from_foreign_thread) {
   weft_event go = WEFT_EVENT_INIT;
-  struct gated g = {&go, NULL};
-  weft_thread other = weft_thread_new(wait_go, .arg = &g);
-  ck_assert_int_eq(weft_thread_start(other), 0);
+  struct gated g = {&go, NULL, NULL};
+  weft_thread other = start_parked(&g, NULL);
   struct raw_fork r = {other, -1};
   pthread_t pt;
   ck_assert_int_eq(pthread_create(&pt, NULL, raw_fork_main, &r), 0);
