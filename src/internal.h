@@ -109,10 +109,8 @@ bool weft__deadline_passed(weft__deadline deadline);
 struct weft_process;
 int weft__process_dup_pidfd(struct weft_process h);
 
-/* mpqueue.c: weft_mpqueue_put of one message made of head_len bytes at
- * head followed by len bytes at msg. */
 struct weft_mpqueue;
-/* The next message of a queue, as weft_mpqueue_get, but read where it lies
+/* mpqueue.c: the next message of a queue, as weft_mpqueue_get, but read where it lies
  * in the ring when it lies there whole: data points there and the getters'
  * side stays locked (held > 0) until weft__mpqueue_view_done takes the
  * message. Otherwise it is copied into buf (held 0). For a queue with one
@@ -126,17 +124,16 @@ struct weft__mpview {
 int weft__mpqueue_get_view(struct weft_mpqueue *q, void *buf, size_t cap,
                            struct weft__mpview *view, double timeout);
 void weft__mpqueue_view_done(struct weft_mpqueue *q, struct weft__mpview *view);
-/* Lets a new queue rewind (mpqueue.c): before it is shared. */
+/* mpqueue.c: lets a new queue rewind, before it is shared. */
 void weft__mpqueue_rewinds(struct weft_mpqueue *q);
-int weft__mpqueue_put2(struct weft_mpqueue *q, const void *head, size_t head_len, const void *msg,
-                       size_t len, double timeout);
 /* Bytes written into place in pieces, in order: fn(arg, dst, n) writes the
  * next n of them at dst. */
 struct weft__fill {
   void (*fn)(void *arg, unsigned char *dst, size_t n);
   void *arg;
 };
-/* The same with the len bytes after head written by fill. */
+/* mpqueue.c: weft_mpqueue_put of one message made of head_len bytes at
+ * head followed by len bytes written by fill. */
 int weft__mpqueue_put_fill(struct weft_mpqueue *q, const void *head, size_t head_len,
                            const struct weft__fill *fill, size_t len, double timeout);
 

@@ -40,7 +40,7 @@
 #define MAGIC 0x77667471u /* "wftq" */
 /* Room for a 1 MiB message and then some: a Python program puts large
  * objects in its queues (queue_processes_sizes: 8 B to 1 MiB messages at
- * most a third of a pipe's time with it). */
+ * most 0.45x a pipe's time with it; with 4 MiB, 4 KiB ones took 0.6x). */
 #define DEFAULT_CAPACITY ((size_t)2 << 20)
 #define MIN_CAPACITY 64
 #define RECORD_HEADER 8
@@ -58,9 +58,10 @@
 #define LOCK_SPINS 100
 #define LOCK_YIELDS 1000
 #define LOCK_NAP_NS (1000 * 1000)
-/* An empty ring is rewound once its tail is this far in: a quarter of the
- * default capacity, so small messages still stream through most of the
- * ring between two rewinds (pool_map_bytes, queue_processes). */
+/* A rewinding queue's ring is rewound once its tail is this far in: the
+ * pages before it are reused, and small messages still stream through
+ * this much between two rewinds (set on pool_map_bytes; 64 KiB, with
+ * 128 KiB chunks, measured the same within noise). */
 #define REWIND_AT ((uint64_t)256 << 10)
 /* Rounds between two checks that the holder process is alive (a /proc
  * read): not measured, keeps the check a small part of a yielding wait. */
@@ -456,20 +457,19 @@ static int put_parts(weft_mpqueue *q, const void *head, size_t head_len, const v
                        len);
   if (msg == NULL && fill == NULL && len > 0)
     return weft__error(WEFT_EINVAL, "weft_mpqueue_put: msg is NULL but len is %zu", len);
-  size_t part = head_len;
-  len += head_len;
-  if (len > WEFT_MPQUEUE_CAPACITY_MAX - RECORD_HEADER - 7)
+  size_t total = head_len + len;
+  if (total > WEFT_MPQUEUE_CAPACITY_MAX - RECORD_HEADER - 7)
     return weft__error(WEFT_EMSGSIZE,
                        "%s: a %zu-byte message can never fit (no queue's capacity is above "
                        "WEFT_MPQUEUE_CAPACITY_MAX, %zu bytes)",
-                       qname(q), len, (size_t)WEFT_MPQUEUE_CAPACITY_MAX);
-  if (record_size(len) > q->capacity)
+                       qname(q), total, (size_t)WEFT_MPQUEUE_CAPACITY_MAX);
+  uint64_t rec = record_size(total);
+  if (rec > q->capacity)
     return weft__error(WEFT_EMSGSIZE,
                        "%s: a %zu-byte message can never fit (capacity %llu bytes; a queue made "
                        "with .capacity = %llu or more takes it)",
-                       qname(q), len, (unsigned long long)q->capacity,
-                       (unsigned long long)record_size(len));
-  uint64_t rec = record_size(len);
+                       qname(q), total, (unsigned long long)q->capacity,
+                       (unsigned long long)rec);
   weft__deadline deadline;
   weft__deadline_from(timeout, &deadline);
   bool spun = false;
@@ -482,13 +482,13 @@ static int put_parts(weft_mpqueue *q, const void *head, size_t head_len, const v
     if (room_for(q, rec)) {
       uint64_t skip = rewind_skip(q, rec), header = SKIP;
       if (skip != 0) copy_in(q, q->tail.pos, &header, sizeof header);
-      header = len;
+      header = total;
       copy_in(q, q->tail.pos + skip, &header, sizeof header);
-      copy_in(q, q->tail.pos + skip + RECORD_HEADER, head, part);
+      copy_in(q, q->tail.pos + skip + RECORD_HEADER, head, head_len);
       if (fill != NULL)
-        fill_in(q, q->tail.pos + skip + RECORD_HEADER + part, fill, len - part);
+        fill_in(q, q->tail.pos + skip + RECORD_HEADER + head_len, fill, len);
       else
-        copy_in(q, q->tail.pos + skip + RECORD_HEADER + part, msg, len - part);
+        copy_in(q, q->tail.pos + skip + RECORD_HEADER + head_len, msg, len);
       commit(&q->tail, &q->journal_put, &q->journal_put_valid, skip + rec);
       punlock(&q->put_lock);
       __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the rest is the sleeper's barrier */
@@ -514,14 +514,18 @@ void weft__mpqueue_rewinds(weft_mpqueue *h) {
   if (q != NULL) q->rewinds = 1;
 }
 
-int weft__mpqueue_put2(weft_mpqueue *q, const void *head, size_t head_len, const void *msg,
-                       size_t len, double timeout) {
-  return put_parts(q, head, head_len, msg, NULL, len, timeout);
-}
-
 int weft__mpqueue_put_fill(weft_mpqueue *q, const void *head, size_t head_len,
                            const struct weft__fill *fill, size_t len, double timeout) {
   return put_parts(q, head, head_len, NULL, fill, len, timeout);
+}
+
+/* Takes the bytes of the message read (and a skip before it) off the ring,
+ * lets go of the getters' side, and wakes a waiting putter. */
+static void take(weft_mpqueue *q, uint64_t bytes) {
+  commit(&q->head, &q->journal_get, &q->journal_get_valid, bytes);
+  punlock(&q->get_lock);
+  __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the rest is the sleeper's barrier */
+  weft__chan_signal(&q->not_full);
 }
 
 /* weft_mpqueue_get, or with view set, weft__mpqueue_get_view. */
@@ -563,12 +567,8 @@ static int get_message(weft_mpqueue *q, void *buf, size_t cap, size_t *len, doub
       }
       copy_out(q, q->head.pos + skip + RECORD_HEADER, buf, (size_t)header);
       if (view != NULL) *view = (struct weft__mpview){.data = buf, .len = (size_t)header};
-      commit(&q->head, &q->journal_get, &q->journal_get_valid,
-             skip + record_size((size_t)header));
-      punlock(&q->get_lock);
       *len = (size_t)header;
-      __atomic_signal_fence(__ATOMIC_SEQ_CST);
-      weft__chan_signal(&q->not_full);
+      take(q, skip + record_size((size_t)header));
       return 0;
     }
     punlock(&q->get_lock);
@@ -596,11 +596,8 @@ void weft__mpqueue_view_done(weft_mpqueue *h, struct weft__mpview *view) {
   int err = 0;
   weft_mpqueue *q = queue_of(h, "weft__mpqueue_view_done", &err);
   if (q == NULL) return;
-  commit(&q->head, &q->journal_get, &q->journal_get_valid, view->held);
-  punlock(&q->get_lock);
+  take(q, view->held);
   view->held = 0;
-  __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  weft__chan_signal(&q->not_full);
 }
 
 static size_t qsize(const weft_mpqueue *q) {

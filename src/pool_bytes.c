@@ -656,54 +656,63 @@ size_t weft__vchunk_items(struct pool *p, const weft_bytes *items, size_t n, siz
   return k;
 }
 
-void weft__gather_fill(void *arg, unsigned char *dst, size_t want) {
-  struct weft__gather *g = arg;
+/* Writes the next `want` bytes of items[0..n-1] as a VCHUNK's input (the
+ * n lengths, then the bytes) at dst; *i and *off say how far it has got. */
+static void gather(const weft_bytes *items, size_t n, size_t *i, size_t *off,
+                   unsigned char *dst, size_t want) {
   /* Whole segments at a time, then the piece of one that is cut. */
-  if (g->off == 0) {
-    for (; g->i < g->n && want >= sizeof(uint64_t); g->i++) {
-      uint64_t len = g->items[g->i].len;
+  if (*off == 0) {
+    for (; *i < n && want >= sizeof(uint64_t); (*i)++) {
+      uint64_t len = items[*i].len;
       memcpy(dst, &len, sizeof len);
       dst += sizeof len;
       want -= sizeof len;
     }
-    for (; g->i >= g->n && g->i < 2 * g->n && want >= g->items[g->i - g->n].len; g->i++) {
-      size_t len = g->items[g->i - g->n].len;
-      if (len > 0) memcpy(dst, g->items[g->i - g->n].data, len);
+    for (; *i >= n && *i < 2 * n && want >= items[*i - n].len; (*i)++) {
+      size_t len = items[*i - n].len;
+      if (len > 0) memcpy(dst, items[*i - n].data, len);
       dst += len;
       want -= len;
     }
   }
-  while (want > 0 && g->i < 2 * g->n) {
+  while (want > 0 && *i < 2 * n) {
     uint64_t len;
     const unsigned char *src;
     size_t seg;
-    if (g->i < g->n) {
-      len = g->items[g->i].len;
+    if (*i < n) {
+      len = items[*i].len;
       src = (const unsigned char *)&len;
       seg = sizeof len;
     } else {
-      src = g->items[g->i - g->n].data;
-      seg = g->items[g->i - g->n].len;
+      src = items[*i - n].data;
+      seg = items[*i - n].len;
     }
-    size_t k = seg - g->off < want ? seg - g->off : want;
-    if (k > 0) memcpy(dst, src + g->off, k);
+    size_t k = seg - *off < want ? seg - *off : want;
+    if (k > 0) memcpy(dst, src + *off, k);
     dst += k;
     want -= k;
-    g->off += k;
-    if (g->off == seg) {
-      g->i++;
-      g->off = 0;
+    *off += k;
+    if (*off == seg) {
+      (*i)++;
+      *off = 0;
     }
   }
 }
 
-void weft__call_input(const struct future *f, unsigned char *dst) {
-  if (f->gather == NULL) {
-    if (f->call->in_len > 0) memcpy(dst, f->in, (size_t)f->call->in_len);
-    return;
+void weft__input_fill(void *arg, unsigned char *dst, size_t n) {
+  struct weft__input *in = arg;
+  const struct future *f = in->f;
+  if (f->gather != NULL) {
+    gather(f->gather, f->call->n, &in->i, &in->off, dst, n);
+  } else if (n > 0) {
+    memcpy(dst, (const unsigned char *)f->in + in->off, n);
+    in->off += n;
   }
-  struct weft__gather g = {.items = f->gather, .n = f->call->n};
-  weft__gather_fill(&g, dst, (size_t)f->call->in_len);
+}
+
+void weft__call_input(const struct future *f, unsigned char *dst) {
+  struct weft__input in = {.f = f};
+  weft__input_fill(&in, dst, (size_t)f->call->in_len);
 }
 
 struct future *weft__submit_vchunk(struct pool *p, weft_bytes_task fn, const weft_bytes *items,
@@ -718,8 +727,8 @@ struct future *weft__submit_vchunk(struct pool *p, weft_bytes_task fn, const wef
     f->gather = items;
     f->in = NULL;
   } else {
-    struct weft__gather g = {.items = items, .n = n};
-    weft__gather_fill(&g, (unsigned char *)(f->call + 1), in_len);
+    size_t i = 0, off = 0;
+    gather(items, n, &i, &off, (unsigned char *)(f->call + 1), in_len);
   }
   f->call->base = base;
   f->timeout = timeout;

@@ -135,7 +135,7 @@ struct future {
   weft__call *call;
   /* The call's argument: after its header, or the map caller's items;
    * NULL when a chunk of byte strings is gathered from the map caller's
-   * gather[0..n-1] as it is sent (weft__gather_fill). */
+   * gather[0..n-1] as it is sent (weft__input_fill). */
   const void *in;
   const weft_bytes *gather;
   /* A map's chunk: where its results go. A backend that has the whole
@@ -340,14 +340,14 @@ void weft__chunk_release(struct future *f);
 struct future *weft__submit_vchunk(struct pool *p, weft_bytes_task fn, const weft_bytes *items,
                                    size_t n, size_t base, double timeout, bool borrowed,
                                    const char *what);
-/* A borrowed VCHUNK's input as it is written: the n lengths, then the
- * bytes; i and off (start at 0) say how far weft__gather_fill, a
- * weft__fill function, has got. */
-struct weft__gather {
-  const weft_bytes *items;
-  size_t n, i, off;
+/* A bytes call's argument as it is written out in pieces, in order, by
+ * weft__input_fill (a weft__fill function): from f->in, or gathered from
+ * f->gather (the n lengths, then the bytes). Starts as {.f = f}. */
+struct weft__input {
+  const struct future *f;
+  size_t i, off; /* how far it has got */
 };
-WEFT__BACKEND_API void weft__gather_fill(void *arg, unsigned char *dst, size_t n);
+WEFT__BACKEND_API void weft__input_fill(void *arg, unsigned char *dst, size_t n);
 /* Writes a bytes call's whole argument (in_len bytes) at dst. */
 WEFT__BACKEND_API void weft__call_input(const struct future *f, unsigned char *dst);
 /* The most bytes a VCHUNK's input may hold (lengths and items). */

@@ -447,11 +447,9 @@ static void dispatch_locked(struct ppool *pp) {
       c->ticket = w->tickets;
       uint64_t *gate = &pp->slots[i].gate[c->ticket & 1];
       __atomic_store_n(gate, GATE(c->ticket, G_OPEN), __ATOMIC_SEQ_CST);
-      struct weft__gather g = {.items = f->gather, .n = c->n};
-      struct weft__fill fill = {weft__gather_fill, &g};
-      if ((f->gather != NULL
-               ? weft__mpqueue_put_fill(w->inbox, c, sizeof *c, &fill, (size_t)c->in_len, 0)
-               : weft__mpqueue_put2(w->inbox, c, sizeof *c, f->in, (size_t)c->in_len, 0)) != 0) {
+      struct weft__input in = {.f = f};
+      struct weft__fill fill = {weft__input_fill, &in};
+      if (weft__mpqueue_put_fill(w->inbox, c, sizeof *c, &fill, (size_t)c->in_len, 0) != 0) {
         /* Cannot happen (the inbox holds DEPTH of the largest message);
          * if it does, the task waits for the next worker. */
         struct weft__flist back = {f, f};

@@ -193,10 +193,9 @@ struct records {
   uint32_t count;
 };
 
-/* Adds a record whose h->len bytes are the first `part` at head, then
- * the rest at bytes, or (bytes NULL) the input of the call of f. */
-static void records_add(struct records *r, const struct hdr *h, const void *head, size_t part,
-                        const void *bytes, const struct future *f) {
+/* Adds a record of h->len bytes, copied from bytes or (NULL) written by
+ * the caller at the place returned. */
+static unsigned char *records_add(struct records *r, const struct hdr *h, const void *bytes) {
   size_t len = (size_t)h->len, need = sizeof *h + PADDED(len);
   if (r->used + need > r->cap) {
     size_t cap = r->cap * 2 > r->used + need ? r->cap * 2 : r->used + need;
@@ -208,13 +207,13 @@ static void records_add(struct records *r, const struct hdr *h, const void *head
     r->buf = b;
     r->cap = cap;
   }
+  unsigned char *at = r->buf + r->used + sizeof *h;
   memcpy(r->buf + r->used, h, sizeof *h);
-  if (part > 0) memcpy(r->buf + r->used + sizeof *h, head, part);
-  if (len > part && bytes != NULL) memcpy(r->buf + r->used + sizeof *h + part, bytes, len - part);
-  else if (len > part) weft__call_input(f, r->buf + r->used + sizeof *h + part);
-  memset(r->buf + r->used + sizeof *h + len, 0, PADDED(len) - len);
+  if (len > 0 && bytes != NULL) memcpy(at, bytes, len);
+  memset(at + len, 0, PADDED(len) - len);
   r->used += need;
   r->count++;
+  return at;
 }
 
 /* The results a rank has not sent yet: a TAG_RESULTS message being built. */
@@ -243,7 +242,7 @@ static void out_flush(void) {
 static void out_add(const struct hdr *h, const void *bytes) {
   if (out.r.used == 0) out.r.used = sizeof(struct hdr); /* the message's own header first */
   if (out.r.count == 0) out.first = clock_ns();
-  records_add(&out.r, h, NULL, 0, bytes, NULL);
+  records_add(&out.r, h, bytes);
 }
 
 static void result(uint32_t pool, uint64_t seq, int code, int err, const void *bytes, size_t len) {
@@ -547,8 +546,10 @@ static bool dispatch_locked(struct mpool *mp) {
       }
       if (batches[i].count == 0) prepare_rank_locked(mp, i);
       weft__call *c = f->call;
-      records_add(&batches[i], &(struct hdr){.seq = c->seq, .len = sizeof *c + c->in_len}, c,
-                  sizeof *c, f->in, f);
+      struct hdr h = {.seq = c->seq, .len = sizeof *c + c->in_len};
+      unsigned char *at = records_add(&batches[i], &h, NULL);
+      memcpy(at, c, sizeof *c);
+      weft__call_input(f, at + sizeof *c);
       if (r->held.head == NULL) r->head_since = now_ns();
       weft__flist_push(&r->held, f);
       r->assigned++;
