@@ -69,18 +69,24 @@ static inline void weft__chan_leave(weft__chan *c, uint32_t gen) {
   }
 }
 
+/* Whether any sleeper is registered (it may be one about to leave). */
+static inline bool weft__chan_has_sleepers(weft__chan *c) {
+  return __atomic_load_n(&c->word, __ATOMIC_SEQ_CST) >> 32 != 0;
+}
+
 /* After a sequentially consistent change of the state: wakes one sleeper
- * if there are any. Threads of one process only (see above). */
-static inline void weft__chan_signal_one(weft__chan *c) {
+ * if there are any. Threads of one process only (see above). True when
+ * the kernel woke one; false may also mean a sleeper that had not reached
+ * futex_wait yet will find the generation moved and look again. */
+static inline bool weft__chan_signal_one(weft__chan *c) {
   uint64_t w = __atomic_load_n(&c->word, __ATOMIC_SEQ_CST);
   while (w >> 32 != 0) {
     uint64_t next = (w - WEFT__CHAN_SLEEPER) >> 32 << 32 | (uint32_t)((uint32_t)w + 1);
     if (__atomic_compare_exchange_n(&c->word, &w, next, false, __ATOMIC_SEQ_CST,
-                                    __ATOMIC_SEQ_CST)) {
-      weft__os_futex_wake(weft__chan_futex(c), 1);
-      return;
-    }
+                                    __ATOMIC_SEQ_CST))
+      return weft__os_futex_wake(weft__chan_futex(c), 1) > 0;
   }
+  return false;
 }
 
 /* After a sequentially consistent change of the state: wakes every sleeper

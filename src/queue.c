@@ -19,7 +19,18 @@
  *
  * Waiting: a thread that finds the queue empty (or full) spins a few
  * microseconds watching the index, then sleeps on a wait channel (chan.h)
- * that the other side signals after moving its index. */
+ * that the other side signals after moving its index.
+ *
+ * A put does not wake a sleeping getter while another getter is awake and
+ * looking (searching), nor while a wake-up it or another put gave is on
+ * its way (waking): with many idle consumers -- a thread pool sized for
+ * I/O -- waking one per item would put most of them straight back to
+ * sleep, at a system call, a context switch and a membarrier each. So that
+ * no item is left behind, whoever stops searching (it found an item, its
+ * time ran out, or it goes to sleep) looks once more: a sleeper looks
+ * before it sleeps, the others wake a sleeper if items are left and nobody
+ * else searches -- a backlog keeps one more getter coming, as Go's
+ * scheduler keeps one spinning thread. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,12 +73,15 @@ struct weft_queue {
   _Alignas(64) size_t done; /* task_done calls */
   size_t inside;             /* threads in a slow path (enter_slow) */
   uint32_t spin_room, spin_item; /* spin budgets of wait_for */
+  uint32_t searching; /* getters past their first try and not asleep */
+  uint32_t waking;    /* 1 while a getter woken by wake_a_getter is on its way */
   weft__chan not_empty, not_full, all_done;
   _Alignas(64) void **items; /* changed under both locks */
   size_t cap;                /* a power of two for FIFO */
   size_t maxsize;            /* 0: unbounded */
   bool closed;
   weft_queue_order order;
+  uint32_t fencing; /* enum fencing */
   int (*compare)(const void *, const void *);
   const char *name;
   pid_t pid; /* the process that made it: a forked child has a copy, not the queue */
@@ -90,9 +104,39 @@ static void publish(size_t *p, size_t v) {
   else __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
 }
 
-/* Between publishing an index and looking for sleepers: keeps the
- * compiler from swapping them; the rest is membarrier's or seq_cst's. */
-static void before_signal(void) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+/* A queue whose waiters sleep often -- several at once, as a pool's idle
+ * workers do -- turns the barrier round: its puts and gets fence before
+ * they look for sleepers (a put that finds one fences anyway, see
+ * wake_a_getter), and its sleepers no longer pay a membarrier each, an
+ * interrupt to every CPU running the program. The switch is one way and
+ * made by a sleeper: FENCE_SWITCHING, one membarrier -- after it every
+ * put or get that read FENCE_NONE has its index visible -- then
+ * FENCE_ALL, from which sleepers skip theirs. */
+enum fencing { FENCE_NONE, FENCE_SWITCHING, FENCE_ALL };
+
+/* Between publishing an index and looking for sleepers: the other side's
+ * barrier is membarrier's, this fence or seq_cst's. The index is
+ * published before the mode is read (see enum fencing). */
+static void before_signal(const weft_queue *q) {
+  if (__atomic_load_n(&q->fencing, __ATOMIC_RELAXED) != FENCE_NONE)
+    weft__fence();
+  else
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+/* Whether a sleeper, registered on c, may skip its membarrier: the queue
+ * fences, or this sleeper, one of several, has just switched it. */
+static bool others_fence(weft_queue *q, weft__chan *c) {
+  uint32_t mode = __atomic_load_n(&q->fencing, __ATOMIC_SEQ_CST);
+  if (mode == FENCE_ALL) return true;
+  if (mode != FENCE_NONE || __atomic_load_n(&c->word, __ATOMIC_SEQ_CST) >> 32 < 2) return false;
+  if (!__atomic_compare_exchange_n(&q->fencing, &mode, FENCE_SWITCHING, false, __ATOMIC_SEQ_CST,
+                                   __ATOMIC_SEQ_CST) ||
+      weft__os_membarrier() != 0)
+    return false;
+  __atomic_store_n(&q->fencing, FENCE_ALL, __ATOMIC_SEQ_CST);
+  return true;
+}
 
 static bool is_closed(const weft_queue *q) { return __atomic_load_n(&q->closed, __ATOMIC_SEQ_CST); }
 
@@ -303,7 +347,7 @@ static bool has_room_for_a_line(const weft_queue *q) {
  * from running. */
 static void wait_for(weft_queue *q, weft__chan *c, bool (*ready)(const weft_queue *),
                      bool (*ready_well)(const weft_queue *), uint32_t *budget, bool *spun,
-                     weft__deadline deadline) {
+                     bool getter, weft__deadline deadline) {
   if (!*spun) {
     *spun = true;
     uint32_t spins = __atomic_load_n(budget, __ATOMIC_RELAXED);
@@ -322,14 +366,42 @@ static void wait_for(weft_queue *q, weft__chan *c, bool (*ready)(const weft_queu
   }
   if (ready(q)) return; /* only the better moment did not come */
   uint32_t gen = weft__chan_enter(c);
+  /* Registered first, so a put that finds no getter searching finds this
+   * one asleep. */
+  if (getter) __atomic_sub_fetch(&q->searching, 1, __ATOMIC_SEQ_CST);
   /* The other side's barrier (see before_signal); without it, look again
    * every millisecond rather than miss a signal. */
-  if (__atomic_load_n(&asymmetric, __ATOMIC_RELAXED) && weft__os_membarrier() != 0) {
+  if (__atomic_load_n(&asymmetric, __ATOMIC_RELAXED) && !others_fence(q, c) &&
+      weft__os_membarrier() != 0) {
     weft__deadline soon = weft__os_now_ns() + NO_BARRIER_RECHECK_NS;
     if (soon < deadline) deadline = soon;
   }
   if (!ready(q) && !is_closed(q)) weft__chan_sleep(c, gen, deadline);
   weft__chan_leave(c, gen);
+  if (getter) { /* searching again before the next wake-up may be given */
+    __atomic_add_fetch(&q->searching, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&q->waking, 0, __ATOMIC_SEQ_CST);
+  }
+}
+
+/* After an item was put, or a getter stopped searching with items left:
+ * wakes a sleeping getter unless one searches or is on its way. */
+static void wake_a_getter(weft_queue *q) {
+  while (weft__chan_has_sleepers(&q->not_empty)) {
+    /* Pairs with a searcher's decrement and look: either it sees the
+     * item, or this sees it gone. */
+    weft__fence();
+    if (__atomic_load_n(&q->searching, __ATOMIC_SEQ_CST) != 0) return;
+    uint32_t none = 0;
+    /* Taken: the woken getter searches before it gives the token back, and
+     * a waker that woke nobody looks again after giving it back. */
+    if (!__atomic_compare_exchange_n(&q->waking, &none, 1, false, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST))
+      return;
+    if (weft__chan_signal_one(&q->not_empty)) return;
+    __atomic_store_n(&q->waking, 0, __ATOMIC_SEQ_CST);
+    if (!has_item(q)) return;
+  }
 }
 
 /* Tries once: 0, WEFT_EFULL (no room), WEFT_ECLOSED or WEFT_ENOMEM. */
@@ -428,15 +500,16 @@ int weft_queue_put(weft_queue *q, void *item, double timeout) {
     bool spun = false;
     enter_slow(q);
     while (r == WEFT_EFULL && !weft__deadline_passed(deadline)) {
-      wait_for(q, &q->not_full, has_room, has_room_for_a_line, &q->spin_room, &spun, deadline);
+      wait_for(q, &q->not_full, has_room, has_room_for_a_line, &q->spin_room, &spun, false,
+               deadline);
       r = try_put(q, item);
     }
   }
   if (r != 0) {
     r = put_error(q, r, timeout);
   } else {
-    before_signal();
-    weft__chan_signal_one(&q->not_empty);
+    before_signal(q);
+    wake_a_getter(q);
   }
   if (slow) leave_slow(q);
   return r;
@@ -460,15 +533,19 @@ int weft_queue_get(weft_queue *q, void **item, double timeout) {
     weft__deadline_from(timeout, &deadline);
     bool spun = false;
     enter_slow(q);
+    __atomic_add_fetch(&q->searching, 1, __ATOMIC_SEQ_CST);
     while (r == WEFT_EEMPTY && !weft__deadline_passed(deadline)) {
-      wait_for(q, &q->not_empty, has_item, has_item, &q->spin_item, &spun, deadline);
+      wait_for(q, &q->not_empty, has_item, has_item, &q->spin_item, &spun, true, deadline);
       r = try_get(q, item);
     }
+    __atomic_sub_fetch(&q->searching, 1, __ATOMIC_SEQ_CST);
+    /* A put may have counted on this getter to take its item. */
+    if (has_item(q)) wake_a_getter(q);
   }
   if (r != 0) {
     r = get_error(q, r, timeout);
   } else {
-    before_signal();
+    before_signal(q);
     weft__chan_signal_one(&q->not_full);
   }
   if (slow) leave_slow(q);
@@ -522,7 +599,7 @@ int weft_queue_join(weft_queue *q, double timeout) {
   bool spun = true; /* joins are long waits: no spinning */
   enter_slow(q);
   while (!all_done(q) && !weft__deadline_passed(deadline))
-    wait_for(q, &q->all_done, all_done, all_done, &q->spin_room, &spun, deadline);
+    wait_for(q, &q->all_done, all_done, all_done, &q->spin_room, &spun, false, deadline);
   int r = 0;
   if (!all_done(q))
     r = weft__error(WEFT_ETIMEDOUT, "%s: %zu items not done within %g s", qname(q),

@@ -56,4 +56,16 @@ static inline int weft__tsan_pre_unlock(void *a, unsigned f) { return (void)a, (
 static inline void weft__tsan_post_unlock(void *a, unsigned f) { (void)a, (void)f; }
 #endif
 
+/* A sequentially consistent fence. ThreadSanitizer does not model fences
+ * (GCC refuses them there); a sequentially consistent read-modify-write,
+ * a full barrier on x86, stands in for it in that build. */
+static inline void weft__fence(void) {
+#ifdef WEFT__TSAN
+  int any = 0;
+  __atomic_fetch_or(&any, 0, __ATOMIC_SEQ_CST);
+#else
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
 #endif

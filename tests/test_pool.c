@@ -674,6 +674,13 @@ static int arrive_and_hold(void *arg, void **result) {
   return 0;
 }
 
+static int all_at_once(void *arg, void **result) {
+  struct crowd *c = arg;
+  inc(&c->arrived);
+  *result = NULL;
+  return wait_ge(&c->arrived, MANY, GATE_S) ? 0 : 1;
+}
+
 static long voluntary_switches(pid_t tid) {
   char path[64], line[128];
   snprintf(path, sizeof path, "/proc/self/task/%d/status", (int)tid);
@@ -727,6 +734,15 @@ START_TEST(a_submit_wakes_one_idle_worker) {
   }
   ck_assert_msg(woken <= 3 * rounds, "%ld workers went back to sleep in %d one-task rounds",
                 woken, rounds);
+  /* Woken one at a time, they still all run at once when the tasks block:
+   * each one below waits for every other to have started. */
+  settled_switches(&c);
+  st(&c.arrived, 0);
+  for (int i = 0; i < MANY; i++) fs[i] = weft_pool_submit(pool, all_at_once, &c);
+  for (int i = 0; i < MANY; i++) {
+    ck_assert_int_eq(weft_future_result(fs[i], 2 * GATE_S, NULL), 0);
+    weft_future_close(fs[i]);
+  }
   ck_assert_int_eq(weft_pool_close(pool), 0);
   ck_assert_int_eq(weft_pool_join(pool, GATE_S), 0);
   ck_assert_int_eq(weft_pool_free(pool), 0);

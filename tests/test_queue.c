@@ -942,6 +942,65 @@ START_TEST(queue_priority_producers_consumers_exactly_once) {
 }
 END_TEST
 
+/* Items put while every awake getter is busy are still taken: a put that
+ * finds a getter searching leaves its item to it, and that getter, once it
+ * has one, must pass the rest on to a sleeper instead of keeping them for
+ * later. Each getter holds the item it took until the whole round is
+ * taken, so a round completes only if all CHAIN getters take one each
+ * while the others hold theirs -- an item left for a busy getter would
+ * strand the round. Rounds alternate between a burst and items put one at
+ * a time with the getters going back to sleep between rounds. */
+#define CHAIN 8
+
+struct chain {
+  weft_queue *q;
+  int taken, stranded, errors;
+};
+
+static void *chain_getter(void *arg) {
+  struct chain *c = arg;
+  for (;;) {
+    void *it;
+    int rc = weft_queue_get(c->q, &it, LOST_WAKEUP_S);
+    if (rc == WEFT_ECLOSED) break;
+    if (rc != 0) {
+      inc(&c->errors);
+      break;
+    }
+    intptr_t round = V(it);
+    inc(&c->taken);
+    if (!wait_ge(&c->taken, (int)round * CHAIN, LOST_WAKEUP_S)) {
+      inc(&c->stranded);
+      break;
+    }
+  }
+  return NULL;
+}
+
+START_TEST(queue_items_put_while_getters_are_busy_are_taken) {
+  struct chain c = {.q = weft_queue_new()};
+  ck_assert_ptr_nonnull(c.q);
+  pthread_t t[CHAIN];
+  for (int i = 0; i < CHAIN; i++) t[i] = spawn(chain_getter, &c);
+  uint32_t seed = 12345;
+  int rounds = 400 / SLOW;
+  for (int r = 1; r <= rounds && ld(&c.stranded) == 0 && ld(&c.errors) == 0; r++) {
+    for (int i = 0; i < CHAIN; i++) {
+      ck_assert_int_eq(weft_queue_put(c.q, P(r), 0), 0);
+      if (r % 2 == 0 && rng(&seed) % 4 == 0) nap(0.0001);
+    }
+    CHECK(wait_ge(&c.taken, r * CHAIN, 2 * LOST_WAKEUP_S), "round %d: %d of %d items taken", r,
+          ld(&c.taken) - (r - 1) * CHAIN, CHAIN);
+  }
+  ck_assert_int_eq(weft_queue_close(c.q), 0);
+  for (int i = 0; i < CHAIN; i++) join(t[i]);
+  ck_assert_int_eq(c.stranded, 0);
+  ck_assert_int_eq(c.errors, 0);
+  ck_assert_int_eq(c.taken, rounds * CHAIN);
+  ck_assert_int_eq(weft_queue_free(c.q), 0);
+}
+END_TEST
+
 /* ============================================ thread queues: task_done */
 
 START_TEST(queue_task_done_and_join_count) {
@@ -3167,6 +3226,7 @@ Suite *weft_test_suite(void) {
 
   tc = weft_tcase("queue_contention", 60);
   tcase_add_test(tc, queue_fifo_producers_consumers_exactly_once);
+  tcase_add_test(tc, queue_items_put_while_getters_are_busy_are_taken);
   tcase_add_test(tc, queue_lifo_producers_consumers_exactly_once);
   tcase_add_test(tc, queue_priority_producers_consumers_exactly_once);
   suite_add_tcase(s, tc);
