@@ -126,6 +126,8 @@ int weft__mpqueue_get_view(struct weft_mpqueue *q, void *buf, size_t cap,
 void weft__mpqueue_view_done(struct weft_mpqueue *q, struct weft__mpview *view);
 /* mpqueue.c: lets a new queue rewind, before it is shared. */
 void weft__mpqueue_rewinds(struct weft_mpqueue *q);
+/* mpqueue.c: whether a getter sleeps on q, waiting for a message. */
+bool weft__mpqueue_getter_asleep(struct weft_mpqueue *q);
 /* Bytes written into place in pieces, in order: fn(arg, dst, n) writes the
  * next n of them at dst. */
 struct weft__fill {

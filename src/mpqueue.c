@@ -514,6 +514,12 @@ void weft__mpqueue_rewinds(weft_mpqueue *h) {
   if (q != NULL) q->rewinds = 1;
 }
 
+bool weft__mpqueue_getter_asleep(weft_mpqueue *h) {
+  int err = 0;
+  weft_mpqueue *q = queue_of(h, "weft__mpqueue_getter_asleep", &err);
+  return q != NULL && weft__chan_has_sleepers(&q->not_empty);
+}
+
 int weft__mpqueue_put_fill(weft_mpqueue *q, const void *head, size_t head_len,
                            const struct weft__fill *fill, size_t len, double timeout) {
   return put_parts(q, head, head_len, NULL, fill, len, timeout);

@@ -424,12 +424,15 @@ static void wake_watcher(struct ppool *pp) {
 
 /* Hands pending tasks to workers with room: first one to each idle
  * worker, then a second to each busy one, so an idle worker never waits
- * while another holds two. mu held. */
+ * while another holds two. Idle workers still awake (watching their inbox
+ * after their last task) come first: with more workers than cores, a task
+ * given to one asleep costs a wake-up and a context switch. mu held. */
 static void dispatch_locked(struct ppool *pp) {
-  for (int level = 0; level < DEPTH; level++)
-  for (int i = 0; i < pp->n && pp->pending.head != NULL; i++) {
+  for (int pass = 0; pass <= DEPTH; pass++)
+  for (int i = 0, level = pass > 0 ? pass - 1 : 0; i < pp->n && pp->pending.head != NULL; i++) {
     struct worker *w = &pp->w[i];
     if (w->proc.id == 0 || w->sentinel < 0) continue;
+    if (pass == 0 && (w->assigned != 0 || weft__mpqueue_getter_asleep(w->inbox))) continue;
     while (pp->pending.head != NULL && w->assigned <= level && w->budget != 0) {
       struct future *f = weft__flist_pop(&pp->pending);
       uint32_t s = FS_PENDING;
