@@ -9,12 +9,16 @@
  * are), so no search ever meets an edge to a lock that is gone.
  *
  * The order: every node has a rank, and each edge of the order goes from a
- * lower rank to a higher one. A new node gets the highest rank, so the
- * usual first order "held -> a lock never seen" agrees at once. An edge
- * x -> y against the order (rank y < rank x) searches forward from y among
- * the ranks up to x's: reaching x is a cycle; otherwise the nodes found,
- * and those that reach x backward among the ranks above y's, swap ranks
- * so that the latter come first (Pearce-Kelly). Searches touch only that
+ * lower rank to a higher one. A new node is ranked by its lock's address,
+ * so a program that takes locks in their order in an array (the classic
+ * cure for inversions: the lower account's lock first) agrees with it from
+ * the start. An edge x -> y against the order costs nothing either when y
+ * has no edge out (y moves after everything) or x none in (x moves before
+ * everything): so does the usual first order "held -> a lock never seen".
+ * Any other x -> y against the order searches forward from y among the
+ * ranks up to x's: reaching x is a cycle; otherwise the nodes found, and
+ * those that reach x backward among the ranks above y's, swap ranks so
+ * that the latter come first (Pearce-Kelly). Searches touch only that
  * window, not everything reachable.
  *
  * An edge that closes a cycle (reported or gated) cannot join the order.
@@ -118,13 +122,19 @@ static void idmap_free(struct idmap *m) {
 
 /* ---- nodes and edges ---- */
 
+/* A rank: the lock's address (0 for "before everything", all ones for
+ * "after everything"), then a count of ranks given, so that no two ranks are
+ * ever equal -- a tie would let an edge of a cycle pass for one of the
+ * order. */
+typedef unsigned __int128 rank_t;
+
 struct node {
   weft_lock *lock;
   const char *name, *site; /* copied at creation: reports never read the lock itself */
   uint32_t serial;         /* 0 while the node is free */
   uint8_t gen;             /* lives of locks this node has had, mod 256 */
   uint32_t next_free;
-  uint64_t rank;
+  rank_t rank;
   uint32_t mark, parent, parent_edge; /* search scratch */
   struct idmap out, in;
 };
@@ -138,7 +148,7 @@ static struct node **nchunks;
 static weft__lg_edge **echunks;
 static uint32_t n_nodes, node_free, n_edges, edge_free; /* free lists: id, 0 ends */
 static uint32_t n_back;    /* back edges in the graph */
-static uint64_t next_rank = 1;
+static uint64_t nodes_made;
 static uint32_t salt; /* this process's serials: 0 until the first */
 static uint32_t search_mark;
 uint32_t weft__lg_epoch = 1;
@@ -354,7 +364,7 @@ uint32_t weft__lg_node(weft_lock *l) {
   n->name = weft__layout_text(l->layout, l->name);
   n->site = weft__layout_text(l->layout, l->site);
   n->serial = new_serial(n, id);
-  n->rank = next_rank++;
+  n->rank = (rank_t)(uintptr_t)l << 64 | ++nodes_made;
   __atomic_store_n(&l->dd_node, n->serial, __ATOMIC_RELAXED);
   return id;
 }
@@ -378,7 +388,7 @@ uint32_t weft__lg_serial(uint32_t id) { return node_at(id)->serial; }
 
 /* Scratch kept between calls (all under the detector's mutex). */
 static uint32_t *stack, *delta_f, *delta_b;
-static uint64_t *ranks;
+static rank_t *ranks;
 static uint32_t cap_stack, cap_f, cap_b, cap_ranks;
 static uint32_t found_from, found_to; /* the last cycle: its path is in parent links */
 
@@ -429,7 +439,7 @@ static bool search_all(uint32_t from, uint32_t goal) {
  * if it reaches x (a cycle; the path is in parent links). The nodes met
  * are left in delta_f. */
 static bool forward(uint32_t y, uint32_t x, uint32_t *nf) {
-  uint64_t ub = node_at(x)->rank;
+  rank_t ub = node_at(x)->rank;
   uint32_t mark = new_mark(), top = 0, n = 0;
   node_at(y)->mark = mark;
   if (!push(&stack, &cap_stack, top++, y)) return false;
@@ -456,7 +466,7 @@ static bool forward(uint32_t y, uint32_t x, uint32_t *nf) {
 
 /* Backward from x through the order's edges, among ranks above lb; the
  * nodes met are left in delta_b. Marks with the forward search's mark. */
-static bool backward(uint32_t x, uint64_t lb, uint32_t *nb) {
+static bool backward(uint32_t x, rank_t lb, uint32_t *nb) {
   uint32_t mark = new_mark(), top = 0, n = 0;
   node_at(x)->mark = mark;
   if (!push(&stack, &cap_stack, top++, x)) return false;
@@ -477,12 +487,12 @@ static bool backward(uint32_t x, uint64_t lb, uint32_t *nb) {
 }
 
 static int by_rank(const void *a, const void *b) {
-  uint64_t x = node_at(*(const uint32_t *)a)->rank, y = node_at(*(const uint32_t *)b)->rank;
+  rank_t x = node_at(*(const uint32_t *)a)->rank, y = node_at(*(const uint32_t *)b)->rank;
   return (x > y) - (x < y);
 }
 
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+static int cmp_rank(const void *a, const void *b) {
+  rank_t x = *(const rank_t *)a, y = *(const rank_t *)b;
   return (x > y) - (x < y);
 }
 
@@ -499,7 +509,7 @@ static int reorder(uint32_t x, uint32_t y) {
   if (nf == 0 || !backward(x, node_at(y)->rank, &nb)) return -1;
   uint32_t total = nf + nb;
   if (total > cap_ranks) {
-    uint64_t *r = realloc(ranks, total * sizeof *r);
+    rank_t *r = realloc(ranks, total * sizeof *r);
     if (r == NULL) return -1;
     ranks = r;
     cap_ranks = total;
@@ -508,7 +518,7 @@ static int reorder(uint32_t x, uint32_t y) {
   qsort(delta_f, nf, sizeof *delta_f, by_rank);
   for (uint32_t i = 0; i < nb; i++) ranks[i] = node_at(delta_b[i])->rank;
   for (uint32_t i = 0; i < nf; i++) ranks[nb + i] = node_at(delta_f[i])->rank;
-  qsort(ranks, total, sizeof *ranks, cmp_u64);
+  qsort(ranks, total, sizeof *ranks, cmp_rank);
   /* Those that reach x take the lowest ranks, those y reaches the rest. */
   for (uint32_t i = 0; i < nb; i++) node_at(delta_b[i])->rank = ranks[i];
   for (uint32_t i = 0; i < nf; i++) node_at(delta_f[i])->rank = ranks[nb + i];
@@ -539,6 +549,10 @@ int weft__lg_add(uint32_t from, uint32_t to, const weft__lg_edge *details) {
     found_from = from;
     found_to = to;
     cycle = true;
+  } else if (f->rank > t->rank && t->out.count == 0) {
+    t->rank = (rank_t)UINT64_MAX << 64 | ++nodes_made; /* nothing after it: move it last */
+  } else if (f->rank > t->rank && f->in.count == 0) {
+    f->rank = ++nodes_made; /* nothing before it: move it first */
   } else if (f->rank > t->rank) {
     int r = reorder(from, to);
     cycle = r == 0;
@@ -581,7 +595,7 @@ void weft__lg_reset(void) {
   if (amap != NULL) memset(amap, 0, acap * sizeof *amap);
   aused = alive = 0;
   n_actors = actor_free = 0;
-  next_rank = 1;
+  nodes_made = 0;
   salt = 0; /* the child's own, and a new epoch */
   __atomic_store_n(&weft__lg_epoch, weft__lg_epoch + 1, __ATOMIC_RELAXED);
 }

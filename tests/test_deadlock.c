@@ -478,6 +478,80 @@ START_TEST(chain_built_backwards_then_closed_is_reported) {
 }
 END_TEST
 
+/* Random nested pairs over an array of locks, mostly in one order (either
+ * the array's or a shuffled one) with some taken the other way round: after
+ * each new order a -> b, a report must come exactly when b already reached
+ * a through the orders seen so far (those reported included), as a plain
+ * reachability search over a matrix says. */
+#define RAND_LOCKS 48
+
+static bool reaches(bool (*edge)[RAND_LOCKS], int from, int to) {
+  bool seen[RAND_LOCKS] = {false};
+  int stack[RAND_LOCKS], top = 0;
+  stack[top++] = from;
+  seen[from] = true;
+  while (top > 0) {
+    int v = stack[--top];
+    if (v == to) return true;
+    for (int w = 0; w < RAND_LOCKS; w++)
+      if (edge[v][w] && !seen[w]) {
+        seen[w] = true;
+        stack[top++] = w;
+      }
+  }
+  return false;
+}
+
+static void random_orders(uint64_t seed, bool shuffled) {
+  setup(WEFT_DEADLOCK_WARN);
+  static weft_lock l[RAND_LOCKS];
+  static bool edge[RAND_LOCKS][RAND_LOCKS];
+  int place[RAND_LOCKS];
+  memset(edge, 0, sizeof edge);
+  for (int i = 0; i < RAND_LOCKS; i++) {
+    weft_lock_init(&l[i]);
+    place[i] = i;
+  }
+  uint64_t x = seed;
+#define NEXT() (x ^= x << 13, x ^= x >> 7, x ^= x << 17, x)
+  if (shuffled)
+    for (int i = RAND_LOCKS - 1; i > 0; i--) {
+      int j = (int)(NEXT() % (uint64_t)(i + 1)), t = place[i];
+      place[i] = place[j];
+      place[j] = t;
+    }
+  int expected = 0;
+  for (int step = 0; step < 400; step++) {
+    int a = (int)(NEXT() % RAND_LOCKS), b = (int)(NEXT() % (RAND_LOCKS - 1));
+    if (b >= a) b++;
+    if ((a < b) != (NEXT() % 8 != 0)) { /* one in eight against the order */
+      int t = a;
+      a = b;
+      b = t;
+    }
+    int pa = place[a], pb = place[b];
+    if (!edge[pa][pb]) {
+      if (reaches(edge, pb, pa)) expected++;
+      edge[pa][pb] = true;
+    }
+    lock2(&l[pa], &l[pb]);
+    ck_assert_msg(count_reports() == expected, "seed %llu%s, step %d (%d -> %d): %d reports, %d expected",
+          (unsigned long long)seed, shuffled ? " shuffled" : "", step, pa, pb, count_reports(),
+          expected);
+  }
+#undef NEXT
+  ck_assert_int_gt(expected, 0);
+  for (int i = 0; i < RAND_LOCKS; i++) weft_lock_destroy(&l[i]);
+}
+
+START_TEST(random_orders_match_a_reference_graph) {
+  for (uint64_t seed = 1; seed <= 20; seed++) {
+    random_orders(seed * 0x9e3779b97f4a7c15ull, false);
+    random_orders(seed * 0x9e3779b97f4a7c15ull, true);
+  }
+}
+END_TEST
+
 /* B -> A closed A -> B and was reported; a later cycle that runs through
  * B -> A is found too. */
 START_TEST(cycle_through_a_reported_inversion_is_reported) {
@@ -812,6 +886,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, shared_lock_keeps_its_orders_across_processes);
   tcase_add_test(tc, fork_while_another_thread_uses_the_detector);
   tcase_add_test(tc, chain_built_backwards_then_closed_is_reported);
+  tcase_add_test(tc, random_orders_match_a_reference_graph);
   tcase_add_test(tc, cycle_through_a_reported_inversion_is_reported);
   suite_add_tcase(s, tc);
   tc = weft_tcase("live", 60);
