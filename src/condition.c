@@ -167,13 +167,20 @@ int weft_cond_wait(weft_cond *c, double timeout) {
   weft__waiters_leave(WEFT__WAITER_SET_OF(c));
 
   /* Re-acquire as Python does: without a timeout, whatever the wait's. */
+  int got;
   if (c->kind == KIND_LOCK) {
-    weft__lock_reacquire(c->lock);
+    got = weft__lock_reacquire(c->lock);
     if (weft__dd_on) weft__dd_acquired(c->lock, "(re-acquired after a Condition wait)", true);
   } else {
-    weft__rlock_acquire_levels(rlock_of(c), WEFT_FOREVER, levels, WEFT__TSAN_RECURSIVE_LOCK, true,
-                               "(re-acquired after a Condition wait)");
+    got = weft__rlock_acquire_levels(rlock_of(c), WEFT_FOREVER, levels, WEFT__TSAN_RECURSIVE_LOCK,
+                                     true, "(re-acquired after a Condition wait)");
   }
+  /* The data the lock guards may be half changed: that outweighs whether
+   * the wait was notified. */
+  if (got == WEFT_EOWNERDEAD)
+    return weft__error(WEFT_EOWNERDEAD,
+                       "%s: lock re-acquired after the wait, but the process that held it died",
+                       cond_label(c));
   if (notified) return 0;
   return weft__error(WEFT_ETIMEDOUT, "%s: not notified within %g s", cond_label(c), timeout);
 }

@@ -2196,6 +2196,50 @@ START_TEST(owner_death_by_exit_wakes_blocked_waiters) {
 }
 END_TEST
 
+/* A Condition's wait gives the lock back on return; a child that took it
+ * in the meantime, notified and died holding it makes that re-acquire the
+ * one that finds the owner dead, and the wait says so. */
+struct dead_cond {
+  weft_lock lock;
+  weft_cond on_lock, on_rlock; /* the second over its own RLock */
+  int which;                   /* 0: on_lock, 1: on_rlock */
+};
+
+static int notify_and_die_holding(void *arg) {
+  struct dead_cond *d = arg;
+  weft_cond *c = d->which == 0 ? &d->on_lock : &d->on_rlock;
+  if (weft_cond_acquire(c, 10) != 0) return 1;
+  if (weft_cond_notify(c, 1) != 0) return 2;
+  kill(getpid(), SIGKILL);
+  return 3;
+}
+
+START_TEST(cond_wait_reacquiring_from_a_dead_owner_gives_eownerdead) {
+  struct dead_cond *d = shared(sizeof *d);
+  weft_lock_init(&d->lock, .name = "guard");
+  weft_cond_init(&d->on_lock, .lock = &d->lock);
+  weft_cond_init(&d->on_rlock);
+  for (int which = 0; which < 2; which++) {
+    d->which = which;
+    weft_cond *c = which == 0 ? &d->on_lock : &d->on_rlock;
+    ck_assert_int_eq(weft_cond_acquire(c, 10), 0);
+    weft_process p = start_process(notify_and_die_holding, d);
+    double t0 = test_now();
+    int rc = weft_cond_wait(c, 10);
+    ck_assert_msg(rc == WEFT_EOWNERDEAD, "condition %d: wait gave %d: %s", which, rc,
+                  weft_last_error());
+    ck_assert_double_lt(test_now() - t0, 5.0);
+    ck_assert_ptr_nonnull(strstr(weft_last_error(), "died"));
+    /* Held again, once: released once, it is free. */
+    ck_assert_int_eq(weft_cond_release(c), 0);
+    ck_assert_int_eq(weft_cond_acquire(c, 0), 0);
+    ck_assert_int_eq(weft_cond_release(c), 0);
+    ck_assert_int_eq(finish_process(p, 10), -SIGKILL);
+  }
+  weft_shared_free(d);
+}
+END_TEST
+
 /* ========================================================= fork safety */
 
 static void *child_thread_work(void *arg) {
@@ -2599,6 +2643,7 @@ Suite *weft_test_suite(void) {
   tc = weft_tcase("owner_death", 20);
   tcase_add_test(tc, owner_death_by_sigkill_gives_eownerdead);
   tcase_add_test(tc, owner_death_by_exit_wakes_blocked_waiters);
+  tcase_add_test(tc, cond_wait_reacquiring_from_a_dead_owner_gives_eownerdead);
   suite_add_tcase(s, tc);
 
   tc = weft_tcase("fork_safety", 60);

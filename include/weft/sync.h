@@ -195,7 +195,8 @@ WEFT_API int weft_cond_release(weft_cond *cond);
 /* Releases the lock (all levels of an RLock), waits until notified or the
  * timeout passes, and re-acquires the lock (restoring the RLock's count).
  * Returns 0 if notified, WEFT_ETIMEDOUT, WEFT_EPERM if the caller does not
- * hold the lock. */
+ * hold the lock, WEFT_EOWNERDEAD (notified or not, the lock held again) if
+ * a process that held the lock meanwhile died holding it. */
 WEFT_API int weft_cond_wait(weft_cond *cond, double timeout);
 
 /* Waits until predicate(arg) is true or the timeout passes, re-checking after
