@@ -203,6 +203,7 @@ void weft__ls_time(struct weft__ls_rec *r, uint64_t n) {
   }
   WEFT__LS_SET(r->next, n + gap);
   r->since_acq = n;
+  r->since_weight = gap;
   r->since = weft__ls_ticks() | 1; /* never 0 */
 }
 
@@ -246,7 +247,7 @@ void weft__ls_held(struct weft__ls_rec *r, const weft_lock *l) {
   if (r->since_acq != WEFT__LS_GET(r->acq) || weft__lock_owner(l) != weft__owner_token()) return;
   uint64_t h = now > since ? now - since : 0;
   WEFT__LS_ADD(r->holds, 1);
-  WEFT__LS_ADD(r->hold, h);
+  WEFT__LS_ADD(r->hold, h * r->since_weight);
   if (h > WEFT__LS_GET(r->hold_max)) WEFT__LS_SET(r->hold_max, h);
 }
 
@@ -500,8 +501,7 @@ static uint64_t ns(const struct report *r, uint64_t ticks) {
 
 /* The total hold, estimated from the holds timed. */
 static uint64_t hold_total(const struct report *r, const struct row *w) {
-  if (w->holds == 0) return 0;
-  return (uint64_t)((double)ns(r, w->hold) * (double)w->acq / (double)w->holds + 0.5);
+  return ns(r, w->hold);
 }
 
 static const char *duration(uint64_t t, char *buf, size_t size) {
