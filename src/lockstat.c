@@ -670,9 +670,9 @@ static int turn_on(int rate, bool no_table, const char *json, const char *call) 
       return weft__error(WEFT_ENOMEM, "%s: cannot map the table shared with children: %s", call,
                          weft_strerror(err));
     }
-    root = weft__pid;
     ns0 = weft__os_now_ns();
     tick0 = weft__ls_ticks();
+    __atomic_store_n(&root, weft__pid, __ATOMIC_RELAXED);
   }
   __atomic_store_n(&sample, rate, __ATOMIC_RELAXED);
   quiet = no_table;
@@ -777,18 +777,27 @@ bad:
           env);
 }
 
+/* Whether the fork handlers hold mu: only once the profile was on, so that
+ * a program that never turns it on copies no page for it in a child. */
+static bool held_for_fork;
+
 void weft__ls_before_fork(void) {
-  if (root != 0) pthread_mutex_lock(&mu);
+  if (__atomic_load_n(&root, __ATOMIC_RELAXED) == 0) return;
+  pthread_mutex_lock(&mu);
+  held_for_fork = true;
 }
 
 void weft__ls_after_fork_parent(void) {
-  if (root != 0) pthread_mutex_unlock(&mu);
+  if (!held_for_fork) return;
+  held_for_fork = false;
+  pthread_mutex_unlock(&mu);
 }
 
 /* The child's figures start at zero; its parent's threads do not exist
  * here, and their records, copied, are freed. */
 void weft__ls_after_fork_child(void) {
-  if (root == 0) return;
+  if (!held_for_fork) return;
+  held_for_fork = false;
   pthread_mutex_unlock(&mu);
   struct weft__ls_thread *self = weft__ls_self;
   for (struct weft__ls_thread *t = threads, *next; t != NULL; t = next) {
