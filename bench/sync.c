@@ -38,12 +38,38 @@ static double with_mode(weft_deadlock_mode mode, bench_fn fn, long iters, void *
   return ns;
 }
 
+/* "weft_lockstat" with the lock contention profile on (its default: holds
+ * timed 1 in WEFT_LOCKSTAT_SAMPLE = 100), "weft_lockstat_every" timing every
+ * hold, "weft_lockstat_sampled" 1 in LOCKSTAT_SPARSE; deadlock detection
+ * off, as in "weft". */
+#define LOCKSTAT_SPARSE 1000
+
+static double with_lockstat(int sample, bench_fn fn, long iters, void *arg) {
+  weft_deadlock_mode old = weft_deadlock_get_mode();
+  weft_deadlock_set_mode(WEFT_DEADLOCK_OFF);
+  check(weft_lockstat_enable(.sample = sample, .quiet = true), "weft_lockstat_enable");
+  double ns = bench_time(fn, iters, arg);
+  weft_lockstat_disable();
+  weft_lockstat_reset();
+  weft_deadlock_set_mode(old);
+  return ns;
+}
+
 static double lock_sample(long iters, void *arg) {
   return with_mode(WEFT_DEADLOCK_OFF, lock_pairs, iters, arg);
 }
 
 static double lock_detect_sample(long iters, void *arg) {
   return with_mode(WEFT_DEADLOCK_WARN, lock_pairs, iters, arg);
+}
+static double lock_lockstat_sample(long iters, void *arg) {
+  return with_lockstat(0, lock_pairs, iters, arg);
+}
+static double lock_lockstat_every_sample(long iters, void *arg) {
+  return with_lockstat(1, lock_pairs, iters, arg);
+}
+static double lock_lockstat_sparse_sample(long iters, void *arg) {
+  return with_lockstat(LOCKSTAT_SPARSE, lock_pairs, iters, arg);
 }
 static double lock_c_sample(long iters, void *arg) {
   (void)arg;
@@ -63,12 +89,20 @@ static void lock_uncontended(const bench_config *cfg) {
   weft_thread second = weft_thread_new(idle);
   check(weft_thread_start(second), "lock_uncontended");
   long iters = cfg->quick ? 100000 : 5000000;
-  bench_result r[4] = {{.impl = "weft"}, {.impl = "c"}, {.impl = "weft_detect"}, {.impl = "python"}};
-  bench_sample samples[3] = {lock_sample, lock_c_sample, lock_detect_sample};
-  bench_measure(cfg, iters, 3, samples, NULL, r);
+  bench_result r[7] = {{.impl = "weft"},
+                       {.impl = "c"},
+                       {.impl = "weft_detect"},
+                       {.impl = "weft_lockstat"},
+                       {.impl = "weft_lockstat_every"},
+                       {.impl = "weft_lockstat_sampled"},
+                       {.impl = "python"}};
+  bench_sample samples[6] = {lock_sample,          lock_c_sample,
+                             lock_detect_sample,   lock_lockstat_sample,
+                             lock_lockstat_every_sample, lock_lockstat_sparse_sample};
+  bench_measure(cfg, iters, 6, samples, NULL, r);
   bench_python("lock_uncontended.py", cfg->quick ? 100000 : 2000000, cfg->quick ? 1 : cfg->reps,
-               &r[3]);
-  bench_report("lock_uncontended", 4, r);
+               &r[6]);
+  bench_report("lock_uncontended", 7, r);
   weft_event_set(&idle_stop);
   weft_thread_join(second, WEFT_FOREVER, NULL);
   weft_thread_close(second);
@@ -216,6 +250,15 @@ static double contended_sample(long iters, void *arg) {
 static double contended_detect_sample(long iters, void *arg) {
   return with_mode(WEFT_DEADLOCK_WARN, contended, iters, arg);
 }
+static double contended_lockstat_sample(long iters, void *arg) {
+  return with_lockstat(0, contended, iters, arg);
+}
+static double contended_lockstat_every_sample(long iters, void *arg) {
+  return with_lockstat(1, contended, iters, arg);
+}
+static double contended_lockstat_sparse_sample(long iters, void *arg) {
+  return with_lockstat(LOCKSTAT_SPARSE, contended, iters, arg);
+}
 static double contended_c_sample(long iters, void *arg) {
   (void)arg;
   return bench_c_peer("lock_contended_2t", iters);
@@ -224,11 +267,22 @@ static double contended_c_sample(long iters, void *arg) {
 static void lock_contended(const bench_config *cfg) {
   if (!bench_wanted(cfg, "lock_contended_2t")) return;
   long iters = cfg->quick ? 100000 : 2000000; /* lock operations in all: 2 x 1,000,000 */
-  bench_result r[4] = {{.impl = "weft"}, {.impl = "c"}, {.impl = "weft_detect"}, {.impl = "python"}};
-  bench_sample samples[3] = {contended_sample, contended_c_sample, contended_detect_sample};
-  bench_measure(cfg, iters, 3, samples, NULL, r);
-  bench_python("lock_contended_2t.py", iters, cfg->quick ? 1 : 3, &r[3]);
-  bench_report("lock_contended_2t", 4, r);
+  bench_result r[7] = {{.impl = "weft"},
+                       {.impl = "c"},
+                       {.impl = "weft_detect"},
+                       {.impl = "weft_lockstat"},
+                       {.impl = "weft_lockstat_every"},
+                       {.impl = "weft_lockstat_sampled"},
+                       {.impl = "python"}};
+  bench_sample samples[6] = {contended_sample,
+                             contended_c_sample,
+                             contended_detect_sample,
+                             contended_lockstat_sample,
+                             contended_lockstat_every_sample,
+                             contended_lockstat_sparse_sample};
+  bench_measure(cfg, iters, 6, samples, NULL, r);
+  bench_python("lock_contended_2t.py", iters, cfg->quick ? 1 : 3, &r[6]);
+  bench_report("lock_contended_2t", 7, r);
 }
 
 /* ---- ping-pongs between two threads: ns per round trip ---- */

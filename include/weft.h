@@ -11,6 +11,7 @@ extern "C" {
 #include "weft/common.h"
 #include "weft/deadlock.h"
 #include "weft/error.h"
+#include "weft/lockstat.h"
 #include "weft/pipe.h"
 #include "weft/pool.h"
 #include "weft/process.h"

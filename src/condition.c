@@ -145,7 +145,7 @@ int weft_cond_wait(weft_cond *c, double timeout) {
   weft__waiters_enter(WEFT__WAITER_SET_OF(c));
   uint32_t levels = 0;
   if (c->kind == KIND_LOCK) {
-    if (weft__dd_on) weft__dd_released(c->lock);
+    weft__lock_release_hooks(c->lock);
     weft__lock_release(c->lock);
   } else {
     levels = weft__rlock_release_levels(rlock_of(c), true);
@@ -169,7 +169,7 @@ int weft_cond_wait(weft_cond *c, double timeout) {
   /* Re-acquire as Python does: without a timeout, whatever the wait's. */
   int got;
   if (c->kind == KIND_LOCK) {
-    got = weft__lock_reacquire(c->lock);
+    got = weft__lock_reacquire(c->lock, false);
     if (weft__dd_on) weft__dd_acquired(c->lock, "(re-acquired after a Condition wait)", true);
   } else {
     got = weft__rlock_acquire_levels(rlock_of(c), WEFT_FOREVER, levels, WEFT__TSAN_RECURSIVE_LOCK,

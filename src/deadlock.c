@@ -368,6 +368,7 @@ int weft_deadlock_set_mode(weft_deadlock_mode m) {
     return weft__error(WEFT_EINVAL, "weft_deadlock_set_mode: unknown mode %d", (int)m);
   __atomic_store_n(&mode, (int)m, __ATOMIC_RELAXED);
   __atomic_store_n(&weft__dd_on, m != WEFT_DEADLOCK_OFF, __ATOMIC_RELAXED);
+  weft__lock_hooks_set(WEFT__HOOK_DD, m != WEFT_DEADLOCK_OFF);
   return 0;
 }
 

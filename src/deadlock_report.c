@@ -40,8 +40,8 @@ static void put(struct weft__dd_report *r, const char *fmt, ...) {
   }
 }
 
-static const char *label_of(const char *name, const char *site, const void *addr, char *buf,
-                            size_t size) {
+const char *weft__dd_label_of(const char *name, const char *site, const void *addr, char *buf,
+                              size_t size) {
   if (name != NULL)
     snprintf(buf, size, "%s", name);
   else if (site != NULL)
@@ -53,15 +53,15 @@ static const char *label_of(const char *name, const char *site, const void *addr
 
 /* For locks the caller knows to be alive (held, or being acquired). */
 static const char *label(const weft_lock *l, char *buf, size_t size) {
-  return label_of(weft__layout_text(l->layout, l->name), weft__layout_text(l->layout, l->site),
-                  l, buf, size);
+  return weft__dd_label_of(weft__layout_text(l->layout, l->name),
+                           weft__layout_text(l->layout, l->site), l, buf, size);
 }
 
 static const char *node_label(uint32_t id, char *buf, size_t size) {
   const char *name, *site;
   const void *addr;
   weft__lg_names(id, &name, &site, &addr);
-  return label_of(name, site, addr, buf, size);
+  return weft__dd_label_of(name, site, addr, buf, size);
 }
 
 /* True the first time h is seen. */
@@ -150,7 +150,7 @@ void weft__dd_report_inversion_locked(struct weft__dd_report *r, const struct we
     const char *name, *site;
     const void *addr;
     weft__lg_names(id, &name, &site, &addr);
-    put(r, "    \"%s\" initialised at %s\n", label_of(name, site, addr, a, sizeof a),
+    put(r, "    \"%s\" initialised at %s\n", weft__dd_label_of(name, site, addr, a, sizeof a),
         site != NULL ? site : "(unknown)");
   }
   put(r, "  the cycle:\n");

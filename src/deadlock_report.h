@@ -42,6 +42,11 @@ void weft__dd_set_hook(weft_deadlock_hook hook, void *arg);
  * process. */
 void weft__dd_private_lock_check(weft_lock *l);
 
+/* How reports name a lock: its name, else "lock initialised at site", else
+ * "lock <addr>" (the lock contention profile names locks the same way). */
+const char *weft__dd_label_of(const char *name, const char *site, const void *addr, char *buf,
+                              size_t size);
+
 /* In a forked child: nothing reported yet. */
 void weft__dd_reports_reset_locked(void);
 

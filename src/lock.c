@@ -64,6 +64,7 @@
 #include "deadlock.h"
 #include "internal.h"
 #include "lock.h"
+#include "lockstat.h"
 #include "os/os.h"
 #include "region.h"
 #include "tsan.h"
@@ -241,6 +242,17 @@ int weft__lock_wait(weft_lock *l, weft__deadline deadline, int spins, bool track
 
 uint32_t weft__layout;
 
+int weft__lock_hooks;
+
+void weft__lock_hooks_set(int hook, bool on) {
+  if (on)
+    __atomic_or_fetch(&weft__lock_hooks, hook, __ATOMIC_RELAXED);
+  else
+    __atomic_and_fetch(&weft__lock_hooks, ~hook, __ATOMIC_RELAXED);
+}
+
+static inline int hooks(void) { return __atomic_load_n(&weft__lock_hooks, __ATOMIC_RELAXED); }
+
 const char *weft__layout_text(uint32_t layout, const char *text) {
   if (text == NULL || layout == 0 || layout == weft__layout || weft__region_holds(text))
     return text;
@@ -278,12 +290,18 @@ __attribute__((noinline)) static int acquire_slow(weft_lock *l, double timeout, 
 /* The uncontended acquire: one compare-and-swap of a wholly free word. */
 static inline bool take_free(weft_lock *l) { return cas(&l->word, 0, (uint32_t)weft__pid); }
 
-int weft__lock_reacquire(weft_lock *l) {
+int weft__lock_reacquire(weft_lock *l, bool rlock) {
   int r = 0;
+  bool ls = hooks() & WEFT__HOOK_LS;
+  uint64_t since = 0;
   /* No detector check: it cannot refuse here, as the wait's caller must get
    * its lock back (Python's wait never fails to re-acquire either). */
-  if (!take_free(l)) r = weft__lock_wait(l, WEFT__NEVER, REACQUIRE_SPINS, false);
+  if (!take_free(l)) {
+    if (ls) since = weft__ls_ticks();
+    r = weft__lock_wait(l, WEFT__NEVER, REACQUIRE_SPINS, false);
+  }
   set_owner(l);
+  if (ls) weft__ls_acquired(l, rlock, since, NULL);
   return r;
 }
 
@@ -319,6 +337,41 @@ __attribute__((noinline)) static int acquire_tracked(weft_lock *l, double timeou
   }
   if (r == 0 || r == WEFT_EOWNERDEAD) weft__dd_acquired(l, site, blocking);
   return r;
+}
+
+/* An acquire the lock contention profile counts (and the detector sees,
+ * when it is on too), past its first compare-and-swap: a lock found taken
+ * is timed from then until it is taken; a try or a NaN timeout does not
+ * wait, so it is not timed. */
+__attribute__((noinline)) static int acquire_counted_slow(weft_lock *l, double timeout,
+                                                          const char *site, bool rlock) {
+  uint64_t since = timeout > 0 ? weft__ls_ticks() : 0;
+  int r = weft__dd_on ? acquire_tracked(l, timeout, site) : acquire_slow(l, timeout, false);
+  if (r == 0 || r == WEFT_EOWNERDEAD) weft__ls_acquired(l, rlock, since, site);
+  return r;
+}
+
+__attribute__((noinline)) static void counted_dd(weft_lock *l, double timeout, const char *site) {
+  bool blocking = weft__waits_forever(timeout);
+  weft__dd_before_acquire(l, site, blocking);
+  weft__dd_acquired(l, site, blocking);
+}
+
+/* A free lock taken: what the tools that are on record. The detector's
+ * part is out of line, so that nothing is saved on the stack before the
+ * compare-and-swap when it is off. */
+static inline void counted(weft_lock *l, double timeout, const char *site, bool rlock) {
+  if (weft__dd_on) counted_dd(l, timeout, site);
+  weft__ls_acquired(l, rlock, 0, site);
+}
+
+static int acquire_counted(weft_lock *l, double timeout, const char *site, bool rlock) {
+  if (__builtin_expect(timeout == timeout && take_free(l), 1)) {
+    set_owner(l);
+    counted(l, timeout, site, rlock);
+    return 0;
+  }
+  return acquire_counted_slow(l, timeout, site, rlock);
 }
 
 __attribute__((noinline)) static int release_slow(weft_lock *l) {
@@ -377,12 +430,60 @@ __attribute__((noinline)) static int acquire_tracked_at(weft_lock *l, double tim
   return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
 }
 
+/* What follows an uncontended acquire's compare-and-swap while the lock
+ * contention profile is on. Returns 0. */
+__attribute__((noinline)) static int counted_free_slow(weft_lock *l, double timeout,
+                                                       const char *site) {
+  set_owner(l);
+  counted(l, timeout, site, false);
+  return 0;
+}
+
+__attribute__((noinline)) static int counted_time(struct weft__ls_rec *r, uint64_t n) {
+  weft__ls_time(r, n);
+  return 0;
+}
+
+/* The usual case, a thread taking the lock it took last, with no call
+ * that would make it save registers on the stack: those stores would slow
+ * the release's compare-and-swap that follows. */
+static inline int counted_free(weft_lock *l, double timeout, const char *site) {
+  struct weft__ls_thread *t = weft__ls_self;
+  struct weft__ls_rec *r = t != NULL ? t->last : NULL;
+  if (__builtin_expect(weft__tls_tid == 0 || weft__dd_on || !weft__ls_is(r, l), 0))
+    return counted_free_slow(l, timeout, site);
+  set_owner(l);
+  uint64_t n = WEFT__LS_GET(r->acq) + 1;
+  WEFT__LS_SET(r->acq, n);
+  if (__builtin_expect(n == WEFT__LS_GET(r->next), 0)) return counted_time(r, n);
+  return 0;
+}
+
+__attribute__((noinline)) static int counted_taken(weft_lock *l, double timeout,
+                                                   const char *site) {
+  int r = acquire_counted_slow(l, timeout, site, false);
+  return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
+}
+
+/* weft_lock_acquire_at with the lock contention profile on, reached by a
+ * tail call: the compare-and-swap comes first, and everything else in tail
+ * calls after it, so that nothing is saved on the stack before it (see
+ * acquire_tracked_at). */
+__attribute__((noinline)) static int acquire_counted_at(weft_lock *l, double timeout,
+                                                        const char *site) {
+  if (__builtin_expect(timeout == timeout && take_free(l), 1)) return counted_free(l, timeout, site);
+  return counted_taken(l, timeout, site);
+}
+
 int weft_lock_acquire_at(weft_lock *l, double timeout, const char *site) {
   /* A destroyed lock costs nothing here: its word fails the fast path's
    * compare-and-swap. NULL would be dereferenced, so it is one predicted
    * branch. */
   if (__builtin_expect(l == NULL, 0)) return acquire_error(l, WEFT_EINVAL, timeout);
-  if (__builtin_expect(weft__dd_on, 0)) return acquire_tracked_at(l, timeout, site);
+  int h = hooks();
+  if (__builtin_expect(h != 0, 0))
+    return h == WEFT__HOOK_DD ? acquire_tracked_at(l, timeout, site)
+                              : acquire_counted_at(l, timeout, site);
   int r = acquire(l, timeout);
   return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
 }
@@ -396,9 +497,49 @@ __attribute__((noinline)) static int release_error(weft_lock *l, int r) {
   return weft__error(WEFT_EPERM, "%s: release of an unlocked Lock", lock_label(l));
 }
 
+/* What the tools that are on see of a release, before it. */
+static inline void release_hooks(weft_lock *l, int h) {
+  if (weft__lock_destroyed(l)) return;
+  if (h & WEFT__HOOK_DD) weft__dd_released(l);
+  if (h & WEFT__HOOK_LS) weft__ls_released(l);
+}
+
+void weft__lock_release_hooks(weft_lock *l) {
+  int h = hooks();
+  if (h != 0) release_hooks(l, h);
+}
+
+__attribute__((noinline)) static int release_plain(weft_lock *l) {
+  int r = release(l);
+  if (__builtin_expect(r == 0, 1)) return 0;
+  return release_error(l, r);
+}
+
+__attribute__((noinline)) static int release_hooked_slow(weft_lock *l) {
+  release_hooks(l, hooks());
+  return release_plain(l);
+}
+
+/* weft_lock_release with a tool on, reached by a tail call: with every
+ * tool off, weft_lock_release keeps nothing on the stack before its
+ * compare-and-swap. The profile's usual case -- the releasing thread took
+ * the lock last and did not time the hold -- has nothing to do and makes
+ * no call before the release's. */
+__attribute__((noinline)) static int release_hooked(weft_lock *l) {
+  if (hooks() == WEFT__HOOK_LS) {
+    struct weft__ls_thread *t = weft__ls_self;
+    struct weft__ls_rec *r = t != NULL ? t->last : NULL;
+    if (__builtin_expect(weft__ls_is(r, l) && r->since == 0, 1)) {
+      int err = release(l);
+      return __builtin_expect(err == 0, 1) ? 0 : release_error(l, err);
+    }
+  }
+  return release_hooked_slow(l);
+}
+
 int weft_lock_release(weft_lock *l) {
   if (__builtin_expect(l == NULL, 0)) return release_error(l, WEFT_EINVAL);
-  if (__builtin_expect(weft__dd_on, 0) && !weft__lock_destroyed(l)) weft__dd_released(l);
+  if (__builtin_expect(hooks() != 0, 0)) return release_hooked(l);
   int r = release(l);
   if (__builtin_expect(r == 0, 1)) return 0;
   return release_error(l, r);
@@ -490,8 +631,10 @@ int weft__rlock_acquire_levels(weft_rlock *r, double timeout, uint32_t levels, u
   }
   int err;
   if (spin) {
-    err = weft__lock_reacquire(&r->lock);
+    err = weft__lock_reacquire(&r->lock, true);
     if (weft__dd_on) weft__dd_acquired(&r->lock, site, true);
+  } else if (hooks() & WEFT__HOOK_LS) {
+    err = acquire_counted(&r->lock, timeout, site, true);
   } else if (weft__dd_on) {
     err = acquire_tracked(&r->lock, timeout, site);
   } else {
@@ -531,7 +674,7 @@ uint32_t weft__rlock_release_levels(weft_rlock *r, bool all) {
   weft__tsan_pre_unlock(r, all ? WEFT__TSAN_RECURSIVE_UNLOCK : 0);
   r->count -= levels;
   if (r->count == 0) {
-    if (weft__dd_on) weft__dd_released(&r->lock);
+    weft__lock_release_hooks(&r->lock);
     weft__lock_release(&r->lock);
   }
   weft__tsan_post_unlock(r, all ? WEFT__TSAN_RECURSIVE_UNLOCK : 0);

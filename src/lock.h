@@ -31,6 +31,18 @@ extern uint32_t weft__layout;
  * of a spawned child) and not in shared memory. */
 const char *weft__layout_text(uint32_t layout, const char *text);
 
+/* The tools that watch every acquire and release: the deadlock detector
+ * and the lock contention profile. The lock code tests this one word, so
+ * that with both off an acquire or a release pays one load. */
+#define WEFT__HOOK_DD 1
+#define WEFT__HOOK_LS 2
+extern int weft__lock_hooks;
+void weft__lock_hooks_set(int hook, bool on);
+
+/* Before a Lock taken by weft__lock_reacquire or an RLock's last level is
+ * released: tells the tools that are on. */
+void weft__lock_release_hooks(weft_lock *lock);
+
 /* Acquires a Lock: 0, WEFT_EOWNERDEAD, WEFT_ETIMEDOUT, WEFT_EINVAL, or
  * WEFT_ECLOSED for a destroyed one. */
 int weft__lock_acquire(weft_lock *lock, double timeout);
@@ -40,8 +52,9 @@ int weft__lock_acquire(weft_lock *lock, double timeout);
 int weft__lock_wait(weft_lock *lock, weft__deadline deadline, int spins, bool track);
 
 /* Acquires without a timeout, spinning before it sleeps: for a thread woken
- * from a wait that must take its lock back. 0 or WEFT_EOWNERDEAD. */
-int weft__lock_reacquire(weft_lock *lock);
+ * from a wait that must take its lock back (an RLock's, with rlock set).
+ * 0 or WEFT_EOWNERDEAD. */
+int weft__lock_reacquire(weft_lock *lock, bool rlock);
 
 /* Releases a Lock: 0, WEFT_EPERM if it was not locked, WEFT_ECLOSED if
  * it was destroyed. */

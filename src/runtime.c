@@ -16,6 +16,7 @@
 #include "os/os.h"
 #include "forkserver.h"
 #include "lock.h"
+#include "lockstat.h"
 #include "spawn.h"
 #include "tsan.h"
 
@@ -68,6 +69,7 @@ WEFT__HOT static void after_fork_child(void) {
   weft__process_after_fork_child();
   weft__thread_after_fork_child();
   weft__dd_after_fork_child();
+  weft__ls_after_fork_child();
   weft__pool_after_fork_child();
   weft__shared_after_fork_child();
   weft__forkserver_after_fork_child();
@@ -81,6 +83,7 @@ WEFT__HOT void weft__runtime_exit_rules(void) {
   weft__pool_exit_rules(); /* after the threads that may still use a pool */
   weft__process_exit_rules();
   weft__shm_exit_rules();
+  weft__ls_exit(); /* last: the children have added their figures */
 }
 
 static void before_fork(void) {
@@ -89,6 +92,7 @@ static void before_fork(void) {
   weft__thread_before_fork();
   weft__process_before_fork();
   weft__dd_before_fork();
+  weft__ls_before_fork();
   weft__shm_before_fork();
   weft__shared_before_fork();
   weft__forkserver_before_fork();
@@ -103,6 +107,7 @@ static void after_fork_parent(void) {
   weft__shared_after_fork_parent();
   weft__ref_after_fork();
   weft__shm_after_fork_parent();
+  weft__ls_after_fork_parent();
   weft__dd_after_fork_parent();
   weft__process_after_fork_parent();
   weft__thread_after_fork_parent();
@@ -125,6 +130,7 @@ __attribute__((constructor)) static void weft__init(void) {
   weft__process_init();
   weft__thread_init();
   weft__dd_init();
+  weft__ls_init();
   pthread_atfork(before_fork, after_fork_parent, after_fork_child);
   atexit(at_exit);
   weft__forkserver_main();  /* in the forkserver: serves, never returns */

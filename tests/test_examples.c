@@ -321,9 +321,28 @@ START_TEST(lesson3_6_mutex) {
   static struct run r;
   run_program("lesson3_6_mutex", &r);
   assert_exit_zero("lesson3_6_mutex", &r);
-  /* The first thread to get the lock prints 1000000, the other 2000000. */
-  ck_assert_msg(strcmp(r.out, "sum1: 1000000\nsum2: 2000000\n") == 0 ||
-                    strcmp(r.out, "sum2: 1000000\nsum1: 2000000\n") == 0,
+  /* The first thread to get the lock prints 1000000, the other 2000000;
+   * then the contention table: the one lock, taken once by each thread,
+   * waited for by the second at most once. */
+  const char *sums1 = "sum1: 1000000\nsum2: 2000000\n", *sums2 = "sum2: 1000000\nsum1: 2000000\n";
+  ck_assert_msg(strncmp(r.out, sums1, strlen(sums1)) == 0 ||
+                    strncmp(r.out, sums2, strlen(sums2)) == 0,
+                "lesson3_6_mutex: output is\n%s", r.out);
+  const char *table = r.out + strlen(sums1);
+  char head[96];
+  snprintf(head, sizeof head, "weft lockstat: 1 lock of process %d, by total wait; ", (int)r.pid);
+  ck_assert_msg(strncmp(table, head, strlen(head)) == 0, "lesson3_6_mutex: output is\n%s", r.out);
+  const char *row = strstr(table, "\n\"lock\" ");
+  long long acquired = -1, contended = -1;
+  ck_assert_msg(row != NULL && sscanf(row + 8, "%lld %lld", &acquired, &contended) == 2,
+                "lesson3_6_mutex: output is\n%s", r.out);
+  ck_assert_int_eq(acquired, 2);
+  ck_assert_int_le(contended, 1);
+  ck_assert_int_ge(contended, 0);
+  /* Nothing else: one header line, the column names, the row, at most one call site. */
+  int lines = count_substr(table, "\n");
+  ck_assert_msg(lines == 3 || (lines == 4 && contended == 1 &&
+                               strstr(table, "    waited at examples/lesson3_6_mutex.c:") != NULL),
                 "lesson3_6_mutex: output is\n%s", r.out);
 }
 END_TEST

@@ -389,11 +389,44 @@ static int deadlock_aa(void) {
   return 0;
 }
 
+/* The lock contention profile of a process tree (run with WEFT_LOCKSTAT
+ * set): the parent takes "shared" (in shared memory) 100 times and
+ * "private" 3 times; its child takes "shared" 50 times and its own copy of
+ * "private" 7 times. The tree's table is printed once, by the parent. */
+static weft_lock private_lock = WEFT_LOCK_INIT_NAMED("private");
+
+static void take(weft_lock *l, int n) {
+  for (int i = 0; i < n; i++) {
+    weft_lock_acquire(l, WEFT_FOREVER);
+    weft_lock_release(l);
+  }
+}
+
+static int lockstat_child(void *arg) {
+  take(arg, 50);
+  take(&private_lock, 7);
+  return 0;
+}
+
+static int lockstat_tree(void) {
+  weft_lock *shared_lock = weft_lock_new(.name = "shared");
+  if (shared_lock == NULL) return fail("weft_lock_new");
+  weft_process p = weft_process_new(lockstat_child, .arg = shared_lock);
+  if (weft_process_start(p) != 0) return fail("start");
+  take(shared_lock, 100);
+  take(&private_lock, 3);
+  if (weft_process_join(p, WEFT_FOREVER) != 0) return fail("join");
+  printf("parent pid=%d child pid=%d\n", (int)getpid(), (int)weft_process_pid(p));
+  fflush(stdout);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOFBF, 0); /* fully buffered, as a pipe makes it */
   const char *s = argc > 1 ? argv[1] : "";
   const char *arg = argc > 2 ? argv[2] : NULL;
   if (!strcmp(s, "flush_before_start")) return flush_before_start(arg);
+  if (!strcmp(s, "lockstat_tree")) return lockstat_tree();
   if (!strcmp(s, "atexit_rules")) return atexit_rules();
   if (!strcmp(s, "main_returns_waits")) return main_returns_waits();
   if (!strcmp(s, "daemon_gone_after_exit")) return daemon_gone_after_exit();
