@@ -36,8 +36,10 @@ const char *weft__layout_text(uint32_t layout, const char *text);
 int weft__lock_acquire(weft_lock *lock, double timeout);
 
 /* The contended part of an acquire, until the deadline, spinning first;
- * track: tell the deadlock detector before sleeping for good. */
-int weft__lock_wait(weft_lock *lock, weft__deadline deadline, int spins, bool track);
+ * track: tell the deadlock detector before sleeping for good; site: the
+ * call's, for dumps (or NULL). */
+int weft__lock_wait(weft_lock *lock, weft__deadline deadline, int spins, bool track,
+                    const char *site);
 
 /* Acquires without a timeout, spinning before it sleeps: for a thread woken
  * from a wait that must take its lock back. 0 or WEFT_EOWNERDEAD. */
