@@ -44,6 +44,7 @@ int weft_barrier_init_opts(weft_barrier *b, int parties, const weft_barrier_opti
   if (!(o->timeout >= 0))
     return weft__error(WEFT_EINVAL, "weft_barrier_init: timeout is negative or NaN");
   *b = (weft_barrier)WEFT_BARRIER_INIT((uint32_t)parties);
+  b->lock.site = NULL; /* this line, not the caller's: a dump names it by its address */
   b->action = o->action;
   b->action_image = o->action != NULL ? image_of((const void *)o->action) : 0;
   b->arg = o->arg;

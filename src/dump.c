@@ -25,6 +25,7 @@
 #define _GNU_SOURCE
 #include "weft/dump.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -582,6 +583,7 @@ int weft_dump_fd(int fd) {
   int r = dump_to(fd, "");
   if (r == WEFT_EBUSY)
     return weft__error(r, "weft_dump_fd: another dump is being written (one at a time)");
+  if (r == -EBADF) return weft__error(WEFT_EINVAL, "weft_dump_fd: fd %d is not open for writing", fd);
   if (r != 0) return weft__error(r, "weft_dump_fd: writing to fd %d failed: %s", fd, weft_strerror(r));
   return 0;
 }
