@@ -378,12 +378,9 @@ static void put_wait(struct out *o, const struct snap *s, int64_t now) {
         put_hex(o, (uintptr_t)s->obj);
       }
       break;
-    case WEFT__WAIT_QUEUE_GET:
-    case WEFT__WAIT_MPQUEUE_GET: put(o, "waiting to get from "); break;
-    case WEFT__WAIT_QUEUE_PUT:
-    case WEFT__WAIT_MPQUEUE_PUT: put(o, "waiting to put into "); break;
-    case WEFT__WAIT_QUEUE_JOIN:
-    case WEFT__WAIT_MPQUEUE_JOIN: put(o, "waiting to join "); break;
+    case WEFT__WAIT_QUEUE_GET: put(o, "waiting to get from "); break;
+    case WEFT__WAIT_QUEUE_PUT: put(o, "waiting to put into "); break;
+    case WEFT__WAIT_QUEUE_JOIN: put(o, "waiting to join "); break;
     case WEFT__WAIT_THREAD_JOIN:
       put(o, "waiting to join ");
       put(o, named ? text : "a thread");
@@ -398,8 +395,8 @@ static void put_wait(struct out *o, const struct snap *s, int64_t now) {
     case WEFT__WAIT_FUTURE: put(o, "waiting for the result of a future"); break;
     default: put(o, "waiting"); break;
   }
-  if (s->kind >= WEFT__WAIT_QUEUE_GET && s->kind <= WEFT__WAIT_MPQUEUE_JOIN) {
-    put(o, s->kind >= WEFT__WAIT_MPQUEUE_GET ? "process queue \"" : "queue \"");
+  if (s->kind >= WEFT__WAIT_QUEUE_GET && s->kind <= WEFT__WAIT_QUEUE_JOIN) {
+    put(o, "queue \"");
     put(o, named ? text : "queue");
     put(o, "\"");
   }

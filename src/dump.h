@@ -37,9 +37,6 @@ enum weft__wait_kind {
   WEFT__WAIT_QUEUE_GET,     /* what: the queue's name */
   WEFT__WAIT_QUEUE_PUT,
   WEFT__WAIT_QUEUE_JOIN,
-  WEFT__WAIT_MPQUEUE_GET,
-  WEFT__WAIT_MPQUEUE_PUT,
-  WEFT__WAIT_MPQUEUE_JOIN,
   WEFT__WAIT_THREAD_JOIN,   /* what: the thread's name */
   WEFT__WAIT_PROCESS_JOIN,  /* what: the process's name, arg: its pid */
   WEFT__WAIT_FUTURE,        /* obj: the future's handle id */

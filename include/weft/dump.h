@@ -5,7 +5,7 @@
  * For each thread weft knows (those it started, MainThread, Dummy-N): its
  * name, kernel thread id, whether it is a daemon, and its state -- running
  * (in no weft wait), or waiting: for which Lock, RLock, Condition,
- * Semaphore, Event, Barrier, queue, join or future, named, with the call
+ * Semaphore, Event, Barrier, thread queue, join or future, named, with the call
  * site of the wait and how long it has waited, and for a lock its holder;
  * then the locks it holds with the lines that took them (tracked while
  * deadlock detection is on, the default); then the live wait-for cycles
