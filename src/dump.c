@@ -111,7 +111,7 @@ void weft__wait_rec_forked(void) {
   if (r == NULL) return;
   /* The other threads' records still name the parent: free here. */
   __atomic_store_n(&r->pid, weft__pid, __ATOMIC_RELAXED);
-  __atomic_store_n(&r->tid, weft__tid(), __ATOMIC_RELAXED);
+  __atomic_store_n(&r->tid, weft__pid, __ATOMIC_RELAXED); /* a child's one thread: tid == pid */
 }
 
 void weft__wait_rec_set_dd(void *dd) {
@@ -580,8 +580,10 @@ int weft_dump_fd(int fd) {
   int r = dump_to(fd, "");
   if (r == WEFT_EBUSY)
     return weft__error(r, "weft_dump_fd: another dump is being written (one at a time)");
-  if (r == -EBADF) return weft__error(WEFT_EINVAL, "weft_dump_fd: fd %d is not open for writing", fd);
-  if (r != 0) return weft__error(r, "weft_dump_fd: writing to fd %d failed: %s", fd, weft_strerror(r));
+  if (r == -EBADF)
+    return weft__error(WEFT_EINVAL, "weft_dump_fd: fd %d is not open for writing", fd);
+  if (r != 0)
+    return weft__error(r, "weft_dump_fd: writing to fd %d failed: %s", fd, weft_strerror(r));
   return 0;
 }
 
@@ -642,7 +644,8 @@ static int parse_signal(const char *v) {
   if (strcmp(v, "1") == 0) return SIGQUIT;
   char *end;
   long n = strtol(v, &end, 10);
-  if (end != v && *end == '\0') return n > 1 && n < 64 && n < NSIG && !refused((int)n) ? (int)n : -1;
+  if (end != v && *end == '\0')
+    return n > 1 && n < 64 && n < NSIG && !refused((int)n) ? (int)n : -1;
   const char *name = strncasecmp(v, "SIG", 3) == 0 ? v + 3 : v;
   for (int sig = 1; sig < 64 && sig < NSIG; sig++) {
     const char *abbrev = sigabbrev_np(sig);
@@ -791,6 +794,9 @@ void weft__dump_init(void) {
               "weft: WEFT_DUMP_SIGNAL=%s is not 1 (SIGQUIT), 0 or a signal name or number that "
               "can carry a dump (QUIT, USR1, 12); no dump on a signal\n", sig);
   }
+}
+
+void weft__dump_watch_init(void) {
   const char *after = getenv("WEFT_DUMP_AFTER");
   if (after != NULL && after[0] != '\0') {
     char *end;

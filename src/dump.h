@@ -111,8 +111,11 @@ void weft__wait_rec_forked(void);
 /* The deadlock detector made (or dropped, NULL) the calling thread's record. */
 void weft__wait_rec_set_dd(void *dd);
 
-/* Reads WEFT_DUMP_SIGNAL and WEFT_DUMP_AFTER; from the library constructor. */
+/* From the library constructor: reads WEFT_DUMP_SIGNAL (before the
+ * forkserver starts, whose children inherit the handler), and
+ * WEFT_DUMP_AFTER (after: the server itself runs no watchdog thread). */
 void weft__dump_init(void);
+void weft__dump_watch_init(void);
 
 /* In a forked child: the watchdog thread stayed in the parent. */
 void weft__dump_after_fork_child(void);

@@ -131,5 +131,6 @@ __attribute__((constructor)) static void weft__init(void) {
   pthread_atfork(before_fork, after_fork_parent, after_fork_child);
   atexit(at_exit);
   weft__forkserver_main();  /* in the forkserver: serves, never returns */
+  weft__dump_watch_init();
   weft__spawn_child_main(); /* in a spawned child: runs its target, never returns */
 }

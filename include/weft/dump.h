@@ -72,7 +72,8 @@ WEFT_API int weft_dump_unregister(int signum);
  * wait for work that does not come (an idle pool) stalls too. A background
  * thread checks a tenth of `seconds` apart (10 ms to 250 ms). Calling it
  * again re-arms it with the new time. WEFT_EINVAL unless 0 < seconds <= 1e9.
- * A forked child is not watched unless it arms the watchdog itself. */
+ * A forked child, or one the forkserver starts, is not watched unless it arms
+ * the watchdog itself. */
 WEFT_API int weft_dump_later(double seconds);
 
 /* Disarms the watchdog (faulthandler.cancel_dump_traceback_later). */

@@ -397,7 +397,8 @@ static int dump_waiter_line;
 
 static void *dump_waiter(void *arg) {
   (void)arg;
-  dump_waiter_line = __LINE__, weft_event_wait(&dump_never, 60);
+  __atomic_store_n(&dump_waiter_line, __LINE__ + 1, __ATOMIC_RELEASE); /* the wait's line */
+  weft_event_wait(&dump_never, 60);
   return NULL;
 }
 
@@ -405,7 +406,7 @@ static int dump_signal(void) {
   weft_thread t = weft_thread_new(dump_waiter, .name = "sleeper", .daemon = true);
   if (weft_thread_start(t) != 0) return fail("start");
   while (__atomic_load_n(&dump_waiter_line, __ATOMIC_ACQUIRE) == 0) weft_sleep(0.001);
-  printf("ready %d\n", dump_waiter_line);
+  printf("ready %d\n", __atomic_load_n(&dump_waiter_line, __ATOMIC_ACQUIRE));
   fflush(stdout);
   weft_thread_join(t, 60, NULL);
   return 0;
