@@ -303,7 +303,7 @@ int weft_thread_join_at(weft_thread h, double timeout, void **result, const char
   int err = weft__deadline_from(timeout, &deadline);
   if (err != 0) return err;
   pthread_mutex_lock(&registry);
-  struct thr *t = get_locked(h, __func__);
+  struct thr *t = get_locked(h, "weft_thread_join");
   if (t == NULL) {
     pthread_mutex_unlock(&registry);
     return WEFT_ECLOSED;
