@@ -417,9 +417,14 @@ static void put_held(struct out *o, const struct snap *s) {
   const struct weft__dd_thread *t = s->dd;
   int depth = 0;
   static struct weft__dd_held held[WEFT__DD_MAX_HELD];
-  if (t == NULL ||
-      weft__os_peek(weft__pid, &depth, &t->depth, sizeof depth) != (ssize_t)sizeof depth ||
-      depth <= 0 || depth > WEFT__DD_MAX_HELD ||
+  ssize_t got = t != NULL ? weft__os_peek(weft__pid, &depth, &t->depth, sizeof depth) : 0;
+  if (got == -EPERM || got == -ENOSYS) {
+    /* A sandbox (seccomp) that refuses process_vm_readv: say so rather
+     * than "holds no lock". */
+    put(o, "    held locks not readable here (process_vm_readv is refused)\n");
+    return;
+  }
+  if (got != (ssize_t)sizeof depth || depth <= 0 || depth > WEFT__DD_MAX_HELD ||
       weft__os_peek(weft__pid, held, t->held, sizeof held[0] * (size_t)depth) !=
           (ssize_t)(sizeof held[0] * (size_t)depth))
     depth = 0;
