@@ -10,6 +10,7 @@ extern "C" {
 
 #include "weft/common.h"
 #include "weft/deadlock.h"
+#include "weft/dump.h"
 #include "weft/error.h"
 #include "weft/lockstat.h"
 #include "weft/pipe.h"

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "deadlock.h"
+#include "dump.h"
 #include "internal.h"
 #include "lock.h"
 #include "os/os.h"
@@ -43,6 +44,7 @@ int weft_barrier_init_opts(weft_barrier *b, int parties, const weft_barrier_opti
   if (!(o->timeout >= 0))
     return weft__error(WEFT_EINVAL, "weft_barrier_init: timeout is negative or NaN");
   *b = (weft_barrier)WEFT_BARRIER_INIT((uint32_t)parties);
+  b->lock.site = NULL; /* this line, not the caller's: a dump names it by its address */
   b->action = o->action;
   b->action_image = o->action != NULL ? image_of((const void *)o->action) : 0;
   b->arg = o->arg;
@@ -107,7 +109,12 @@ static int broken_error(void) {
   return weft__error(WEFT_EBROKEN, "barrier: broken (aborted, reset, timed out or action failed)");
 }
 
-int weft_barrier_wait(weft_barrier *b, double timeout) {
+/* Before a sleep at the barrier: records the wait once, for dumps. */
+static void note_wait(weft_barrier *b, const char *site, bool *recorded) {
+  if (!*recorded) *recorded = weft__wait_begin(WEFT__WAIT_BARRIER, &b->lock, NULL, site, 0);
+}
+
+static int barrier_wait(weft_barrier *b, double timeout, const char *site, bool *recorded) {
   if (b == NULL) return bad(b, "weft_barrier_wait", 0);
   if (timeout != timeout) return weft__error(WEFT_EINVAL, "weft_barrier_wait: timeout is NaN");
   if (timeout == WEFT_DEFAULT) timeout = b->timeout;
@@ -119,6 +126,7 @@ int weft_barrier_wait(weft_barrier *b, double timeout) {
   /* A party of the last cycle that was killed before it left never drains:
    * waiting for it is bounded by this wait's timeout like any other. */
   while (b->draining > 0 && !b->broken) {
+    note_wait(b, site, recorded);
     if (sleep_locked(b, deadline) && b->draining > 0 && !b->broken) {
       b->broken = 1;
       wake_all_locked(b);
@@ -151,6 +159,7 @@ int weft_barrier_wait(weft_barrier *b, double timeout) {
   uint32_t generation = b->generation;
   if (weft__dd_on) private_copy_check(b);
   while (b->generation == generation) {
+    note_wait(b, site, recorded);
     if (sleep_locked(b, deadline) && b->generation == generation) {
       /* As in Python, a timeout breaks the barrier for every party. */
       b->broken = 1;
@@ -164,6 +173,17 @@ int weft_barrier_wait(weft_barrier *b, double timeout) {
   if (--b->draining == 0) wake_all_locked(b); /* arrivals for the next cycle may go on */
   unlock_barrier(b);
   return broken ? broken_error() : (int)index;
+}
+
+int weft_barrier_wait_at(weft_barrier *b, double timeout, const char *site) {
+  bool recorded = false;
+  int r = barrier_wait(b, timeout, site, &recorded);
+  weft__wait_end(recorded);
+  return r;
+}
+
+int(weft_barrier_wait)(weft_barrier *b, double timeout) {
+  return weft_barrier_wait_at(b, timeout, NULL);
 }
 
 int weft_barrier_reset(weft_barrier *b) {

@@ -17,6 +17,7 @@
  * process instead of sleeping with it.
  */
 #include "deadlock.h"
+#include "dump.h"
 #include "internal.h"
 #include "lock.h"
 #include "os/os.h"
@@ -131,7 +132,9 @@ static bool give_up(weft_cond *c, uint32_t epoch) {
   }
 }
 
-int weft_cond_wait(weft_cond *c, double timeout) {
+int(weft_cond_wait)(weft_cond *c, double timeout) { return weft_cond_wait_at(c, timeout, NULL); }
+
+int weft_cond_wait_at(weft_cond *c, double timeout, const char *site) {
   int bad_err = bad(c, "weft_cond_wait");
   if (bad_err != 0) return bad_err;
   weft__deadline deadline;
@@ -151,6 +154,8 @@ int weft_cond_wait(weft_cond *c, double timeout) {
     levels = weft__rlock_release_levels(rlock_of(c), true);
   }
 
+  const weft_lock *lock = c->kind == KIND_LOCK ? (weft_lock *)c->lock : &rlock_of(c)->lock;
+  bool recorded = timeout > 0 && weft__wait_begin(WEFT__WAIT_COND, lock, NULL, site, 0);
   bool notified = false;
   for (;;) {
     int r = timeout <= 0 ? -ETIMEDOUT : weft__os_futex_wait(&c->seq, seq, deadline);
@@ -165,6 +170,7 @@ int weft_cond_wait(weft_cond *c, double timeout) {
     seq = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE);
   }
   weft__waiters_leave(WEFT__WAITER_SET_OF(c));
+  weft__wait_end(recorded);
 
   /* Re-acquire as Python does: without a timeout, whatever the wait's. */
   int got;
@@ -185,7 +191,12 @@ int weft_cond_wait(weft_cond *c, double timeout) {
   return weft__error(WEFT_ETIMEDOUT, "%s: not notified within %g s", cond_label(c), timeout);
 }
 
-int weft_cond_wait_for(weft_cond *c, bool (*predicate)(void *), void *arg, double timeout) {
+int(weft_cond_wait_for)(weft_cond *c, bool (*predicate)(void *), void *arg, double timeout) {
+  return weft_cond_wait_for_at(c, predicate, arg, timeout, NULL);
+}
+
+int weft_cond_wait_for_at(weft_cond *c, bool (*predicate)(void *), void *arg, double timeout,
+                          const char *site) {
   int bad_err = bad(c, "weft_cond_wait_for");
   if (bad_err != 0) return bad_err;
   weft__deadline deadline;
@@ -199,7 +210,7 @@ int weft_cond_wait_for(weft_cond *c, bool (*predicate)(void *), void *arg, doubl
   while (!result) {
     double left = weft__timeout_left(deadline);
     if (left <= 0) break;
-    weft_cond_wait(c, left);
+    weft_cond_wait_at(c, left, site);
     result = predicate(arg);
   }
   return result;

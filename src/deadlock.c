@@ -27,6 +27,7 @@
 #include <sys/mman.h>
 
 #include "deadlock_report.h"
+#include "dump.h"
 #include "internal.h"
 #include "lock.h"
 #include "lockgraph.h"
@@ -63,7 +64,10 @@ static void unregister(void *rec) {
     }
   weft__lg_actor_put(t->actor);
   pthread_mutex_unlock(&dd_mutex);
-  if (self_p == t) self_p = NULL;
+  if (self_p == t) {
+    self_p = NULL;
+    weft__wait_rec_set_dd(NULL);
+  }
   free(t->foreign);
   free(t->cache);
   free(t);
@@ -81,6 +85,7 @@ static struct weft__dd_thread *me_slow(void) {
   threads = t;
   pthread_mutex_unlock(&dd_mutex);
   pthread_setspecific(thread_key, t); /* unregister when the thread ends */
+  weft__wait_rec_set_dd(t); /* for dumps: the locks it holds */
   return t;
 }
 

@@ -3,6 +3,7 @@
  * so that a waiter present at set() returns even if clear() follows before
  * it runs (as in Python, where such a wait returns True). A waiter count, as
  * in the semaphore, lets set() skip the system call when nobody waits. */
+#include "dump.h"
 #include "internal.h"
 #include "os/os.h"
 #include "weft/sync.h"
@@ -55,7 +56,9 @@ bool weft_event_is_set(const weft_event *e) {
   return false;
 }
 
-int weft_event_wait(weft_event *e, double timeout) {
+int(weft_event_wait)(weft_event *e, double timeout) { return weft_event_wait_at(e, timeout, NULL); }
+
+int weft_event_wait_at(weft_event *e, double timeout, const char *site) {
   if (e == NULL) return bad(e, "weft_event_wait");
   weft__deadline deadline;
   int err = weft__deadline_from(timeout, &deadline);
@@ -66,6 +69,7 @@ int weft_event_wait(weft_event *e, double timeout) {
   if (timeout > 0) {
     __atomic_add_fetch(&e->waiters, 1, __ATOMIC_SEQ_CST);
     uint32_t now = __atomic_load_n(&e->word, __ATOMIC_SEQ_CST);
+    bool recorded = weft__wait_begin(WEFT__WAIT_EVENT, e, NULL, site, 0);
     /* Set once since we arrived (even if cleared again) counts as set. */
     while (now == w) {
       if (weft__os_futex_wait(&e->word, w, deadline) == -ETIMEDOUT) {
@@ -75,6 +79,7 @@ int weft_event_wait(weft_event *e, double timeout) {
       now = __atomic_load_n(&e->word, __ATOMIC_SEQ_CST);
     }
     __atomic_sub_fetch(&e->waiters, 1, __ATOMIC_SEQ_CST);
+    weft__wait_end(recorded);
     if ((now & ~FLAG) != (w & ~FLAG) || (now & FLAG)) return 0;
   }
   return weft__error(WEFT_ETIMEDOUT, "event: not set within %g s", timeout);

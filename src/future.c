@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dump.h"
 #include "handle.h"
 #include "internal.h"
 #include "os/os.h"
@@ -228,6 +229,7 @@ static bool future_wait(struct future *f, weft__deadline deadline) {
   if (final_state(s)) return true;
   if (deadline != WEFT__NEVER && deadline <= weft__os_now_ns()) return false;
   __atomic_add_fetch(&f->waiters, 1, __ATOMIC_SEQ_CST);
+  bool recorded = weft__wait_begin(WEFT__WAIT_FUTURE, f, NULL, NULL, 0);
   for (;;) {
     s = __atomic_load_n(&f->state, __ATOMIC_SEQ_CST);
     if (final_state(s)) break;
@@ -237,6 +239,7 @@ static bool future_wait(struct future *f, weft__deadline deadline) {
     }
   }
   __atomic_sub_fetch(&f->waiters, 1, __ATOMIC_RELAXED);
+  weft__wait_end(recorded);
   return final_state(s);
 }
 

@@ -62,6 +62,7 @@
 #include <errno.h>
 
 #include "deadlock.h"
+#include "dump.h"
 #include "internal.h"
 #include "lock.h"
 #include "lockstat.h"
@@ -147,9 +148,10 @@ static void leave(weft_lock *l) {
 /* The contended path. Returns 0, WEFT_EOWNERDEAD, WEFT_ETIMEDOUT or (with
  * track, in the detector's error mode) WEFT_EDEADLK; records no error
  * message (callers word it for their own type). *checked tells whether the
- * deadlock detector was told that this thread waits. */
+ * deadlock detector was told that this thread waits, *recorded whether the
+ * dump's record was (only once it is about to sleep or nap). */
 static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool track,
-                     bool *checked) {
+                     const char *site, bool *checked, bool *recorded) {
   uint32_t me = (uint32_t)weft__pid;
   for (int i = 0; i < spins; i++) {
     uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
@@ -177,6 +179,7 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
       weft__deadline until = now + nap, starve_at = since + STARVE_NS;
       if (until > starve_at) until = starve_at;
       if (until > deadline) until = deadline;
+      if (!*recorded) *recorded = weft__wait_begin(WEFT__WAIT_LOCK, l, NULL, site, 0);
       weft__os_sleep_until(until);
       /* Uncounted and with no wake-up to hand on: nothing to undo. */
       if (weft__deadline_passed(deadline)) return WEFT_ETIMEDOUT;
@@ -215,6 +218,7 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
       continue; /* the owner may have let go meanwhile */
     }
     slept_on = __atomic_load_n(&l->last, __ATOMIC_RELAXED);
+    if (!*recorded) *recorded = weft__wait_begin(WEFT__WAIT_LOCK, l, NULL, site, 0);
     if (weft__os_futex_wait(&l->seq, seq, wake_by) != -ETIMEDOUT) {
       woke = true;
       continue;
@@ -233,10 +237,12 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
   }
 }
 
-int weft__lock_wait(weft_lock *l, weft__deadline deadline, int spins, bool track) {
-  bool checked = false;
-  int r = wait_loop(l, deadline, spins, track, &checked);
+int weft__lock_wait(weft_lock *l, weft__deadline deadline, int spins, bool track,
+                    const char *site) {
+  bool checked = false, recorded = false;
+  int r = wait_loop(l, deadline, spins, track, site, &checked, &recorded);
   if (checked) weft__dd_after_block();
+  weft__wait_end(recorded);
   return r;
 }
 
@@ -266,7 +272,8 @@ static const char *lock_label(const weft_lock *l) {
 }
 
 /* Everything but an uncontended acquire: NaN, try, timed and blocking. */
-__attribute__((noinline)) static int acquire_slow(weft_lock *l, double timeout, bool track) {
+__attribute__((noinline)) static int acquire_slow(weft_lock *l, double timeout, bool track,
+                                                   const char *site) {
   if (timeout != timeout) return WEFT_EINVAL;
   uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
   if (v == WEFT__LOCK_DESTROYED) return WEFT_ECLOSED;
@@ -281,7 +288,7 @@ __attribute__((noinline)) static int acquire_slow(weft_lock *l, double timeout, 
   } else {
     weft__deadline deadline;
     weft__deadline_from(timeout, &deadline);
-    r = weft__lock_wait(l, deadline, 0, track);
+    r = weft__lock_wait(l, deadline, 0, track, site);
   }
   if (r == 0 || r == WEFT_EOWNERDEAD) set_owner(l);
   return r;
@@ -298,7 +305,8 @@ int weft__lock_reacquire(weft_lock *l, bool rlock) {
    * its lock back (Python's wait never fails to re-acquire either). */
   if (!take_free(l)) {
     if (ls) since = weft__ls_ticks();
-    r = weft__lock_wait(l, WEFT__NEVER, REACQUIRE_SPINS, false);
+    r = weft__lock_wait(l, WEFT__NEVER, REACQUIRE_SPINS, false,
+                        "(re-acquired after a Condition wait)");
   }
   set_owner(l);
   if (ls) weft__ls_acquired(l, rlock, since, NULL);
@@ -307,12 +315,12 @@ int weft__lock_reacquire(weft_lock *l, bool rlock) {
 
 /* The uncontended acquire is one compare-and-swap, inlined into each entry
  * point; everything else is out of line. */
-static inline int acquire(weft_lock *l, double timeout) {
+static inline int acquire(weft_lock *l, double timeout, const char *site) {
   if (__builtin_expect(timeout == timeout && take_free(l), 1)) {
     set_owner(l);
     return 0;
   }
-  return acquire_slow(l, timeout, false);
+  return acquire_slow(l, timeout, false, site);
 }
 
 /* An acquire the deadlock detector sees: its orders are recorded (and an
@@ -333,7 +341,7 @@ __attribute__((noinline)) static int acquire_tracked(weft_lock *l, double timeou
     r = weft__dd_before_acquire(l, site, blocking);
     if (r != 0) return r;
     weft__dd_pending(site);
-    r = acquire_slow(l, timeout, true);
+    r = acquire_slow(l, timeout, true, site);
   }
   if (r == 0 || r == WEFT_EOWNERDEAD) weft__dd_acquired(l, site, blocking);
   return r;
@@ -346,7 +354,7 @@ __attribute__((noinline)) static int acquire_tracked(weft_lock *l, double timeou
 __attribute__((noinline)) static int acquire_counted_slow(weft_lock *l, double timeout,
                                                           const char *site, bool rlock) {
   uint64_t since = timeout > 0 ? weft__ls_ticks() : 0;
-  int r = weft__dd_on ? acquire_tracked(l, timeout, site) : acquire_slow(l, timeout, false);
+  int r = weft__dd_on ? acquire_tracked(l, timeout, site) : acquire_slow(l, timeout, false, site);
   if (r == 0 || r == WEFT_EOWNERDEAD) weft__ls_acquired(l, rlock, since, site);
   return r;
 }
@@ -396,7 +404,7 @@ static inline int release(weft_lock *l) {
   return release_slow(l);
 }
 
-int weft__lock_acquire(weft_lock *l, double timeout) { return acquire(l, timeout); }
+int weft__lock_acquire(weft_lock *l, double timeout) { return acquire(l, timeout, NULL); }
 
 int weft__lock_release(weft_lock *l) { return release(l); }
 
@@ -484,7 +492,7 @@ int weft_lock_acquire_at(weft_lock *l, double timeout, const char *site) {
   if (__builtin_expect(h != 0, 0))
     return h == WEFT__HOOK_DD ? acquire_tracked_at(l, timeout, site)
                               : acquire_counted_at(l, timeout, site);
-  int r = acquire(l, timeout);
+  int r = acquire(l, timeout, site);
   return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
 }
 
@@ -638,7 +646,7 @@ int weft__rlock_acquire_levels(weft_rlock *r, double timeout, uint32_t levels, u
   } else if (weft__dd_on) {
     err = acquire_tracked(&r->lock, timeout, site);
   } else {
-    err = acquire(&r->lock, timeout);
+    err = acquire(&r->lock, timeout, site);
   }
   if (err == 0 || err == WEFT_EOWNERDEAD) {
     r->count = levels;

@@ -48,8 +48,10 @@ void weft__lock_release_hooks(weft_lock *lock);
 int weft__lock_acquire(weft_lock *lock, double timeout);
 
 /* The contended part of an acquire, until the deadline, spinning first;
- * track: tell the deadlock detector before sleeping for good. */
-int weft__lock_wait(weft_lock *lock, weft__deadline deadline, int spins, bool track);
+ * track: tell the deadlock detector before sleeping for good; site: the
+ * call's, for dumps (or NULL). */
+int weft__lock_wait(weft_lock *lock, weft__deadline deadline, int spins, bool track,
+                    const char *site);
 
 /* Acquires without a timeout, spinning before it sleeps: for a thread woken
  * from a wait that must take its lock back (an RLock's, with rlock set).

@@ -22,6 +22,7 @@
 #include "os/os.h"
 #include "region.h"
 #include "runtime.h"
+#include "dump.h"
 #include "forkserver.h"
 #include "spawn.h"
 #include "weft/process.h"
@@ -821,7 +822,7 @@ int weft_process_start(weft_process h) {
 
 /* ---- join, poll, signals ---- */
 
-static int join(weft_process h, double timeout, weft__deadline deadline) {
+static int join(weft_process h, double timeout, weft__deadline deadline, const char *site) {
   int err;
   pthread_mutex_lock(&registry);
   struct proc *p = get_locked(h, "weft_process_join");
@@ -840,7 +841,11 @@ static int join(weft_process h, double timeout, weft__deadline deadline) {
   }
   err = check_child(p, __func__);
   if (err == 0) {
+    /* p->name lives as long as the reference this call holds. */
+    bool recorded = timeout > 0 && p->state != ST_STOPPED &&
+                    weft__wait_begin(WEFT__WAIT_PROCESS_JOIN, p, p->name, site, p->pid);
     err = wait_child_locked(p, deadline);
+    weft__wait_end(recorded);
     if (err == WEFT_ETIMEDOUT)
       weft__error(err, "weft_process_join: %s still running after %g s", p->name, timeout);
     else if (err < 0)
@@ -851,12 +856,16 @@ static int join(weft_process h, double timeout, weft__deadline deadline) {
   return err;
 }
 
-int weft_process_join(weft_process h, double timeout) {
+int(weft_process_join)(weft_process h, double timeout) {
+  return weft_process_join_at(h, timeout, NULL);
+}
+
+int weft_process_join_at(weft_process h, double timeout, const char *site) {
   weft__deadline deadline;
   int err = weft__deadline_from(timeout, &deadline);
   if (err != 0) return err;
   int cancel_state = weft__nocancel_begin();
-  err = join(h, timeout, deadline);
+  err = join(h, timeout, deadline, site);
   weft__nocancel_end(cancel_state);
   return err;
 }
@@ -1101,6 +1110,31 @@ int weft_active_children(weft_process *out, size_t max) {
   pthread_mutex_unlock(&registry);
   return count;
 }
+
+/* For the dump: the running list read without the registry, each node
+ * copied through the kernel, so a node taken off and freed meanwhile is
+ * read stale or not at all, never as freed memory. A torn walk stops at
+ * max. */
+int weft__process_each_child(void (*fn)(void *ctx, const char *name, pid_t pid, bool daemon),
+                             void *ctx, int max) {
+  struct proc *p = NULL;
+  if (weft__os_peek(weft__pid, &p, &running_head, sizeof p) != (ssize_t)sizeof p) return 0;
+  int n = 0;
+  static struct proc copy; /* too big for a signal handler's stack; dumps run one at a time */
+  while (p != NULL && n < max) {
+    if (weft__os_peek(weft__pid, &copy, p, sizeof copy) != (ssize_t)sizeof copy) break;
+    copy.name[sizeof copy.name - 1] = '\0';
+    if (copy.in_running && copy.gen == proc_gen) {
+      fn(ctx, copy.name, copy.pid, copy.daemon);
+      n++;
+    }
+    p = copy.run_next;
+  }
+  return n;
+}
+
+/* For the dump: this process's own name (MainProcess, Process-1, ...). */
+const char *weft__process_own_name(void) { return current->name; }
 
 int weft_set_daemon_grace(double seconds) {
   if (seconds != seconds) return weft__error(WEFT_EINVAL, "weft_set_daemon_grace: seconds is NaN");

@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "chan.h"
+#include "dump.h"
 #include "handle.h"
 #include "internal.h"
 #include "tsan.h"
@@ -489,7 +490,11 @@ static int put_error(weft_queue *q, int r, double timeout) {
 /* After a first try that found no room (or nothing), put and get wait
  * and try again until done or the deadline, counted in inside until their
  * last access to q. */
-int weft_queue_put(weft_queue *q, void *item, double timeout) {
+int(weft_queue_put)(weft_queue *q, void *item, double timeout) {
+  return weft_queue_put_at(q, item, timeout, NULL);
+}
+
+int weft_queue_put_at(weft_queue *q, void *item, double timeout, const char *site) {
   int err = check(&q, "weft_queue_put", timeout);
   if (err != 0) return err;
   int r = try_put(q, item);
@@ -499,11 +504,13 @@ int weft_queue_put(weft_queue *q, void *item, double timeout) {
     weft__deadline_from(timeout, &deadline);
     bool spun = false;
     enter_slow(q);
+    bool recorded = weft__wait_begin(WEFT__WAIT_QUEUE_PUT, q, qname(q), site, 0);
     while (r == WEFT_EFULL && !weft__deadline_passed(deadline)) {
       wait_for(q, &q->not_full, has_room, has_room_for_a_line, &q->spin_room, &spun, false,
                deadline);
       r = try_put(q, item);
     }
+    weft__wait_end(recorded);
   }
   if (r != 0) {
     r = put_error(q, r, timeout);
@@ -521,7 +528,11 @@ static int get_error(weft_queue *q, int r, double timeout) {
   return weft__error(WEFT_EEMPTY, "%s: still empty after %g s", qname(q), timeout);
 }
 
-int weft_queue_get(weft_queue *q, void **item, double timeout) {
+int(weft_queue_get)(weft_queue *q, void **item, double timeout) {
+  return weft_queue_get_at(q, item, timeout, NULL);
+}
+
+int weft_queue_get_at(weft_queue *q, void **item, double timeout, const char *site) {
   int err = check(&q, "weft_queue_get", timeout);
   if (err != 0) return err;
   if (item == NULL) return weft__error(WEFT_EINVAL, "weft_queue_get: item is NULL");
@@ -534,10 +545,12 @@ int weft_queue_get(weft_queue *q, void **item, double timeout) {
     bool spun = false;
     enter_slow(q);
     __atomic_add_fetch(&q->searching, 1, __ATOMIC_SEQ_CST);
+    bool recorded = weft__wait_begin(WEFT__WAIT_QUEUE_GET, q, qname(q), site, 0);
     while (r == WEFT_EEMPTY && !weft__deadline_passed(deadline)) {
       wait_for(q, &q->not_empty, has_item, has_item, &q->spin_item, &spun, true, deadline);
       r = try_get(q, item);
     }
+    weft__wait_end(recorded);
     __atomic_sub_fetch(&q->searching, 1, __ATOMIC_SEQ_CST);
     /* A put may have counted on this getter to take its item. */
     if (has_item(q)) wake_a_getter(q);
@@ -591,15 +604,22 @@ int weft_queue_task_done(weft_queue *q) {
 
 static bool all_done(const weft_queue *q) { return load(&q->done) == load(&q->tail); }
 
-int weft_queue_join(weft_queue *q, double timeout) {
+int(weft_queue_join)(weft_queue *q, double timeout) {
+  return weft_queue_join_at(q, timeout, NULL);
+}
+
+int weft_queue_join_at(weft_queue *q, double timeout, const char *site) {
   int err = check(&q, "weft_queue_join", timeout);
   if (err != 0) return err;
   weft__deadline deadline;
   weft__deadline_from(timeout, &deadline);
   bool spun = true; /* joins are long waits: no spinning */
   enter_slow(q);
+  bool recorded = !all_done(q) && timeout > 0 &&
+                  weft__wait_begin(WEFT__WAIT_QUEUE_JOIN, q, qname(q), site, 0);
   while (!all_done(q) && !weft__deadline_passed(deadline))
     wait_for(q, &q->all_done, all_done, all_done, &q->spin_room, &spun, false, deadline);
+  weft__wait_end(recorded);
   int r = 0;
   if (!all_done(q))
     r = weft__error(WEFT_ETIMEDOUT, "%s: %zu items not done within %g s", qname(q),

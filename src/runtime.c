@@ -5,6 +5,7 @@
 #include "runtime.h"
 
 #include "deadlock.h"
+#include "dump.h"
 #include "handle.h"
 
 #include "internal.h"
@@ -70,6 +71,7 @@ WEFT__HOT static void after_fork_child(void) {
   weft__thread_after_fork_child();
   weft__dd_after_fork_child();
   weft__ls_after_fork_child();
+  weft__dump_after_fork_child();
   weft__pool_after_fork_child();
   weft__shared_after_fork_child();
   weft__forkserver_after_fork_child();
@@ -131,8 +133,10 @@ __attribute__((constructor)) static void weft__init(void) {
   weft__thread_init();
   weft__dd_init();
   weft__ls_init();
+  weft__dump_init();
   pthread_atfork(before_fork, after_fork_parent, after_fork_child);
   atexit(at_exit);
   weft__forkserver_main();  /* in the forkserver: serves, never returns */
+  weft__dump_watch_init();
   weft__spawn_child_main(); /* in a spawned child: runs its target, never returns */
 }

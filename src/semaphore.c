@@ -9,6 +9,7 @@
  * woken sleeper killed before it takes its token strands no other. */
 #include <limits.h>
 
+#include "dump.h"
 #include "internal.h"
 #include "lock.h"
 #include "os/os.h"
@@ -58,7 +59,11 @@ static bool try_take(weft_semaphore *s) {
   return false;
 }
 
-int weft_semaphore_acquire(weft_semaphore *s, double timeout) {
+int(weft_semaphore_acquire)(weft_semaphore *s, double timeout) {
+  return weft_semaphore_acquire_at(s, timeout, NULL);
+}
+
+int weft_semaphore_acquire_at(weft_semaphore *s, double timeout, const char *site) {
   if (s == NULL) return bad(s, "weft_semaphore_acquire");
   weft__deadline deadline;
   int err = weft__deadline_from(timeout, &deadline);
@@ -67,14 +72,18 @@ int weft_semaphore_acquire(weft_semaphore *s, double timeout) {
   if ((err = bad(s, "weft_semaphore_acquire")) != 0) return err;
   if (timeout > 0) {
     weft__waiters_enter(WEFT__WAITER_SET_OF(s));
+    const char *name = s->layout == 0 || s->layout == weft__layout ? s->name : NULL;
+    bool recorded = weft__wait_begin(WEFT__WAIT_SEMAPHORE, s, name, site, 0);
     for (;;) {
       if (try_take(s)) {
         weft__waiters_leave(WEFT__WAITER_SET_OF(s));
+        weft__wait_end(recorded);
         return 0;
       }
       if (weft__os_futex_wait(&s->value, 0, deadline) == -ETIMEDOUT) break;
     }
     weft__waiters_leave(WEFT__WAITER_SET_OF(s));
+    weft__wait_end(recorded);
     if (try_take(s)) return 0; /* released just as the timeout ran out */
   }
   return weft__error(WEFT_ETIMEDOUT, "%s: not acquired within %g s", sem_label(s), timeout);

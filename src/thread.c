@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "chan.h"
+#include "dump.h"
 #include "handle.h"
 #include "internal.h"
 #include "os/os.h"
@@ -80,6 +81,7 @@ void weft__thread_init(void) {
   main_thr.id = weft__handle_add(&table, &main_thr);
   live_add_locked(&main_thr);
   self = &main_thr;
+  weft__wait_rec_take(main_thr.name, false);
 }
 
 /* ---- references ---- */
@@ -196,6 +198,7 @@ weft_thread weft_thread_new_opts(weft_thread_target target, const char *target_n
 /* Marks t finished and wakes its joiners. Runs in the thread itself, from
  * its start routine or, if it called pthread_exit, its key destructor. */
 static void finish(struct thr *t, void *result) {
+  weft__wait_rec_give_back();
   pthread_mutex_lock(&registry);
   t->result = result;
   t->state = ST_STOPPED;
@@ -223,6 +226,7 @@ static void *thread_main(void *obj) {
   __atomic_store_n(&t->tid, (uint32_t)weft__tid(), __ATOMIC_RELEASE);
   weft__os_futex_wake(&t->tid, INT32_MAX);
   weft__os_set_thread_name(t->name);
+  weft__wait_rec_take(t->name, t->daemon);
   void *result = t->target(t->arg);
   pthread_setspecific(self_key, NULL);
   finish(t, result);
@@ -290,12 +294,16 @@ static bool watch_for_end(const struct thr *t, uint32_t spins) {
   return is_done(t);
 }
 
-int weft_thread_join(weft_thread h, double timeout, void **result) {
+int(weft_thread_join)(weft_thread h, double timeout, void **result) {
+  return weft_thread_join_at(h, timeout, result, NULL);
+}
+
+int weft_thread_join_at(weft_thread h, double timeout, void **result, const char *site) {
   weft__deadline deadline;
   int err = weft__deadline_from(timeout, &deadline);
   if (err != 0) return err;
   pthread_mutex_lock(&registry);
-  struct thr *t = get_locked(h, __func__);
+  struct thr *t = get_locked(h, "weft_thread_join");
   if (t == NULL) {
     pthread_mutex_unlock(&registry);
     return WEFT_ECLOSED;
@@ -316,11 +324,15 @@ int weft_thread_join(weft_thread h, double timeout, void **result) {
     else
       slept_from = weft__os_now_ns();
   }
+  /* t->name lives as long as the reference this call holds. */
+  bool waiting = err == 0 && !is_done(t) &&
+                 weft__wait_begin(WEFT__WAIT_THREAD_JOIN, t, t->name, site, 0);
   while (err == 0 && !is_done(t)) {
     if (weft__os_futex_wait(&t->done, 0, deadline) == -ETIMEDOUT && !is_done(t))
       err = weft__error(WEFT_ETIMEDOUT, "weft_thread_join: %s still running after %g s", t->name,
                         timeout);
   }
+  weft__wait_end(waiting);
   if (slept_from != 0)
     weft__spin_adapt(&join_spins, spins, err == 0 && weft__os_now_ns() - slept_from < JOIN_SHORT_NS);
   pthread_mutex_lock(&registry);
@@ -504,6 +516,7 @@ weft_thread weft_current_thread(void) {
   pthread_mutex_unlock(&registry);
   self = t;
   pthread_setspecific(self_key, t);
+  weft__wait_rec_take(t->name, true);
   return h;
 }
 
@@ -585,6 +598,9 @@ void weft__thread_after_fork_child(void) {
     main_thr.state = ST_STARTED;
     main_thr.done = 0;
     live_add_locked(&main_thr);
+    weft__wait_rec_take(main_thr.name, false);
+  } else {
+    weft__wait_rec_forked();
   }
   if (main_thread != self) main_thread = self; /* as Python's _after_fork */
   /* The original main thread's id is the pid, read as such (native_id):

@@ -355,6 +355,19 @@ START_TEST(lesson3_7_deadlock) {
   ck_assert_msg(strstr(r.out, "weft: deadlock: ") != NULL, "no live deadlock report:\n%s", r.out);
   ck_assert_msg(strstr(r.out, "the chain of waits") != NULL, "output:\n%s", r.out);
   ck_assert_msg(strstr(r.out, "examples/lesson3_7_deadlock.c:") != NULL, "no source line:\n%s", r.out);
+  /* The dump shows both threads waiting, each holding the other's lock,
+   * before the bounded wait runs out and the deadlock is broken. */
+  const char *dump = strstr(r.out, "weft: dump of MainProcess (pid ");
+  ck_assert_msg(dump != NULL && strstr(dump, "): 3 threads\n") != NULL, "no dump:\n%s", r.out);
+  ck_assert_msg(count_substr(dump, "): waiting for lock \"锁") == 2 &&
+                    strstr(dump, "    holds \"锁A\" acquired at examples/lesson3_7_deadlock.c:") &&
+                    strstr(dump, "    holds \"锁B\" acquired at examples/lesson3_7_deadlock.c:") &&
+                    strstr(dump, "  live deadlock: 2 threads wait for each other; the chain of waits:\n"),
+                "the dump does not show both threads waiting:\n%s", r.out);
+  const char *broken = strstr(r.out, "秒内没拿到");
+  ck_assert_msg(broken != NULL && strstr(dump, "weft: end of dump\n") != NULL &&
+                    strstr(dump, "weft: end of dump\n") < broken,
+                "the dump must come before the deadlock is broken:\n%s", r.out);
   ck_assert_msg(strstr(r.out, "线程1 完成") != NULL && strstr(r.out, "线程2 完成") != NULL &&
                     strstr(r.out, "两个线程都完成了，没有卡死") != NULL,
                 "both threads must finish; output:\n%s", r.out);

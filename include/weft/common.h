@@ -57,6 +57,12 @@ extern "C" {
  * Python's Barrier.wait(None) does. INT_MIN: -2147483648.0 as a timeout. */
 #define WEFT_DEFAULT INT_MIN
 
+#define WEFT__SYNC_STR(x) #x
+#define WEFT__SYNC_XSTR(x) WEFT__SYNC_STR(x)
+/* "file.c:12": where an initialiser or a call was written, for deadlock
+ * reports and dumps. */
+#define WEFT__SITE __FILE__ ":" WEFT__SYNC_XSTR(__LINE__)
+
 /* The longest name weft keeps for a process or thread, without the final NUL. */
 #define WEFT_NAME_MAX 63
 

@@ -89,6 +89,10 @@ WEFT_API int weft_process_start(weft_process p);
  * WEFT_EDEADLK for the calling process's own handle, WEFT_EPERM if the caller
  * is not the process's parent. Several threads may join one process at once. */
 WEFT_API int weft_process_join(weft_process p, double timeout);
+/* The same, naming the call site for dumps (weft/dump.h); the macro passes
+ * "file.c:line" (call (weft_process_join)(...) for the function itself). */
+WEFT_API int weft_process_join_at(weft_process p, double timeout, const char *site);
+#define weft_process_join(p, timeout) weft_process_join_at((p), (timeout), WEFT__SITE)
 
 /* Returns whether the process is running: true for the calling process
  * itself, false before start and once it stopped (reaping it). */

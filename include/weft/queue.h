@@ -71,10 +71,17 @@ WEFT_API weft_queue *weft_queue_new_opts(const weft_queue_options *opts);
  * WEFT_ENOMEM (an unbounded queue could not grow), WEFT_EINVAL (NULL queue,
  * NaN timeout). */
 WEFT_API int weft_queue_put(weft_queue *q, void *item, double timeout);
+/* The same, naming the call site for dumps (weft/dump.h); the macro passes
+ * "file.c:line" (call (weft_queue_put)(...) for the function itself).
+ * get and join have an _at form and macro alike. */
+WEFT_API int weft_queue_put_at(weft_queue *q, void *item, double timeout, const char *site);
+#define weft_queue_put(q, item, timeout) weft_queue_put_at((q), (item), (timeout), WEFT__SITE)
 
 /* Takes the next item into *item. 0, WEFT_EEMPTY, WEFT_ECLOSED (closed and
  * drained), WEFT_EINVAL. */
 WEFT_API int weft_queue_get(weft_queue *q, void **item, double timeout);
+WEFT_API int weft_queue_get_at(weft_queue *q, void **item, double timeout, const char *site);
+#define weft_queue_get(q, item, timeout) weft_queue_get_at((q), (item), (timeout), WEFT__SITE)
 
 /* Number of items held, and whether there are none / no room. As in Python
  * these are snapshots: another thread may change them the next moment. 0 /
@@ -89,6 +96,8 @@ WEFT_API int weft_queue_task_done(weft_queue *q);
 
 /* Waits until every item put has been marked done: 0 or WEFT_ETIMEDOUT. */
 WEFT_API int weft_queue_join(weft_queue *q, double timeout);
+WEFT_API int weft_queue_join_at(weft_queue *q, double timeout, const char *site);
+#define weft_queue_join(q, timeout) weft_queue_join_at((q), (timeout), WEFT__SITE)
 
 /* Closes the queue (see above); closing twice is harmless. */
 WEFT_API int weft_queue_close(weft_queue *q);

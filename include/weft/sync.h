@@ -26,11 +26,6 @@
 extern "C" {
 #endif
 
-#define WEFT__SYNC_STR(x) #x
-#define WEFT__SYNC_XSTR(x) WEFT__SYNC_STR(x)
-/* "file.c:12": where an initialiser was written, for reports. */
-#define WEFT__SITE __FILE__ ":" WEFT__SYNC_XSTR(__LINE__)
-
 /* The registered waiters of a primitive that may be shared between
  * processes: how many, and the pid of their process while they all belong
  * to one (bit 31: they belong to several). weft reads and writes the two
@@ -198,11 +193,20 @@ WEFT_API int weft_cond_release(weft_cond *cond);
  * hold the lock, WEFT_EOWNERDEAD (notified or not, the lock held again) if
  * a process that held the lock meanwhile died holding it. */
 WEFT_API int weft_cond_wait(weft_cond *cond, double timeout);
+/* The same, naming the call site for dumps (weft/dump.h); the macro passes
+ * "file.c:line" (call (weft_cond_wait)(...) for the function itself). The
+ * other waits below have an _at form and macro alike. */
+WEFT_API int weft_cond_wait_at(weft_cond *cond, double timeout, const char *site);
+#define weft_cond_wait(cond, timeout) weft_cond_wait_at((cond), (timeout), WEFT__SITE)
 
 /* Waits until predicate(arg) is true or the timeout passes, re-checking after
  * each wake-up. Returns the predicate's last value (1 or 0), or WEFT_EPERM. */
 WEFT_API int weft_cond_wait_for(weft_cond *cond, bool (*predicate)(void *arg), void *arg,
                                 double timeout);
+WEFT_API int weft_cond_wait_for_at(weft_cond *cond, bool (*predicate)(void *arg), void *arg,
+                                   double timeout, const char *site);
+#define weft_cond_wait_for(cond, predicate, arg, timeout) \
+  weft_cond_wait_for_at((cond), (predicate), (arg), (timeout), WEFT__SITE)
 
 /* Wakes up to n threads waiting now (n >= 0). WEFT_EPERM if the caller does
  * not hold the lock. */
@@ -249,6 +253,8 @@ WEFT_API int weft_semaphore_init_opts(weft_semaphore *sem, int value,
 
 /* Takes one unit, waiting at most timeout seconds. 0 or WEFT_ETIMEDOUT. */
 WEFT_API int weft_semaphore_acquire(weft_semaphore *sem, double timeout);
+WEFT_API int weft_semaphore_acquire_at(weft_semaphore *sem, double timeout, const char *site);
+#define weft_semaphore_acquire(sem, timeout) weft_semaphore_acquire_at((sem), (timeout), WEFT__SITE)
 
 /* Adds n units (n >= 1) and wakes up to n waiters. A BoundedSemaphore that
  * would go above its initial value fails with WEFT_EOVERFLOW and releases
@@ -279,6 +285,8 @@ WEFT_API int weft_event_clear(weft_event *event);
 WEFT_API bool weft_event_is_set(const weft_event *event);
 /* Waits until the flag is set: 0, or WEFT_ETIMEDOUT. */
 WEFT_API int weft_event_wait(weft_event *event, double timeout);
+WEFT_API int weft_event_wait_at(weft_event *event, double timeout, const char *site);
+#define weft_event_wait(event, timeout) weft_event_wait_at((event), (timeout), WEFT__SITE)
 /* Ends the event's life, as weft_lock_destroy: WEFT_EBUSY while threads
  * wait. */
 WEFT_API int weft_event_destroy(weft_event *event);
@@ -335,6 +343,8 @@ WEFT_API int weft_barrier_init_opts(weft_barrier *barrier, int parties,
  * the caller is the last to arrive; WEFT_DEFAULT uses the barrier's default
  * (Python's wait(None)). */
 WEFT_API int weft_barrier_wait(weft_barrier *barrier, double timeout);
+WEFT_API int weft_barrier_wait_at(weft_barrier *barrier, double timeout, const char *site);
+#define weft_barrier_wait(barrier, timeout) weft_barrier_wait_at((barrier), (timeout), WEFT__SITE)
 
 /* Returns the barrier to its empty state; threads waiting get WEFT_EBROKEN. */
 WEFT_API int weft_barrier_reset(weft_barrier *barrier);

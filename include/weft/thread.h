@@ -75,6 +75,11 @@ WEFT_API int weft_thread_start(weft_thread t);
  * WEFT_EPERM for a thread weft did not start (the main thread, Dummy-N).
  * Any number of threads may join one thread, any number of times. */
 WEFT_API int weft_thread_join(weft_thread t, double timeout, void **result);
+/* The same, naming the call site for dumps (weft/dump.h); the macro passes
+ * "file.c:line" (call (weft_thread_join)(...) for the function itself). */
+WEFT_API int weft_thread_join_at(weft_thread t, double timeout, void **result, const char *site);
+#define weft_thread_join(t, timeout, result) \
+  weft_thread_join_at((t), (timeout), (result), WEFT__SITE)
 
 /* Returns whether the thread has started and not yet finished. */
 WEFT_API bool weft_thread_is_alive(weft_thread t);

@@ -15,11 +15,13 @@
 #include <sys/mman.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -665,3 +667,78 @@ int weft__os_read_all(int fd, void *buf, size_t len) {
   }
   return 0;
 }
+
+/* ---- async-signal-safe calls ---- */
+
+int weft__os_write_all(int fd, const void *buf, size_t len) {
+  const char *p = buf;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? -errno : -EIO;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+ssize_t weft__os_peek(pid_t pid, void *dst, const void *src, size_t len) {
+  struct iovec local = {dst, len}, remote = {(void *)(uintptr_t)src, len};
+  ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+  return n < 0 ? -errno : n;
+}
+
+/* Appends the decimal digits of v (>= 0) at p; returns the end. */
+static char *put_decimal(char *p, long v) {
+  char digits[24];
+  int n = 0;
+  do digits[n++] = (char)('0' + v % 10);
+  while ((v /= 10) > 0);
+  while (n > 0) *p++ = digits[--n];
+  return p;
+}
+
+char weft__os_task_state(pid_t pid, pid_t tid) {
+  /* Built by hand: snprintf is not async-signal-safe. */
+  char path[64], *p = path;
+  memcpy(p, "/proc/", 6);
+  p = put_decimal(p + 6, pid);
+  if (tid != 0) {
+    memcpy(p, "/task/", 6);
+    p = put_decimal(p + 6, tid);
+  }
+  memcpy(p, "/stat", 6);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return '?';
+  char buf[512];
+  ssize_t n = read(fd, buf, sizeof buf);
+  weft__os_close(fd);
+  /* "pid (comm) S ...": the name may hold ')' itself, so the last one. */
+  const char *close = NULL;
+  for (ssize_t i = 0; i < n; i++)
+    if (buf[i] == ')') close = &buf[i];
+  if (close == NULL || close + 2 >= buf + n || close[1] != ' ') return '?';
+  return close[2];
+}
+
+/* The actions weft__os_signal_handle replaced, by signal number. */
+static struct sigaction replaced[_NSIG];
+
+int weft__os_signal_handle(int sig, void (*handler)(int)) {
+  if (sig <= 0 || sig >= _NSIG) return -EINVAL;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = handler;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  return sigaction(sig, &sa, &replaced[sig]) < 0 ? -errno : 0;
+}
+
+int weft__os_signal_restore(int sig) {
+  if (sig <= 0 || sig >= _NSIG) return -EINVAL;
+  return sigaction(sig, &replaced[sig], NULL) < 0 ? -errno : 0;
+}
+
+int weft__os_errno_get(void) { return errno; }
+
+void weft__os_errno_set(int value) { errno = value; }

@@ -253,4 +253,35 @@ int weft__os_fd_identity(int fd, uint64_t *dev, uint64_t *ino);
 /* Closes an fd from weft__os_memfd or weft__os_shm_open. */
 void weft__os_shm_close(int fd);
 
+/* ---- async-signal-safe calls, for the dump's signal path (dump.c) ----
+ * Each makes system calls only: no stdio, no allocation, no lock. */
+
+/* Writes all len bytes to fd, going on after short writes and EINTR.
+ * 0 or a negated errno. */
+int weft__os_write_all(int fd, const void *buf, size_t len);
+
+/* Copies up to len bytes at src, in process pid (the caller's own), into
+ * dst through the kernel (process_vm_readv), so that memory freed and
+ * unmapped meanwhile reads as an error instead of a fault. Returns how many
+ * bytes were copied (fewer when the range runs into unmapped memory), or a
+ * negated errno (-EFAULT: nothing mapped at src). */
+ssize_t weft__os_peek(pid_t pid, void *dst, const void *src, size_t len);
+
+/* The scheduler state letter ('R', 'S', 'D', 'T', 'Z', ...) of thread tid
+ * of the calling process, or of process pid when tid is 0; '?' if it
+ * cannot be read (gone). */
+char weft__os_task_state(pid_t pid, pid_t tid);
+
+/* Makes handler the action of signal sig (SA_RESTART, so that the calls
+ * it interrupts go on), keeping the action it replaces, which
+ * weft__os_signal_restore puts back. 0 or a negated errno. Not
+ * async-signal-safe: for set-up only. */
+int weft__os_signal_handle(int sig, void (*handler)(int));
+int weft__os_signal_restore(int sig);
+
+/* The errno of the calling thread, saved and restored around a signal
+ * handler. */
+int weft__os_errno_get(void);
+void weft__os_errno_set(int value);
+
 #endif

@@ -421,6 +421,29 @@ static int lockstat_tree(void) {
   return 0;
 }
 
+/* For the dump tests: a thread waits on an event, main waits for it, and
+ * the process pauses until the test sends the dump's signal and reads the
+ * dump from its stderr (or, with the signal unset, sees it die of it). */
+static weft_event dump_never = WEFT_EVENT_INIT;
+static int dump_waiter_line;
+
+static void *dump_waiter(void *arg) {
+  (void)arg;
+  __atomic_store_n(&dump_waiter_line, __LINE__ + 1, __ATOMIC_RELEASE); /* the wait's line */
+  weft_event_wait(&dump_never, 60);
+  return NULL;
+}
+
+static int dump_signal(void) {
+  weft_thread t = weft_thread_new(dump_waiter, .name = "sleeper", .daemon = true);
+  if (weft_thread_start(t) != 0) return fail("start");
+  while (__atomic_load_n(&dump_waiter_line, __ATOMIC_ACQUIRE) == 0) weft_sleep(0.001);
+  printf("ready %d\n", __atomic_load_n(&dump_waiter_line, __ATOMIC_ACQUIRE));
+  fflush(stdout);
+  weft_thread_join(t, 60, NULL);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOFBF, 0); /* fully buffered, as a pipe makes it */
   const char *s = argc > 1 ? argv[1] : "";
@@ -444,6 +467,7 @@ int main(int argc, char **argv) {
   if (!strcmp(s, "race_wrong_lock")) return race_wrong_lock();
   if (!strcmp(s, "deadlock_aa")) return deadlock_aa();
   if (!strcmp(s, "race_free_locks")) return race_free_locks();
+  if (!strcmp(s, "dump_signal")) return dump_signal();
   fprintf(stderr, "weft_helper: unknown scenario '%s'\n", s);
   return 2;
 }

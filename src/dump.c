@@ -1,0 +1,813 @@
+/* SPDX-License-Identifier: MIT */
+/* weft_dump: every thread of the process and what it waits for, the locks
+ * it holds, the live wait-for cycles, and the children.
+ *
+ * A dump may be taken at any moment, from a signal handler too, while the
+ * threads it describes go on. So the whole path is async-signal-safe and
+ * takes no lock any dumped thread could hold:
+ *
+ * - the thread records (dump.h) are never freed and are walked without a
+ *   lock; each is read under its sequence counter, with atomic loads;
+ * - everything else -- the locks a thread waits for or holds, their names,
+ *   the deadlock detector's held stacks, the process registry's running
+ *   list -- may be changed or freed while it is read, so it is copied
+ *   through the kernel (weft__os_peek): memory gone reads as an error, and
+ *   a copy torn by a concurrent change prints stale text, never crashes;
+ * - text is formatted by hand into a fixed buffer and written with write(2)
+ *   a line at a time: no stdio, no malloc;
+ * - one dump runs at a time (an atomic flag), so the buffers are static.
+ *
+ * The watchdog is a plain pthread, unknown to the thread registry, that
+ * sums the records' counts of waits ended: while some thread waits and the
+ * sum does not move for the time given, it dumps once, and again only after
+ * progress resumed and stopped again.
+ */
+#define _GNU_SOURCE
+#include "weft/dump.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "deadlock.h"
+#include "dump.h"
+#include "internal.h"
+#include "lock.h"
+#include "os/os.h"
+
+/* The most threads and children one dump lists; the rest are counted. */
+#define MAX_THREADS 512
+#define MAX_CHILDREN 256
+/* Reads of a record whose counter keeps moving before it is shown as
+ * changing: its writer changes it for a few stores at a time. */
+#define READ_TRIES 1000
+/* The watchdog looks this often, as a fraction of its time, within bounds. */
+#define WATCH_TICKS 10
+#define WATCH_TICK_MIN_NS (10 * 1000 * 1000)
+#define WATCH_TICK_MAX_NS (250 * 1000 * 1000)
+
+/* ---- the records ---- */
+
+_Thread_local struct weft__wait_rec *weft__wait_self __attribute__((tls_model("initial-exec")));
+static struct weft__wait_rec *records; /* pushed at the head, never unlinked */
+
+static void store_identity(struct weft__wait_rec *r, const char *name, bool daemon) {
+  uint32_t seq = __atomic_load_n(&r->seq, __ATOMIC_RELAXED);
+  __atomic_store_n(&r->seq, seq + 1, __ATOMIC_RELAXED);
+  __atomic_store_n(&r->tid, weft__tid(), __ATOMIC_RELEASE);
+  __atomic_store_n(&r->daemon, (uint32_t)daemon, __ATOMIC_RELEASE);
+  __atomic_store_n(&r->kind, (uint32_t)WEFT__WAIT_NONE, __ATOMIC_RELEASE);
+  __atomic_store_n(&r->dd, NULL, __ATOMIC_RELEASE);
+  size_t i = 0;
+  for (; name != NULL && name[i] != '\0' && i < sizeof r->name - 1; i++)
+    __atomic_store_n(&r->name[i], name[i], __ATOMIC_RELEASE);
+  __atomic_store_n(&r->name[i], '\0', __ATOMIC_RELEASE);
+  __atomic_store_n(&r->seq, seq + 2, __ATOMIC_RELEASE);
+}
+
+void weft__wait_rec_take(const char *name, bool daemon) {
+  struct weft__wait_rec *r = weft__wait_self;
+  if (r == NULL) {
+    /* A record of a thread that ended, or one a forked child inherited
+     * from a thread that does not exist in it. */
+    for (struct weft__wait_rec *f = __atomic_load_n(&records, __ATOMIC_ACQUIRE); f != NULL;
+         f = f->next) {
+      pid_t owner = __atomic_load_n(&f->pid, __ATOMIC_ACQUIRE);
+      if (owner != weft__pid &&
+          __atomic_compare_exchange_n(&f->pid, &owner, weft__pid, false, __ATOMIC_ACQ_REL,
+                                      __ATOMIC_RELAXED)) {
+        r = f;
+        break;
+      }
+    }
+  }
+  if (r == NULL) {
+    if ((r = calloc(1, sizeof *r)) == NULL) return;
+    r->pid = weft__pid;
+    r->next = __atomic_load_n(&records, __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(&records, &r->next, r, false, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED)) {
+    }
+  }
+  store_identity(r, name, daemon);
+  weft__wait_self = r;
+}
+
+void weft__wait_rec_give_back(void) {
+  struct weft__wait_rec *r = weft__wait_self;
+  if (r == NULL) return;
+  weft__wait_self = NULL;
+  __atomic_store_n(&r->pid, 0, __ATOMIC_RELEASE);
+}
+
+void weft__wait_rec_forked(void) {
+  struct weft__wait_rec *r = weft__wait_self;
+  if (r == NULL) return;
+  /* The other threads' records still name the parent: free here. */
+  __atomic_store_n(&r->pid, weft__pid, __ATOMIC_RELAXED);
+  __atomic_store_n(&r->tid, weft__pid, __ATOMIC_RELAXED); /* a child's one thread: tid == pid */
+}
+
+void weft__wait_rec_set_dd(void *dd) {
+  struct weft__wait_rec *r = weft__wait_self;
+  if (r == NULL) return;
+  uint32_t seq = __atomic_load_n(&r->seq, __ATOMIC_RELAXED);
+  __atomic_store_n(&r->seq, seq + 1, __ATOMIC_RELAXED);
+  __atomic_store_n(&r->dd, dd, __ATOMIC_RELEASE);
+  __atomic_store_n(&r->seq, seq + 2, __ATOMIC_RELEASE);
+}
+
+/* One record as read at one moment. */
+struct snap {
+  uint32_t kind;
+  const void *obj;
+  const char *what, *site;
+  int64_t arg, since;
+  pid_t tid;
+  bool daemon, torn;
+  void *dd;
+  char name[WEFT_NAME_MAX + 1];
+};
+
+static bool read_record(const struct weft__wait_rec *r, struct snap *s) {
+  for (int tries = 0; tries < READ_TRIES; tries++) {
+    uint32_t seq = __atomic_load_n(&r->seq, __ATOMIC_ACQUIRE);
+    if (seq & 1) {
+      weft__cpu_relax();
+      continue;
+    }
+    s->kind = __atomic_load_n(&r->kind, __ATOMIC_ACQUIRE);
+    s->obj = __atomic_load_n(&r->obj, __ATOMIC_ACQUIRE);
+    s->what = __atomic_load_n(&r->what, __ATOMIC_ACQUIRE);
+    s->site = __atomic_load_n(&r->site, __ATOMIC_ACQUIRE);
+    s->arg = __atomic_load_n(&r->arg, __ATOMIC_ACQUIRE);
+    s->since = __atomic_load_n(&r->since, __ATOMIC_ACQUIRE);
+    s->tid = __atomic_load_n(&r->tid, __ATOMIC_ACQUIRE);
+    s->daemon = __atomic_load_n(&r->daemon, __ATOMIC_ACQUIRE) != 0;
+    s->dd = __atomic_load_n(&r->dd, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i < sizeof s->name; i++)
+      s->name[i] = __atomic_load_n(&r->name[i], __ATOMIC_ACQUIRE);
+    s->name[sizeof s->name - 1] = '\0';
+    if (__atomic_load_n(&r->seq, __ATOMIC_RELAXED) == seq) {
+      s->torn = false;
+      return true;
+    }
+  }
+  s->torn = true; /* its writer is the thread this dump interrupted, or far too busy */
+  return false;
+}
+
+/* ---- output: a line at a time, formatted by hand ---- */
+
+struct out {
+  int fd;
+  int err; /* the first write error */
+  size_t len;
+  char buf[1024];
+};
+
+static void flush(struct out *o) {
+  if (o->len == 0) return;
+  int r = weft__os_write_all(o->fd, o->buf, o->len);
+  if (r != 0 && o->err == 0) o->err = r;
+  o->len = 0;
+}
+
+static void put_n(struct out *o, const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (o->len == sizeof o->buf) flush(o);
+    o->buf[o->len++] = s[i];
+    if (s[i] == '\n') flush(o);
+  }
+}
+
+static void put(struct out *o, const char *s) { put_n(o, s, strlen(s)); }
+
+static void put_int(struct out *o, long long v) {
+  char digits[24];
+  int n = 0;
+  unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+  do digits[n++] = (char)('0' + u % 10);
+  while ((u /= 10) > 0);
+  if (v < 0) put_n(o, "-", 1);
+  while (n > 0) put_n(o, &digits[--n], 1);
+}
+
+static void put_hex(struct out *o, uintptr_t v) {
+  char digits[2 + 2 * sizeof v];
+  int n = 0;
+  do digits[n++] = "0123456789abcdef"[v & 15];
+  while ((v >>= 4) > 0);
+  put(o, "0x");
+  while (n > 0) put_n(o, &digits[--n], 1);
+}
+
+/* "1.250 s" */
+static void put_seconds(struct out *o, int64_t ns) {
+  if (ns < 0) ns = 0;
+  int64_t ms = ns / 1000000;
+  put_int(o, ms / 1000);
+  char frac[5] = {'.', (char)('0' + ms / 100 % 10), (char)('0' + ms / 10 % 10),
+                  (char)('0' + ms % 10), '\0'};
+  put(o, frac);
+  put(o, " s");
+}
+
+/* Copies the string at p (any pointer: it may be gone) into buf; control
+ * characters become '?'. Returns whether anything could be read. */
+static bool peek_text(const char *p, char *buf, size_t size) {
+  buf[0] = '\0';
+  if (p == NULL) return false;
+  ssize_t n = weft__os_peek(weft__pid, buf, p, size - 1);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  for (ssize_t i = 0; i < n && buf[i] != '\0'; i++)
+    if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f) buf[i] = '?';
+  return buf[0] != '\0';
+}
+
+static bool peek_lock(const void *addr, weft_lock *copy) {
+  return addr != NULL &&
+         weft__os_peek(weft__pid, copy, addr, sizeof *copy) == (ssize_t)sizeof *copy;
+}
+
+/* Whether a lock's name and site point into this program image. */
+static bool lock_texts_here(const weft_lock *l) {
+  return l->layout == 0 || l->layout == weft__layout;
+}
+
+/* A lock as the deadlock reports name it: "name", else "lock initialised
+ * at file:line", else "lock 0x...". */
+static void put_lock_label(struct out *o, const weft_lock *copy, const void *addr) {
+  char text[WEFT_NAME_MAX + 1];
+  put(o, "\"");
+  if (copy != NULL && lock_texts_here(copy) && peek_text(copy->name, text, sizeof text)) {
+    put(o, text);
+  } else if (copy != NULL && lock_texts_here(copy) && peek_text(copy->site, text, sizeof text)) {
+    put(o, "lock initialised at ");
+    put(o, text);
+  } else {
+    put(o, "lock ");
+    put_hex(o, (uintptr_t)addr);
+  }
+  put(o, "\"");
+}
+
+/* A site recorded with a wait or a held lock (a string literal normally). */
+static void put_site(struct out *o, const char *site) {
+  char text[256];
+  if (peek_text(site, text, sizeof text)) {
+    put(o, " at ");
+    put(o, text);
+  }
+}
+
+static void put_thread(struct out *o, const struct snap *s) {
+  put(o, s->name);
+  put(o, " (tid ");
+  put_int(o, s->tid);
+  put(o, ")");
+}
+
+/* ---- the dump ---- */
+
+static struct snap snaps[MAX_THREADS];
+static int nsnaps, nrecords;
+static int dumping; /* one dump at a time: the buffers above are shared */
+
+static const struct snap *snap_of(pid_t tid) {
+  for (int i = 0; i < nsnaps; i++)
+    if (snaps[i].tid == tid && !snaps[i].torn) return &snaps[i];
+  return NULL;
+}
+
+static void collect(void) {
+  nsnaps = nrecords = 0;
+  for (const struct weft__wait_rec *r = __atomic_load_n(&records, __ATOMIC_ACQUIRE); r != NULL;
+       r = r->next) {
+    if (__atomic_load_n(&r->pid, __ATOMIC_ACQUIRE) != weft__pid) continue;
+    nrecords++;
+    if (nsnaps == MAX_THREADS) continue;
+    struct snap *s = &snaps[nsnaps];
+    read_record(r, s);
+    /* Taken since pid was read by a thread not yet done writing itself. */
+    if (__atomic_load_n(&r->pid, __ATOMIC_ACQUIRE) != weft__pid) {
+      nrecords--;
+      continue;
+    }
+    /* In tid order: the main thread first, then by age, mostly. */
+    int i = nsnaps++;
+    struct snap tmp = *s;
+    while (i > 0 && snaps[i - 1].tid > tmp.tid) {
+      snaps[i] = snaps[i - 1];
+      i--;
+    }
+    snaps[i] = tmp;
+  }
+}
+
+/* The thread holding the lock, if it is one of this process's. */
+static const struct snap *holder_of(const weft_lock *copy) {
+  if (copy->word == WEFT__LOCK_DESTROYED || weft__lock_holder_pid(copy) != weft__pid) return NULL;
+  return snap_of(WEFT__OWNER_TID(weft__lock_owner(copy)));
+}
+
+static void put_holder(struct out *o, const weft_lock *copy) {
+  pid_t pid = weft__lock_holder_pid(copy);
+  if (copy->word == WEFT__LOCK_DESTROYED) {
+    put(o, "; destroyed");
+  } else if (pid == 0) {
+    put(o, "; free now");
+  } else if (pid != weft__pid) {
+    put(o, "; held by process ");
+    put_int(o, pid);
+  } else {
+    const struct snap *h = holder_of(copy);
+    put(o, "; held by ");
+    if (h != NULL) {
+      put_thread(o, h);
+    } else {
+      put(o, "tid ");
+      put_int(o, WEFT__OWNER_TID(weft__lock_owner(copy)));
+    }
+  }
+}
+
+static void put_wait(struct out *o, const struct snap *s, int64_t now) {
+  char text[WEFT_NAME_MAX + 1];
+  weft_lock copy;
+  bool named = peek_text(s->what, text, sizeof text);
+  switch ((enum weft__wait_kind)s->kind) {
+    case WEFT__WAIT_NONE: return;
+    case WEFT__WAIT_LOCK:
+      put(o, "waiting for lock ");
+      put_lock_label(o, peek_lock(s->obj, &copy) ? &copy : NULL, s->obj);
+      break;
+    case WEFT__WAIT_COND:
+      put(o, "waiting on condition ");
+      put_lock_label(o, peek_lock(s->obj, &copy) ? &copy : NULL, s->obj);
+      break;
+    case WEFT__WAIT_SEMAPHORE:
+      put(o, "waiting on semaphore ");
+      if (named) {
+        put(o, "\"");
+        put(o, text);
+        put(o, "\"");
+      } else {
+        put_hex(o, (uintptr_t)s->obj);
+      }
+      break;
+    case WEFT__WAIT_EVENT:
+      put(o, "waiting on event ");
+      put_hex(o, (uintptr_t)s->obj);
+      break;
+    case WEFT__WAIT_BARRIER:
+      put(o, "waiting at barrier ");
+      if (peek_lock(s->obj, &copy) && lock_texts_here(&copy) &&
+          peek_text(copy.site, text, sizeof text)) {
+        put(o, "\"barrier initialised at ");
+        put(o, text);
+        put(o, "\"");
+      } else {
+        put_hex(o, (uintptr_t)s->obj);
+      }
+      break;
+    case WEFT__WAIT_QUEUE_GET: put(o, "waiting to get from "); break;
+    case WEFT__WAIT_QUEUE_PUT: put(o, "waiting to put into "); break;
+    case WEFT__WAIT_QUEUE_JOIN: put(o, "waiting to join "); break;
+    case WEFT__WAIT_THREAD_JOIN:
+      put(o, "waiting to join ");
+      put(o, named ? text : "a thread");
+      break;
+    case WEFT__WAIT_PROCESS_JOIN:
+      put(o, "waiting to join ");
+      put(o, named ? text : "a process");
+      put(o, " (pid ");
+      put_int(o, s->arg);
+      put(o, ")");
+      break;
+    case WEFT__WAIT_FUTURE: put(o, "waiting for the result of a future"); break;
+    default: put(o, "waiting"); break;
+  }
+  if (s->kind >= WEFT__WAIT_QUEUE_GET && s->kind <= WEFT__WAIT_QUEUE_JOIN) {
+    put(o, "queue \"");
+    put(o, named ? text : "queue");
+    put(o, "\"");
+  }
+  put_site(o, s->site);
+  put(o, " for ");
+  put_seconds(o, now - s->since);
+  if (s->kind == WEFT__WAIT_LOCK && peek_lock(s->obj, &copy)) put_holder(o, &copy);
+}
+
+/* The locks the thread holds, from the deadlock detector's held stack. An
+ * entry is shown only while the lock's owner is still this thread: another
+ * thread may have released it (and freed it) since. */
+static void put_held(struct out *o, const struct snap *s) {
+  if (!__atomic_load_n(&weft__dd_on, __ATOMIC_RELAXED)) {
+    put(o, "    held locks not tracked (deadlock detection is off)\n");
+    return;
+  }
+  const struct weft__dd_thread *t = s->dd;
+  int depth = 0;
+  static struct weft__dd_held held[WEFT__DD_MAX_HELD];
+  ssize_t got = t != NULL ? weft__os_peek(weft__pid, &depth, &t->depth, sizeof depth) : 0;
+  if (got == -EPERM || got == -ENOSYS) {
+    /* A sandbox (seccomp) that refuses process_vm_readv: say so rather
+     * than "holds no lock". */
+    put(o, "    held locks not readable here (process_vm_readv is refused)\n");
+    return;
+  }
+  if (got != (ssize_t)sizeof depth || depth <= 0 || depth > WEFT__DD_MAX_HELD ||
+      weft__os_peek(weft__pid, held, t->held, sizeof held[0] * (size_t)depth) !=
+          (ssize_t)(sizeof held[0] * (size_t)depth))
+    depth = 0;
+  int shown = 0;
+  for (int i = 0; i < depth; i++) {
+    weft_lock copy;
+    if (!peek_lock(held[i].lock, &copy) || copy.word == WEFT__LOCK_DESTROYED ||
+        weft__lock_holder_pid(&copy) != weft__pid ||
+        WEFT__OWNER_TID(weft__lock_owner(&copy)) != s->tid)
+      continue;
+    put(o, "    holds ");
+    put_lock_label(o, &copy, held[i].lock);
+    put(o, " acquired");
+    if (held[i].site != NULL)
+      put_site(o, held[i].site);
+    else
+      put(o, " at (site unknown)");
+    put(o, "\n");
+    shown++;
+  }
+  if (shown == 0) put(o, "    holds no lock\n");
+}
+
+/* The live deadlocks: from each thread waiting for a lock, owner -> the
+ * lock it waits for -> its owner ..., as the detector's live check does;
+ * a chain back to the start is a cycle, shown once (from its lowest tid). */
+static void put_cycles(struct out *o) {
+  for (int i = 0; i < nsnaps; i++) {
+    const struct snap *start = &snaps[i];
+    if (start->torn || start->kind != WEFT__WAIT_LOCK) continue;
+    static const void *chain[MAX_THREADS];
+    static const struct snap *owners[MAX_THREADS];
+    int n = 0;
+    const struct snap *at = start;
+    bool cycle = false, lowest = true;
+    while (n < nsnaps) {
+      weft_lock copy;
+      if (at->kind != WEFT__WAIT_LOCK || !peek_lock(at->obj, &copy)) break;
+      const struct snap *h = holder_of(&copy);
+      if (h == NULL || h->torn) break;
+      chain[n] = at->obj;
+      owners[n++] = h;
+      if (h->tid < start->tid) lowest = false;
+      if (h == start) {
+        cycle = true;
+        break;
+      }
+      at = h;
+    }
+    if (!cycle || !lowest) continue;
+    put(o, "  live deadlock: ");
+    put_int(o, n);
+    put(o, n == 1 ? " thread waits for a lock it holds itself; the chain of waits:\n"
+                  : " threads wait for each other; the chain of waits:\n");
+    for (int k = 0; k < n; k++) {
+      weft_lock copy;
+      bool got = peek_lock(chain[k], &copy);
+      put(o, "    ");
+      put_lock_label(o, got ? &copy : NULL, chain[k]);
+      put(o, " is held by ");
+      put_thread(o, owners[k]);
+      put(o, ", which waits for the next\n");
+    }
+  }
+}
+
+struct children_ctx {
+  struct out *o;
+  int n;
+};
+
+static void put_child(void *arg, const char *name, pid_t pid, bool daemon) {
+  struct children_ctx *c = arg;
+  struct out *o = c->o;
+  if (c->n++ == 0) put(o, "  children:\n");
+  put(o, "    ");
+  put(o, name);
+  put(o, " (pid ");
+  put_int(o, pid);
+  put(o, daemon ? "), daemon: " : "): ");
+  char state = weft__os_task_state(pid, 0);
+  if (state == 'Z' || state == '?')
+    put(o, "ended, not joined yet\n");
+  else {
+    put(o, state == 'T' || state == 't' ? "stopped" : "running");
+    put(o, " (kernel state ");
+    put_n(o, &state, 1);
+    put(o, ")\n");
+  }
+}
+
+/* The dump itself; reason says what asked for it (may be empty). */
+static int dump_to(int fd, const char *reason) {
+  static struct out o;
+  int busy = 0;
+  if (!__atomic_compare_exchange_n(&dumping, &busy, 1, false, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_RELAXED)) {
+    /* Not o: the dump under way owns it. */
+    static const char msg[] = "weft: a dump is already being written; this one is skipped\n";
+    weft__os_write_all(fd, msg, sizeof msg - 1);
+    return WEFT_EBUSY;
+  }
+  o.fd = fd;
+  o.err = 0;
+  o.len = 0;
+  int64_t now = weft__os_now_ns();
+  collect();
+  char text[WEFT_NAME_MAX + 1];
+  put(&o, "weft: dump of ");
+  put(&o, peek_text(weft__process_own_name(), text, sizeof text) ? text : "this process");
+  put(&o, " (pid ");
+  put_int(&o, weft__pid);
+  put(&o, "): ");
+  put_int(&o, nrecords);
+  put(&o, nrecords == 1 ? " thread" : " threads");
+  put(&o, reason);
+  put(&o, "\n");
+  for (int i = 0; i < nsnaps; i++) {
+    const struct snap *s = &snaps[i];
+    put(&o, "  ");
+    if (s->torn) {
+      put(&o, "a thread whose record was changing as it was read\n");
+      continue;
+    }
+    put_thread(&o, s);
+    put(&o, s->daemon ? ", daemon: " : ": ");
+    if (s->kind != WEFT__WAIT_NONE) {
+      put_wait(&o, s, now);
+    } else {
+      char state = weft__os_task_state(weft__pid, s->tid);
+      put(&o, "running (in no weft wait; kernel state ");
+      put_n(&o, &state, 1);
+      put(&o, ")");
+    }
+    put(&o, "\n");
+    put_held(&o, s);
+  }
+  if (nrecords > nsnaps) {
+    put(&o, "  ... (");
+    put_int(&o, nrecords - nsnaps);
+    put(&o, " more, not shown)\n");
+  }
+  put_cycles(&o);
+  struct children_ctx c = {&o, 0};
+  int shown = weft__process_each_child(put_child, &c, MAX_CHILDREN);
+  if (shown == MAX_CHILDREN) put(&o, "    ... (more children not shown)\n");
+  put(&o, "weft: end of dump\n");
+  flush(&o);
+  int err = o.err;
+  __atomic_store_n(&dumping, 0, __ATOMIC_RELEASE);
+  return err;
+}
+
+int weft_dump(void) { return weft_dump_fd(2); }
+
+int weft_dump_fd(int fd) {
+  if (fd < 0) return weft__error(WEFT_EINVAL, "weft_dump_fd: fd %d is negative", fd);
+  int r = dump_to(fd, "");
+  if (r == WEFT_EBUSY)
+    return weft__error(r, "weft_dump_fd: another dump is being written (one at a time)");
+  if (r == -EBADF)
+    return weft__error(WEFT_EINVAL, "weft_dump_fd: fd %d is not open for writing", fd);
+  if (r != 0)
+    return weft__error(r, "weft_dump_fd: writing to fd %d failed: %s", fd, weft_strerror(r));
+  return 0;
+}
+
+/* ---- on a signal ---- */
+
+static uint64_t registered; /* bit n: the dump's handler is on signal n */
+
+static void on_signal(int sig) {
+  int saved = weft__os_errno_get();
+  char reason[48] = " (on signal ";
+  size_t n = strlen(reason);
+  const char *abbrev = sigabbrev_np(sig);
+  if (abbrev != NULL && n + 4 + strlen(abbrev) + 2 < sizeof reason) {
+    memcpy(reason + n, "SIG", 3);
+    n += 3;
+    memcpy(reason + n, abbrev, strlen(abbrev));
+    n += strlen(abbrev);
+  }
+  reason[n++] = ')';
+  reason[n] = '\0';
+  dump_to(2, reason);
+  weft__os_errno_set(saved);
+}
+
+/* Signals a dump must not take: they cannot be caught, or come from a
+ * fault that returning from the handler would only repeat. */
+static bool refused(int sig) {
+  return sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV || sig == SIGBUS || sig == SIGILL ||
+         sig == SIGFPE || sig == SIGTRAP || sig == SIGSYS;
+}
+
+int weft_dump_register(int signum) {
+  if (signum <= 0 || signum >= 64 || signum >= NSIG || refused(signum))
+    return weft__error(WEFT_EINVAL,
+                       "weft_dump_register: signal %d cannot carry a dump (a catchable signal "
+                       "that is not a fault, such as SIGQUIT or SIGUSR1)", signum);
+  if (__atomic_load_n(&registered, __ATOMIC_RELAXED) >> signum & 1) return 0;
+  int r = weft__os_signal_handle(signum, on_signal);
+  if (r != 0) return weft__error(r, "weft_dump_register: sigaction(%d) failed", signum);
+  __atomic_fetch_or(&registered, 1ull << signum, __ATOMIC_RELAXED);
+  return 0;
+}
+
+int weft_dump_unregister(int signum) {
+  if (signum <= 0 || signum >= 64 || signum >= NSIG)
+    return weft__error(WEFT_EINVAL, "weft_dump_unregister: %d is not a signal number", signum);
+  if (!(__atomic_load_n(&registered, __ATOMIC_RELAXED) >> signum & 1)) return 0;
+  int r = weft__os_signal_restore(signum);
+  if (r != 0) return weft__error(r, "weft_dump_unregister: sigaction(%d) failed", signum);
+  __atomic_fetch_and(&registered, ~(1ull << signum), __ATOMIC_RELAXED);
+  return 0;
+}
+
+/* "1": SIGQUIT; else a name with or without SIG (any case) or a number
+ * other than 1. 0 for none ("0" or ""), -1 for a bad value. */
+static int parse_signal(const char *v) {
+  if (v[0] == '\0' || strcmp(v, "0") == 0) return 0;
+  if (strcmp(v, "1") == 0) return SIGQUIT;
+  char *end;
+  long n = strtol(v, &end, 10);
+  if (end != v && *end == '\0')
+    return n > 1 && n < 64 && n < NSIG && !refused((int)n) ? (int)n : -1;
+  const char *name = strncasecmp(v, "SIG", 3) == 0 ? v + 3 : v;
+  for (int sig = 1; sig < 64 && sig < NSIG; sig++) {
+    const char *abbrev = sigabbrev_np(sig);
+    if (abbrev != NULL && strcasecmp(abbrev, name) == 0) return refused(sig) ? -1 : sig;
+  }
+  return -1;
+}
+
+/* ---- the watchdog ---- */
+
+static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t watch_cv;
+static bool watch_started;
+static int64_t watch_after; /* ns without progress; 0: off */
+static uint64_t watch_gen;  /* changed by every later or cancel */
+
+/* Sums the waits ended by every record (free ones too: their counts never
+ * go back) and says whether a thread of this process waits now. */
+static uint64_t progress(bool *waiting) {
+  uint64_t sum = 0;
+  *waiting = false;
+  for (const struct weft__wait_rec *r = __atomic_load_n(&records, __ATOMIC_ACQUIRE); r != NULL;
+       r = r->next) {
+    sum += __atomic_load_n(&r->ends, __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&r->pid, __ATOMIC_ACQUIRE) == weft__pid &&
+        __atomic_load_n(&r->kind, __ATOMIC_ACQUIRE) != WEFT__WAIT_NONE)
+      *waiting = true;
+  }
+  return sum;
+}
+
+static void *watch(void *unused) {
+  (void)unused;
+  pthread_mutex_lock(&watch_mu);
+  uint64_t gen = watch_gen - 1, last = 0;
+  int64_t quiet_since = 0;
+  bool fired = false;
+  for (;;) {
+    if (watch_after == 0) {
+      pthread_cond_wait(&watch_cv, &watch_mu);
+      continue;
+    }
+    bool waiting;
+    int64_t now = weft__os_now_ns();
+    if (gen != watch_gen) { /* armed anew */
+      gen = watch_gen;
+      last = progress(&waiting);
+      quiet_since = now;
+      fired = false;
+    }
+    int64_t tick = watch_after / WATCH_TICKS;
+    if (tick < WATCH_TICK_MIN_NS) tick = WATCH_TICK_MIN_NS;
+    if (tick > WATCH_TICK_MAX_NS) tick = WATCH_TICK_MAX_NS;
+    int64_t until = now + tick;
+    struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
+    pthread_cond_clockwait(&watch_cv, &watch_mu, CLOCK_MONOTONIC, &ts);
+    if (watch_after == 0 || gen != watch_gen) continue;
+    uint64_t sum = progress(&waiting);
+    now = weft__os_now_ns();
+    if (sum != last || !waiting) {
+      last = sum;
+      quiet_since = now;
+      fired = false;
+    } else if (!fired && now - quiet_since >= watch_after) {
+      fired = true;
+      char reason[64], *p = reason;
+      const char *head = " (no weft wait ended for ";
+      memcpy(p, head, strlen(head));
+      p += strlen(head);
+      int64_t ms = (now - quiet_since) / 1000000;
+      p += snprintf(p, sizeof reason - (size_t)(p - reason) - 1, "%lld.%03lld s)",
+                    (long long)(ms / 1000), (long long)(ms % 1000));
+      *p = '\0';
+      pthread_mutex_unlock(&watch_mu);
+      dump_to(2, reason);
+      pthread_mutex_lock(&watch_mu);
+    }
+  }
+  return NULL;
+}
+
+/* watch_mu held. */
+static int start_watch_locked(void) {
+  if (watch_started) return 0;
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&watch_cv, &attr);
+  pthread_condattr_destroy(&attr);
+  pthread_attr_t tattr;
+  pthread_attr_init(&tattr);
+  pthread_attr_setdetachstate(&tattr, PTHREAD_CREATE_DETACHED);
+  pthread_t t;
+  /* The watchdog must not take signals meant for the program's threads. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int r = pthread_create(&t, &tattr, watch, NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&tattr);
+  if (r != 0) return -r;
+  watch_started = true;
+  return 0;
+}
+
+int weft_dump_later(double seconds) {
+  if (!(seconds > 0) || weft__waits_forever(seconds))
+    return weft__error(WEFT_EINVAL,
+                       "weft_dump_later: seconds must be above 0 and at most 1e9, not %g", seconds);
+  pthread_mutex_lock(&watch_mu);
+  int r = start_watch_locked();
+  if (r == 0) {
+    watch_after = (int64_t)(seconds * 1e9);
+    if (watch_after == 0) watch_after = 1;
+    watch_gen++;
+    pthread_cond_signal(&watch_cv);
+  }
+  pthread_mutex_unlock(&watch_mu);
+  if (r != 0) return weft__error(r, "weft_dump_later: could not start the watchdog thread");
+  return 0;
+}
+
+int weft_dump_cancel(void) {
+  pthread_mutex_lock(&watch_mu);
+  watch_after = 0;
+  watch_gen++;
+  if (watch_started) pthread_cond_signal(&watch_cv);
+  pthread_mutex_unlock(&watch_mu);
+  return 0;
+}
+
+void weft__dump_after_fork_child(void) {
+  /* The watchdog thread stayed in the parent, maybe holding its mutex. */
+  if (!watch_started) return;
+  pthread_mutex_init(&watch_mu, NULL);
+  watch_started = false;
+  watch_after = 0;
+}
+
+void weft__dump_init(void) {
+  const char *sig = getenv("WEFT_DUMP_SIGNAL");
+  if (sig != NULL) {
+    int n = parse_signal(sig);
+    if (n < 0 || (n > 0 && weft_dump_register(n) != 0))
+      fprintf(stderr,
+              "weft: WEFT_DUMP_SIGNAL=%s is not 1 (SIGQUIT), 0 or a signal name or number that "
+              "can carry a dump (QUIT, USR1, 12); no dump on a signal\n", sig);
+  }
+}
+
+void weft__dump_watch_init(void) {
+  const char *after = getenv("WEFT_DUMP_AFTER");
+  if (after != NULL && after[0] != '\0') {
+    char *end;
+    double s = strtod(after, &end);
+    if (end == after || *end != '\0' || weft_dump_later(s) != 0)
+      fprintf(stderr,
+              "weft: WEFT_DUMP_AFTER=%s is not a number of seconds above 0; no watchdog\n", after);
+  }
+}
