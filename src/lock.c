@@ -297,6 +297,12 @@ __attribute__((noinline)) static int acquire_slow(weft_lock *l, double timeout, 
 /* The uncontended acquire: one compare-and-swap of a wholly free word. */
 static inline bool take_free(weft_lock *l) { return cas(&l->word, 0, (uint32_t)weft__pid); }
 
+/* Whether a lock is held: its first compare-and-swap also fails on a free
+ * lock whose word carries a flag (WOKEN, STARVING), which is no contention. */
+static bool held(const weft_lock *l) {
+  return (__atomic_load_n(&l->word, __ATOMIC_RELAXED) & PID_MASK) != 0;
+}
+
 int weft__lock_reacquire(weft_lock *l, bool rlock) {
   int r = 0;
   bool ls = hooks() & WEFT__HOOK_LS;
@@ -304,7 +310,7 @@ int weft__lock_reacquire(weft_lock *l, bool rlock) {
   /* No detector check: it cannot refuse here, as the wait's caller must get
    * its lock back (Python's wait never fails to re-acquire either). */
   if (!take_free(l)) {
-    if (ls) since = weft__ls_ticks();
+    if (ls && held(l)) since = weft__ls_ticks();
     r = weft__lock_wait(l, WEFT__NEVER, REACQUIRE_SPINS, false,
                         "(re-acquired after a Condition wait)");
   }
@@ -353,7 +359,7 @@ __attribute__((noinline)) static int acquire_tracked(weft_lock *l, double timeou
  * wait, so it is not timed. */
 __attribute__((noinline)) static int acquire_counted_slow(weft_lock *l, double timeout,
                                                           const char *site, bool rlock) {
-  uint64_t since = timeout > 0 ? weft__ls_ticks() : 0;
+  uint64_t since = timeout > 0 && held(l) ? weft__ls_ticks() : 0;
   int r = weft__dd_on ? acquire_tracked(l, timeout, site) : acquire_slow(l, timeout, false, site);
   if (r == 0 || r == WEFT_EOWNERDEAD) weft__ls_acquired(l, rlock, since, site);
   return r;
