@@ -523,24 +523,22 @@ void weft__lock_release_hooks(weft_lock *l) {
   if (h != 0) release_hooks(l, h);
 }
 
-__attribute__((noinline)) static int release_plain(weft_lock *l) {
-  int r = release(l);
-  if (__builtin_expect(r == 0, 1)) return 0;
-  return release_error(l, r);
-}
-
-__attribute__((noinline)) static int release_hooked_slow(weft_lock *l) {
-  release_hooks(l, hooks());
-  return release_plain(l);
+/* A release that tells the tools first. */
+__attribute__((noinline)) static int release_told(weft_lock *l, int h) {
+  release_hooks(l, h);
+  int err = release(l);
+  return __builtin_expect(err == 0, 1) ? 0 : release_error(l, err);
 }
 
 /* weft_lock_release with a tool on, reached by a tail call: with every
  * tool off, weft_lock_release keeps nothing on the stack before its
  * compare-and-swap. The profile's usual case -- the releasing thread took
- * the lock last and did not time the hold -- has nothing to do and makes
- * no call before the release's. */
+ * the lock last and did not time the hold -- has nothing to tell and makes
+ * only tail calls, so nothing is saved on the stack before the release's
+ * compare-and-swap either. */
 __attribute__((noinline)) static int release_hooked(weft_lock *l) {
-  if (hooks() == WEFT__HOOK_LS) {
+  int h = hooks();
+  if (h == WEFT__HOOK_LS) {
     struct weft__ls_thread *t = weft__ls_self;
     struct weft__ls_rec *r = t != NULL ? t->last : NULL;
     if (__builtin_expect(weft__ls_is(r, l) && r->since == 0, 1)) {
@@ -548,7 +546,7 @@ __attribute__((noinline)) static int release_hooked(weft_lock *l) {
       return __builtin_expect(err == 0, 1) ? 0 : release_error(l, err);
     }
   }
-  return release_hooked_slow(l);
+  return release_told(l, h);
 }
 
 int weft_lock_release(weft_lock *l) {
