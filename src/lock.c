@@ -551,7 +551,13 @@ __attribute__((noinline)) static int release_hooked(weft_lock *l) {
 
 int weft_lock_release(weft_lock *l) {
   if (__builtin_expect(l == NULL, 0)) return release_error(l, WEFT_EINVAL);
-  if (__builtin_expect(hooks() != 0, 0)) return release_hooked(l);
+  int h = hooks();
+  if (__builtin_expect(h != 0, 0)) {
+    /* Detection alone, its usual case inline: a call or a register saved
+     * on the stack before the compare-and-swap would slow it. */
+    if (h != WEFT__HOOK_DD) return release_hooked(l);
+    if (!weft__lock_destroyed(l)) weft__dd_released(l);
+  }
   int r = release(l);
   if (__builtin_expect(r == 0, 1)) return 0;
   return release_error(l, r);
