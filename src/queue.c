@@ -348,7 +348,7 @@ static bool has_room_for_a_line(const weft_queue *q) {
  * from running. */
 static void wait_for(weft_queue *q, weft__chan *c, bool (*ready)(const weft_queue *),
                      bool (*ready_well)(const weft_queue *), uint32_t *budget, bool *spun,
-                     bool getter, weft__deadline deadline) {
+                     bool *counted, weft__deadline deadline) {
   if (!*spun) {
     *spun = true;
     uint32_t spins = __atomic_load_n(budget, __ATOMIC_RELAXED);
@@ -369,7 +369,7 @@ static void wait_for(weft_queue *q, weft__chan *c, bool (*ready)(const weft_queu
   uint32_t gen = weft__chan_enter(c);
   /* Registered first, so a put that finds no getter searching finds this
    * one asleep. */
-  if (getter) __atomic_sub_fetch(&q->searching, 1, __ATOMIC_SEQ_CST);
+  if (counted != NULL && *counted) __atomic_sub_fetch(&q->searching, 1, __ATOMIC_SEQ_CST);
   /* The other side's barrier (see before_signal); without it, look again
    * every millisecond rather than miss a signal. */
   if (__atomic_load_n(&asymmetric, __ATOMIC_RELAXED) && !others_fence(q, c) &&
@@ -379,8 +379,12 @@ static void wait_for(weft_queue *q, weft__chan *c, bool (*ready)(const weft_queu
   }
   if (!ready(q) && !is_closed(q)) weft__chan_sleep(c, gen, deadline);
   weft__chan_leave(c, gen);
-  if (getter) { /* searching again before the next wake-up may be given */
+  /* Searching again, counted from now on whether it was before or not,
+   * before the next wake-up may be given: a put that found the token taken
+   * counts on the getter woken to take its item or pass it on. */
+  if (counted != NULL) {
     __atomic_add_fetch(&q->searching, 1, __ATOMIC_SEQ_CST);
+    *counted = true;
     __atomic_store_n(&q->waking, 0, __ATOMIC_SEQ_CST);
   }
 }
@@ -506,7 +510,7 @@ int weft_queue_put_at(weft_queue *q, void *item, double timeout, const char *sit
     enter_slow(q);
     bool recorded = weft__wait_begin(WEFT__WAIT_QUEUE_PUT, q, qname(q), site, 0);
     while (r == WEFT_EFULL && !weft__deadline_passed(deadline)) {
-      wait_for(q, &q->not_full, has_room, has_room_for_a_line, &q->spin_room, &spun, false,
+      wait_for(q, &q->not_full, has_room, has_room_for_a_line, &q->spin_room, &spun, NULL,
                deadline);
       r = try_put(q, item);
     }
@@ -544,16 +548,23 @@ int weft_queue_get_at(weft_queue *q, void **item, double timeout, const char *si
     weft__deadline_from(timeout, &deadline);
     bool spun = false;
     enter_slow(q);
-    __atomic_add_fetch(&q->searching, 1, __ATOMIC_SEQ_CST);
+    /* Only where other getters sleep does a put have sleepers to spare a
+     * wake-up: a lone consumer keeps the counter's cache line out of its
+     * slow path until it has slept. Uncounted, a getter is never one a put
+     * counts on. */
+    bool counted = weft__chan_has_sleepers(&q->not_empty);
+    if (counted) __atomic_add_fetch(&q->searching, 1, __ATOMIC_SEQ_CST);
     bool recorded = weft__wait_begin(WEFT__WAIT_QUEUE_GET, q, qname(q), site, 0);
     while (r == WEFT_EEMPTY && !weft__deadline_passed(deadline)) {
-      wait_for(q, &q->not_empty, has_item, has_item, &q->spin_item, &spun, true, deadline);
+      wait_for(q, &q->not_empty, has_item, has_item, &q->spin_item, &spun, &counted, deadline);
       r = try_get(q, item);
     }
     weft__wait_end(recorded);
-    __atomic_sub_fetch(&q->searching, 1, __ATOMIC_SEQ_CST);
-    /* A put may have counted on this getter to take its item. */
-    if (has_item(q)) wake_a_getter(q);
+    if (counted) {
+      __atomic_sub_fetch(&q->searching, 1, __ATOMIC_SEQ_CST);
+      /* A put may have counted on this getter to take its item. */
+      if (has_item(q)) wake_a_getter(q);
+    }
   }
   if (r != 0) {
     r = get_error(q, r, timeout);
@@ -618,7 +629,7 @@ int weft_queue_join_at(weft_queue *q, double timeout, const char *site) {
   bool recorded = !all_done(q) && timeout > 0 &&
                   weft__wait_begin(WEFT__WAIT_QUEUE_JOIN, q, qname(q), site, 0);
   while (!all_done(q) && !weft__deadline_passed(deadline))
-    wait_for(q, &q->all_done, all_done, all_done, &q->spin_room, &spun, false, deadline);
+    wait_for(q, &q->all_done, all_done, all_done, &q->spin_room, &spun, NULL, deadline);
   weft__wait_end(recorded);
   int r = 0;
   if (!all_done(q))
