@@ -4,7 +4,7 @@
  * process, thread, lock and line; in error mode one process is refused with
  * WEFT_EDEADLK and the others get their locks; consistent orders stay
  * silent; a process killed while waiting leaves nothing that could be
- * reported later. */
+ * reported later; children started by spawn or forkserver take part. */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
@@ -322,6 +322,46 @@ START_TEST(killed_waiter_leaves_no_stale_wait) {
 }
 END_TEST
 
+/* ---- spawn and forkserver children use their parent's table ---- */
+
+static int child_b_then_a_backs_off(void *arg) {
+  struct env *e = *(struct env **)arg; /* the child's copy of the pointer */
+  if (weft_lock_acquire(e->b, WEFT_FOREVER) != 0) return 1;
+  st(&e->holding[1], 1);
+  if (!wait_ge(&e->holding[0], 1, 10)) return 2;
+  st(&e->going[1], 1);
+  if (weft_lock_acquire(e->a, WEFT_FOREVER) != 0) return 3; /* the parent is refused */
+  weft_lock_release(e->a);
+  weft_lock_release(e->b);
+  return 0;
+}
+
+START_TEST(spawned_children_share_the_wait_table) {
+  struct env *e = new_env();
+  ck_assert_int_eq(weft_deadlock_set_mode(WEFT_DEADLOCK_ERROR), 0);
+  const char *methods[] = {"spawn", "forkserver"};
+  for (int m = 0; m < 2; m++) {
+    memset(e->holding, 0, sizeof e->holding);
+    memset(e->going, 0, sizeof e->going);
+    ck_assert_int_eq(weft_lock_acquire(e->a, WEFT_FOREVER), 0);
+    st(&e->holding[0], 1);
+    weft_process child = weft_process_new(child_b_then_a_backs_off, .args = &e, .args_size = sizeof e,
+                                          .name = "spawned-child", .start_method = methods[m]);
+    int started = weft_process_start(child);
+    ck_assert_msg(started == 0, "%s: %s", methods[m], weft_last_error());
+    ck_assert(wait_ge(&e->going[1], 1, 20));
+    ck_assert(wait_asleep(weft_process_pid(child), 10));
+    int r = weft_lock_acquire(e->b, WEFT_FOREVER);
+    ck_assert_msg(r == WEFT_EDEADLK, "%s: %d", methods[m], r);
+    ck_assert_int_eq(weft_lock_release(e->a), 0);
+    ck_assert_int_eq(finish_process(child, 20), 0);
+  }
+  ck_assert_int_eq(ld(&e->reports), 1); /* the parent's, once for the same locks */
+  ck_assert_ptr_nonnull(strstr(e->report, "\"spawned-child\""));
+  free_env(e);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("test_deadlock_procs");
   TCase *tc = weft_tcase("deadlock_procs", 60);
@@ -330,6 +370,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, three_processes_reported_once);
   tcase_add_test(tc, consistent_order_across_four_processes_is_silent);
   tcase_add_test(tc, killed_waiter_leaves_no_stale_wait);
+  tcase_add_test(tc, spawned_children_share_the_wait_table);
   suite_add_tcase(s, tc);
   return s;
 }
