@@ -362,6 +362,73 @@ START_TEST(spawned_children_share_the_wait_table) {
 }
 END_TEST
 
+/* ---- a step through another thread of the caller's own process ---- */
+
+struct second_thread {
+  struct env *e;
+  int has_c, go, tid, result;
+};
+
+/* Holds C, then waits (within its process) for A, which the main thread holds. */
+static void *hold_c_want_a(void *arg) {
+  struct second_thread *s = arg;
+  st(&s->tid, (int)gettid());
+  if (weft_lock_acquire(s->e->c, WEFT_FOREVER) != 0) return NULL;
+  st(&s->has_c, 1);
+  if (!wait_ge(&s->go, 1, 20)) return NULL;
+  st(&s->go, 2); /* no nap from here to the wait */
+  s->result = weft_lock_acquire(s->e->a, WEFT_FOREVER);
+  if (s->result == 0) weft_lock_release(s->e->a);
+  weft_lock_release(s->e->c);
+  return NULL;
+}
+
+/* Holds B, then waits for C, which the parent's second thread holds. */
+static int child_b_then_c(void *arg) {
+  struct env *e = arg;
+  if (weft_lock_acquire(e->b, WEFT_FOREVER) != 0) return 1;
+  st(&e->holding[1], 1);
+  if (!wait_ge(&e->going[1], 1, 20)) return 2;
+  st(&e->going[1], 2);
+  if (weft_lock_acquire(e->c, WEFT_FOREVER) != 0) return 3;
+  weft_lock_release(e->c);
+  weft_lock_release(e->b);
+  return 0;
+}
+
+START_TEST(chain_through_a_thread_of_the_callers_process) {
+  struct env *e = new_env();
+  ck_assert_int_eq(weft_deadlock_set_mode(WEFT_DEADLOCK_ERROR), 0);
+  ck_assert_int_eq(weft_lock_acquire(e->a, WEFT_FOREVER), 0);
+  struct second_thread s = {.e = e};
+  pthread_t t = spawn(hold_c_want_a, &s);
+  ck_assert(wait_ge(&s.has_c, 1, 10));
+  weft_process child = start_named(child_b_then_c, e, "bc-child");
+  ck_assert(wait_ge(&e->holding[1], 1, 10));
+  st(&s.go, 1);
+  ck_assert(wait_ge(&s.go, 2, 10));
+  double end = test_now() + 10;
+  while (thread_state(ld(&s.tid)) != 'S' && test_now() < end) nap_ms(1);
+  ck_assert_int_eq(thread_state(ld(&s.tid)), 'S');
+  st(&e->going[1], 1);
+  ck_assert(wait_ge(&e->going[1], 2, 10));
+  ck_assert(wait_asleep(weft_process_pid(child), 10));
+  /* B (the child's) -> C (our second thread's, it waits for A) -> A (ours). */
+  int r = weft_lock_acquire(e->b, WEFT_FOREVER);
+  ck_assert_msg(r == WEFT_EDEADLK, "%d", r);
+  ck_assert_int_eq(weft_lock_release(e->a), 0);
+  join(t);
+  ck_assert_int_eq(s.result, 0);
+  ck_assert_int_eq(finish_process(child, 20), 0);
+  ck_assert_int_eq(ld(&e->reports), 1);
+  char want[64];
+  snprintf(want, sizeof want, "(tid %d), which waits for \"lock-A\"", ld(&s.tid));
+  ck_assert_msg(strstr(e->report, want) != NULL, "no %s in:\n%s", want, e->report);
+  ck_assert_ptr_nonnull(strstr(e->report, "\"bc-child\""));
+  free_env(e);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("test_deadlock_procs");
   TCase *tc = weft_tcase("deadlock_procs", 60);
@@ -371,6 +438,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, consistent_order_across_four_processes_is_silent);
   tcase_add_test(tc, killed_waiter_leaves_no_stale_wait);
   tcase_add_test(tc, spawned_children_share_the_wait_table);
+  tcase_add_test(tc, chain_through_a_thread_of_the_callers_process);
   suite_add_tcase(s, tc);
   return s;
 }
