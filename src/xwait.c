@@ -32,6 +32,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "deadlock.h"
@@ -206,7 +207,10 @@ int weft__xw_before_sleep(weft_lock *l, bool forever, bool may_refuse, const cha
 
   /* Follow lock -> holder -> the lock it waits for, until the chain comes
    * back here, ends, or loops without us. */
-  static _Thread_local struct weft__dd_xstep steps[MAX_STEPS];
+  /* On the heap: 32 KiB would strain a small thread stack, and this path
+   * is about to sleep anyway. Without memory the wait goes unchecked. */
+  struct weft__dd_xstep *steps = malloc(sizeof *steps * MAX_STEPS);
+  if (steps == NULL) return 0;
   int n = 0;
   weft_lock *cur = l;
   char cur_label[128];
@@ -249,13 +253,18 @@ int weft__xw_before_sleep(weft_lock *l, bool forever, bool may_refuse, const cha
     n++;
     cur = next_lock;
   }
-  if (!cycle) return 0;
-  for (int i = 0; i < n; i++)
-    if (steps[i].seq > my_seq) return 0; /* a later member acts */
+  bool act = cycle;
+  for (int i = 0; i < n && act; i++)
+    if (steps[i].seq > my_seq) act = false; /* a later member acts */
+  if (!act) {
+    free(steps);
+    return 0;
+  }
   struct weft__dd_report r = {0};
   weft__dd_lock();
   weft__dd_report_xlive_locked(&r, me, proc, l, site, forever, steps, n);
   weft__dd_unlock();
+  free(steps);
   weft__dd_deliver(&r);
   return may_refuse && weft__dd_error_mode() ? WEFT_EDEADLK : 0;
 }
