@@ -429,6 +429,56 @@ START_TEST(chain_through_a_thread_of_the_callers_process) {
 }
 END_TEST
 
+/* ---- RLocks ---- */
+
+struct rlocks {
+  weft_rlock *a, *b;
+};
+
+static int child_rlock_b_then_a(void *arg) {
+  struct env *e = arg;
+  struct rlocks *rl = (struct rlocks *)(e + 1);
+  if (weft_rlock_acquire(rl->b, WEFT_FOREVER) != 0) return 1;
+  if (weft_rlock_acquire(rl->b, WEFT_FOREVER) != 0) return 1; /* re-entered: still one holder */
+  st(&e->holding[1], 1);
+  if (!wait_ge(&e->holding[0], 1, 10)) return 2;
+  st(&e->going[1], 1);
+  if (weft_rlock_acquire(rl->a, WEFT_FOREVER) != 0) return 3; /* the parent is refused */
+  weft_rlock_release(rl->a);
+  weft_rlock_release(rl->b);
+  weft_rlock_release(rl->b);
+  return 0;
+}
+
+START_TEST(rlocks_between_processes) {
+  struct env *e = shared(sizeof *e + sizeof(struct rlocks));
+  struct rlocks *rl = (struct rlocks *)(e + 1);
+  rl->a = weft_rlock_new(.name = "rlock-A");
+  rl->b = weft_rlock_new(.name = "rlock-B");
+  ck_assert(rl->a && rl->b);
+  weft_deadlock_set_hook(record, e);
+  ck_assert_int_eq(weft_deadlock_set_mode(WEFT_DEADLOCK_ERROR), 0);
+  /* Taken after the fork: a forked child counts an RLock its forking thread
+   * held then as its own. */
+  weft_process child = start_named(child_rlock_b_then_a, e, "rlock-child");
+  ck_assert(wait_ge(&e->holding[1], 1, 10));
+  ck_assert_int_eq(weft_rlock_acquire(rl->a, WEFT_FOREVER), 0);
+  st(&e->holding[0], 1);
+  ck_assert(wait_ge(&e->going[1], 1, 10));
+  ck_assert(wait_asleep(weft_process_pid(child), 10));
+  ck_assert_int_eq(weft_rlock_acquire(rl->b, WEFT_FOREVER), WEFT_EDEADLK);
+  ck_assert_int_eq(weft_rlock_release(rl->a), 0);
+  ck_assert_int_eq(finish_process(child, 20), 0);
+  ck_assert_int_eq(ld(&e->reports), 1);
+  ck_assert_ptr_nonnull(strstr(e->report, "\"rlock-B\""));
+  ck_assert_ptr_nonnull(strstr(e->report, "\"rlock-child\""));
+  weft_deadlock_set_hook(NULL, NULL);
+  ck_assert_int_eq(weft_rlock_free(rl->a), 0);
+  ck_assert_int_eq(weft_rlock_free(rl->b), 0);
+  weft_shared_free(e);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("test_deadlock_procs");
   TCase *tc = weft_tcase("deadlock_procs", 60);
@@ -439,6 +489,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, killed_waiter_leaves_no_stale_wait);
   tcase_add_test(tc, spawned_children_share_the_wait_table);
   tcase_add_test(tc, chain_through_a_thread_of_the_callers_process);
+  tcase_add_test(tc, rlocks_between_processes);
   suite_add_tcase(s, tc);
   return s;
 }
