@@ -178,10 +178,11 @@ static void *place_locked(int fd, size_t size) {
 
 static void *new_region_locked(size_t size, bool arena, int *err);
 
-/* The wait table is made with the first region, before anything this
- * process could share exists, so that every child started afterwards --
- * forked or sent the regions -- waits in the same table. Without it (out
- * of memory), waits across processes are just not followed. */
+/* The wait table is made with the first region, before the caller can
+ * share anything in it, so that every child started afterwards -- forked
+ * or sent the regions -- waits in the same table. After that region, so
+ * that a failed first allocation leaves no descriptor behind. Without it
+ * (out of memory), waits across processes are just not followed. */
 static bool making_table;
 static void make_wait_table_locked(void) {
   if (making_table || weft__xw_get_table() != NULL) return;
@@ -195,7 +196,6 @@ static void make_wait_table_locked(void) {
 }
 
 static void *new_region_locked(size_t size, bool arena, int *err) {
-  make_wait_table_locked();
   int fd = weft__os_memfd(arena ? "weft-shared" : "weft-region");
   if (fd < 0) {
     *err = fd;
@@ -213,6 +213,7 @@ static void *new_region_locked(size_t size, bool arena, int *err) {
     *err = r;
     return NULL;
   }
+  make_wait_table_locked();
   return base;
 }
 
