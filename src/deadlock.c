@@ -288,8 +288,10 @@ static int live_check(weft_lock *l, const char *site) {
   int n = follow_chain_locked(t, l, locks, owners, 256);
   if (n > 0)
     weft__dd_report_live_locked(&r, t, l, site, locks, owners, n);
-  else
+  else {
     __atomic_store_n(&t->waiting_for, l, __ATOMIC_RELAXED);
+    t->waiting_site = site;
+  }
   pthread_mutex_unlock(&dd_mutex);
   if (n == 0) return 0;
   weft__dd_deliver(&r); /* nothing to deliver if this chain was reported before */
@@ -355,6 +357,24 @@ int weft__dd_before_block(weft_lock *l) {
 void weft__dd_after_block(void) {
   if (self_p == NULL) return;
   __atomic_store_n(&self_p->waiting_for, NULL, __ATOMIC_RELAXED);
+}
+
+bool weft__dd_thread_awaits(pid_t tid, weft_lock **l, char *name, size_t name_size,
+                            char *site, size_t site_size) {
+  pthread_mutex_lock(&dd_mutex);
+  struct weft__dd_thread *o = thread_of_locked(tid);
+  weft_lock *w = o != NULL ? __atomic_load_n(&o->waiting_for, __ATOMIC_RELAXED) : NULL;
+  if (w != NULL) {
+    *l = w;
+    snprintf(name, name_size, "%s", o->name);
+    snprintf(site, site_size, "%s", o->waiting_site != NULL ? o->waiting_site : "");
+  }
+  pthread_mutex_unlock(&dd_mutex);
+  return w != NULL;
+}
+
+bool weft__dd_error_mode(void) {
+  return __atomic_load_n(&mode, __ATOMIC_RELAXED) == WEFT_DEADLOCK_ERROR;
 }
 
 void weft__dd_forget(weft_lock *l) {

@@ -42,6 +42,7 @@ struct weft__dd_thread {
   uint32_t actor; /* its identity in the graph's edges, made at its first order */
   char name[WEFT_NAME_MAX + 1];
   weft_lock *waiting_for; /* a lock it sleeps on with no timeout */
+  const char *waiting_site; /* where it called the acquire; under the mutex */
   /* Locks this thread took that other threads released: its entries for
    * them are dropped unread, as the lock may be destroyed and freed by now. */
   weft_lock **foreign;
@@ -157,6 +158,15 @@ void weft__dd_private_copy_check(const void *obj, const char *what, const char *
 
 /* After such a sleep ended. */
 void weft__dd_after_block(void);
+
+/* Whether thread tid of this process sleeps on a lock with no timeout:
+ * then the lock, the thread's name and where it called the acquire. For
+ * the chains followed across processes (xwait.c). */
+bool weft__dd_thread_awaits(pid_t tid, weft_lock **lock, char *name, size_t name_size,
+                            char *site, size_t site_size);
+
+/* Whether detection's error mode is on. */
+bool weft__dd_error_mode(void);
 
 /* The lock's life ended; its order edges go with it. Callers may skip it
  * for a lock whose dd_node is 0, which the detector has not seen since it

@@ -57,6 +57,10 @@ static const char *label(const weft_lock *l, char *buf, size_t size) {
                            weft__layout_text(l->layout, l->site), l, buf, size);
 }
 
+const char *weft__dd_lock_label(const weft_lock *l, char *buf, size_t size) {
+  return label(l, buf, size);
+}
+
 static const char *node_label(uint32_t id, char *buf, size_t size) {
   const char *name, *site;
   const void *addr;
@@ -202,6 +206,35 @@ void weft__dd_report_live_locked(struct weft__dd_report *r, const struct weft__d
     if (n > WEFT_DEADLOCK_REPORT_MAX_CHAIN)
       put(r, "    ... (%d more, truncated)\n", n - WEFT_DEADLOCK_REPORT_MAX_CHAIN);
   }
+  put_held(r, t);
+}
+
+void weft__dd_report_xlive_locked(struct weft__dd_report *r, const struct weft__dd_thread *t,
+                                  const char *proc, weft_lock *l, const char *site,
+                                  bool blocking, const struct weft__dd_xstep *steps, int n) {
+  /* Seeded apart from the chains within a process: the same locks waited
+   * for by threads of one process are another report. */
+  uint64_t h = 0x9ce55;
+  for (int i = 0; i < n; i++) h = (h ^ (uint64_t)(uintptr_t)steps[i].lock) * 0x100000001b3ull;
+  if (!first_time_locked(h)) return;
+  char a[128];
+  put(r, "weft: deadlock: %s (tid %d) of process \"%s\" (pid %d) would wait %sfor \"%s\"%s%s\n",
+      t->name, (int)t->tid, proc, (int)weft__pid, blocking ? "forever " : "until its timeout ",
+      label(l, a, sizeof a), site != NULL ? " at " : "", site != NULL ? site : "");
+  put(r, "  the chain of waits, across processes:\n");
+  for (int i = 0; i < n && i < WEFT_DEADLOCK_REPORT_MAX_CHAIN; i++) {
+    const struct weft__dd_xstep *s = &steps[i];
+    if (i == n - 1) {
+      put(r, "    \"%s\" is held by process \"%s\" (pid %d), thread %s (tid %d), the caller\n",
+          s->label, s->proc, (int)s->pid, s->thread, (int)s->tid);
+      break;
+    }
+    put(r, "    \"%s\" is held by process \"%s\" (pid %d), thread %s (tid %d), which waits for \"%s\"%s%s\n",
+        s->label, s->proc, (int)s->pid, s->thread, (int)s->tid, steps[i + 1].label,
+        s->site[0] != '\0' ? " at " : "", s->site);
+  }
+  if (n > WEFT_DEADLOCK_REPORT_MAX_CHAIN)
+    put(r, "    ... (%d more, truncated)\n", n - WEFT_DEADLOCK_REPORT_MAX_CHAIN);
   put_held(r, t);
 }
 

@@ -30,6 +30,29 @@ void weft__dd_report_live_locked(struct weft__dd_report *r, const struct weft__d
                                  weft_lock *l, const char *site, weft_lock *const *locks,
                                  struct weft__dd_thread *const *owners, int n);
 
+/* One step of a chain of waits across processes: the lock, the thread
+ * (of any process of the tree) that holds it, and where that thread waits
+ * for the next lock of the chain. Copied as text: the names live in the
+ * holder's process. */
+struct weft__dd_xstep {
+  const void *lock;
+  char label[128];
+  pid_t pid, tid;
+  char proc[WEFT_NAME_MAX + 1], thread[WEFT_NAME_MAX + 1];
+  char site[128]; /* "" if unknown */
+  uint64_t seq;   /* its registration in the wait table, 0: not registered */
+};
+
+/* A live deadlock through other processes: t (of process proc) waits for
+ * l, taken at site, forever if blocking; the n steps lead back to t, the
+ * last one being t itself. Written once per chain of locks. */
+void weft__dd_report_xlive_locked(struct weft__dd_report *r, const struct weft__dd_thread *t,
+                                  const char *proc, weft_lock *l, const char *site,
+                                  bool blocking, const struct weft__dd_xstep *steps, int n);
+
+/* How reports name a live lock (weft__dd_label_of of its name and site). */
+const char *weft__dd_lock_label(const weft_lock *l, char *buf, size_t size);
+
 /* Prints the report or hands it to the hook, and frees it; aborts in abort
  * mode. */
 void weft__dd_deliver(struct weft__dd_report *r);

@@ -70,6 +70,7 @@
 #include "region.h"
 #include "tsan.h"
 #include "waiters.h"
+#include "xwait.h"
 #include "weft/sync.h"
 
 #define STARVING 0x80000000u
@@ -151,7 +152,7 @@ static void leave(weft_lock *l) {
  * deadlock detector was told that this thread waits, *recorded whether the
  * dump's record was (only once it is about to sleep or nap). */
 static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool track,
-                     const char *site, bool *checked, bool *recorded) {
+                     const char *site, bool *checked, bool *recorded, bool *xchecked) {
   uint32_t me = (uint32_t)weft__pid;
   for (int i = 0; i < spins; i++) {
     uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
@@ -217,6 +218,19 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
       }
       continue; /* the owner may have let go meanwhile */
     }
+    /* Held by another process: register the wait where the other
+     * processes see it, and follow the chain through them. Timed waits
+     * take part (the cycle is real while they last); only a blocking
+     * acquire may be refused, as within a process. */
+    if (holder != weft__pid && !*xchecked && weft__dd_on) {
+      *xchecked = true;
+      if (weft__xw_before_sleep(l, deadline == WEFT__NEVER, track && deadline == WEFT__NEVER,
+                                site) == WEFT_EDEADLK) {
+        leave(l);
+        return WEFT_EDEADLK;
+      }
+      continue;
+    }
     slept_on = __atomic_load_n(&l->last, __ATOMIC_RELAXED);
     if (!*recorded) *recorded = weft__wait_begin(WEFT__WAIT_LOCK, l, NULL, site, 0);
     if (weft__os_futex_wait(&l->seq, seq, wake_by) != -ETIMEDOUT) {
@@ -239,9 +253,10 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
 
 int weft__lock_wait(weft_lock *l, weft__deadline deadline, int spins, bool track,
                     const char *site) {
-  bool checked = false, recorded = false;
-  int r = wait_loop(l, deadline, spins, track, site, &checked, &recorded);
+  bool checked = false, recorded = false, xchecked = false;
+  int r = wait_loop(l, deadline, spins, track, site, &checked, &recorded, &xchecked);
   if (checked) weft__dd_after_block();
+  if (xchecked) weft__xw_after();
   weft__wait_end(recorded);
   return r;
 }

@@ -13,6 +13,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "os/os.h"
+#include "xwait.h"
 
 /* Small blocks come from arenas of this size; a block larger than a
  * quarter of it gets a region of its own. */
@@ -44,6 +45,7 @@ struct region {
   int fd;
   pid_t maker; /* an arena is cut only by the process that made it */
   bool arena;
+  bool waits; /* the wait table (xwait.h) */
   size_t used; /* arena: bytes handed out from its start */
   size_t live; /* arena: blocks this process holds */
 };
@@ -174,6 +176,25 @@ static void *place_locked(int fd, size_t size) {
   return weft__os_map_fd(fd, size);
 }
 
+static void *new_region_locked(size_t size, bool arena, int *err);
+
+/* The wait table is made with the first region, before the caller can
+ * share anything in it, so that every child started afterwards -- forked
+ * or sent the regions -- waits in the same table. After that region, so
+ * that a failed first allocation leaves no descriptor behind. Without it
+ * (out of memory), waits across processes are just not followed. */
+static bool making_table;
+static void make_wait_table_locked(void) {
+  if (making_table || weft__xw_get_table() != NULL) return;
+  int err = 0;
+  making_table = true;
+  void *t = new_region_locked(weft__xw_table_size(), false, &err);
+  making_table = false;
+  if (t == NULL) return;
+  regions[find_locked((uintptr_t)t)].waits = true;
+  weft__xw_set_table(t);
+}
+
 static void *new_region_locked(size_t size, bool arena, int *err) {
   int fd = weft__os_memfd(arena ? "weft-shared" : "weft-region");
   if (fd < 0) {
@@ -192,6 +213,7 @@ static void *new_region_locked(size_t size, bool arena, int *err) {
     *err = r;
     return NULL;
   }
+  make_wait_table_locked();
   return base;
 }
 
@@ -295,7 +317,7 @@ struct parcel_head {
 struct region_rec {
   uint64_t base, size;
   uint32_t arena;
-  uint32_t pad_;
+  uint32_t waits; /* the wait table, which the child takes for its own */
 };
 
 struct weft__parcel {
@@ -398,7 +420,8 @@ struct weft__parcel *weft__parcel_pack(const void *const *objects, const char *c
     }
     p->fds[p->head.nfds++] = fd;
     p->regions[i] = (struct region_rec){.base = regions[i].base, .size = regions[i].size,
-                                        .arena = regions[i].arena};
+                                        .arena = regions[i].arena,
+                                        .waits = regions[i].waits};
     p->head.nregions++;
   }
   for (size_t i = 0; ok && i < set_cap; i++)
@@ -512,7 +535,8 @@ int weft__parcel_receive(int fd, char *buf, size_t size) {
       break;
     }
     struct region reg = {.base = r->base, .size = r->size, .fd = p.fds[i], .maker = 0,
-                         .arena = r->arena != 0, .used = r->size};
+                         .arena = r->arena != 0, .waits = r->waits != 0, .used = r->size};
+    if (reg.waits) weft__xw_set_table(want);
     err = insert_locked(&reg);
     if (err != 0) {
       weft__os_unmap(want, r->size);

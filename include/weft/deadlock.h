@@ -10,7 +10,10 @@
  * waits for -> its owner ...; if the chain comes back to the caller, the
  * deadlock is real and happening now (this includes re-acquiring a Lock the
  * caller already holds). Acquires with a timeout or without waiting add no
- * order and take no part in a live cycle: they end by themselves.
+ * order and take no part in a live cycle within a process: they end by
+ * themselves. Chains through Locks in shared memory held by other processes
+ * of the tree are followed too (docs/deadlock.md, "Across processes"): the
+ * report names each process, and one process of the cycle is refused.
  *
  * Modes, set here or by the environment variable WEFT_DEADLOCK at start-up:
  *   off    no detection, no cost
