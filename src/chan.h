@@ -69,10 +69,12 @@ static inline void weft__chan_leave(weft__chan *c, uint32_t gen) {
   }
 }
 
-/* Whether any sleeper is registered (it may be one about to leave). */
-static inline bool weft__chan_has_sleepers(weft__chan *c) {
-  return __atomic_load_n(&c->word, __ATOMIC_SEQ_CST) >> 32 != 0;
+/* The sleepers registered (some may be about to leave). */
+static inline uint32_t weft__chan_sleepers(weft__chan *c) {
+  return (uint32_t)(__atomic_load_n(&c->word, __ATOMIC_SEQ_CST) >> 32);
 }
+
+static inline bool weft__chan_has_sleepers(weft__chan *c) { return weft__chan_sleepers(c) != 0; }
 
 /* After a sequentially consistent change of the state: wakes one sleeper
  * if there are any. Threads of one process only (see above). True when

@@ -74,7 +74,7 @@ struct weft_queue {
   _Alignas(64) size_t done; /* task_done calls */
   size_t inside;             /* threads in a slow path (enter_slow) */
   uint32_t spin_room, spin_item; /* spin budgets of wait_for */
-  uint32_t searching; /* getters past their first try and not asleep */
+  uint32_t searching; /* counted getters (see weft_queue_get) awake and looking */
   uint32_t waking;    /* 1 while a getter woken by wake_a_getter is on its way */
   weft__chan not_empty, not_full, all_done;
   _Alignas(64) void **items; /* changed under both locks */
@@ -130,7 +130,7 @@ static void before_signal(const weft_queue *q) {
 static bool others_fence(weft_queue *q, weft__chan *c) {
   uint32_t mode = __atomic_load_n(&q->fencing, __ATOMIC_SEQ_CST);
   if (mode == FENCE_ALL) return true;
-  if (mode != FENCE_NONE || __atomic_load_n(&c->word, __ATOMIC_SEQ_CST) >> 32 < 2) return false;
+  if (mode != FENCE_NONE || weft__chan_sleepers(c) < 2) return false;
   if (!__atomic_compare_exchange_n(&q->fencing, &mode, FENCE_SWITCHING, false, __ATOMIC_SEQ_CST,
                                    __ATOMIC_SEQ_CST) ||
       weft__os_membarrier() != 0)
