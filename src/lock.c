@@ -110,11 +110,12 @@ static bool cas(uint32_t *word, uint32_t expected, uint32_t value) {
                                      __ATOMIC_RELAXED);
 }
 
-static void set_owner(weft_lock *l) {
-  uint32_t t = weft__owner_token();
+static inline void set_owner_to(weft_lock *l, uint32_t t) {
   __atomic_store_n(&l->owner, t, __ATOMIC_RELAXED);
   __atomic_store_n(&l->last, t, __ATOMIC_RELAXED);
 }
+
+static void set_owner(weft_lock *l) { set_owner_to(l, weft__owner_token()); }
 
 static uint32_t waiters(weft_lock *l) { return weft__waiters_count(WEFT__WAITER_SET_OF(l)); }
 
@@ -477,11 +478,10 @@ __attribute__((noinline)) static int counted_time(struct weft__ls_rec *r, uint64
  * that would make it save registers on the stack: those stores would slow
  * the release's compare-and-swap that follows. */
 static inline int counted_free(weft_lock *l, double timeout, const char *site) {
-  struct weft__ls_thread *t = weft__ls_self;
-  struct weft__ls_rec *r = t != NULL ? t->last : NULL;
-  if (__builtin_expect(weft__tls_tid == 0 || weft__dd_on || !weft__ls_is(r, l), 0))
-    return counted_free_slow(l, timeout, site);
-  set_owner(l);
+  struct weft__ls_rec *r = weft__ls_tl.last;
+  pid_t tid = weft__tls_tid;
+  if (__builtin_expect(tid == 0 || !weft__ls_is(r, l), 0)) return counted_free_slow(l, timeout, site);
+  set_owner_to(l, (uint32_t)tid | weft__tls_forks << WEFT__OWNER_TID_BITS);
   uint64_t n = WEFT__LS_GET(r->acq) + 1;
   WEFT__LS_SET(r->acq, n);
   if (__builtin_expect(n == WEFT__LS_GET(r->next), 0)) return counted_time(r, n);
@@ -494,13 +494,21 @@ __attribute__((noinline)) static int counted_taken(weft_lock *l, double timeout,
   return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
 }
 
-/* weft_lock_acquire_at with the lock contention profile on, reached by a
- * tail call: the compare-and-swap comes first, and everything else in tail
- * calls after it, so that nothing is saved on the stack before it (see
- * acquire_tracked_at). */
+/* weft_lock_acquire_at with the lock contention profile alone on, reached
+ * by a tail call: the compare-and-swap comes first, and everything else in
+ * tail calls after it, so that nothing is saved on the stack before it
+ * (see acquire_tracked_at). */
 __attribute__((noinline)) static int acquire_counted_at(weft_lock *l, double timeout,
                                                         const char *site) {
   if (__builtin_expect(timeout == timeout && take_free(l), 1)) return counted_free(l, timeout, site);
+  return counted_taken(l, timeout, site);
+}
+
+/* The same with the detector on too. */
+__attribute__((noinline)) static int acquire_both_at(weft_lock *l, double timeout,
+                                                     const char *site) {
+  if (__builtin_expect(timeout == timeout && take_free(l), 1))
+    return counted_free_slow(l, timeout, site);
   return counted_taken(l, timeout, site);
 }
 
@@ -511,8 +519,9 @@ int weft_lock_acquire_at(weft_lock *l, double timeout, const char *site) {
   if (__builtin_expect(l == NULL, 0)) return acquire_error(l, WEFT_EINVAL, timeout);
   int h = hooks();
   if (__builtin_expect(h != 0, 0))
-    return h == WEFT__HOOK_DD ? acquire_tracked_at(l, timeout, site)
-                              : acquire_counted_at(l, timeout, site);
+    return h == WEFT__HOOK_DD   ? acquire_tracked_at(l, timeout, site)
+           : h == WEFT__HOOK_LS ? acquire_counted_at(l, timeout, site)
+                                : acquire_both_at(l, timeout, site);
   int r = acquire(l, timeout, site);
   return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
 }
@@ -545,33 +554,20 @@ __attribute__((noinline)) static int release_told(weft_lock *l, int h) {
   return __builtin_expect(err == 0, 1) ? 0 : release_error(l, err);
 }
 
-/* weft_lock_release with a tool on, reached by a tail call: with every
- * tool off, weft_lock_release keeps nothing on the stack before its
- * compare-and-swap. The profile's usual case -- the releasing thread took
- * the lock last and did not time the hold -- has nothing to tell and makes
- * only tail calls, so nothing is saved on the stack before the release's
- * compare-and-swap either. */
-__attribute__((noinline)) static int release_hooked(weft_lock *l) {
-  int h = hooks();
-  if (h == WEFT__HOOK_LS) {
-    struct weft__ls_thread *t = weft__ls_self;
-    struct weft__ls_rec *r = t != NULL ? t->last : NULL;
-    if (__builtin_expect(weft__ls_is(r, l) && r->since == 0, 1)) {
-      int err = release(l);
-      return __builtin_expect(err == 0, 1) ? 0 : release_error(l, err);
-    }
-  }
-  return release_told(l, h);
-}
-
 int weft_lock_release(weft_lock *l) {
   if (__builtin_expect(l == NULL, 0)) return release_error(l, WEFT_EINVAL);
   int h = hooks();
   if (__builtin_expect(h != 0, 0)) {
-    /* Detection alone, its usual case inline: a call or a register saved
-     * on the stack before the compare-and-swap would slow it. */
-    if (h != WEFT__HOOK_DD) return release_hooked(l);
-    if (!weft__lock_destroyed(l)) weft__dd_released(l);
+    /* The usual cases inline -- detection alone, and the profile alone
+     * with no hold being timed: a call or a register saved on the stack
+     * before the compare-and-swap would slow it. */
+    if (h == WEFT__HOOK_LS) {
+      if (weft__ls_tl.timing != 0) return release_told(l, h);
+    } else if (h != WEFT__HOOK_DD) {
+      return release_told(l, h);
+    } else if (!weft__lock_destroyed(l)) {
+      weft__dd_released(l);
+    }
   }
   int r = release(l);
   if (__builtin_expect(r == 0, 1)) return 0;

@@ -58,10 +58,9 @@ struct weft__ls_rec {
   char init[96];      /* where it was initialised, "" if unknown */
 };
 
-/* A thread's state. Only `last` is read on the hot path. */
+/* A thread's state, off the hot path. */
 struct weft__ls_chunk;
 struct weft__ls_thread {
-  struct weft__ls_rec *last;     /* the record used last: a loop around one lock finds it at once */
   struct weft__ls_rec **index;   /* open addressing by lock address; the thread's alone */
   uint32_t mask, count;
   struct weft__ls_chunk *chunks; /* the records, newest chunk first, read by printers */
@@ -72,6 +71,17 @@ struct weft__ls_thread {
 /* The calling thread's state, NULL before its first counted acquire. */
 extern _Thread_local struct weft__ls_thread *weft__ls_self
     __attribute__((tls_model("initial-exec")));
+
+/* What the hot path reads, in one thread-local block: the record used last
+ * (a loop around one lock finds it at once), and how many of the thread's
+ * records are timing a hold, so that a release with none to end looks at
+ * no record. A record whose hold another thread released stays counted
+ * until this thread releases that lock, which only slows its releases. */
+struct weft__ls_tls {
+  struct weft__ls_rec *last;
+  uint32_t timing;
+};
+extern _Thread_local struct weft__ls_tls weft__ls_tl __attribute__((tls_model("initial-exec")));
 
 /* The record of a lock for the calling thread, made the first time
  * (NULL if memory ran out). */
@@ -84,8 +94,8 @@ static inline bool weft__ls_is(const struct weft__ls_rec *r, const weft_lock *l)
 }
 
 static inline struct weft__ls_rec *weft__ls_rec(const weft_lock *l, bool rlock) {
-  struct weft__ls_thread *t = weft__ls_self;
-  if (__builtin_expect(t != NULL && weft__ls_is(t->last, l), 1)) return t->last;
+  struct weft__ls_rec *r = weft__ls_tl.last;
+  if (__builtin_expect(weft__ls_is(r, l), 1)) return r;
   return weft__ls_rec_slow(l, rlock);
 }
 
@@ -114,10 +124,9 @@ static inline void weft__ls_acquired(const weft_lock *l, bool rlock, uint64_t wa
 /* Before l is released by the calling thread (which may not be the one
  * that took it). */
 static inline void weft__ls_released(const weft_lock *l) {
-  struct weft__ls_thread *t = weft__ls_self;
-  if (t == NULL) return;
-  struct weft__ls_rec *r = t->last;
-  if (__builtin_expect(!weft__ls_is(r, l), 0)) r = weft__ls_find(l);
+  if (__builtin_expect(weft__ls_tl.timing == 0, 1)) return;
+  struct weft__ls_rec *r = weft__ls_tl.last;
+  if (!weft__ls_is(r, l)) r = weft__ls_find(l);
   if (r != NULL && r->since != 0) weft__ls_held(r, l);
 }
 
