@@ -73,19 +73,20 @@ void weft__dd_released_slow(weft_lock *lock);
  * re-entry is not one). blocking: waits forever. Records the lock order,
  * reports an inversion, and sees a re-acquire of a Lock the caller holds.
  * Returns 0 (WEFT_EDEADLK is for the live check, before the sleep). */
+/* Whether the thread holds one lock and "it -> lock" is the single nested
+ * order it saw last: known, and no call. */
+static inline bool weft__dd_known_single(const struct weft__dd_thread *t, const weft_lock *lock) {
+  return t->depth == 1 && !__atomic_load_n(&t->has_foreign, __ATOMIC_RELAXED) &&
+         ((uint64_t)__atomic_load_n(&t->held[0].lock->dd_node, __ATOMIC_RELAXED) << 32 |
+          __atomic_load_n(&lock->dd_node, __ATOMIC_RELAXED)) == t->last_key &&
+         t->last_epoch == __atomic_load_n(&weft__lg_epoch, __ATOMIC_RELAXED);
+}
+
 static inline int weft__dd_before_acquire(weft_lock *lock, const char *site, bool blocking) {
   if (!blocking) return 0;
   struct weft__dd_thread *t = weft__dd_self;
   if (__builtin_expect(t == NULL, 0)) t = weft__dd_me();
-  if (t->depth > 0) {
-    /* The same single nested order as last time: known, and no call. */
-    if (t->depth == 1 && !__atomic_load_n(&t->has_foreign, __ATOMIC_RELAXED) &&
-        ((uint64_t)__atomic_load_n(&t->held[0].lock->dd_node, __ATOMIC_RELAXED) << 32 |
-         __atomic_load_n(&lock->dd_node, __ATOMIC_RELAXED)) == t->last_key &&
-        t->last_epoch == __atomic_load_n(&weft__lg_epoch, __ATOMIC_RELAXED))
-      return 0;
-    weft__dd_check_order(t, lock, site);
-  }
+  if (t->depth > 0 && !weft__dd_known_single(t, lock)) weft__dd_check_order(t, lock, site);
   /* A re-acquire of a Lock this thread holds is found by the live check
    * that runs before the thread sleeps: the owner chain ends at itself. */
   return 0;
@@ -103,7 +104,7 @@ static inline uint32_t weft__dd_cache_slot(uint64_t key, uint32_t mask) {
  * only: a store here would slow the compare-and-swap. */
 static inline void weft__dd_prefetch(const weft_lock *lock) {
   const struct weft__dd_thread *t = weft__dd_self;
-  if (t == NULL || t->cache_mask < (1u << 15) - 1 || t->cache == NULL || t->depth == 0 ||
+  if (t == NULL || t->depth == 0 || t->cache_mask < (1u << 15) - 1 || t->cache == NULL ||
       __atomic_load_n(&t->has_foreign, __ATOMIC_RELAXED)) /* an entry may be freed memory */
     return;
   uint64_t key = (uint64_t)__atomic_load_n(&t->held[t->depth - 1].lock->dd_node,
@@ -131,6 +132,18 @@ static inline void weft__dd_acquired(weft_lock *lock, const char *site, bool blo
     }
   }
   weft__dd_acquired_slow(lock, site, blocking);
+}
+
+/* A blocking acquire of a free lock, in the cases that need no call:
+ * nothing held, or the known single nested order. Returns false, having
+ * done nothing, otherwise. */
+static inline bool weft__dd_acquired_known(struct weft__dd_thread *t, weft_lock *lock,
+                                           const char *site) {
+  if (t->depth == 0 || (weft__dd_known_single(t, lock) && t->held[0].lock != lock)) {
+    t->held[t->depth++] = (struct weft__dd_held){lock, site, true};
+    return true;
+  }
+  return false;
 }
 
 /* Before the lock is released (by any thread). */

@@ -443,21 +443,48 @@ __attribute__((noinline)) static int acquire_error(weft_lock *l, int r, double t
   return weft__error(r, "%s: not acquired within %g s", lock_label(l), timeout);
 }
 
+/* What follows a blocking acquire's compare-and-swap of a free lock with
+ * detection on. Returns 0. */
+/* The detector's part of it, after set_owner. */
+__attribute__((noinline)) static int tracked_free_rest(weft_lock *l, const char *site) {
+  weft__dd_before_acquire(l, site, true);
+  weft__dd_acquired(l, site, true);
+  return 0;
+}
+
+__attribute__((noinline)) static int tracked_free_slow(weft_lock *l, const char *site) {
+  set_owner(l);
+  return tracked_free_rest(l, site);
+}
+
+/* Its usual cases make no call, so that no register is saved on the stack
+ * before the release's compare-and-swap. */
+__attribute__((noinline)) static int tracked_free(weft_lock *l, const char *site) {
+  struct weft__dd_thread *t = weft__dd_self;
+  pid_t tid = weft__tls_tid;
+  if (__builtin_expect(t == NULL || tid == 0, 0)) return tracked_free_slow(l, site);
+  set_owner_to(l, (uint32_t)tid | weft__tls_forks << WEFT__OWNER_TID_BITS);
+  if (__builtin_expect(weft__dd_acquired_known(t, l, site), 1)) return 0;
+  return tracked_free_rest(l, site);
+}
+
+__attribute__((noinline)) static int tracked_other(weft_lock *l, double timeout,
+                                                   const char *site) {
+  int r = acquire_tracked(l, timeout, site);
+  return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
+}
+
 /* weft_lock_acquire_at with detection on, reached by a tail call: a
  * blocking acquire of a free lock does its compare-and-swap first, with no
  * store before it (a spill or a call's return address just before it cost
- * more than all the detector's work after it). */
+ * more than all the detector's work after it), and the rest in tail calls,
+ * so that no register is saved on the stack before it either. */
 __attribute__((noinline)) static int acquire_tracked_at(weft_lock *l, double timeout,
                                                         const char *site) {
   weft__dd_prefetch(l);
-  if (__builtin_expect(weft__waits_forever(timeout) && take_free(l), 1)) {
-    set_owner(l);
-    weft__dd_before_acquire(l, site, true);
-    weft__dd_acquired(l, site, true);
-    return 0;
-  }
-  int r = acquire_tracked(l, timeout, site);
-  return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
+  if (__builtin_expect(weft__waits_forever(timeout) && take_free(l), 1))
+    return tracked_free(l, site);
+  return tracked_other(l, timeout, site);
 }
 
 /* What follows an uncontended acquire's compare-and-swap while the lock
