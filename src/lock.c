@@ -539,6 +539,21 @@ __attribute__((noinline)) static int acquire_both_at(weft_lock *l, double timeou
   return counted_taken(l, timeout, site);
 }
 
+/* The rest of weft_lock_acquire_at with every tool off, out of line so
+ * that its usual case saves nothing on the stack before the
+ * compare-and-swap: a free lock taken by a thread whose id is not known
+ * yet, and everything past a failed compare-and-swap. */
+__attribute__((noinline)) static int owner_slow(weft_lock *l) {
+  set_owner(l);
+  return 0;
+}
+
+__attribute__((noinline)) static int acquire_other(weft_lock *l, double timeout,
+                                                   const char *site) {
+  int r = acquire_slow(l, timeout, false, site);
+  return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
+}
+
 int weft_lock_acquire_at(weft_lock *l, double timeout, const char *site) {
   /* A destroyed lock costs nothing here: its word fails the fast path's
    * compare-and-swap. NULL would be dereferenced, so it is one predicted
@@ -549,8 +564,13 @@ int weft_lock_acquire_at(weft_lock *l, double timeout, const char *site) {
     return h == WEFT__HOOK_DD   ? acquire_tracked_at(l, timeout, site)
            : h == WEFT__HOOK_LS ? acquire_counted_at(l, timeout, site)
                                 : acquire_both_at(l, timeout, site);
-  int r = acquire(l, timeout, site);
-  return __builtin_expect(r == 0, 1) ? 0 : acquire_error(l, r, timeout);
+  if (__builtin_expect(timeout == timeout && take_free(l), 1)) {
+    pid_t tid = weft__tls_tid;
+    if (__builtin_expect(tid == 0, 0)) return owner_slow(l);
+    set_owner_to(l, (uint32_t)tid | weft__tls_forks << WEFT__OWNER_TID_BITS);
+    return 0;
+  }
+  return acquire_other(l, timeout, site);
 }
 
 int(weft_lock_acquire)(weft_lock *l, double timeout) { return weft_lock_acquire_at(l, timeout, NULL); }
