@@ -242,10 +242,9 @@ void weft__dd_check_order(struct weft__dd_thread *t, weft_lock *l, const char *s
     for (int i = 0; i < t->depth && all_known; i++)
       all_known = t->held[i].lock == l || cached(t, key = order_key(t->held[i].lock, l));
     if (all_known) {
-      if (t->depth == 1 && key != 0) { /* cached() saw both serials set, in this epoch */
-        t->last_key = key;
-        t->last_epoch = t->cache_epoch;
-      }
+      if (t->depth == 1 && key != 0) /* cached() saw both serials set, in this epoch */
+        __atomic_store_n(&l->dd_prev, weft__dd_prev((uint32_t)(key >> 32), t->cache_epoch),
+                         __ATOMIC_RELAXED);
       return;
     }
   }

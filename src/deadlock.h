@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "internal.h"
 #include "lockgraph.h"
 #include "weft/common.h"
 #include "weft/sync.h"
@@ -34,8 +35,6 @@ struct weft__dd_thread {
    * grows with the orders the thread uses, up to a bound. */
   uint64_t *cache;
   uint32_t cache_mask, cache_count, cache_epoch;
-  uint64_t last_key; /* the last order found in the cache, for epoch last_epoch */
-  uint32_t last_epoch;
   struct weft__dd_held held[WEFT__DD_MAX_HELD];
   struct weft__dd_thread *next;
   pid_t tid;
@@ -73,13 +72,21 @@ void weft__dd_released_slow(weft_lock *lock);
  * re-entry is not one). blocking: waits forever. Records the lock order,
  * reports an inversion, and sees a re-acquire of a Lock the caller holds.
  * Returns 0 (WEFT_EDEADLK is for the live check, before the sleep). */
-/* Whether the thread holds one lock and "it -> lock" is the single nested
- * order it saw last: known, and no call. */
+/* What a lock's dd_prev holds while "the lock whose serial is from -> it"
+ * is an order the graph has, in this process and epoch: a nested acquire
+ * of a known order then reads only the two locks' own memory, which costs
+ * the same however many locks and orders the program has. */
+static inline uint64_t weft__dd_prev(uint32_t from, uint32_t epoch) {
+  return (uint64_t)(epoch ^ (uint32_t)weft__pid << 10) << 32 | from;
+}
+
+/* Whether the thread holds one lock and "it -> lock" is a known order:
+ * no call. */
 static inline bool weft__dd_known_single(const struct weft__dd_thread *t, const weft_lock *lock) {
-  return t->depth == 1 && !__atomic_load_n(&t->has_foreign, __ATOMIC_RELAXED) &&
-         ((uint64_t)__atomic_load_n(&t->held[0].lock->dd_node, __ATOMIC_RELAXED) << 32 |
-          __atomic_load_n(&lock->dd_node, __ATOMIC_RELAXED)) == t->last_key &&
-         t->last_epoch == __atomic_load_n(&weft__lg_epoch, __ATOMIC_RELAXED);
+  if (t->depth != 1 || __atomic_load_n(&t->has_foreign, __ATOMIC_RELAXED)) return false;
+  uint32_t from = __atomic_load_n(&t->held[0].lock->dd_node, __ATOMIC_RELAXED);
+  return from != 0 && __atomic_load_n(&lock->dd_prev, __ATOMIC_RELAXED) ==
+                          weft__dd_prev(from, __atomic_load_n(&weft__lg_epoch, __ATOMIC_RELAXED));
 }
 
 static inline int weft__dd_before_acquire(weft_lock *lock, const char *site, bool blocking) {
@@ -107,6 +114,7 @@ static inline void weft__dd_prefetch(const weft_lock *lock) {
   if (t == NULL || t->depth == 0 || t->cache_mask < (1u << 15) - 1 || t->cache == NULL ||
       __atomic_load_n(&t->has_foreign, __ATOMIC_RELAXED)) /* an entry may be freed memory */
     return;
+  if (weft__dd_known_single(t, lock)) return; /* the cache will not be read */
   uint64_t key = (uint64_t)__atomic_load_n(&t->held[t->depth - 1].lock->dd_node,
                                            __ATOMIC_RELAXED) << 32 |
                  __atomic_load_n(&lock->dd_node, __ATOMIC_RELAXED);

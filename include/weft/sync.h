@@ -65,6 +65,7 @@ typedef struct weft_lock {
   uint32_t last;       /* the last acquirer, as owner, kept after release */
   uint32_t dd_node;    /* deadlock detector's serial for this lock; 0: not seen since init */
   uint32_t layout;     /* the program layout name and site point into; 0: any */
+  uint64_t dd_prev;    /* deadlock detector: a lock known to be taken before this one */
   const char *name;    /* optional, for reports */
   const char *site;    /* where it was initialised, for reports */
 } weft_lock;
@@ -76,9 +77,9 @@ typedef struct weft_lock_options {
 } weft_lock_options;
 
 /* A statically initialised, unlocked Lock. */
-#define WEFT_LOCK_INIT {0, 0, 0, 0, 0, 0, 0, 0, NULL, WEFT__SITE}
+#define WEFT_LOCK_INIT {0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, WEFT__SITE}
 /* The same with a name. */
-#define WEFT_LOCK_INIT_NAMED(name) {0, 0, 0, 0, 0, 0, 0, 0, (name), WEFT__SITE}
+#define WEFT_LOCK_INIT_NAMED(name) {0, 0, 0, 0, 0, 0, 0, 0, 0, (name), WEFT__SITE}
 
 /* Initialises an unlocked Lock, e.g. weft_lock_init(&lock) or
  * weft_lock_init(&l, .name = "accounts"). */
