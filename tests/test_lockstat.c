@@ -164,6 +164,47 @@ START_TEST(every_hold_timed_with_sample_1) {
 }
 END_TEST
 
+static void *release_it(void *arg) {
+  return (void *)(intptr_t)weft_lock_release(arg);
+}
+
+static long long holds_timed(const char *json, const char *name) {
+  char obj[4096];
+  ck_assert_msg(json_lock(json, name, 0, obj, sizeof obj), "no \"%s\" in\n%s", name, json);
+  return json_num(obj, "holds_timed");
+}
+
+/* Holds timed at once (nested), and one that another thread ended (a Lock
+ * may be released by any thread): every hold the taker ends itself is
+ * still timed. */
+START_TEST(nested_holds_and_a_hold_ended_elsewhere_are_timed) {
+  ck_assert_int_eq(weft_lockstat_enable(.quiet = true, .sample = 1), 0);
+  weft_lock outer = WEFT_LOCK_INIT_NAMED("outer"), inner = WEFT_LOCK_INIT_NAMED("inner");
+  weft_lock handed = WEFT_LOCK_INIT_NAMED("handed");
+  for (int i = 0; i < 50; i++) {
+    ck_assert_int_eq(weft_lock_acquire(&outer, WEFT_FOREVER), 0);
+    ck_assert_int_eq(weft_lock_acquire(&inner, WEFT_FOREVER), 0);
+    ck_assert_int_eq(weft_lock_release(&inner), 0);
+    ck_assert_int_eq(weft_lock_release(&outer), 0);
+  }
+  ck_assert_int_eq(weft_lock_acquire(&handed, WEFT_FOREVER), 0);
+  weft_thread t = weft_thread_new(release_it, .arg = &handed);
+  ck_assert_int_eq(weft_thread_start(t), 0);
+  void *r = (void *)1;
+  ck_assert_int_eq(weft_thread_join(t, 10, &r), 0);
+  ck_assert_ptr_eq(r, NULL);
+  weft_thread_close(t);
+  take(&outer, 10);
+  take(&handed, 1);
+  take(&outer, 5);
+  char *json = json_now();
+  ck_assert_int_eq(holds_timed(json, "outer"), 65);
+  ck_assert_int_eq(holds_timed(json, "inner"), 50);
+  ck_assert_int_eq(holds_timed(json, "handed"), 1); /* the hold ended elsewhere is not */
+  free(json);
+}
+END_TEST
+
 START_TEST(rlock_reentry_is_one_acquisition) {
   ck_assert_int_eq(weft_lockstat_enable(.quiet = true), 0);
   weft_rlock r;
@@ -391,6 +432,7 @@ Suite *weft_test_suite(void) {
   TCase *tc = weft_tcase("counts", 20);
   tcase_add_test(tc, uncontended_counts_are_exact);
   tcase_add_test(tc, every_hold_timed_with_sample_1);
+  tcase_add_test(tc, nested_holds_and_a_hold_ended_elsewhere_are_timed);
   tcase_add_test(tc, rlock_reentry_is_one_acquisition);
   tcase_add_test(tc, bad_arguments);
   suite_add_tcase(s, tc);
