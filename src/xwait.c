@@ -185,6 +185,11 @@ static bool read_wait(struct table *t, pid_t pid, pid_t tid, struct weft__xw_wai
   return false;
 }
 
+bool weft__xw_peek(pid_t pid, pid_t tid, struct weft__xw_wait *w) {
+  struct table *t = weft__xw_get_table();
+  return t != NULL && read_wait(t, pid, tid, w);
+}
+
 /* A lock's holder as a key; 0 while it has none, or its new holder has not
  * written its thread yet. */
 static uint64_t holder_key(const weft_lock *l) {

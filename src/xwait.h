@@ -43,7 +43,7 @@ void weft__xw_resleep(const weft_lock *l);
 /* The wait registered by weft__xw_before_sleep ended. */
 void weft__xw_after(void);
 
-/* A registered wait as a follower reads it. */
+/* A registered wait as another thread reads it. */
 struct weft__xw_wait {
   uint64_t seq;    /* its registration's number */
   uint64_t lock;   /* the lock awaited, an address in the waiter's process */
@@ -52,5 +52,10 @@ struct weft__xw_wait {
   char proc[WEFT_NAME_MAX + 1], thread[WEFT_NAME_MAX + 1];
   char label[128], site[128]; /* site: "" if unknown */
 };
+
+/* What thread tid of process pid waits for, if its wait is registered and
+ * its process alive. Async-signal-safe (weft_dump reads it): atomic loads
+ * of the table, and system calls to see that the process is alive. */
+bool weft__xw_peek(pid_t pid, pid_t tid, struct weft__xw_wait *w);
 
 #endif
