@@ -20,23 +20,18 @@
  *   (xwait.h), read as the deadlock detector reads it: atomic loads, each
  *   slot trusted only while its registration number stays the same.
  *
- * The watchdog is a plain pthread, unknown to the thread registry, that
- * sums the records' counts of waits ended: while some thread waits and the
- * sum does not move for the time given, it dumps once, and again only after
- * progress resumed and stopped again.
+ * The watchdog that dumps when the program stalls is in dump_watch.c.
  */
 #define _GNU_SOURCE
 #include "weft/dump.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "deadlock.h"
 #include "dump.h"
@@ -51,10 +46,6 @@
 /* Reads of a record whose counter keeps moving before it is shown as
  * changing: its writer changes it for a few stores at a time. */
 #define READ_TRIES 1000
-/* The watchdog looks this often, as a fraction of its time, within bounds. */
-#define WATCH_TICKS 10
-#define WATCH_TICK_MIN_NS (10 * 1000 * 1000)
-#define WATCH_TICK_MAX_NS (250 * 1000 * 1000)
 
 /* ---- the records ---- */
 
@@ -125,6 +116,20 @@ void weft__wait_rec_set_dd(void *dd) {
   __atomic_store_n(&r->seq, seq + 1, __ATOMIC_RELAXED);
   __atomic_store_n(&r->dd, dd, __ATOMIC_RELEASE);
   __atomic_store_n(&r->seq, seq + 2, __ATOMIC_RELEASE);
+}
+
+/* Free records count too: their counts never go back. */
+uint64_t weft__dump_progress(bool *waiting) {
+  uint64_t sum = 0;
+  *waiting = false;
+  for (const struct weft__wait_rec *r = __atomic_load_n(&records, __ATOMIC_ACQUIRE); r != NULL;
+       r = r->next) {
+    sum += __atomic_load_n(&r->ends, __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&r->pid, __ATOMIC_ACQUIRE) == weft__pid &&
+        __atomic_load_n(&r->kind, __ATOMIC_ACQUIRE) != WEFT__WAIT_NONE)
+      *waiting = true;
+  }
+  return sum;
 }
 
 /* One record as read at one moment. */
@@ -688,7 +693,7 @@ static void put_child(void *arg, const char *name, pid_t pid, bool daemon) {
 }
 
 /* The dump itself; reason says what asked for it (may be empty). */
-static int dump_to(int fd, const char *reason) {
+int weft__dump_to(int fd, const char *reason) {
   static struct out o;
   int busy = 0;
   if (!__atomic_compare_exchange_n(&dumping, &busy, 1, false, __ATOMIC_ACQUIRE,
@@ -753,7 +758,7 @@ int weft_dump(void) { return weft_dump_fd(2); }
 
 int weft_dump_fd(int fd) {
   if (fd < 0) return weft__error(WEFT_EINVAL, "weft_dump_fd: fd %d is negative", fd);
-  int r = dump_to(fd, "");
+  int r = weft__dump_to(fd, "");
   if (r == WEFT_EBUSY)
     return weft__error(r, "weft_dump_fd: another dump is being written (one at a time)");
   if (r == -EBADF)
@@ -780,7 +785,7 @@ static void on_signal(int sig) {
   }
   reason[n++] = ')';
   reason[n] = '\0';
-  dump_to(2, reason);
+  weft__dump_to(2, reason);
   weft__os_errno_set(saved);
 }
 
@@ -830,137 +835,6 @@ static int parse_signal(const char *v) {
   return -1;
 }
 
-/* ---- the watchdog ---- */
-
-static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t watch_cv;
-static bool watch_started;
-static int64_t watch_after; /* ns without progress; 0: off */
-static uint64_t watch_gen;  /* changed by every later or cancel */
-
-/* Sums the waits ended by every record (free ones too: their counts never
- * go back) and says whether a thread of this process waits now. */
-static uint64_t progress(bool *waiting) {
-  uint64_t sum = 0;
-  *waiting = false;
-  for (const struct weft__wait_rec *r = __atomic_load_n(&records, __ATOMIC_ACQUIRE); r != NULL;
-       r = r->next) {
-    sum += __atomic_load_n(&r->ends, __ATOMIC_ACQUIRE);
-    if (__atomic_load_n(&r->pid, __ATOMIC_ACQUIRE) == weft__pid &&
-        __atomic_load_n(&r->kind, __ATOMIC_ACQUIRE) != WEFT__WAIT_NONE)
-      *waiting = true;
-  }
-  return sum;
-}
-
-static void *watch(void *unused) {
-  (void)unused;
-  pthread_mutex_lock(&watch_mu);
-  uint64_t gen = watch_gen - 1, last = 0;
-  int64_t quiet_since = 0;
-  bool fired = false;
-  for (;;) {
-    if (watch_after == 0) {
-      pthread_cond_wait(&watch_cv, &watch_mu);
-      continue;
-    }
-    bool waiting;
-    int64_t now = weft__os_now_ns();
-    if (gen != watch_gen) { /* armed anew */
-      gen = watch_gen;
-      last = progress(&waiting);
-      quiet_since = now;
-      fired = false;
-    }
-    int64_t tick = watch_after / WATCH_TICKS;
-    if (tick < WATCH_TICK_MIN_NS) tick = WATCH_TICK_MIN_NS;
-    if (tick > WATCH_TICK_MAX_NS) tick = WATCH_TICK_MAX_NS;
-    int64_t until = now + tick;
-    struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
-    pthread_cond_clockwait(&watch_cv, &watch_mu, CLOCK_MONOTONIC, &ts);
-    if (watch_after == 0 || gen != watch_gen) continue;
-    uint64_t sum = progress(&waiting);
-    now = weft__os_now_ns();
-    if (sum != last || !waiting) {
-      last = sum;
-      quiet_since = now;
-      fired = false;
-    } else if (!fired && now - quiet_since >= watch_after) {
-      fired = true;
-      char reason[64], *p = reason;
-      const char *head = " (no weft wait ended for ";
-      memcpy(p, head, strlen(head));
-      p += strlen(head);
-      int64_t ms = (now - quiet_since) / 1000000;
-      p += snprintf(p, sizeof reason - (size_t)(p - reason) - 1, "%lld.%03lld s)",
-                    (long long)(ms / 1000), (long long)(ms % 1000));
-      *p = '\0';
-      pthread_mutex_unlock(&watch_mu);
-      dump_to(2, reason);
-      pthread_mutex_lock(&watch_mu);
-    }
-  }
-  return NULL;
-}
-
-/* watch_mu held. */
-static int start_watch_locked(void) {
-  if (watch_started) return 0;
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&watch_cv, &attr);
-  pthread_condattr_destroy(&attr);
-  pthread_attr_t tattr;
-  pthread_attr_init(&tattr);
-  pthread_attr_setdetachstate(&tattr, PTHREAD_CREATE_DETACHED);
-  pthread_t t;
-  /* The watchdog must not take signals meant for the program's threads. */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int r = pthread_create(&t, &tattr, watch, NULL);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&tattr);
-  if (r != 0) return -r;
-  watch_started = true;
-  return 0;
-}
-
-int weft_dump_later(double seconds) {
-  if (!(seconds > 0) || weft__waits_forever(seconds))
-    return weft__error(WEFT_EINVAL,
-                       "weft_dump_later: seconds must be above 0 and at most 1e9, not %g", seconds);
-  pthread_mutex_lock(&watch_mu);
-  int r = start_watch_locked();
-  if (r == 0) {
-    watch_after = (int64_t)(seconds * 1e9);
-    if (watch_after == 0) watch_after = 1;
-    watch_gen++;
-    pthread_cond_signal(&watch_cv);
-  }
-  pthread_mutex_unlock(&watch_mu);
-  if (r != 0) return weft__error(r, "weft_dump_later: could not start the watchdog thread");
-  return 0;
-}
-
-int weft_dump_cancel(void) {
-  pthread_mutex_lock(&watch_mu);
-  watch_after = 0;
-  watch_gen++;
-  if (watch_started) pthread_cond_signal(&watch_cv);
-  pthread_mutex_unlock(&watch_mu);
-  return 0;
-}
-
-void weft__dump_after_fork_child(void) {
-  /* The watchdog thread stayed in the parent, maybe holding its mutex. */
-  if (!watch_started) return;
-  pthread_mutex_init(&watch_mu, NULL);
-  watch_started = false;
-  watch_after = 0;
-}
-
 void weft__dump_init(void) {
   const char *sig = getenv("WEFT_DUMP_SIGNAL");
   if (sig != NULL) {
@@ -969,16 +843,5 @@ void weft__dump_init(void) {
       fprintf(stderr,
               "weft: WEFT_DUMP_SIGNAL=%s is not 1 (SIGQUIT), 0 or a signal name or number that "
               "can carry a dump (QUIT, USR1, 12); no dump on a signal\n", sig);
-  }
-}
-
-void weft__dump_watch_init(void) {
-  const char *after = getenv("WEFT_DUMP_AFTER");
-  if (after != NULL && after[0] != '\0') {
-    char *end;
-    double s = strtod(after, &end);
-    if (end == after || *end != '\0' || weft_dump_later(s) != 0)
-      fprintf(stderr,
-              "weft: WEFT_DUMP_AFTER=%s is not a number of seconds above 0; no watchdog\n", after);
   }
 }
