@@ -58,9 +58,9 @@
 
 struct slot {
   uint64_t seq;   /* the registration's number; 0 while written or cleared */
-  uint64_t lock;  /* the lock waited for, at the same address in every process */
+  uint64_t lock;  /* the lock waited for: at the same address in every process, unless private */
   uint64_t start; /* when the waiting process started (weft__os_process_start_time) */
-  uint64_t holder; /* the holder of a lock private to the waiter's process, as xwait.h says */
+  uint64_t holder; /* a private lock's holder, as struct weft__xw_wait says; 0: shared */
   char proc[WEFT_NAME_MAX + 1], thread[WEFT_NAME_MAX + 1];
   char label[128], site[128];
 };
