@@ -591,7 +591,8 @@ static int follow(const struct snap *start, bool *lowest) {
   return 0;
 }
 
-/* The label of the lock of step k of a chain that starts at start. */
+/* The label of the lock of step k of the chain: from the wait table if a
+ * thread of another process waits for it. */
 static void put_step_lock(struct out *o, int k) {
   if (k > 0 && chain[k - 1].xw != NULL) {
     put(o, "\"");
