@@ -478,16 +478,18 @@ static int child_member(void *arg) {
 }
 
 /* Lets a member go to its second lock and, unless it is the last, waits
- * until it sleeps there. */
+ * until it sleeps there (seen once: a waiter for a lock held by another
+ * process wakes every 50 ms to see that the holder lives). */
 static void let_go(struct env *e, int who, const struct member *m, pid_t child, bool last) {
   st(&e->going[who], 1);
   ck_assert(wait_ge(&e->going[who], 2, 10));
   if (last) return;
   double end = test_now() + 10;
-  while ((who == CHILD ? process_state(child) : thread_state(ld(&m->tid))) != 'S' &&
+  bool asleep;
+  while (!(asleep = (who == CHILD ? process_state(child) : thread_state(ld(&m->tid))) == 'S') &&
          test_now() < end)
     nap_ms(1);
-  ck_assert_int_eq(who == CHILD ? process_state(child) : thread_state(ld(&m->tid)), 'S');
+  ck_assert_msg(asleep, "member %d never slept", who);
 }
 
 /* The cycle, with `last` the member that waits last: in error mode it is
