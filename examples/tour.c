@@ -30,6 +30,7 @@ static const struct {
     {"lesson3_5_lost_updates", "§3.5 多线程同时对全局变量操作数据发生错误 — lost updates without a lock", false},
     {"lesson3_6_mutex", "§3.6 互斥锁 — a mutex makes the two sums right", false},
     {"lesson3_7_deadlock", "§3.7 死锁 — a deadlock, detected, dumped and backed out of instead of hanging", false},
+    {"lesson3_7_deadlock_processes", "§3.7 死锁 — the same deadlock between two processes sharing two locks, reported, dumped and backed out of", false},
     {"lesson4_isolation", "§4 进程之间不共享全局变量 — processes do not share globals", false},
     {"lesson4_start_methods", "§4 进程之间不共享全局变量 — a child started by fork, spawn or the forkserver, from a grown parent", false},
     {"lesson5_ipc", "§4+ 进程间通信 — a queue between two processes, and a shared Value counted right", false},

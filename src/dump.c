@@ -15,31 +15,30 @@
  *   a copy torn by a concurrent change prints stale text, never crashes;
  * - text is formatted by hand into a fixed buffer and written with write(2)
  *   a line at a time: no stdio, no malloc;
- * - one dump runs at a time (an atomic flag), so the buffers are static.
+ * - one dump runs at a time (an atomic flag), so the buffers are static;
+ * - what a thread of another process waits for comes from the wait table
+ *   (xwait.h), read as the deadlock detector reads it: atomic loads, each
+ *   slot trusted only while its registration number stays the same.
  *
- * The watchdog is a plain pthread, unknown to the thread registry, that
- * sums the records' counts of waits ended: while some thread waits and the
- * sum does not move for the time given, it dumps once, and again only after
- * progress resumed and stopped again.
+ * The watchdog that dumps when the program stalls is in dump_watch.c.
  */
 #define _GNU_SOURCE
 #include "weft/dump.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "deadlock.h"
 #include "dump.h"
 #include "internal.h"
 #include "lock.h"
 #include "os/os.h"
+#include "xwait.h"
 
 /* The most threads and children one dump lists; the rest are counted. */
 #define MAX_THREADS 512
@@ -47,10 +46,6 @@
 /* Reads of a record whose counter keeps moving before it is shown as
  * changing: its writer changes it for a few stores at a time. */
 #define READ_TRIES 1000
-/* The watchdog looks this often, as a fraction of its time, within bounds. */
-#define WATCH_TICKS 10
-#define WATCH_TICK_MIN_NS (10 * 1000 * 1000)
-#define WATCH_TICK_MAX_NS (250 * 1000 * 1000)
 
 /* ---- the records ---- */
 
@@ -121,6 +116,20 @@ void weft__wait_rec_set_dd(void *dd) {
   __atomic_store_n(&r->seq, seq + 1, __ATOMIC_RELAXED);
   __atomic_store_n(&r->dd, dd, __ATOMIC_RELEASE);
   __atomic_store_n(&r->seq, seq + 2, __ATOMIC_RELEASE);
+}
+
+/* Free records count too: their counts never go back. */
+uint64_t weft__dump_progress(bool *waiting) {
+  uint64_t sum = 0;
+  *waiting = false;
+  for (const struct weft__wait_rec *r = __atomic_load_n(&records, __ATOMIC_ACQUIRE); r != NULL;
+       r = r->next) {
+    sum += __atomic_load_n(&r->ends, __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&r->pid, __ATOMIC_ACQUIRE) == weft__pid &&
+        __atomic_load_n(&r->kind, __ATOMIC_ACQUIRE) != WEFT__WAIT_NONE)
+      *waiting = true;
+  }
+  return sum;
 }
 
 /* One record as read at one moment. */
@@ -318,6 +327,79 @@ static const struct snap *holder_of(const weft_lock *copy) {
   return snap_of(WEFT__OWNER_TID(weft__lock_owner(copy)));
 }
 
+/* Text another process wrote: control characters become '?'. */
+static void put_foreign(struct out *o, const char *text) {
+  for (size_t i = 0; text[i] != '\0'; i++) {
+    char c = (unsigned char)text[i] < 0x20 || text[i] == 0x7f ? '?' : text[i];
+    put_n(o, &c, 1);
+  }
+}
+
+/* "process "name" (pid N), thread T (tid N)", as the reports name a thread
+ * of another process. */
+static void put_xthread(struct out *o, const char *proc, pid_t pid, const char *thread, pid_t tid) {
+  put(o, "process \"");
+  put_foreign(o, proc);
+  put(o, "\" (pid ");
+  put_int(o, pid);
+  put(o, "), thread ");
+  put_foreign(o, thread);
+  put(o, " (tid ");
+  put_int(o, tid);
+  put(o, ")");
+}
+
+/* ", which waits for "label" at site" */
+static void put_waits_for(struct out *o, const char *label, const char *site) {
+  put(o, ", which waits for \"");
+  put_foreign(o, label);
+  put(o, "\"");
+  if (site[0] != '\0') {
+    put(o, " at ");
+    put_foreign(o, site);
+  }
+}
+
+struct child_name {
+  pid_t pid;
+  char name[WEFT_NAME_MAX + 1];
+};
+
+static void match_child(void *arg, const char *name, pid_t pid, bool daemon) {
+  (void)daemon;
+  struct child_name *c = arg;
+  if (pid != c->pid || c->name[0] != '\0') return;
+  size_t i = 0;
+  for (; name[i] != '\0' && i < sizeof c->name - 1; i++) c->name[i] = name[i];
+  c->name[i] = '\0';
+}
+
+/* A holder in another process: with what it waits for, if its wait is in
+ * the wait table; else by its name if it is a child of this process. */
+static void put_other_holder(struct out *o, pid_t pid, pid_t tid) {
+  static struct weft__xw_wait w;
+  put(o, "; held by ");
+  if (tid != 0 && weft__xw_peek(pid, tid, &w)) {
+    put_xthread(o, w.proc, pid, w.thread, tid);
+    put_waits_for(o, w.label, w.site);
+    return;
+  }
+  static struct child_name c;
+  c.pid = pid;
+  c.name[0] = '\0';
+  weft__process_each_child(match_child, &c, MAX_CHILDREN);
+  put(o, "process ");
+  if (c.name[0] != '\0') {
+    put(o, "\"");
+    put_foreign(o, c.name);
+    put(o, "\" (pid ");
+    put_int(o, pid);
+    put(o, ")");
+  } else {
+    put_int(o, pid);
+  }
+}
+
 static void put_holder(struct out *o, const weft_lock *copy) {
   pid_t pid = weft__lock_holder_pid(copy);
   if (copy->word == WEFT__LOCK_DESTROYED) {
@@ -325,8 +407,7 @@ static void put_holder(struct out *o, const weft_lock *copy) {
   } else if (pid == 0) {
     put(o, "; free now");
   } else if (pid != weft__pid) {
-    put(o, "; held by process ");
-    put_int(o, pid);
+    put_other_holder(o, pid, WEFT__OWNER_TID(weft__lock_owner(copy)));
   } else {
     const struct snap *h = holder_of(copy);
     put(o, "; held by ");
@@ -448,44 +529,140 @@ static void put_held(struct out *o, const struct snap *s) {
   if (shown == 0) put(o, "    holds no lock\n");
 }
 
+/* ---- live deadlocks ---- */
+
+/* The longest chain through other processes followed (as the detector's). */
+#define MAX_XSTEPS 64
+
+/* One step of a chain of waits: a lock and the thread holding it, of this
+ * process (snap) or of another (xw, its wait as the wait table holds it;
+ * its label is that of the lock of the next step). */
+struct step {
+  const void *lock;
+  pid_t pid, tid;
+  const struct snap *snap;
+  const struct weft__xw_wait *xw;
+};
+
+static struct step chain[MAX_THREADS + MAX_XSTEPS];
+static struct weft__xw_wait xws[MAX_XSTEPS];
+
+/* Follows the chain from start, a thread of this process waiting for a
+ * lock: holder -> the lock it waits for -> its holder ..., through other
+ * processes by the wait table. Returns its length if it comes back to
+ * start, else 0. *lowest: start has the lowest tid of this process's
+ * threads in it. */
+static int follow(const struct snap *start, bool *lowest) {
+  int n = 0, nx = 0;
+  const void *lock = start->obj;
+  weft_lock copy;
+  if (!peek_lock(lock, &copy) || copy.word == WEFT__LOCK_DESTROYED) return 0;
+  pid_t hp = weft__lock_holder_pid(&copy), ht = WEFT__OWNER_TID(weft__lock_owner(&copy));
+  *lowest = true;
+  while (n < (int)(sizeof chain / sizeof chain[0]) && hp != 0 && ht != 0) {
+    for (int k = 0; k < n; k++)
+      if (chain[k].pid == hp && chain[k].tid == ht) return 0; /* a cycle without start */
+    struct step *s = &chain[n];
+    *s = (struct step){lock, hp, ht, NULL, NULL};
+    if (hp == weft__pid) {
+      if ((s->snap = snap_of(ht)) == NULL) return 0;
+      if (ht < start->tid) *lowest = false;
+      n++;
+      if (s->snap == start) return n;
+      if (s->snap->kind != WEFT__WAIT_LOCK) return 0;
+      lock = s->snap->obj;
+    } else {
+      if (nx == MAX_XSTEPS || !weft__xw_peek(hp, ht, &xws[nx])) return 0;
+      s->xw = &xws[nx++];
+      n++;
+      lock = (const void *)(uintptr_t)s->xw->lock;
+      if (s->xw->holder != 0) { /* private to that process: as its waiter saw it */
+        hp = (pid_t)(s->xw->holder >> 32);
+        ht = (pid_t)(uint32_t)s->xw->holder;
+        continue;
+      }
+    }
+    /* A shared lock has the same address here; one this process does not
+     * map reads as an error. */
+    if (!peek_lock(lock, &copy) || copy.word == WEFT__LOCK_DESTROYED) return 0;
+    hp = weft__lock_holder_pid(&copy);
+    ht = WEFT__OWNER_TID(weft__lock_owner(&copy));
+  }
+  return 0;
+}
+
+/* The label of the lock of step k of the chain: from the wait table if a
+ * thread of another process waits for it. */
+static void put_step_lock(struct out *o, int k) {
+  if (k > 0 && chain[k - 1].xw != NULL) {
+    put(o, "\"");
+    put_foreign(o, chain[k - 1].xw->label);
+    put(o, "\"");
+    return;
+  }
+  weft_lock copy;
+  put_lock_label(o, peek_lock(chain[k].lock, &copy) ? &copy : NULL, chain[k].lock);
+}
+
+/* A cycle through other processes, in the words of the detector's report. */
+static void put_xcycle(struct out *o, int n) {
+  int procs = 0;
+  for (int k = 0; k < n; k++) {
+    bool seen = false;
+    for (int m = 0; m < k && !seen; m++) seen = chain[m].pid == chain[k].pid;
+    procs += !seen;
+  }
+  char own[WEFT_NAME_MAX + 1];
+  if (!peek_text(weft__process_own_name(), own, sizeof own)) memcpy(own, "process", 8);
+  put(o, "  live deadlock: ");
+  put_int(o, n);
+  put(o, " threads of ");
+  put_int(o, procs);
+  put(o, " processes wait for each other; the chain of waits, across processes:\n");
+  for (int k = 0; k < n; k++) {
+    const struct step *s = &chain[k];
+    put(o, "    ");
+    put_step_lock(o, k);
+    put(o, " is held by ");
+    if (s->xw != NULL) {
+      put_xthread(o, s->xw->proc, s->pid, s->xw->thread, s->tid);
+      put_waits_for(o, s->xw->label, s->xw->site);
+    } else {
+      put_xthread(o, own, s->pid, s->snap->name, s->tid);
+      put(o, ", which waits for ");
+      put_step_lock(o, (k + 1) % n);
+      put_site(o, s->snap->site);
+    }
+    put(o, "\n");
+  }
+}
+
 /* The live deadlocks: from each thread waiting for a lock, owner -> the
- * lock it waits for -> its owner ..., as the detector's live check does;
- * a chain back to the start is a cycle, shown once (from its lowest tid). */
+ * lock it waits for -> its owner ..., as the detector's live check does,
+ * through other processes as the wait table shows them; a chain back to
+ * the start is a cycle, shown once (from its lowest tid in this process). */
 static void put_cycles(struct out *o) {
   for (int i = 0; i < nsnaps; i++) {
     const struct snap *start = &snaps[i];
     if (start->torn || start->kind != WEFT__WAIT_LOCK) continue;
-    static const void *chain[MAX_THREADS];
-    static const struct snap *owners[MAX_THREADS];
-    int n = 0;
-    const struct snap *at = start;
-    bool cycle = false, lowest = true;
-    while (n < nsnaps) {
-      weft_lock copy;
-      if (at->kind != WEFT__WAIT_LOCK || !peek_lock(at->obj, &copy)) break;
-      const struct snap *h = holder_of(&copy);
-      if (h == NULL || h->torn) break;
-      chain[n] = at->obj;
-      owners[n++] = h;
-      if (h->tid < start->tid) lowest = false;
-      if (h == start) {
-        cycle = true;
-        break;
-      }
-      at = h;
+    bool lowest;
+    int n = follow(start, &lowest);
+    if (n == 0 || !lowest) continue;
+    bool across = false;
+    for (int k = 0; k < n; k++) across |= chain[k].xw != NULL;
+    if (across) {
+      put_xcycle(o, n);
+      continue;
     }
-    if (!cycle || !lowest) continue;
     put(o, "  live deadlock: ");
     put_int(o, n);
     put(o, n == 1 ? " thread waits for a lock it holds itself; the chain of waits:\n"
                   : " threads wait for each other; the chain of waits:\n");
     for (int k = 0; k < n; k++) {
-      weft_lock copy;
-      bool got = peek_lock(chain[k], &copy);
       put(o, "    ");
-      put_lock_label(o, got ? &copy : NULL, chain[k]);
+      put_step_lock(o, k);
       put(o, " is held by ");
-      put_thread(o, owners[k]);
+      put_thread(o, chain[k].snap);
       put(o, ", which waits for the next\n");
     }
   }
@@ -517,7 +694,7 @@ static void put_child(void *arg, const char *name, pid_t pid, bool daemon) {
 }
 
 /* The dump itself; reason says what asked for it (may be empty). */
-static int dump_to(int fd, const char *reason) {
+int weft__dump_to(int fd, const char *reason) {
   static struct out o;
   int busy = 0;
   if (!__atomic_compare_exchange_n(&dumping, &busy, 1, false, __ATOMIC_ACQUIRE,
@@ -582,7 +759,7 @@ int weft_dump(void) { return weft_dump_fd(2); }
 
 int weft_dump_fd(int fd) {
   if (fd < 0) return weft__error(WEFT_EINVAL, "weft_dump_fd: fd %d is negative", fd);
-  int r = dump_to(fd, "");
+  int r = weft__dump_to(fd, "");
   if (r == WEFT_EBUSY)
     return weft__error(r, "weft_dump_fd: another dump is being written (one at a time)");
   if (r == -EBADF)
@@ -609,7 +786,7 @@ static void on_signal(int sig) {
   }
   reason[n++] = ')';
   reason[n] = '\0';
-  dump_to(2, reason);
+  weft__dump_to(2, reason);
   weft__os_errno_set(saved);
 }
 
@@ -659,137 +836,6 @@ static int parse_signal(const char *v) {
   return -1;
 }
 
-/* ---- the watchdog ---- */
-
-static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t watch_cv;
-static bool watch_started;
-static int64_t watch_after; /* ns without progress; 0: off */
-static uint64_t watch_gen;  /* changed by every later or cancel */
-
-/* Sums the waits ended by every record (free ones too: their counts never
- * go back) and says whether a thread of this process waits now. */
-static uint64_t progress(bool *waiting) {
-  uint64_t sum = 0;
-  *waiting = false;
-  for (const struct weft__wait_rec *r = __atomic_load_n(&records, __ATOMIC_ACQUIRE); r != NULL;
-       r = r->next) {
-    sum += __atomic_load_n(&r->ends, __ATOMIC_ACQUIRE);
-    if (__atomic_load_n(&r->pid, __ATOMIC_ACQUIRE) == weft__pid &&
-        __atomic_load_n(&r->kind, __ATOMIC_ACQUIRE) != WEFT__WAIT_NONE)
-      *waiting = true;
-  }
-  return sum;
-}
-
-static void *watch(void *unused) {
-  (void)unused;
-  pthread_mutex_lock(&watch_mu);
-  uint64_t gen = watch_gen - 1, last = 0;
-  int64_t quiet_since = 0;
-  bool fired = false;
-  for (;;) {
-    if (watch_after == 0) {
-      pthread_cond_wait(&watch_cv, &watch_mu);
-      continue;
-    }
-    bool waiting;
-    int64_t now = weft__os_now_ns();
-    if (gen != watch_gen) { /* armed anew */
-      gen = watch_gen;
-      last = progress(&waiting);
-      quiet_since = now;
-      fired = false;
-    }
-    int64_t tick = watch_after / WATCH_TICKS;
-    if (tick < WATCH_TICK_MIN_NS) tick = WATCH_TICK_MIN_NS;
-    if (tick > WATCH_TICK_MAX_NS) tick = WATCH_TICK_MAX_NS;
-    int64_t until = now + tick;
-    struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
-    pthread_cond_clockwait(&watch_cv, &watch_mu, CLOCK_MONOTONIC, &ts);
-    if (watch_after == 0 || gen != watch_gen) continue;
-    uint64_t sum = progress(&waiting);
-    now = weft__os_now_ns();
-    if (sum != last || !waiting) {
-      last = sum;
-      quiet_since = now;
-      fired = false;
-    } else if (!fired && now - quiet_since >= watch_after) {
-      fired = true;
-      char reason[64], *p = reason;
-      const char *head = " (no weft wait ended for ";
-      memcpy(p, head, strlen(head));
-      p += strlen(head);
-      int64_t ms = (now - quiet_since) / 1000000;
-      p += snprintf(p, sizeof reason - (size_t)(p - reason) - 1, "%lld.%03lld s)",
-                    (long long)(ms / 1000), (long long)(ms % 1000));
-      *p = '\0';
-      pthread_mutex_unlock(&watch_mu);
-      dump_to(2, reason);
-      pthread_mutex_lock(&watch_mu);
-    }
-  }
-  return NULL;
-}
-
-/* watch_mu held. */
-static int start_watch_locked(void) {
-  if (watch_started) return 0;
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&watch_cv, &attr);
-  pthread_condattr_destroy(&attr);
-  pthread_attr_t tattr;
-  pthread_attr_init(&tattr);
-  pthread_attr_setdetachstate(&tattr, PTHREAD_CREATE_DETACHED);
-  pthread_t t;
-  /* The watchdog must not take signals meant for the program's threads. */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int r = pthread_create(&t, &tattr, watch, NULL);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&tattr);
-  if (r != 0) return -r;
-  watch_started = true;
-  return 0;
-}
-
-int weft_dump_later(double seconds) {
-  if (!(seconds > 0) || weft__waits_forever(seconds))
-    return weft__error(WEFT_EINVAL,
-                       "weft_dump_later: seconds must be above 0 and at most 1e9, not %g", seconds);
-  pthread_mutex_lock(&watch_mu);
-  int r = start_watch_locked();
-  if (r == 0) {
-    watch_after = (int64_t)(seconds * 1e9);
-    if (watch_after == 0) watch_after = 1;
-    watch_gen++;
-    pthread_cond_signal(&watch_cv);
-  }
-  pthread_mutex_unlock(&watch_mu);
-  if (r != 0) return weft__error(r, "weft_dump_later: could not start the watchdog thread");
-  return 0;
-}
-
-int weft_dump_cancel(void) {
-  pthread_mutex_lock(&watch_mu);
-  watch_after = 0;
-  watch_gen++;
-  if (watch_started) pthread_cond_signal(&watch_cv);
-  pthread_mutex_unlock(&watch_mu);
-  return 0;
-}
-
-void weft__dump_after_fork_child(void) {
-  /* The watchdog thread stayed in the parent, maybe holding its mutex. */
-  if (!watch_started) return;
-  pthread_mutex_init(&watch_mu, NULL);
-  watch_started = false;
-  watch_after = 0;
-}
-
 void weft__dump_init(void) {
   const char *sig = getenv("WEFT_DUMP_SIGNAL");
   if (sig != NULL) {
@@ -798,16 +844,5 @@ void weft__dump_init(void) {
       fprintf(stderr,
               "weft: WEFT_DUMP_SIGNAL=%s is not 1 (SIGQUIT), 0 or a signal name or number that "
               "can carry a dump (QUIT, USR1, 12); no dump on a signal\n", sig);
-  }
-}
-
-void weft__dump_watch_init(void) {
-  const char *after = getenv("WEFT_DUMP_AFTER");
-  if (after != NULL && after[0] != '\0') {
-    char *end;
-    double s = strtod(after, &end);
-    if (end == after || *end != '\0' || weft_dump_later(s) != 0)
-      fprintf(stderr,
-              "weft: WEFT_DUMP_AFTER=%s is not a number of seconds above 0; no watchdog\n", after);
   }
 }

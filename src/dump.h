@@ -111,6 +111,16 @@ void weft__wait_rec_forked(void);
 /* The deadlock detector made (or dropped, NULL) the calling thread's record. */
 void weft__wait_rec_set_dd(void *dd);
 
+/* Writes a dump to fd; reason says what asked for it (may be empty).
+ * Async-signal-safe. 0, WEFT_EBUSY while another dump is being written, or
+ * the first write's error. */
+int weft__dump_to(int fd, const char *reason);
+
+/* The waits ended by every thread, ever, summed: a program that makes
+ * progress moves it. *waiting: whether a thread of this process waits now.
+ * For the watchdog (dump_watch.c). */
+uint64_t weft__dump_progress(bool *waiting);
+
 /* From the library constructor: reads WEFT_DUMP_SIGNAL (before the
  * forkserver starts, whose children inherit the handler), and
  * WEFT_DUMP_AFTER (after: the server itself runs no watchdog thread). */

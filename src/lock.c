@@ -151,7 +151,9 @@ static void leave(weft_lock *l) {
  * track, in the detector's error mode) WEFT_EDEADLK; records no error
  * message (callers word it for their own type). *checked tells whether the
  * deadlock detector was told that this thread waits, *recorded whether the
- * dump's record was (only once it is about to sleep or nap). */
+ * dump's record was (only once it is about to sleep or nap), *xchecked
+ * whether the wait table was asked (it may hold the wait until
+ * weft__xw_after). */
 static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool track,
                      const char *site, bool *checked, bool *recorded, bool *xchecked) {
   uint32_t me = (uint32_t)weft__pid;
@@ -164,6 +166,9 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
   weft__waiters_enter(WEFT__WAITER_SET_OF(l));
   int64_t since = weft__os_now_ns();
   bool woke = false;
+  /* Whether the wait table was asked about this wait, for a holder in
+   * another process and for one in this process: the holder may change. */
+  bool asked_other = false, asked_within = false;
   uint32_t slept_on = 0; /* `last` when this thread went to sleep */
   int64_t nap = FIRST_NAP_NS;
   for (;;) {
@@ -222,8 +227,15 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
     /* Held by another process: register the wait where the other
      * processes see it, and follow the chain through them. Timed waits
      * take part (the cycle is real while they last); only a blocking
-     * acquire may be refused, as within a process. */
-    if (holder != weft__pid && !*xchecked && weft__dd_on) {
+     * acquire may be refused, as within a process. A wait within a process
+     * that shares memory (it has a wait table) may be a step of such a
+     * chain too: xwait.c decides. A process that shares nothing has no
+     * table and pays one load here. */
+    bool other = holder != weft__pid;
+    if (weft__dd_on && !asked_other &&
+        (other || (!asked_within && weft__xw_get_table() != NULL))) {
+      asked_other |= other;
+      asked_within |= !other;
       *xchecked = true;
       if (weft__xw_before_sleep(l, deadline == WEFT__NEVER, track && deadline == WEFT__NEVER,
                                 site) == WEFT_EDEADLK) {
@@ -233,6 +245,7 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
       continue;
     }
     slept_on = __atomic_load_n(&l->last, __ATOMIC_RELAXED);
+    if (*xchecked) weft__xw_resleep(l);
     if (!*recorded) *recorded = weft__wait_begin(WEFT__WAIT_LOCK, l, NULL, site, 0);
     if (weft__os_futex_wait(&l->seq, seq, wake_by) != -ETIMEDOUT) {
       woke = true;

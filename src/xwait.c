@@ -26,6 +26,15 @@
  * slot behind, so a slot also records when its process started: a pid that
  * is gone (or a zombie), or reused by a process started at another time,
  * ends the chain there. Such slots are taken over when the table is full.
+ *
+ * A wait for a lock held by another thread of the waiter's own process is
+ * registered too when it can be a step of such a chain: when the waiter
+ * holds a lock in shared memory (another process can wait for it), or the
+ * lock's holder is registered itself (the chain leaves the process through
+ * it). Otherwise it costs nothing here -- a program that shares nothing has
+ * no table -- and the detector within the process covers it. If that lock
+ * is private to the process, no other process can read its holder, so the
+ * slot records it, and the waiter updates it each time it sleeps again.
  */
 #define _GNU_SOURCE
 #include "xwait.h"
@@ -49,8 +58,9 @@
 
 struct slot {
   uint64_t seq;   /* the registration's number; 0 while written or cleared */
-  uint64_t lock;  /* the lock waited for, at the same address in every process */
+  uint64_t lock;  /* the lock waited for: at the same address in every process, unless private */
   uint64_t start; /* when the waiting process started (weft__os_process_start_time) */
+  uint64_t holder; /* a private lock's holder, as struct weft__xw_wait says; 0: shared */
   char proc[WEFT_NAME_MAX + 1], thread[WEFT_NAME_MAX + 1];
   char label[128], site[128];
 };
@@ -148,11 +158,9 @@ static int claim(struct table *t, uint64_t key) {
   return -1;
 }
 
-/* Reads the registered wait of thread tid of process pid into s, and the
- * lock it waits for into *next: false if it has none, or its slot changed
- * while read, or its process is gone. */
-static bool read_wait(struct table *t, pid_t pid, pid_t tid, struct weft__dd_xstep *s,
-                      uint64_t *next, char *next_label, size_t label_size) {
+/* Reads the registered wait of thread tid of process pid into w: false if
+ * it has none, or its slot changed while read, or its process is gone. */
+static bool read_wait(struct table *t, pid_t pid, pid_t tid, struct weft__xw_wait *w) {
   uint64_t key = key_of(pid, tid);
   for (uint32_t at = 0; at < WEFT__XW_SLOTS; at++) {
     if (__atomic_load_n(&t->keys[at], __ATOMIC_SEQ_CST) != key) continue;
@@ -160,19 +168,44 @@ static bool read_wait(struct table *t, pid_t pid, pid_t tid, struct weft__dd_xst
     uint64_t seq = __atomic_load_n(&sl->seq, __ATOMIC_SEQ_CST);
     if (seq == 0) return false; /* being written: its writer looks after us */
     /* Acquire loads: none may move after the second read of the number. */
-    *next = __atomic_load_n(&sl->lock, __ATOMIC_ACQUIRE);
+    w->lock = __atomic_load_n(&sl->lock, __ATOMIC_ACQUIRE);
+    w->holder = __atomic_load_n(&sl->holder, __ATOMIC_ACQUIRE);
     uint64_t start = __atomic_load_n(&sl->start, __ATOMIC_ACQUIRE);
-    get_text(s->proc, sizeof s->proc, sl->proc);
-    get_text(s->thread, sizeof s->thread, sl->thread);
-    get_text(s->site, sizeof s->site, sl->site);
-    get_text(next_label, label_size, sl->label);
+    get_text(w->proc, sizeof w->proc, sl->proc);
+    get_text(w->thread, sizeof w->thread, sl->thread);
+    get_text(w->site, sizeof w->site, sl->site);
+    get_text(w->label, sizeof w->label, sl->label);
     if (__atomic_load_n(&sl->seq, __ATOMIC_SEQ_CST) != seq ||
         __atomic_load_n(&t->keys[at], __ATOMIC_SEQ_CST) != key)
       return false;
     if (!same_process_alive(pid, start)) return false;
-    s->seq = seq;
+    w->seq = seq;
     return true;
   }
+  return false;
+}
+
+bool weft__xw_peek(pid_t pid, pid_t tid, struct weft__xw_wait *w) {
+  struct table *t = weft__xw_get_table();
+  return t != NULL && read_wait(t, pid, tid, w);
+}
+
+/* A lock's holder as a key; 0 while it has none, or its new holder has not
+ * written its thread yet. */
+static uint64_t holder_key(const weft_lock *l) {
+  pid_t pid = weft__lock_holder_pid(l), tid = WEFT__OWNER_TID(weft__lock_owner(l));
+  return pid != 0 && tid != 0 ? key_of(pid, tid) : 0;
+}
+
+/* Whether the caller's wait for l, held within its process, can be a step
+ * of a chain across processes (see the top of the file). */
+static bool may_join(struct table *t, const weft_lock *l) {
+  const struct weft__dd_thread *me = weft__dd_self;
+  for (int i = 0; me != NULL && i < me->depth; i++)
+    if (weft__region_holds(me->held[i].lock)) return true;
+  uint64_t key = holder_key(l);
+  for (uint32_t at = 0; key != 0 && at < WEFT__XW_SLOTS; at++)
+    if (__atomic_load_n(&t->keys[at], __ATOMIC_SEQ_CST) == key) return true;
   return false;
 }
 
@@ -183,10 +216,12 @@ static const char *process_name(void) {
 
 int weft__xw_before_sleep(weft_lock *l, bool forever, bool may_refuse, const char *site) {
   struct table *t = weft__xw_get_table();
-  /* Only a lock in shared memory has the same address in the holder's
-   * process, and only such addresses are followed below: any other could
-   * be unmapped here. */
-  if (t == NULL || my_slot >= 0 || !weft__region_holds(l)) return 0;
+  if (t == NULL || my_slot >= 0) return 0;
+  /* Only a lock in shared memory has the same address in another process,
+   * and only such addresses are read below when another process wrote
+   * them: any other could be unmapped here, or be something else. */
+  bool shared = weft__region_holds(l);
+  if (weft__lock_holder_pid(l) != weft__pid ? !shared : !may_join(t, l)) return 0;
   struct weft__dd_thread *me = weft__dd_me();
   pid_t tid = weft__tid();
   int at = claim(t, key_of(weft__pid, tid));
@@ -198,6 +233,11 @@ int weft__xw_before_sleep(weft_lock *l, bool forever, bool may_refuse, const cha
   weft__dd_lock_label(l, label, sizeof label);
   __atomic_store_n(&sl->lock, (uint64_t)(uintptr_t)l, __ATOMIC_RELEASE);
   __atomic_store_n(&sl->start, my_start(), __ATOMIC_RELEASE);
+  /* A private lock's holder not known yet (tid 0) ends a chain there until
+   * the waiter sleeps again. */
+  uint64_t holder = shared ? 0 : holder_key(l);
+  if (!shared && holder == 0) holder = key_of(weft__pid, 0);
+  __atomic_store_n(&sl->holder, holder, __ATOMIC_RELEASE);
   put_text(sl->proc, sizeof sl->proc, proc);
   put_text(sl->thread, sizeof sl->thread, me->name);
   put_text(sl->label, sizeof sl->label, label);
@@ -212,14 +252,14 @@ int weft__xw_before_sleep(weft_lock *l, bool forever, bool may_refuse, const cha
   struct weft__dd_xstep *steps = malloc(sizeof *steps * MAX_STEPS);
   if (steps == NULL) return 0;
   int n = 0;
-  weft_lock *cur = l;
+  /* The lock at hand and its holder: read from the lock where this process
+   * can read it, else as that lock's waiter recorded it. */
+  const void *cur = l;
+  pid_t hp = weft__lock_holder_pid(l), ht = WEFT__OWNER_TID(weft__lock_owner(l));
   char cur_label[128];
   snprintf(cur_label, sizeof cur_label, "%s", label);
-  bool cycle = false;
-  while (n < MAX_STEPS) {
-    pid_t hp = weft__lock_holder_pid(cur);
-    pid_t ht = WEFT__OWNER_TID(weft__lock_owner(cur));
-    if (hp == 0 || ht == 0) break;
+  bool cycle = false, left = false; /* left: a step is in another process */
+  while (n < MAX_STEPS && hp != 0 && ht != 0) {
     struct weft__dd_xstep *s = &steps[n];
     memset(s, 0, sizeof *s);
     s->lock = cur;
@@ -237,23 +277,40 @@ int weft__xw_before_sleep(weft_lock *l, bool forever, bool may_refuse, const cha
     bool looped = false;
     for (int i = 0; i < n && !looped; i++) looped = steps[i].pid == hp && steps[i].tid == ht;
     if (looped) break; /* a cycle we only wait on: its members see it */
-    uint64_t next = 0;
+    struct weft__xw_wait w;
     weft_lock *next_lock = NULL;
-    if (read_wait(t, hp, ht, s, &next, cur_label, sizeof cur_label)) {
-      next_lock = (weft_lock *)(uintptr_t)next;
-      if (!weft__region_holds(next_lock)) break;
+    if (read_wait(t, hp, ht, &w)) {
+      snprintf(s->proc, sizeof s->proc, "%s", w.proc);
+      snprintf(s->thread, sizeof s->thread, "%s", w.thread);
+      snprintf(s->site, sizeof s->site, "%s", w.site);
+      snprintf(cur_label, sizeof cur_label, "%s", w.label);
+      s->seq = w.seq;
+      cur = (const void *)(uintptr_t)w.lock;
+      if (w.holder != 0) {
+        hp = (pid_t)(w.holder >> 32);
+        ht = (pid_t)(uint32_t)w.holder;
+      } else {
+        next_lock = (weft_lock *)(uintptr_t)w.lock;
+        if (!weft__region_holds(next_lock)) break;
+      }
     } else if (hp == weft__pid &&
                weft__dd_thread_awaits(ht, &next_lock, s->thread, sizeof s->thread, s->site,
                                       sizeof s->site)) {
       snprintf(s->proc, sizeof s->proc, "%s", proc);
       weft__dd_lock_label(next_lock, cur_label, sizeof cur_label);
+      cur = next_lock;
     } else {
       break;
     }
+    if (next_lock != NULL) {
+      hp = weft__lock_holder_pid(next_lock);
+      ht = WEFT__OWNER_TID(weft__lock_owner(next_lock));
+    }
+    left |= s->pid != weft__pid;
     n++;
-    cur = next_lock;
   }
-  bool act = cycle;
+  /* A cycle within the process is the detector's own (deadlock.c). */
+  bool act = cycle && left;
   for (int i = 0; i < n && act; i++)
     if (steps[i].seq > my_seq) act = false; /* a later member acts */
   if (!act) {
@@ -267,6 +324,16 @@ int weft__xw_before_sleep(weft_lock *l, bool forever, bool may_refuse, const cha
   free(steps);
   weft__dd_deliver(&r);
   return may_refuse && weft__dd_error_mode() ? WEFT_EDEADLK : 0;
+}
+
+void weft__xw_resleep(const weft_lock *l) {
+  struct table *t = weft__xw_get_table();
+  int at = my_slot;
+  if (t == NULL || at < 0) return;
+  uint64_t *recorded = &t->slots[at].holder;
+  if (__atomic_load_n(recorded, __ATOMIC_RELAXED) == 0) return; /* others read the lock */
+  uint64_t now = holder_key(l);
+  if (now != 0) __atomic_store_n(recorded, now, __ATOMIC_RELEASE);
 }
 
 void weft__xw_after(void) {

@@ -4,7 +4,9 @@
  * process, thread, lock and line; in error mode one process is refused with
  * WEFT_EDEADLK and the others get their locks; consistent orders stay
  * silent; a process killed while waiting leaves nothing that could be
- * reported later; children started by spawn or forkserver take part. */
+ * reported later; children started by spawn or forkserver take part; a
+ * cycle through a wait within a process is found whichever member waits
+ * last. */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
@@ -429,6 +431,167 @@ START_TEST(chain_through_a_thread_of_the_callers_process) {
 }
 END_TEST
 
+/* ---- a cycle through a wait within a process ---- */
+
+/* The parent's thread T1 holds the private "lock-P" and waits for A, which
+ * the child holds; the child waits for B, which the parent's thread T2
+ * holds; T2 waits for lock-P: a step within the parent, for a lock no other
+ * process can read. */
+static weft_lock lock_p = WEFT_LOCK_INIT_NAMED("lock-P");
+
+enum { T1, T2, CHILD }; /* the members, as indexes in holding and going */
+
+struct member {
+  struct env *e;
+  int me;
+  weft_lock *first, *second;
+  int tid, result;
+};
+
+static void *member_thread(void *arg) {
+  struct member *m = arg;
+  struct env *e = m->e;
+  st(&m->tid, (int)gettid());
+  st(&m->result, -1);
+  if (weft_lock_acquire(m->first, WEFT_FOREVER) != 0) return NULL;
+  st(&e->holding[m->me], 1);
+  if (wait_ge(&e->going[m->me], 1, 20)) {
+    st(&e->going[m->me], 2); /* no nap from here to the wait */
+    int r = weft_lock_acquire(m->second, WEFT_FOREVER);
+    if (r == 0 || r == WEFT_EOWNERDEAD) weft_lock_release(m->second);
+    st(&m->result, r);
+  }
+  weft_lock_release(m->first);
+  return NULL;
+}
+
+static int child_member(void *arg) {
+  struct env *e = arg;
+  if (weft_lock_acquire(e->a, WEFT_FOREVER) != 0) return 1;
+  st(&e->holding[CHILD], 1);
+  if (!wait_ge(&e->going[CHILD], 1, 20)) return 2;
+  st(&e->going[CHILD], 2);
+  int r = weft_lock_acquire(e->b, WEFT_FOREVER);
+  if (r == 0) weft_lock_release(e->b);
+  weft_lock_release(e->a);
+  return r == 0 ? 0 : r == WEFT_EDEADLK ? 10 : 3;
+}
+
+/* Lets a member go to its second lock and, unless it is the last, waits
+ * until it sleeps there (seen once: a waiter for a lock held by another
+ * process wakes every 50 ms to see that the holder lives). */
+static void let_go(struct env *e, int who, const struct member *m, pid_t child, bool last) {
+  st(&e->going[who], 1);
+  ck_assert(wait_ge(&e->going[who], 2, 10));
+  if (last) return;
+  double end = test_now() + 10;
+  bool asleep;
+  while (!(asleep = (who == CHILD ? process_state(child) : thread_state(ld(&m->tid))) == 'S') &&
+         test_now() < end)
+    nap_ms(1);
+  ck_assert_msg(asleep, "member %d never slept", who);
+}
+
+/* The cycle, with `last` the member that waits last: in error mode it is
+ * refused and the others get their locks; in warn mode all wait, and the
+ * test breaks the hang by killing the child. One report either way. */
+static void cycle_through_a_wait_within(int last, weft_deadlock_mode mode) {
+  struct env *e = new_env();
+  ck_assert_int_eq(weft_deadlock_set_mode(mode), 0);
+  static struct member t1, t2;
+  t1 = (struct member){.e = e, .me = T1, .first = &lock_p, .second = e->a};
+  t2 = (struct member){.e = e, .me = T2, .first = e->b, .second = &lock_p};
+  weft_process child = start_named(child_member, e, "mixed-child");
+  pid_t cpid = weft_process_pid(child);
+  pthread_t p1 = spawn(member_thread, &t1), p2 = spawn(member_thread, &t2);
+  ck_assert(wait_ge(&e->holding[T1], 1, 10) && wait_ge(&e->holding[T2], 1, 10) &&
+            wait_ge(&e->holding[CHILD], 1, 10));
+  const struct member *ms[3] = {&t1, &t2, NULL};
+  for (int who = 0; who < 3; who++)
+    if (who != last) let_go(e, who, ms[who], cpid, false);
+  let_go(e, last, ms[last], cpid, true);
+  ck_assert_msg(wait_ge(&e->reports, 1, 20), "no report");
+  if (mode == WEFT_DEADLOCK_WARN) ck_assert_int_eq(weft_process_kill(child), 0);
+  join(p1);
+  join(p2);
+  int code = finish_process(child, 20);
+  ck_assert_int_eq(ld(&e->reports), 1);
+  const char *rep = e->report;
+  ck_assert_msg(strstr(rep, "the chain of waits, across processes:\n") != NULL &&
+                    strstr(rep, "\"lock-P\"") != NULL && strstr(rep, "\"mixed-child\"") != NULL,
+                "%s", rep);
+  char want[96];
+  snprintf(want, sizeof want, "(tid %d), which waits for \"lock-P\"", ld(&t2.tid));
+  ck_assert_msg(strstr(rep, want) != NULL || last == T2, "no %s in:\n%s", want, rep);
+  if (mode == WEFT_DEADLOCK_WARN) {
+    ck_assert_int_eq(code, -SIGKILL);
+    ck_assert_int_eq(ld(&t1.result), WEFT_EOWNERDEAD); /* A, from the killed child */
+    ck_assert_int_eq(ld(&t2.result), 0);
+  } else {
+    ck_assert_int_eq(code, last == CHILD ? 10 : 0);
+    ck_assert_int_eq(ld(&t1.result), last == T1 ? WEFT_EDEADLK : 0);
+    ck_assert_int_eq(ld(&t2.result), last == T2 ? WEFT_EDEADLK : 0);
+  }
+  free_env(e);
+}
+
+/* T2's wait, within its process, is the last: it follows the chain out
+ * through the child and back. */
+START_TEST(wait_within_a_process_closes_a_cycle_warn) { cycle_through_a_wait_within(T2, WEFT_DEADLOCK_WARN); }
+END_TEST
+
+START_TEST(wait_within_a_process_closes_a_cycle_error) { cycle_through_a_wait_within(T2, WEFT_DEADLOCK_ERROR); }
+END_TEST
+
+/* The child waits last: it follows the chain through T2's wait, for a lock
+ * it cannot read, by the holder T2 recorded. */
+START_TEST(chain_through_a_wait_within_another_process) { cycle_through_a_wait_within(CHILD, WEFT_DEADLOCK_ERROR); }
+END_TEST
+
+START_TEST(chain_through_a_wait_within_another_process_warn) { cycle_through_a_wait_within(CHILD, WEFT_DEADLOCK_WARN); }
+END_TEST
+
+START_TEST(chain_through_a_wait_within_the_callers_process) { cycle_through_a_wait_within(T1, WEFT_DEADLOCK_ERROR); }
+END_TEST
+
+/* A timed wait that closes a cycle within a process that shares memory
+ * (both its threads are in the wait table) is no live deadlock: it ends by
+ * itself, as within any process. */
+struct timed_other {
+  int has_y, result;
+};
+
+static weft_lock lock_x = WEFT_LOCK_INIT_NAMED("lock-X"), lock_y = WEFT_LOCK_INIT_NAMED("lock-Y");
+
+static void *hold_y_then_x_timed(void *arg) {
+  struct timed_other *o = arg;
+  if (weft_lock_acquire(&lock_y, WEFT_FOREVER) != 0) return NULL;
+  st(&o->has_y, 1);
+  if (wait_ge(&o->has_y, 2, 20)) st(&o->result, weft_lock_acquire(&lock_x, 0.3));
+  weft_lock_release(&lock_y);
+  return NULL;
+}
+
+START_TEST(timed_cycle_within_a_sharing_process_is_not_reported) {
+  struct env *e = new_env();
+  ck_assert_int_eq(weft_deadlock_set_mode(WEFT_DEADLOCK_ERROR), 0);
+  ck_assert_int_eq(weft_lock_acquire(e->c, WEFT_FOREVER), 0); /* shared: this wait joins the table */
+  ck_assert_int_eq(weft_lock_acquire(&lock_x, WEFT_FOREVER), 0);
+  struct timed_other o = {0, 0};
+  pthread_t t = spawn(hold_y_then_x_timed, &o);
+  ck_assert(wait_ge(&o.has_y, 1, 10));
+  st(&o.has_y, 2);
+  ck_assert_int_eq(weft_lock_acquire(&lock_y, WEFT_FOREVER), 0); /* once the other times out */
+  join(t);
+  ck_assert_int_eq(o.result, WEFT_ETIMEDOUT);
+  ck_assert_int_eq(ld(&e->reports), 0);
+  weft_lock_release(&lock_y);
+  weft_lock_release(&lock_x);
+  weft_lock_release(e->c);
+  free_env(e);
+}
+END_TEST
+
 /* ---- RLocks ---- */
 
 struct rlocks {
@@ -490,6 +653,12 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, spawned_children_share_the_wait_table);
   tcase_add_test(tc, chain_through_a_thread_of_the_callers_process);
   tcase_add_test(tc, rlocks_between_processes);
+  tcase_add_test(tc, wait_within_a_process_closes_a_cycle_warn);
+  tcase_add_test(tc, wait_within_a_process_closes_a_cycle_error);
+  tcase_add_test(tc, chain_through_a_wait_within_another_process);
+  tcase_add_test(tc, chain_through_a_wait_within_another_process_warn);
+  tcase_add_test(tc, chain_through_a_wait_within_the_callers_process);
+  tcase_add_test(tc, timed_cycle_within_a_sharing_process_is_not_reported);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Tests of weft/dump.h: the dump of a known program is read line by line
  * (names, tids, counts, call sites), taken from a signal, from a forked
- * child, while threads hammer locks, queues and a pool, and by the
- * watchdog, which must fire on a stall and not while waits end. */
+ * child, while a thread is deadlocked with another process, while threads
+ * hammer locks, queues and a pool, and by the watchdog, which must fire on
+ * a stall and not while waits end. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -386,6 +387,251 @@ START_TEST(forked_child_dumps_only_its_own_thread) {
 }
 END_TEST
 
+/* ---- a deadlock between two processes ---- */
+
+/* In shared memory: the locks, and each side's progress. */
+struct xdead {
+  weft_lock *a, *b;
+  int t_has_a, t_go, t_line, t_result;
+  int c_has_b, c_go, c_line;
+  int reports;
+};
+
+static void count_report(const char *report, void *arg) {
+  (void)report;
+  inc(&((struct xdead *)arg)->reports);
+}
+
+/* This process's thread: holds A, then waits for B, which the child holds. */
+static void *hold_a_want_b(void *arg) {
+  struct xdead *x = arg;
+  if (weft_lock_acquire(x->a, WEFT_FOREVER) != 0) return NULL;
+  st(&x->t_has_a, 1);
+  if (wait_ge(&x->t_go, 1, 30)) {
+    int r;
+    st(&x->t_line, __LINE__), r = weft_lock_acquire(x->b, WEFT_FOREVER);
+    if (r == 0 || r == WEFT_EOWNERDEAD) weft_lock_release(x->b);
+    st(&x->t_result, r);
+  }
+  weft_lock_release(x->a);
+  return NULL;
+}
+
+/* The child: holds B, then waits for A (killed there). */
+static int hold_b_want_a(void *arg) {
+  struct xdead *x = arg;
+  if (weft_lock_acquire(x->b, WEFT_FOREVER) != 0) return 1;
+  st(&x->c_has_b, 1);
+  if (!wait_ge(&x->c_go, 1, 30)) return 2;
+  st(&x->c_line, __LINE__), weft_lock_acquire(x->a, WEFT_FOREVER);
+  return 3;
+}
+
+/* The dump of one process names the other process's thread that holds the
+ * lock its thread waits for: by the child's name while that thread runs,
+ * then with what it waits for, and the cycle across both processes. */
+START_TEST(dump_shows_a_wait_for_another_process_and_the_cycle) {
+  ck_assert_int_eq(weft_deadlock_set_mode(WEFT_DEADLOCK_WARN), 0);
+  struct xdead *x = shared(sizeof *x);
+  x->a = weft_lock_new(.name = "xA");
+  x->b = weft_lock_new(.name = "xB");
+  ck_assert(x->a != NULL && x->b != NULL);
+  weft_deadlock_set_hook(count_report, x);
+  weft_thread t = weft_thread_new(hold_a_want_b, .arg = x, .name = "holder");
+  ck_assert_int_eq(weft_thread_start(t), 0);
+  ck_assert(wait_ge(&x->t_has_a, 1, 10));
+  weft_process child = weft_process_new(hold_b_want_a, .arg = x, .name = "dump-child");
+  ck_assert_int_eq(weft_process_start(child), 0);
+  pid_t cpid = weft_process_pid(child), tid = weft_thread_native_id(t);
+  ck_assert(wait_ge(&x->c_has_b, 1, 10));
+  st(&x->t_go, 1);
+
+  /* The child holds B and waits for nothing: named from the children. */
+  char want[512];
+  snprintf(want, sizeof want, "  holder (tid %d): waiting for lock \"xB\" at ", (int)tid);
+  const char *line = line_of(dump_until(want, 1, 30), want);
+  snprintf(want, sizeof want, "; held by process \"dump-child\" (pid %d)", (int)cpid);
+  ck_assert_msg(strstr(line, want) != NULL && strlen(strstr(line, want)) == strlen(want), "%s",
+                line);
+  ck_assert_int_eq(count_substr(text, "live deadlock"), 0);
+
+  /* The child waits for A: from the wait table, its wait and the cycle. */
+  st(&x->c_go, 1);
+  const char *d = dump_until("live deadlock", 1, 30);
+  snprintf(want, sizeof want, "  holder (tid %d): waiting for lock \"xB\" at %s:%d for ", (int)tid,
+           __FILE__, ld(&x->t_line));
+  line = line_of(d, want);
+  snprintf(want, sizeof want,
+           "; held by process \"dump-child\" (pid %d), thread MainThread (tid %d), which waits "
+           "for \"xA\" at %s:%d",
+           (int)cpid, (int)cpid, __FILE__, ld(&x->c_line));
+  ck_assert_msg(strstr(line, want) != NULL && strlen(strstr(line, want)) == strlen(want), "%s",
+                line);
+  ck_assert_int_eq(count_substr(d, "  live deadlock: "), 1);
+  snprintf(want, sizeof want,
+           "  live deadlock: 2 threads of 2 processes wait for each other; the chain of waits, "
+           "across processes:\n"
+           "    \"xB\" is held by process \"dump-child\" (pid %d), thread MainThread (tid %d), "
+           "which waits for \"xA\" at %s:%d\n"
+           "    \"xA\" is held by process \"%s\" (pid %d), thread holder (tid %d), which waits for "
+           "\"xB\" at %s:%d\n",
+           (int)cpid, (int)cpid, __FILE__, ld(&x->c_line),
+           weft_process_name(weft_current_process()), (int)getpid(), (int)tid, __FILE__,
+           ld(&x->t_line));
+  assert_has(d, want);
+
+  /* Break the hang as a person would: end the child. */
+  ck_assert_int_ge(ld(&x->reports), 1);
+  ck_assert_int_eq(weft_process_kill(child), 0);
+  ck_assert_int_eq(weft_thread_join(t, 30, NULL), 0);
+  ck_assert_int_eq(ld(&x->t_result), WEFT_EOWNERDEAD);
+  ck_assert_int_eq(finish_process(child, 30), -SIGKILL);
+  weft_deadlock_set_hook(NULL, NULL);
+  ck_assert_int_eq(weft_lock_free(x->a), 0);
+  ck_assert_int_eq(weft_lock_free(x->b), 0);
+  weft_shared_free(x);
+}
+END_TEST
+
+/* Three threads of two processes: t1 (here) holds the private "xP" and
+ * waits for xA, held by the child; t2 (here) holds xB and waits for xP, a
+ * wait within this process; the child's main thread waits for xB. A thread
+ * of the child dumps: the chain goes through xP, which the child cannot
+ * read, by the holder t2 recorded in the wait table. */
+static weft_lock lock_xp = WEFT_LOCK_INIT_NAMED("xP");
+
+struct xdead3 {
+  weft_lock *a, *b;
+  int t1_has, t1_go, t1_line, t1_tid, t2_has, t2_go, t2_line, t2_tid;
+  int c_has, c_go, c_line, reports, dumped;
+  int fd;
+};
+
+static void count_report3(const char *report, void *arg) {
+  (void)report;
+  inc(&((struct xdead3 *)arg)->reports);
+}
+
+static void *t1_p_then_a(void *arg) {
+  struct xdead3 *x = arg;
+  st(&x->t1_tid, (int)gettid());
+  if (weft_lock_acquire(&lock_xp, WEFT_FOREVER) != 0) return NULL;
+  st(&x->t1_has, 1);
+  if (wait_ge(&x->t1_go, 1, 30)) {
+    int r;
+    st(&x->t1_line, __LINE__), r = weft_lock_acquire(x->a, WEFT_FOREVER);
+    if (r == 0 || r == WEFT_EOWNERDEAD) weft_lock_release(x->a);
+  }
+  weft_lock_release(&lock_xp);
+  return NULL;
+}
+
+static void *t2_b_then_p(void *arg) {
+  struct xdead3 *x = arg;
+  st(&x->t2_tid, (int)gettid());
+  if (weft_lock_acquire(x->b, WEFT_FOREVER) != 0) return NULL;
+  st(&x->t2_has, 1);
+  if (wait_ge(&x->t2_go, 1, 30)) {
+    int r;
+    st(&x->t2_line, __LINE__), r = weft_lock_acquire(&lock_xp, WEFT_FOREVER);
+    if (r == 0) weft_lock_release(&lock_xp);
+  }
+  weft_lock_release(x->b);
+  return NULL;
+}
+
+/* In the child: dumps into the memory file until the dump shows the cycle. */
+static void *dump_until_cycle(void *arg) {
+  struct xdead3 *x = arg;
+  static char buf[1 << 16];
+  wait_ge(&x->reports, 1, 20); /* without a report, dump all the same: the test shows it */
+  double end = test_now() + 10;
+  while (test_now() < end) {
+    if (ftruncate(x->fd, 0) != 0 || lseek(x->fd, 0, SEEK_SET) != 0) break;
+    if (weft_dump_fd(x->fd) == 0) {
+      ssize_t n = pread(x->fd, buf, sizeof buf - 1, 0);
+      buf[n > 0 ? n : 0] = '\0';
+      if (strstr(buf, "live deadlock") != NULL) break;
+    }
+    nap_ms(5);
+  }
+  st(&x->dumped, 1);
+  return NULL;
+}
+
+static int child_a_then_b_and_dump(void *arg) {
+  struct xdead3 *x = arg;
+  if (weft_lock_acquire(x->a, WEFT_FOREVER) != 0) return 1;
+  st(&x->c_has, 1);
+  weft_thread d = weft_thread_new(dump_until_cycle, .arg = x, .name = "dumper", .daemon = true);
+  weft_thread_start(d);
+  if (!wait_ge(&x->c_go, 1, 30)) return 2;
+  st(&x->c_line, __LINE__), weft_lock_acquire(x->b, WEFT_FOREVER); /* killed here */
+  return 3;
+}
+
+/* Once seen asleep is enough: a waiter for a lock held by another process
+ * wakes every 50 ms to see that the holder lives. */
+static void wait_thread_asleep(const int *tid) {
+  double end = test_now() + 10;
+  bool asleep;
+  while (!(asleep = thread_state(ld(tid)) == 'S') && test_now() < end) nap_ms(1);
+  ck_assert_msg(asleep, "thread %d never slept", ld(tid));
+}
+
+START_TEST(dump_follows_a_wait_within_another_process) {
+  ck_assert_int_eq(weft_deadlock_set_mode(WEFT_DEADLOCK_WARN), 0);
+  struct xdead3 *x = shared(sizeof *x);
+  x->a = weft_lock_new(.name = "xA");
+  x->b = weft_lock_new(.name = "xB");
+  x->fd = memfd_create("child-dump", 0);
+  ck_assert(x->a != NULL && x->b != NULL && x->fd >= 0);
+  weft_deadlock_set_hook(count_report3, x);
+  weft_process child = weft_process_new(child_a_then_b_and_dump, .arg = x, .name = "dump-child2");
+  ck_assert_int_eq(weft_process_start(child), 0);
+  pid_t cpid = weft_process_pid(child);
+  weft_thread t1 = weft_thread_new(t1_p_then_a, .arg = x, .name = "t1");
+  weft_thread t2 = weft_thread_new(t2_b_then_p, .arg = x, .name = "t2");
+  weft_thread_start(t1);
+  weft_thread_start(t2);
+  ck_assert(wait_ge(&x->t1_has, 1, 10) && wait_ge(&x->t2_has, 1, 10) && wait_ge(&x->c_has, 1, 10));
+  st(&x->t1_go, 1);
+  wait_thread_asleep(&x->t1_tid);
+  st(&x->t2_go, 1);
+  wait_thread_asleep(&x->t2_tid);
+  st(&x->c_go, 1); /* the child waits last: it reports, and its thread dumps */
+  ck_assert(wait_ge(&x->dumped, 1, 40));
+  ssize_t n = pread(x->fd, text, sizeof text - 1, 0);
+  ck_assert_int_gt(n, 0);
+  text[n] = '\0';
+  char want[1024];
+  snprintf(want, sizeof want,
+           "  live deadlock: 3 threads of 2 processes wait for each other; the chain of waits, "
+           "across processes:\n"
+           "    \"xB\" is held by process \"%s\" (pid %d), thread t2 (tid %d), which waits for "
+           "\"xP\" at %s:%d\n"
+           "    \"xP\" is held by process \"%s\" (pid %d), thread t1 (tid %d), which waits for "
+           "\"xA\" at %s:%d\n"
+           "    \"xA\" is held by process \"dump-child2\" (pid %d), thread MainThread (tid %d), "
+           "which waits for \"xB\" at %s:%d\n",
+           weft_process_name(weft_current_process()), (int)getpid(), ld(&x->t2_tid), __FILE__,
+           ld(&x->t2_line), weft_process_name(weft_current_process()), (int)getpid(),
+           ld(&x->t1_tid), __FILE__, ld(&x->t1_line), (int)cpid, (int)cpid, __FILE__,
+           ld(&x->c_line));
+  assert_has(text, want);
+  ck_assert_int_eq(ld(&x->reports), 1);
+  ck_assert_int_eq(weft_process_kill(child), 0);
+  ck_assert_int_eq(weft_thread_join(t1, 30, NULL), 0);
+  ck_assert_int_eq(weft_thread_join(t2, 30, NULL), 0);
+  ck_assert_int_eq(finish_process(child, 30), -SIGKILL);
+  weft_deadlock_set_hook(NULL, NULL);
+  close(x->fd);
+  ck_assert_int_eq(weft_lock_free(x->a), 0);
+  ck_assert_int_eq(weft_lock_free(x->b), 0);
+  weft_shared_free(x);
+}
+END_TEST
+
 /* ---- the signal path, in a fresh program ---- */
 
 /* Sends sig to the helper until its stderr holds a whole dump that shows
@@ -687,6 +933,8 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, dump_while_8_threads_contend_for_one_lock);
   tcase_add_test(tc, each_kind_of_wait_is_named_with_its_site);
   tcase_add_test(tc, forked_child_dumps_only_its_own_thread);
+  tcase_add_test(tc, dump_shows_a_wait_for_another_process_and_the_cycle);
+  tcase_add_test(tc, dump_follows_a_wait_within_another_process);
   tcase_add_test(tc, api_errors_and_unregister_restores_the_action);
   suite_add_tcase(s, tc);
   tc = weft_tcase("signal", 90);

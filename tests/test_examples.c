@@ -2,7 +2,8 @@
 /* Tests of the lesson programs in examples/: each one is run as its own
  * program, with stdout and stderr captured through a pipe, and its output is
  * compared with what the tutorial (§2.1-§2.4, §3.1-§3.6, §4) prints, or for
- * lesson5_ipc (after §4) with what its Python twin would. */
+ * lesson5_ipc (after §4) with what its Python twin would; the §3.7 lessons,
+ * where the tutorial's program hangs, with weft's reports and dumps. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
@@ -374,6 +375,79 @@ START_TEST(lesson3_7_deadlock) {
 }
 END_TEST
 
+/* §3.7 between two processes: exactly one is refused and reports the cycle
+ * across both, its watchdog's dump shows the other process's step and the
+ * cycle before it backs off, and both finish. Which one waits last is up
+ * to the scheduler. */
+START_TEST(lesson3_7_deadlock_processes) {
+  static struct run r;
+  const char *program = "lesson3_7_deadlock_processes";
+  run_program(program, &r);
+  assert_exit_zero(program, &r);
+  ck_assert_msg(r.eof, "%s: pipe still open after exit; output:\n%s", program, r.out);
+  ck_assert_msg(count_substr(r.out, "weft: deadlock: ") == 1, "one report:\n%s", r.out);
+  const char *rep = strstr(r.out, "weft: deadlock: MainThread (tid ");
+  ck_assert_msg(rep != NULL, "no report:\n%s", r.out);
+  const char *of_one = strstr(rep, ") of process \"进程1\" (pid ");
+  bool one = of_one != NULL && of_one < strchr(rep, '\n');
+  const char *me = one ? "进程1" : "进程2", *other = one ? "进程2" : "进程1";
+  const char *want = one ? "锁B" : "锁A", *held = one ? "锁A" : "锁B";
+  char line[512];
+  snprintf(line, sizeof line, ") of process \"%s\" (pid ", me);
+  ck_assert_msg(strstr(rep, line) != NULL && strstr(rep, line) < strchr(rep, '\n'), "%s", r.out);
+  snprintf(line, sizeof line, "would wait forever for \"%s\" at examples/%s.c:", want, program);
+  ck_assert_msg(strstr(rep, line) != NULL, "no '%s':\n%s", line, r.out);
+  ck_assert_msg(strstr(rep, "\n  the chain of waits, across processes:\n    \"") != NULL, "%s", r.out);
+  snprintf(line, sizeof line, "\" is held by process \"%s\" (pid ", other);
+  ck_assert_msg(strstr(rep, line) != NULL, "no '%s':\n%s", line, r.out);
+
+  /* Each takes its first lock; the refused one twice, and says so once. */
+  snprintf(line, sizeof line, "%s 拿到 %s，想要 %s\n", me, held, want);
+  ck_assert_msg(count_substr(r.out, line) == 2, "no twice '%s':\n%s", line, r.out);
+  snprintf(line, sizeof line, "%s 拿到 %s，想要 %s\n", other, want, held);
+  ck_assert_msg(count_substr(r.out, line) == 1, "no '%s':\n%s", line, r.out);
+  snprintf(line, sizeof line, "%s: 会死锁 (WEFT_EDEADLK)，最多再等 2 秒\n", me);
+  ck_assert_msg(count_substr(r.out, "会死锁") == 1 && strstr(r.out, line) != NULL, "%s", r.out);
+
+  /* The refused process's dump, before it backs off. */
+  snprintf(line, sizeof line, "weft: dump of %s (pid ", me);
+  const char *dump = strstr(r.out, line);
+  ck_assert_msg(dump != NULL && strstr(dump, "): 1 thread (no weft wait ended for ") != NULL,
+                "no dump:\n%s", r.out);
+  const char *end = strstr(dump, "weft: end of dump\n");
+  snprintf(line, sizeof line, "%s: 2 秒内没拿到 %s，先释放 %s 再重试\n", me, want, held);
+  const char *backs_off = strstr(r.out, line);
+  ck_assert_msg(end != NULL && backs_off != NULL && end < backs_off,
+                "the dump must come before the process backs off:\n%s", r.out);
+  snprintf(line, sizeof line, "  MainThread (tid %.*s): waiting for lock \"%s\" at examples/%s.c:",
+           (int)strcspn(rep + strlen("weft: deadlock: MainThread (tid "), ")"),
+           rep + strlen("weft: deadlock: MainThread (tid "), want, program);
+  const char *wait = strstr(dump, line);
+  ck_assert_msg(wait != NULL && wait < end, "no '%s' in the dump:\n%s", line, r.out);
+  snprintf(line, sizeof line, "; held by process \"%s\" (pid ", other);
+  const char *by = strstr(wait, line);
+  ck_assert_msg(by != NULL && by < strchr(wait, '\n'), "no '%s' in the dump:\n%s", line, r.out);
+  snprintf(line, sizeof line, "), thread MainThread (tid ");
+  ck_assert_msg(strstr(by, line) != NULL && strstr(by, line) < strchr(by, '\n'), "%s", r.out);
+  snprintf(line, sizeof line, "), which waits for \"%s\" at examples/%s.c:", held, program);
+  ck_assert_msg(strstr(by, line) != NULL && strstr(by, line) < strchr(by, '\n'), "%s", r.out);
+  snprintf(line, sizeof line, "    holds \"%s\" acquired at examples/%s.c:", held, program);
+  ck_assert_msg(strstr(dump, line) != NULL && strstr(dump, line) < end, "%s", r.out);
+  const char *cycle = strstr(dump, "  live deadlock: 2 threads of 2 processes wait for each other; "
+                                   "the chain of waits, across processes:\n");
+  ck_assert_msg(cycle != NULL && cycle < end, "no cycle in the dump:\n%s", r.out);
+
+  snprintf(line, sizeof line, "%s 完成\n", other);
+  ck_assert_msg(strstr(r.out, line) != NULL, "%s", r.out);
+  snprintf(line, sizeof line, "%s 完成\n", me);
+  ck_assert_msg(strstr(r.out, line) != NULL, "%s", r.out);
+  const char *last = "两个进程都完成了，没有卡死\n";
+  ck_assert_msg(strlen(r.out) >= strlen(last) &&
+                    strcmp(r.out + strlen(r.out) - strlen(last), last) == 0,
+                "%s: the last line must be '%s'; output:\n%s", program, last, r.out);
+}
+END_TEST
+
 /* ---- §4 processes do not share globals ---- */
 
 START_TEST(lesson4_isolation) {
@@ -503,8 +577,9 @@ START_TEST(tour) {
   for (size_t i = 0; i < sizeof headings / sizeof headings[0]; i++)
     ck_assert_msg(has_line_starting(r.out, headings[i]),
                   "tour: no heading line starting with \"%s\"; output:\n%s", headings[i], r.out);
-  ck_assert_msg(has_line_starting(r.out, "==== tour done: 15 lessons, 0 failed\n"),
-                "tour: no \"tour done: 15 lessons, 0 failed\" line; output:\n%s", r.out);
+  ck_assert_msg(count_substr(r.out, "\n==== §3.7 ") == 2, "tour: two §3.7 lessons; output:\n%s", r.out);
+  ck_assert_msg(has_line_starting(r.out, "==== tour done: 16 lessons, 0 failed\n"),
+                "tour: no \"tour done: 16 lessons, 0 failed\" line; output:\n%s", r.out);
   ck_assert_msg(!has_line_starting(r.out, "!!!!"), "tour: a lesson failed; output:\n%s", r.out);
   /* The lessons' own output appears under the headings. */
   ck_assert_msg(strstr(r.out, "\nover\n") != NULL && strstr(r.out, "主进程读取的全局变量：[]\n") != NULL,
@@ -554,6 +629,10 @@ Suite *weft_test_suite(void) {
 
   tc = weft_tcase("lesson3_7_deadlock", 30);
   tcase_add_test(tc, lesson3_7_deadlock);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("lesson3_7_deadlock_processes", 30);
+  tcase_add_test(tc, lesson3_7_deadlock_processes);
   suite_add_tcase(s, tc);
 
   tc = weft_tcase("lesson4_start_methods", 60);

@@ -71,11 +71,24 @@ bool weft__os_process_gone(pid_t pid) {
   return gone;
 }
 
+/* Appends the decimal digits of v (>= 0) at p; returns the end. */
+static char *put_decimal(char *p, long v) {
+  char digits[24];
+  int n = 0;
+  do digits[n++] = (char)('0' + v % 10);
+  while ((v /= 10) > 0);
+  while (n > 0) *p++ = digits[--n];
+  return p;
+}
+
 /* Reads /proc/<pid>/stat into buf and sets *rest to the ')' that ends the
- * command name (field 2, which may hold spaces and ')'). 0 or -errno. */
+ * command name (field 2, which may hold spaces and ')'). 0 or -errno.
+ * Async-signal-safe (a dump reads start times): the path is built by hand. */
 static int read_stat(pid_t pid, char *buf, size_t size, const char **rest) {
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  char path[64], *end = path;
+  memcpy(end, "/proc/", 6);
+  end = put_decimal(end + 6, pid);
+  memcpy(end, "/stat", 6);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -errno;
   ssize_t n = read(fd, buf, size - 1);
@@ -94,7 +107,9 @@ static int stat_field(pid_t pid, int want, uint64_t *value) {
   if (r != 0) return r;
   for (int field = 2; p != NULL && field < want; field++) p = strchr(p + 1, ' ');
   if (p == NULL) return -EIO;
-  *value = strtoull(p + 1, NULL, 10);
+  uint64_t v = 0; /* by hand, as strtoull is not async-signal-safe */
+  for (p++; *p >= '0' && *p <= '9'; p++) v = v * 10 + (uint64_t)(*p - '0');
+  *value = v;
   return 0;
 }
 
@@ -686,16 +701,6 @@ ssize_t weft__os_peek(pid_t pid, void *dst, const void *src, size_t len) {
   struct iovec local = {dst, len}, remote = {(void *)(uintptr_t)src, len};
   ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
   return n < 0 ? -errno : n;
-}
-
-/* Appends the decimal digits of v (>= 0) at p; returns the end. */
-static char *put_decimal(char *p, long v) {
-  char digits[24];
-  int n = 0;
-  do digits[n++] = (char)('0' + v % 10);
-  while ((v /= 10) > 0);
-  while (n > 0) *p++ = digits[--n];
-  return p;
 }
 
 char weft__os_task_state(pid_t pid, pid_t tid) {

@@ -27,7 +27,8 @@ int weft__os_futex_wait(uint32_t *addr, uint32_t val, int64_t deadline_ns);
 int weft__os_futex_wake(uint32_t *addr, int n);
 
 /* Whether process pid has exited (a zombie counts as exited) or does not
- * exist. A pid reused by a new process reads as alive. */
+ * exist. A pid reused by a new process reads as alive. Async-signal-safe,
+ * as is the next. */
 bool weft__os_process_gone(pid_t pid);
 
 /* Stores when process pid started (clock ticks since boot, from /proc) in
