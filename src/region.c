@@ -13,6 +13,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "os/os.h"
+#include "xorder.h"
 #include "xwait.h"
 
 /* Small blocks come from arenas of this size; a block larger than a
@@ -45,7 +46,7 @@ struct region {
   int fd;
   pid_t maker; /* an arena is cut only by the process that made it */
   bool arena;
-  bool waits; /* the wait table (xwait.h) */
+  bool waits; /* the detector's tables (xwait.h, then xorder.h) */
   uint64_t dev, ino; /* its file, which names it in every process */
   size_t used; /* arena: bytes handed out from its start */
   size_t live; /* arena: blocks this process holds */
@@ -188,21 +189,31 @@ static void *place_locked(int fd, size_t size) {
 
 static void *new_region_locked(size_t size, bool arena, int *err);
 
-/* The wait table is made with the first region, before the caller can
- * share anything in it, so that every child started afterwards -- forked
- * or sent the regions -- waits in the same table. After that region, so
- * that a failed first allocation leaves no descriptor behind. Without it
- * (out of memory), waits across processes are just not followed. */
+/* The detector's tables -- the wait table, then the order table, in one
+ * region -- are made with the first region, before the caller can share
+ * anything in it, so that every child started afterwards -- forked or sent
+ * the regions -- uses the same tables. After that region, so that a failed
+ * first allocation leaves no descriptor behind. Without them (out of
+ * memory), waits and lock orders across processes are just not followed. */
 static bool making_table;
+
+static void set_tables(void *base, size_t size) {
+  size_t waits = weft__xw_table_size();
+  if (size < waits + weft__xo_table_size()) return; /* not this build's tables */
+  weft__xw_set_table(base);
+  weft__xo_set_table((char *)base + waits);
+}
+
 static void make_wait_table_locked(void) {
   if (making_table || weft__xw_get_table() != NULL) return;
   int err = 0;
   making_table = true;
-  void *t = new_region_locked(weft__xw_table_size(), false, &err);
+  size_t size = weft__xw_table_size() + weft__xo_table_size();
+  void *t = new_region_locked(size, false, &err);
   making_table = false;
   if (t == NULL) return;
   regions[find_locked((uintptr_t)t)].waits = true;
-  weft__xw_set_table(t);
+  set_tables(t, size);
 }
 
 static void *new_region_locked(size_t size, bool arena, int *err) {
@@ -596,7 +607,7 @@ int weft__parcel_receive(int fd, char *buf, size_t size) {
     struct region reg = {.base = r->base, .size = r->size, .fd = p.fds[i], .maker = 0,
                          .arena = r->arena != 0, .waits = r->waits != 0, .used = r->size};
     if (weft__os_fd_identity(reg.fd, &reg.dev, &reg.ino) != 0) reg.dev = reg.ino = 0;
-    if (reg.waits) weft__xw_set_table(want);
+    if (reg.waits) set_tables(want, (size_t)r->size);
     err = insert_locked(&reg);
     if (err != 0) {
       weft__os_unmap(want, r->size);

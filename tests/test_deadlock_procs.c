@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* Live deadlocks between processes sharing Locks in shared memory: a wait
- * that closes a cycle through other processes is reported once, naming each
- * process, thread, lock and line; in error mode one process is refused with
- * WEFT_EDEADLK and the others get their locks; consistent orders stay
+/* Deadlocks between processes sharing Locks in shared memory. Live ones: a
+ * wait that closes a cycle through other processes is reported once, naming
+ * each process, thread, lock and line; in error mode one process is refused
+ * with WEFT_EDEADLK and the others get their locks; consistent orders stay
  * silent; a process killed while waiting leaves nothing that could be
- * reported later; children started by spawn or forkserver take part. */
+ * reported later; children started by spawn or forkserver take part. The
+ * inversions behind them are reported too, apart (e->inversions). */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
@@ -19,13 +20,18 @@ struct env {
   int going[4];   /* each party is about to wait for its second */
   int refused;    /* WEFT_EDEADLK answers, all processes */
   int got;        /* second locks taken */
-  int reports;
-  char report[4096];
+  int reports;    /* of live deadlocks */
+  int inversions; /* of lock-order inversions */
+  char report[4096], inversion[4096]; /* the first of each */
 };
 
 static void record(const char *report, void *arg) {
   struct env *e = arg;
-  if (inc(&e->reports) == 1) snprintf(e->report, sizeof e->report, "%s", report);
+  if (strncmp(report, "weft: possible deadlock:", 24) == 0) {
+    if (inc(&e->inversions) == 1) snprintf(e->inversion, sizeof e->inversion, "%s", report);
+  } else if (inc(&e->reports) == 1) {
+    snprintf(e->report, sizeof e->report, "%s", report);
+  }
 }
 
 static struct env *new_env(void) {
@@ -102,6 +108,7 @@ START_TEST(two_processes_warn_report_names_everything) {
   join(t);
   ck_assert_msg(r == WEFT_EOWNERDEAD || r == 0, "acquire: %d", r);
   ck_assert_int_eq(ld(&e->reports), 1);
+  ck_assert_int_eq(ld(&e->inversions), 1); /* B -> A there, A -> B here: before the wait */
   const char *rep = e->report;
   char want[128];
   ck_assert_ptr_nonnull(strstr(rep, "would wait forever"));
@@ -205,6 +212,7 @@ START_TEST(two_processes_error_one_refused) {
   }
   ck_assert_int_eq(ld(&e->reports), 11);
   ck_assert_ptr_nonnull(strstr(e->report, "\"party\""));
+  ck_assert_int_eq(ld(&e->inversions), 1); /* the orders, once for the whole tree */
   free_env(e);
 }
 END_TEST
@@ -265,6 +273,8 @@ START_TEST(three_processes_reported_once) {
   ck_assert_int_eq(ld(&e->got), 2);
   ck_assert_int_eq(ld(&e->refused), 0);
   ck_assert_int_eq(ld(&e->reports), 1);
+  ck_assert_int_eq(ld(&e->inversions), 1);
+  ck_assert_ptr_nonnull(strstr(e->inversion, "inversion between 3 locks, across processes"));
   ck_assert_ptr_nonnull(strstr(e->report, "\"third-1\""));
   ck_assert_ptr_nonnull(strstr(e->report, "\"third-2\""));
   ck_assert_ptr_nonnull(strstr(e->report, "\"lock-C\""));
@@ -316,6 +326,8 @@ START_TEST(killed_waiter_leaves_no_stale_wait) {
   int r = weft_lock_acquire(e->b, WEFT_FOREVER);
   ck_assert_int_eq(r, WEFT_EOWNERDEAD);
   ck_assert_int_eq(ld(&e->reports), 0);
+  /* Its order B -> A outlives it: the program took both orders. */
+  ck_assert_int_eq(ld(&e->inversions), 1);
   ck_assert_int_eq(weft_lock_release(e->b), 0);
   ck_assert_int_eq(weft_lock_release(e->a), 0);
   free_env(e);
@@ -358,6 +370,8 @@ START_TEST(spawned_children_share_the_wait_table) {
   }
   ck_assert_int_eq(ld(&e->reports), 1); /* the parent's, once for the same locks */
   ck_assert_ptr_nonnull(strstr(e->report, "\"spawned-child\""));
+  ck_assert_int_eq(ld(&e->inversions), 1);
+  ck_assert_ptr_nonnull(strstr(e->inversion, "\"spawned-child\""));
   free_env(e);
 }
 END_TEST
@@ -421,6 +435,7 @@ START_TEST(chain_through_a_thread_of_the_callers_process) {
   ck_assert_int_eq(s.result, 0);
   ck_assert_int_eq(finish_process(child, 20), 0);
   ck_assert_int_eq(ld(&e->reports), 1);
+  ck_assert_int_eq(ld(&e->inversions), 1);
   char want[64];
   snprintf(want, sizeof want, "(tid %d), which waits for \"lock-A\"", ld(&s.tid));
   ck_assert_msg(strstr(e->report, want) != NULL, "no %s in:\n%s", want, e->report);
@@ -470,6 +485,7 @@ START_TEST(rlocks_between_processes) {
   ck_assert_int_eq(weft_rlock_release(rl->a), 0);
   ck_assert_int_eq(finish_process(child, 20), 0);
   ck_assert_int_eq(ld(&e->reports), 1);
+  ck_assert_int_eq(ld(&e->inversions), 1);
   ck_assert_ptr_nonnull(strstr(e->report, "\"rlock-B\""));
   ck_assert_ptr_nonnull(strstr(e->report, "\"rlock-child\""));
   weft_deadlock_set_hook(NULL, NULL);
