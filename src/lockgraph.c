@@ -347,11 +347,13 @@ uint32_t weft__lg_find(weft_lock *l) {
 uint32_t weft__lg_node(weft_lock *l) {
   uint32_t id = hinted(l);
   if (id != 0) return id;
-  /* Read before dd_node, for the order table (weft__lg_fresh_at): a slot
-   * made there after this moment was made by a process that saw this lock
-   * as it is now; one made before belongs to a lock that was there before. */
-  int64_t looked = weft__os_now_ns();
   bool fresh = __atomic_load_n(&l->dd_node, __ATOMIC_RELAXED) == 0;
+  /* For the order table (weft__lg_fresh_at): a slot made there before this
+   * moment belongs to a lock that was in this memory before. Read after
+   * dd_node, so that a process preempted in between errs towards dropping
+   * another process's first orders of the new lock, never towards keeping
+   * the old lock's. */
+  int64_t looked = fresh ? weft__os_now_ns() : 0;
   if ((id = amap_find(l)) != 0) {
     if (!fresh) return weft__lg_find(l);
     free_node(id); /* initialised again since: a new lock in the old one's memory */
@@ -373,7 +375,7 @@ uint32_t weft__lg_node(weft_lock *l) {
   n->site = weft__layout_text(l->layout, l->site);
   n->serial = new_serial(n, id);
   n->rank = (rank_t)(uintptr_t)l << 64 | ++nodes_made;
-  n->fresh_at = fresh ? looked : 0;
+  n->fresh_at = looked;
   n->xref = 0;
   __atomic_store_n(&l->dd_node, n->serial, __ATOMIC_RELAXED);
   return id;
