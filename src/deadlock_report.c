@@ -148,7 +148,8 @@ void weft__dd_report_inversion_locked(struct weft__dd_report *r, const struct we
   all[n] = closing;
   if (!first_time_locked(cycle_hash(all, n + 1))) return;
   /* A cycle of shared locks: once in the whole tree, however found. */
-  if (table_hash != 0 && (!first_time_locked(table_hash) || !weft__xo_first_report_locked(table_hash)))
+  if (table_hash != 0 &&
+      (!first_time_locked(table_hash) || !weft__xo_first_report_locked(table_hash)))
     return;
 
   uint32_t held_id = closing->from, new_id = closing->to;

@@ -564,12 +564,17 @@ START_TEST(inversion_across_processes_is_reported_on_stderr) {
   ck_assert_ptr_nonnull(strstr(out, "lock-order inversion between 2 locks, across processes"));
   const char *me = weft_process_name(weft_current_process());
   char want[256];
-  snprintf(want, sizeof want, "MainThread (tid %d) of process \"%s\" (pid %d) acquires \"lock-A\" at tests/test_deadlock_procs.c:",
+  snprintf(want, sizeof want,
+           "MainThread (tid %d) of process \"%s\" (pid %d) acquires \"lock-A\" at "
+           "tests/test_deadlock_procs.c:",
            (int)gettid(), me, (int)getpid());
   ck_assert_msg(strstr(out, want) != NULL, "no %s in:\n%s", want, out);
-  ck_assert_ptr_nonnull(strstr(out, "while holding \"lock-B\" (acquired at tests/test_deadlock_procs.c:"));
+  ck_assert_ptr_nonnull(
+      strstr(out, "while holding \"lock-B\" (acquired at tests/test_deadlock_procs.c:"));
   ck_assert_ptr_nonnull(strstr(out, "\"lock-A\" initialised at tests/test_deadlock_procs.c:"));
-  snprintf(want, sizeof want, "\"lock-A\" -> \"lock-B\": MainThread (tid %d) of process \"ab-first\" (pid %d) took the second at tests/test_deadlock_procs.c:",
+  snprintf(want, sizeof want,
+           "\"lock-A\" -> \"lock-B\": MainThread (tid %d) of process \"ab-first\" (pid %d) "
+           "took the second at tests/test_deadlock_procs.c:",
            (int)cpid, (int)cpid);
   ck_assert_msg(strstr(out, want) != NULL, "no %s in:\n%s", want, out);
   ck_assert_ptr_nonnull(strstr(out, "thread 1 holds \"lock-B\", wants \"lock-A\""));
@@ -683,7 +688,8 @@ START_TEST(consistent_orders_across_four_processes_stay_silent) {
   ck_assert_int_eq(weft_deadlock_set_mode(WEFT_DEADLOCK_ERROR), 0);
   struct ordered *o = shared(sizeof *o);
   static const char *names[NORDERED] = {"L0", "L1", "L2", "L3", "L4", "L5"};
-  for (int i = 0; i < NORDERED; i++) ck_assert_ptr_nonnull(o->l[i] = weft_lock_new(.name = names[i]));
+  for (int i = 0; i < NORDERED; i++)
+    ck_assert_ptr_nonnull(o->l[i] = weft_lock_new(.name = names[i]));
   o->rounds = 4000 / SLOW;
   weft_process p[4];
   for (int i = 0; i < 4; i++) p[i] = start_process(child_nested_in_order, o);
@@ -717,10 +723,12 @@ START_TEST(three_process_order_cycle_is_reported_once) {
     ck_assert_int_eq(run_child(child_take_pair, &pairs[2 * i], names[i], NULL), 0);
     ck_assert_int_eq(ld(&e->inversions), i == 2);
   }
-  ck_assert_ptr_nonnull(strstr(e->inversion, "lock-order inversion between 3 locks, across processes"));
+  ck_assert_ptr_nonnull(
+      strstr(e->inversion, "lock-order inversion between 3 locks, across processes"));
   for (int i = 0; i < 3; i++) ck_assert_ptr_nonnull(strstr(e->inversion, names[i]));
   /* The same cycle taken again, by new processes or all by this one. */
-  for (int i = 0; i < 3; i++) ck_assert_int_eq(run_child(child_take_pair, &pairs[2 * i], "again", NULL), 0);
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_eq(run_child(child_take_pair, &pairs[2 * i], "again", NULL), 0);
   for (int i = 0; i < 3; i++) ck_assert_int_eq(take_in_order(cycle[i], cycle[i + 1]), 0);
   ck_assert_int_eq(ld(&e->inversions), 1);
   weft_shared_free(pairs);
@@ -802,7 +810,8 @@ START_TEST(reentry_condition_waits_and_tries_add_no_orders_across_processes) {
   weft_rlock_free(q->r);
   weft_cond_free(q->k);
   weft_lock *locks[] = {q->a, q->b, q->c, q->d, q->f, q->y, q->z};
-  for (size_t i = 0; i < sizeof locks / sizeof locks[0]; i++) ck_assert_int_eq(weft_lock_free(locks[i]), 0);
+  for (size_t i = 0; i < sizeof locks / sizeof locks[0]; i++)
+    ck_assert_int_eq(weft_lock_free(locks[i]), 0);
   weft_shared_free(q);
   free_env(e);
 }
