@@ -33,6 +33,7 @@
 #include "lockgraph.h"
 #include "weft/deadlock.h"
 #include "weft/thread.h"
+#include "xorder.h"
 
 #define MAX_HELD WEFT__DD_MAX_HELD
 #define CACHE_FIRST 64          /* entries of a thread's order cache at first */
@@ -204,8 +205,24 @@ static uint64_t order_key(const weft_lock *from, const weft_lock *to) {
 
 /* ---- lock order ---- */
 
+/* The cycle's weft__dd_xorder_hash if every lock of it is in the order
+ * table, else 0: a cycle reported across processes is not reported again
+ * when this process's own orders close it too. */
+static uint64_t table_hash(uint32_t held, const weft__lg_edge *const *path, int n) {
+  uint64_t *ids = malloc(sizeof *ids * (size_t)(n + 1)), h = 0;
+  if (ids == NULL || (ids[n] = weft__xo_id_locked(held)) == 0) goto out;
+  for (int i = 0; i < n; i++)
+    if ((ids[i] = weft__xo_id_locked(path[i]->from)) == 0) goto out;
+  h = weft__dd_xorder_hash(ids, n + 1);
+out:
+  free(ids);
+  return h;
+}
+
 /* Records held -> l for every lock the caller holds; reports each cycle
- * this closes. dd_mutex held. */
+ * this closes. An order between locks in shared memory also goes to the
+ * order table, which reports a cycle through other processes' orders.
+ * dd_mutex held. */
 static void add_orders_locked(struct weft__dd_thread *t, weft_lock *l, const char *site,
                               struct weft__dd_report *r) {
   prune_locked(t);
@@ -221,12 +238,15 @@ static void add_orders_locked(struct weft__dd_thread *t, weft_lock *l, const cha
     for (int j = 0; j < t->depth && e.ngates < WEFT__LG_MAX_GATES; j++)
       if (j != i && ids[j] != 0) e.gates[e.ngates++] = weft__lg_serial(ids[j]);
     int added = weft__lg_add(ids[i], to, &e);
+    const weft__lg_edge *path[WEFT_DEADLOCK_REPORT_MAX_CHAIN * 64];
+    int n = added == 2 ? weft__lg_cycle(path, (int)(sizeof path / sizeof path[0])) : 0;
+    /* The graph reports the cycles of this process's own orders; the table
+     * (with the order published) those through other processes' orders. */
+    if (added >= 1) weft__xo_add_locked(t, i, ids, l, to, site, added == 2, r);
     if (added == 2) { /* one acquire may close several cycles: each is reported */
-      const weft__lg_edge *path[WEFT_DEADLOCK_REPORT_MAX_CHAIN * 64];
-      int n = weft__lg_cycle(path, (int)(sizeof path / sizeof path[0]));
       e.from = ids[i];
       e.to = to;
-      weft__dd_report_inversion_locked(r, t, &e, path, n);
+      weft__dd_report_inversion_locked(r, t, &e, path, n, table_hash(ids[i], path, n));
     }
     if (added >= 0) cache(t, order_key(t->held[i].lock, l));
   }
@@ -380,6 +400,7 @@ void weft__dd_forget(weft_lock *l) {
   /* Not seen since it was initialised: nothing to drop, and no mutex. */
   if (__atomic_load_n(&l->dd_node, __ATOMIC_RELAXED) == 0) return;
   pthread_mutex_lock(&dd_mutex);
+  weft__xo_forget_locked(l); /* first: it reads the lock's node */
   weft__lg_forget(l);
   __atomic_store_n(&l->dd_node, 0, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&dd_mutex);

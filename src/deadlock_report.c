@@ -13,6 +13,7 @@
 #include "lock.h"
 #include "os/os.h"
 #include "weft/deadlock.h"
+#include "xorder.h"
 
 static weft_deadlock_hook hook;
 static void *hook_arg;
@@ -125,15 +126,31 @@ static uint64_t cycle_hash(const weft__lg_edge *const *path, int n) {
   return h ^ (uint64_t)n;
 }
 
+uint64_t weft__dd_xorder_hash(const uint64_t *ids, int n) {
+  /* Order-free, and seeded apart from the graph's cycles. */
+  uint64_t h = 0x0bde2;
+  for (int i = 0; i < n; i++) {
+    uint64_t x = ids[i] * 0x9e3779b97f4a7c15ull;
+    x ^= x >> 29;
+    h += x * 0xbf58476d1ce4e5b9ull;
+  }
+  return h ^ (uint64_t)n;
+}
+
 void weft__dd_report_inversion_locked(struct weft__dd_report *r, const struct weft__dd_thread *t,
                                       const weft__lg_edge *closing,
-                                      const weft__lg_edge *const *path, int n) {
+                                      const weft__lg_edge *const *path, int n,
+                                      uint64_t table_hash) {
   if (gated(closing, path, n)) return;
   /* The whole cycle, closing edge included, for the hash. */
   const weft__lg_edge *all[WEFT_DEADLOCK_REPORT_MAX_CHAIN * 64 + 1];
   memcpy(all, path, sizeof all[0] * (size_t)n);
   all[n] = closing;
   if (!first_time_locked(cycle_hash(all, n + 1))) return;
+  /* A cycle of shared locks: once in the whole tree, however found. */
+  if (table_hash != 0 &&
+      (!first_time_locked(table_hash) || !weft__xo_first_report_locked(table_hash)))
+    return;
 
   uint32_t held_id = closing->from, new_id = closing->to;
   char a[128], b[128];
@@ -180,6 +197,60 @@ void weft__dd_report_inversion_locked(struct weft__dd_report *r, const struct we
   for (int i = 0; i < n && i < WEFT_DEADLOCK_REPORT_MAX_CHAIN - 1; i++)
     put(r, "    thread %d holds \"%s\", wants \"%s\"\n", i + 2, node_label(path[i]->from, a, sizeof a),
         node_label(path[i]->to, b, sizeof b));
+  put(r, "    and each waits for the next: deadlock\n");
+}
+
+/* "Thread (tid N) of process "P" (pid M)", for steps across processes. */
+static const char *xactor(const struct weft__dd_xorder_step *s, char *buf, size_t size) {
+  snprintf(buf, size, "%s (tid %d) of process \"%s\" (pid %d)", s->thread, (int)s->tid, s->proc,
+           (int)s->pid);
+  return buf;
+}
+
+static const char *or_unknown(const char *site, const char *unknown) {
+  return site[0] != '\0' ? site : unknown;
+}
+
+void weft__dd_report_xorder_locked(struct weft__dd_report *r, const struct weft__dd_thread *t,
+                                   const struct weft__dd_xorder_step *steps, int n,
+                                   uint64_t hash) {
+  /* The same locks found through the table, or in the graph (its reports'
+   * table_hash), are one report. */
+  if (!first_time_locked(hash)) return;
+
+  const struct weft__dd_xorder_step *c = &steps[0]; /* held -> new, by t */
+  const char *held = c->label, *new_lock = steps[1 % n].label;
+  char who[256];
+  put(r, "weft: possible deadlock: lock-order inversion between %d locks, across processes\n", n);
+  put(r, "  %s acquires \"%s\" at %s while holding \"%s\" (acquired at %s)\n",
+      xactor(c, who, sizeof who), new_lock, or_unknown(c->to_site, "?"), held,
+      or_unknown(c->from_site, "(site unknown)"));
+  put(r, "  the locks:\n");
+  /* From the new lock round the cycle; the held one last. */
+  for (int i = 1; i <= n; i++) {
+    if (i > WEFT_DEADLOCK_REPORT_MAX_CHAIN) {
+      put(r, "    ... (%d more, truncated)\n", n + 1 - i);
+      break;
+    }
+    const struct weft__dd_xorder_step *s = &steps[i % n];
+    put(r, "    \"%s\" initialised at %s\n", s->label, or_unknown(s->init, "(unknown)"));
+  }
+  put(r, "  the cycle:\n");
+  for (int i = 0; i < n; i++) {
+    if (i >= WEFT_DEADLOCK_REPORT_MAX_CHAIN) {
+      put(r, "    ... (%d more, truncated)\n", n - i);
+      break;
+    }
+    const struct weft__dd_xorder_step *s = &steps[i];
+    put(r, "    \"%s\" -> \"%s\": %s took the second at %s while holding the first (taken at %s)\n",
+        s->label, steps[(i + 1) % n].label, xactor(s, who, sizeof who),
+        or_unknown(s->to_site, "?"), or_unknown(s->from_site, "(site unknown)"));
+  }
+  put_held(r, t);
+  put(r, "  possible scenario:\n");
+  for (int i = 0; i < n && i < WEFT_DEADLOCK_REPORT_MAX_CHAIN; i++)
+    put(r, "    thread %d holds \"%s\", wants \"%s\"\n", i + 1, steps[i].label,
+        steps[(i + 1) % n].label);
   put(r, "    and each waits for the next: deadlock\n");
 }
 

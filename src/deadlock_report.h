@@ -19,10 +19,17 @@ struct weft__dd_report {
 
 /* The cycle that the new edge closing (held -> new, made by thread t)
  * closes, with the path new -> ... -> held: written unless a gate lock
- * guards every edge of it or it was reported before. */
+ * guards every edge of it or it was reported before. table_hash: the
+ * cycle's weft__dd_xorder_hash if all its locks are in the order table
+ * (else 0), so that one reported across processes is not reported again. */
 void weft__dd_report_inversion_locked(struct weft__dd_report *r, const struct weft__dd_thread *t,
                                       const weft__lg_edge *closing,
-                                      const weft__lg_edge *const *path, int n);
+                                      const weft__lg_edge *const *path, int n,
+                                      uint64_t table_hash);
+
+/* What tells a cycle of locks of the order table (ids: their places in it,
+ * any order) in the set of reports given. */
+uint64_t weft__dd_xorder_hash(const uint64_t *ids, int n);
 
 /* A live deadlock: t would wait forever for l, taken at site; the chain
  * of n locks and their owners leads back to t. Written once per chain. */
@@ -49,6 +56,25 @@ struct weft__dd_xstep {
 void weft__dd_report_xlive_locked(struct weft__dd_report *r, const struct weft__dd_thread *t,
                                   const char *proc, weft_lock *l, const char *site,
                                   bool blocking, const struct weft__dd_xstep *steps, int n);
+
+/* One order of a cycle of lock orders across processes: the thread (of any
+ * process of the tree) that took the next step's lock while holding this
+ * step's. Copied as text from the order table (xorder.c): the names live
+ * in processes that may be gone. */
+struct weft__dd_xorder_step {
+  char label[128], init[128];    /* how reports name it; where it was initialised, "" unknown */
+  pid_t pid, tid;
+  char proc[WEFT_NAME_MAX + 1], thread[WEFT_NAME_MAX + 1];
+  char from_site[128], to_site[128]; /* where it and the next were taken, "" unknown */
+};
+
+/* A lock-order inversion across processes: the n steps run round the cycle,
+ * the first being t's new order "held -> the lock it acquires". Written
+ * once per cycle (hash: weft__dd_xorder_hash of its locks), in the words
+ * of weft__dd_report_inversion_locked, each thread named with its process. */
+void weft__dd_report_xorder_locked(struct weft__dd_report *r, const struct weft__dd_thread *t,
+                                   const struct weft__dd_xorder_step *steps, int n,
+                                   uint64_t hash);
 
 /* How reports name a live lock (weft__dd_label_of of its name and site). */
 const char *weft__dd_lock_label(const weft_lock *l, char *buf, size_t size);

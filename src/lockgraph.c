@@ -30,6 +30,7 @@
 #include "lockgraph.h"
 
 #include "lock.h"
+#include "os/os.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,6 +138,8 @@ struct node {
   rank_t rank;
   uint32_t mark, parent, parent_edge; /* search scratch */
   struct idmap out, in;
+  int64_t fresh_at; /* weft__lg_fresh_at */
+  uint64_t xref;    /* weft__lg_xref */
 };
 
 #define CHUNK 4096
@@ -344,8 +347,15 @@ uint32_t weft__lg_find(weft_lock *l) {
 uint32_t weft__lg_node(weft_lock *l) {
   uint32_t id = hinted(l);
   if (id != 0) return id;
+  bool fresh = __atomic_load_n(&l->dd_node, __ATOMIC_RELAXED) == 0;
+  /* For the order table (weft__lg_fresh_at): a slot made there before this
+   * moment belongs to a lock that was in this memory before. Read after
+   * dd_node, so that a process preempted in between errs towards dropping
+   * another process's first orders of the new lock, never towards keeping
+   * the old lock's. */
+  int64_t looked = fresh ? weft__os_now_ns() : 0;
   if ((id = amap_find(l)) != 0) {
-    if (__atomic_load_n(&l->dd_node, __ATOMIC_RELAXED) != 0) return weft__lg_find(l);
+    if (!fresh) return weft__lg_find(l);
     free_node(id); /* initialised again since: a new lock in the old one's memory */
   }
   if (node_free != 0) {
@@ -365,6 +375,8 @@ uint32_t weft__lg_node(weft_lock *l) {
   n->site = weft__layout_text(l->layout, l->site);
   n->serial = new_serial(n, id);
   n->rank = (rank_t)(uintptr_t)l << 64 | ++nodes_made;
+  n->fresh_at = looked;
+  n->xref = 0;
   __atomic_store_n(&l->dd_node, n->serial, __ATOMIC_RELAXED);
   return id;
 }
@@ -383,6 +395,10 @@ void weft__lg_names(uint32_t id, const char **name, const char **site, const voi
 }
 
 uint32_t weft__lg_serial(uint32_t id) { return node_at(id)->serial; }
+
+int64_t weft__lg_fresh_at(uint32_t id) { return node_at(id)->fresh_at; }
+uint64_t weft__lg_xref(uint32_t id) { return node_at(id)->xref; }
+void weft__lg_set_xref(uint32_t id, uint64_t xref) { node_at(id)->xref = xref; }
 
 /* ---- searches ---- */
 

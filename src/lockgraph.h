@@ -63,6 +63,17 @@ int weft__lg_cycle(const weft__lg_edge **edges, int max);
 void weft__lg_names(uint32_t id, const char **name, const char **site, const void **addr);
 uint32_t weft__lg_serial(uint32_t id);
 
+/* When the node was made for a lock no process had seen since it was
+ * initialised (its dd_node was 0), on the monotonic clock; 0 if it was
+ * not. The order table (xorder.c) tells by it a lock new in old memory
+ * from one that other processes are using. */
+int64_t weft__lg_fresh_at(uint32_t id);
+
+/* A word the order table keeps per node (what the lock is in the table),
+ * 0 when the node is made. */
+uint64_t weft__lg_xref(uint32_t id);
+void weft__lg_set_xref(uint32_t id, uint64_t xref);
+
 /* Interned thread identities for the edges: one reference per edge and one
  * for the thread itself, dropped with weft__lg_actor_put. 0 if out of
  * memory (the edge then names no thread). */

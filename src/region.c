@@ -13,6 +13,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "os/os.h"
+#include "xorder.h"
 #include "xwait.h"
 
 /* Small blocks come from arenas of this size; a block larger than a
@@ -45,7 +46,8 @@ struct region {
   int fd;
   pid_t maker; /* an arena is cut only by the process that made it */
   bool arena;
-  bool waits; /* the wait table (xwait.h) */
+  bool waits; /* the detector's tables (xwait.h, then xorder.h) */
+  uint64_t dev, ino; /* its file, which names it in every process */
   size_t used; /* arena: bytes handed out from its start */
   size_t live; /* arena: blocks this process holds */
 };
@@ -65,6 +67,15 @@ static bool no_window;
 #define TOMB ((uintptr_t)1)
 static uintptr_t *set;
 static size_t set_cap, set_used, set_live; /* set_used counts keys and tombstones */
+
+/* Named segments (weft__region_note_mapping), unsorted: a program maps few. */
+struct mapping {
+  uintptr_t base;
+  size_t size;
+  uint64_t dev, ino;
+};
+static struct mapping *mappings;
+static size_t nmappings, mapping_cap;
 
 /* ---- the live-block set ---- */
 
@@ -178,21 +189,31 @@ static void *place_locked(int fd, size_t size) {
 
 static void *new_region_locked(size_t size, bool arena, int *err);
 
-/* The wait table is made with the first region, before the caller can
- * share anything in it, so that every child started afterwards -- forked
- * or sent the regions -- waits in the same table. After that region, so
- * that a failed first allocation leaves no descriptor behind. Without it
- * (out of memory), waits across processes are just not followed. */
+/* The detector's tables -- the wait table, then the order table, in one
+ * region -- are made with the first region, before the caller can share
+ * anything in it, so that every child started afterwards -- forked or sent
+ * the regions -- uses the same tables. After that region, so that a failed
+ * first allocation leaves no descriptor behind. Without them (out of
+ * memory), waits and lock orders across processes are just not followed. */
 static bool making_table;
+
+static void set_tables(void *base, size_t size) {
+  size_t waits = weft__xw_table_size();
+  if (size < waits + weft__xo_table_size()) return; /* not this build's tables */
+  weft__xw_set_table(base);
+  weft__xo_set_table((char *)base + waits);
+}
+
 static void make_wait_table_locked(void) {
   if (making_table || weft__xw_get_table() != NULL) return;
   int err = 0;
   making_table = true;
-  void *t = new_region_locked(weft__xw_table_size(), false, &err);
+  size_t size = weft__xw_table_size() + weft__xo_table_size();
+  void *t = new_region_locked(size, false, &err);
   making_table = false;
   if (t == NULL) return;
   regions[find_locked((uintptr_t)t)].waits = true;
-  weft__xw_set_table(t);
+  set_tables(t, size);
 }
 
 static void *new_region_locked(size_t size, bool arena, int *err) {
@@ -206,6 +227,7 @@ static void *new_region_locked(size_t size, bool arena, int *err) {
   if (r == 0 && base == NULL) r = -errno;
   struct region reg = {.base = (uintptr_t)base, .size = size, .fd = fd, .maker = weft__pid,
                        .arena = arena};
+  if (r == 0 && weft__os_fd_identity(fd, &reg.dev, &reg.ino) != 0) reg.dev = reg.ino = 0;
   if (r == 0) r = insert_locked(&reg);
   if (r != 0) {
     if (base != NULL) weft__os_unmap(base, size);
@@ -355,6 +377,54 @@ bool weft__region_holds(const void *p) {
   bool in = find_locked((uintptr_t)p) < nregions;
   pthread_mutex_unlock(&mu);
   return in;
+}
+
+bool weft__region_identify(const void *p, uint64_t *dev, uint64_t *ino, uint64_t *off) {
+  uintptr_t a = (uintptr_t)p;
+  bool found = false;
+  pthread_mutex_lock(&mu);
+  size_t i = find_locked(a);
+  if (i < nregions && regions[i].ino != 0) {
+    *dev = regions[i].dev;
+    *ino = regions[i].ino;
+    *off = a - regions[i].base;
+    found = true;
+  }
+  for (size_t m = 0; !found && m < nmappings; m++)
+    if (a - mappings[m].base < mappings[m].size) {
+      *dev = mappings[m].dev;
+      *ino = mappings[m].ino;
+      *off = a - mappings[m].base;
+      found = true;
+    }
+  pthread_mutex_unlock(&mu);
+  return found;
+}
+
+void weft__region_note_mapping(void *base, size_t size, uint64_t dev, uint64_t ino) {
+  pthread_mutex_lock(&mu);
+  if (nmappings == mapping_cap) {
+    size_t cap = mapping_cap != 0 ? mapping_cap * 2 : 8;
+    struct mapping *m = realloc(mappings, cap * sizeof *m);
+    if (m != NULL) {
+      mappings = m;
+      mapping_cap = cap;
+    }
+  }
+  /* Without memory it stays unknown: its locks are then seen as private. */
+  if (nmappings < mapping_cap)
+    mappings[nmappings++] = (struct mapping){(uintptr_t)base, size, dev, ino};
+  pthread_mutex_unlock(&mu);
+}
+
+void weft__region_forget_mapping(void *base) {
+  pthread_mutex_lock(&mu);
+  for (size_t m = 0; m < nmappings; m++)
+    if (mappings[m].base == (uintptr_t)base) {
+      mappings[m] = mappings[--nmappings];
+      break;
+    }
+  pthread_mutex_unlock(&mu);
 }
 
 int weft__parcel_check(const void *const *objects, const char *call) {
@@ -536,7 +606,8 @@ int weft__parcel_receive(int fd, char *buf, size_t size) {
     }
     struct region reg = {.base = r->base, .size = r->size, .fd = p.fds[i], .maker = 0,
                          .arena = r->arena != 0, .waits = r->waits != 0, .used = r->size};
-    if (reg.waits) weft__xw_set_table(want);
+    if (weft__os_fd_identity(reg.fd, &reg.dev, &reg.ino) != 0) reg.dev = reg.ino = 0;
+    if (reg.waits) set_tables(want, (size_t)r->size);
     err = insert_locked(&reg);
     if (err != 0) {
       weft__os_unmap(want, r->size);

@@ -42,6 +42,18 @@ bool weft__region_block_live(const void *block);
 /* Whether p points into one of this process's regions. */
 bool weft__region_holds(const void *p);
 
+/* What names the shared memory at p in every process, wherever each maps
+ * it: the file behind it (device and inode) and the offset in that file.
+ * For regions and for the named segments noted below. false if p is in
+ * neither. */
+bool weft__region_identify(const void *p, uint64_t *dev, uint64_t *ino, uint64_t *off);
+
+/* A named segment (shm.c) mapped at base, which another process may map
+ * elsewhere: noted so that weft__region_identify knows it, and forgotten
+ * before it is unmapped. Not a region: it does not travel with a start. */
+void weft__region_note_mapping(void *base, size_t size, uint64_t dev, uint64_t ino);
+void weft__region_forget_mapping(void *base);
+
 /* ---- travel: what a spawn or forkserver start sends its child ----
  * A parcel is built in the parent before the start (every region of the
  * process, with duplicates of their descriptors, and the objects given),

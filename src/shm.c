@@ -286,6 +286,7 @@ static weft_shm *new_named(size_t size, const char *given) {
     return NULL;
   }
   s->size = size;
+  weft__region_note_mapping(s->base, s->size, s->dev, s->ino);
   return s->handle;
 }
 
@@ -344,6 +345,7 @@ weft_shm *weft_shm_attach_opts(const char *name, const weft_shm_options *opts) {
     free_handle(s);
     return NULL;
   }
+  weft__region_note_mapping(s->base, s->size, s->dev, s->ino);
   return s->handle;
 }
 
@@ -418,6 +420,7 @@ int weft__shm_import(const void *h, const struct weft__object_rec *rec, int fd) 
     return err;
   }
   if (fd >= 0) weft__os_shm_close(fd); /* the mapping keeps the object */
+  if (s->name[0] != '\0') weft__region_note_mapping(s->base, s->size, s->dev, s->ino);
   return 0;
 }
 
@@ -463,10 +466,12 @@ int weft_shm_close(weft_shm *h) {
   weft_shm *shm = weft__ref_remove(h, WEFT__REF_SHM, "weft_shm_close");
   if (shm == NULL) return weft_last_error_code();
   int err = 0;
-  if (shm->name[0] == '\0')
+  if (shm->name[0] == '\0') {
     weft__region_free(shm->base);
-  else
+  } else {
+    weft__region_forget_mapping(shm->base);
     err = weft__os_unmap(shm->base, shm->size);
+  }
   free(shm);
   if (err != 0) return fail(err, "weft_shm_close", "unmap the segment", NULL);
   return 0;

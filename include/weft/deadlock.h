@@ -11,9 +11,10 @@
  * deadlock is real and happening now (this includes re-acquiring a Lock the
  * caller already holds). Acquires with a timeout or without waiting add no
  * order and take no part in a live cycle within a process: they end by
- * themselves. Chains through Locks in shared memory held by other processes
- * of the tree are followed too (docs/deadlock.md, "Across processes"): the
- * report names each process, and one process of the cycle is refused.
+ * themselves. Orders between Locks in shared memory count across the
+ * processes of the tree, and chains through such Locks held by other
+ * processes are followed too (docs/deadlock.md): the report names each
+ * process, and of a live cycle one process is refused.
  *
  * Modes, set here or by the environment variable WEFT_DEADLOCK at start-up:
  *   off    no detection, no cost
