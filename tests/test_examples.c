@@ -386,6 +386,11 @@ START_TEST(lesson3_7_deadlock_processes) {
   assert_exit_zero(program, &r);
   ck_assert_msg(r.eof, "%s: pipe still open after exit; output:\n%s", program, r.out);
   ck_assert_msg(count_substr(r.out, "weft: deadlock: ") == 1, "one report:\n%s", r.out);
+  /* The two orders, taken in two processes, are an inversion too: reported
+   * once, by whichever process took its second order last. */
+  ck_assert_msg(count_substr(r.out, "weft: possible deadlock: lock-order inversion between 2 "
+                                    "locks, across processes\n") == 1,
+                "one inversion report:\n%s", r.out);
   const char *rep = strstr(r.out, "weft: deadlock: MainThread (tid ");
   ck_assert_msg(rep != NULL, "no report:\n%s", r.out);
   const char *of_one = strstr(rep, ") of process \"进程1\" (pid ");
