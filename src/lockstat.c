@@ -166,8 +166,11 @@ struct weft__ls_rec *weft__ls_rec_slow(const weft_lock *l, bool rlock) {
   if (r == NULL) {
     struct weft__ls_chunk *c = t->chunks;
     if (c == NULL || c->n == CHUNK) {
-      c = calloc(1, sizeof *c);
+      /* Aligned as the records are, so that a record's hot fields share a
+       * cache line. */
+      c = aligned_alloc(_Alignof(struct weft__ls_chunk), sizeof *c);
       if (c == NULL) return NULL;
+      memset(c, 0, sizeof *c);
       c->next = t->chunks;
       __atomic_store_n(&t->chunks, c, __ATOMIC_RELEASE);
     }

@@ -42,21 +42,23 @@ struct weft__ls_site {
 struct weft__ls_rec {
   const weft_lock *lock; /* key, with `key`: the lock's address ... */
   const char *key;       /* ... and its site pointer, so a new lock at a freed one's address is new */
-  /* hold: the total hold, estimated: each timed hold counts for the
-   * acquisitions up to the next timed one (1 while every hold is timed). */
-  uint64_t acq, contended, wait, wait_max, hold, hold_max, holds;
-  /* Timing holds: the acquisition whose hold is timed next, and the one
+  /* Timing holds: the acquisition whose hold is timed next (next to acq,
+   * so that the hot path reads one cache line of the record), and the one
    * being timed, when it began (since 0: none) and what it counts for.
    * Only one store, the count's, is added to an acquire that is not timed:
    * a store just before the next locked instruction (the release's) makes
    * it slower. */
-  uint64_t next, since_acq, since, since_weight;
+  uint64_t acq, next;
+  /* hold: the total hold, estimated: each timed hold counts for the
+   * acquisitions up to the next timed one (1 while every hold is timed). */
+  uint64_t contended, wait, wait_max, hold, hold_max, holds;
+  uint64_t since_acq, since, since_weight;
   uint32_t rlock; /* 1: an RLock (or a Condition's own) */
   pid_t pid;          /* the process it belongs to; 0: the lock lives in shared memory */
   struct weft__ls_site sites[WEFT__LS_SITES];
   char name[96];      /* as the deadlock reports name it, copied: the lock may be gone when printed */
   char init[96];      /* where it was initialised, "" if unknown */
-};
+} __attribute__((aligned(64)));
 
 /* A thread's state, off the hot path. */
 struct weft__ls_chunk;
