@@ -602,6 +602,17 @@ static int child_inversions(void *arg) {
   return strstr(captured, "inversion between 2 locks") != NULL ? 0 : 3;
 }
 
+/* Runs fn(arg) in a child process; returns its exit code. */
+static int child_exitcode(int (*fn)(void *), void *arg) {
+  weft_process p = weft_process_new(fn, .arg = arg);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_join(p, 20), 0);
+  int code = -1;
+  ck_assert_int_eq(weft_process_exitcode(p, &code), 0);
+  weft_process_close(p);
+  return code;
+}
+
 static int child_relearns(void *arg) {
   weft_lock *l = arg;
   lock2(&l[0], &l[1]); /* found known in the parent, new here */
@@ -617,13 +628,7 @@ START_TEST(order_known_before_a_fork_is_new_in_the_child) {
   static weft_lock l[2];
   for (int i = 0; i < 2; i++) weft_lock_init(&l[i]);
   for (int i = 0; i < 3; i++) lock2(&l[0], &l[1]);
-  weft_process p = weft_process_new(child_relearns, .arg = l);
-  ck_assert_int_eq(weft_process_start(p), 0);
-  ck_assert_int_eq(weft_process_join(p, 20), 0);
-  int code = -1;
-  weft_process_exitcode(p, &code);
-  ck_assert_int_eq(code, 0);
-  weft_process_close(p);
+  ck_assert_int_eq(child_exitcode(child_relearns, l), 0);
   ck_assert_int_eq(count_reports(), 0);
 }
 END_TEST
@@ -633,13 +638,7 @@ START_TEST(forked_child_detects_its_own_inversions_only) {
   static weft_lock l[4];
   for (int i = 0; i < 4; i++) weft_lock_init(&l[i]);
   lock2(&l[0], &l[1]);
-  weft_process p = weft_process_new(child_inversions, .arg = l);
-  ck_assert_int_eq(weft_process_start(p), 0);
-  ck_assert_int_eq(weft_process_join(p, 20), 0);
-  int code = -1;
-  weft_process_exitcode(p, &code);
-  ck_assert_int_eq(code, 0);
-  weft_process_close(p);
+  ck_assert_int_eq(child_exitcode(child_inversions, l), 0);
 }
 END_TEST
 
