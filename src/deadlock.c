@@ -52,7 +52,6 @@ static struct weft__dd_thread *threads;
 static pthread_key_t thread_key;
 /* The record lives on the heap (2 KiB would strain the static TLS a
  * dlopen()ed library may use); a pointer to it is all that is thread-local. */
-_Thread_local struct weft__dd_thread *weft__dd_self __attribute__((tls_model("initial-exec")));
 #define self_p weft__dd_self
 
 static void unregister(void *rec) {

@@ -56,8 +56,9 @@ struct weft__dd_thread *weft__dd_me(void);
 void weft__dd_lock(void);
 void weft__dd_unlock(void);
 
-/* The caller's record, or NULL before its first tracked acquire. */
-extern _Thread_local struct weft__dd_thread *weft__dd_self __attribute__((tls_model("initial-exec")));
+/* The caller's record, or NULL before its first tracked acquire; kept in
+ * the lock fast paths' thread-local block. */
+#define weft__dd_self (weft__hot.dd_self)
 
 /* The out-of-line parts of the hooks below. */
 void weft__dd_check_order(struct weft__dd_thread *t, weft_lock *lock, const char *site);

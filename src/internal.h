@@ -75,8 +75,27 @@ static inline pid_t weft__tid(void) {
 #define WEFT__OWNER_TID(owner) ((pid_t)((owner) & ((1u << WEFT__OWNER_TID_BITS) - 1)))
 #define WEFT__OWNER_FORKS_MASK ((1u << (32 - WEFT__OWNER_TID_BITS)) - 1)
 extern _Thread_local uint32_t weft__tls_forks __attribute__((tls_model("initial-exec")));
+
+/* What the lock fast paths read of the calling thread, in one block: each
+ * thread-local variable of a shared library costs a load of its offset
+ * first, and these are read on every acquire. */
+struct weft__ls_rec;
+struct weft__dd_thread;
+struct weft__tls_hot {
+  uint32_t owner;                  /* the owner token (below); 0 until the tid is known */
+  uint32_t ls_timing;              /* lockstat.h: holds this thread is timing */
+  struct weft__ls_rec *ls_last;    /* lockstat.h: the record used last */
+  struct weft__dd_thread *dd_self; /* deadlock.h: the detector's state */
+};
+extern _Thread_local struct weft__tls_hot weft__hot __attribute__((tls_model("initial-exec")));
+
 static inline uint32_t weft__owner_token(void) {
-  return (uint32_t)weft__tid() | weft__tls_forks << WEFT__OWNER_TID_BITS;
+  uint32_t t = weft__hot.owner;
+  if (__builtin_expect(t == 0, 0)) {
+    weft__tid_slow();
+    t = weft__hot.owner;
+  }
+  return t;
 }
 
 /* Turn thread cancellation off around calls that block in cancellation

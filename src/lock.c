@@ -473,10 +473,10 @@ __attribute__((noinline)) static int tracked_free_slow(weft_lock *l, const char 
 /* Its usual cases make no call, so that no register is saved on the stack
  * before the release's compare-and-swap. */
 __attribute__((noinline)) static int tracked_free(weft_lock *l, const char *site) {
-  struct weft__dd_thread *t = weft__dd_self;
-  pid_t tid = weft__tls_tid;
-  if (__builtin_expect(t == NULL || tid == 0, 0)) return tracked_free_slow(l, site);
-  set_owner_to(l, (uint32_t)tid | weft__tls_forks << WEFT__OWNER_TID_BITS);
+  struct weft__dd_thread *t = weft__hot.dd_self;
+  uint32_t owner = weft__hot.owner;
+  if (__builtin_expect(t == NULL || owner == 0, 0)) return tracked_free_slow(l, site);
+  set_owner_to(l, owner);
   if (__builtin_expect(weft__dd_acquired_known(t, l, site), 1)) return 0;
   return tracked_free_rest(l, site);
 }
@@ -518,10 +518,10 @@ __attribute__((noinline)) static int counted_time(struct weft__ls_rec *r, uint64
  * that would make it save registers on the stack: those stores would slow
  * the release's compare-and-swap that follows. */
 static inline int counted_free(weft_lock *l, double timeout, const char *site) {
-  struct weft__ls_rec *r = weft__ls_tl.last;
-  pid_t tid = weft__tls_tid;
-  if (__builtin_expect(tid == 0 || !weft__ls_is(r, l), 0)) return counted_free_slow(l, timeout, site);
-  set_owner_to(l, (uint32_t)tid | weft__tls_forks << WEFT__OWNER_TID_BITS);
+  struct weft__ls_rec *r = weft__hot.ls_last;
+  uint32_t owner = weft__hot.owner;
+  if (__builtin_expect(owner == 0 || !weft__ls_is(r, l), 0)) return counted_free_slow(l, timeout, site);
+  set_owner_to(l, owner);
   uint64_t n = WEFT__LS_GET(r->acq) + 1;
   WEFT__LS_SET(r->acq, n);
   if (__builtin_expect(n == WEFT__LS_GET(r->next), 0)) return counted_time(r, n);
@@ -578,9 +578,9 @@ int weft_lock_acquire_at(weft_lock *l, double timeout, const char *site) {
            : h == WEFT__HOOK_LS ? acquire_counted_at(l, timeout, site)
                                 : acquire_both_at(l, timeout, site);
   if (__builtin_expect(timeout == timeout && take_free(l), 1)) {
-    pid_t tid = weft__tls_tid;
-    if (__builtin_expect(tid == 0, 0)) return owner_slow(l);
-    set_owner_to(l, (uint32_t)tid | weft__tls_forks << WEFT__OWNER_TID_BITS);
+    uint32_t owner = weft__hot.owner;
+    if (__builtin_expect(owner == 0, 0)) return owner_slow(l);
+    set_owner_to(l, owner);
     return 0;
   }
   return acquire_other(l, timeout, site);
@@ -622,7 +622,7 @@ int weft_lock_release(weft_lock *l) {
      * with no hold being timed: a call or a register saved on the stack
      * before the compare-and-swap would slow it. */
     if (h == WEFT__HOOK_LS) {
-      if (weft__ls_tl.timing != 0) return release_told(l, h);
+      if (weft__hot.ls_timing != 0) return release_told(l, h);
     } else if (h != WEFT__HOOK_DD) {
       return release_told(l, h);
     } else if (!weft__lock_destroyed(l)) {

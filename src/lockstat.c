@@ -54,7 +54,6 @@ struct weft__ls_chunk {
 };
 
 _Thread_local struct weft__ls_thread *weft__ls_self __attribute__((tls_model("initial-exec")));
-_Thread_local struct weft__ls_tls weft__ls_tl __attribute__((tls_model("initial-exec")));
 
 /* ---- rows: the figures of one lock, added up; also the shared table's ---- */
 
@@ -187,7 +186,7 @@ struct weft__ls_rec *weft__ls_rec_slow(const weft_lock *l, bool rlock) {
     if (!index_put(t, r)) return NULL;
     __atomic_store_n(&c->n, c->n + 1, __ATOMIC_RELEASE);
   }
-  weft__ls_tl.last = r;
+  weft__hot.ls_last = r;
   return r;
 }
 
@@ -208,7 +207,7 @@ void weft__ls_time(struct weft__ls_rec *r, uint64_t n) {
   WEFT__LS_SET(r->next, n + gap);
   r->since_acq = n;
   r->since_weight = gap;
-  if (r->since == 0) weft__ls_tl.timing++;
+  if (r->since == 0) weft__hot.ls_timing++;
   r->since = weft__ls_ticks() | 1; /* never 0 */
 }
 
@@ -247,7 +246,7 @@ void weft__ls_waited(struct weft__ls_rec *r, uint64_t since, const char *site) {
 void weft__ls_held(struct weft__ls_rec *r, const weft_lock *l) {
   uint64_t now = weft__ls_ticks(), since = r->since;
   r->since = 0;
-  weft__ls_tl.timing--;
+  weft__hot.ls_timing--;
   /* Taken again by this thread, or by another, since the timed acquire (a
    * Lock may be released by any thread): not the hold that was timed. */
   if (r->since_acq != WEFT__LS_GET(r->acq) || weft__lock_owner(l) != weft__owner_token()) return;
@@ -379,7 +378,8 @@ static void forget_thread(void *p) {
   pthread_mutex_unlock(&mu);
   if (weft__ls_self == t) {
     weft__ls_self = NULL;
-    weft__ls_tl = (struct weft__ls_tls){0};
+    weft__hot.ls_last = NULL;
+    weft__hot.ls_timing = 0;
   }
   free_thread(t);
 }
@@ -816,7 +816,7 @@ void weft__ls_after_fork_child(void) {
   threads = self;
   if (self != NULL) {
     self->next = NULL;
-    weft__ls_tl.timing = 0;
+    weft__hot.ls_timing = 0;
     for (struct weft__ls_chunk *c = self->chunks; c != NULL; c = c->next)
       for (uint32_t i = 0; i < c->n; i++) {
         zero_rec(&c->rec[i]);

@@ -74,16 +74,12 @@ struct weft__ls_thread {
 extern _Thread_local struct weft__ls_thread *weft__ls_self
     __attribute__((tls_model("initial-exec")));
 
-/* What the hot path reads, in one thread-local block: the record used last
- * (a loop around one lock finds it at once), and how many of the thread's
- * records are timing a hold, so that a release with none to end looks at
- * no record. A record whose hold another thread released stays counted
- * until this thread releases that lock, which only slows its releases. */
-struct weft__ls_tls {
-  struct weft__ls_rec *last;
-  uint32_t timing;
-};
-extern _Thread_local struct weft__ls_tls weft__ls_tl __attribute__((tls_model("initial-exec")));
+
+/* The hot path reads weft__hot (internal.h): the record used last (a loop
+ * around one lock finds it at once), and how many of the thread's records
+ * are timing a hold, so that a release with none to end looks at no
+ * record. A record whose hold another thread released stays counted until
+ * this thread releases that lock, which only slows its releases. */
 
 /* The record of a lock for the calling thread, made the first time
  * (NULL if memory ran out). */
@@ -96,7 +92,7 @@ static inline bool weft__ls_is(const struct weft__ls_rec *r, const weft_lock *l)
 }
 
 static inline struct weft__ls_rec *weft__ls_rec(const weft_lock *l, bool rlock) {
-  struct weft__ls_rec *r = weft__ls_tl.last;
+  struct weft__ls_rec *r = weft__hot.ls_last;
   if (__builtin_expect(weft__ls_is(r, l), 1)) return r;
   return weft__ls_rec_slow(l, rlock);
 }
@@ -126,8 +122,8 @@ static inline void weft__ls_acquired(const weft_lock *l, bool rlock, uint64_t wa
 /* Before l is released by the calling thread (which may not be the one
  * that took it). */
 static inline void weft__ls_released(const weft_lock *l) {
-  if (__builtin_expect(weft__ls_tl.timing == 0, 1)) return;
-  struct weft__ls_rec *r = weft__ls_tl.last;
+  if (__builtin_expect(weft__hot.ls_timing == 0, 1)) return;
+  struct weft__ls_rec *r = weft__hot.ls_last;
   if (!weft__ls_is(r, l)) r = weft__ls_find(l);
   if (r != NULL && r->since != 0) weft__ls_held(r, l);
 }

@@ -26,6 +26,12 @@ _Thread_local pid_t weft__tls_tid __attribute__((tls_model("initial-exec")));
 _Thread_local struct weft__lineage weft__tls_lineage __attribute__((tls_model("initial-exec")));
 struct weft__lineage weft__proc_lineage;
 _Thread_local uint32_t weft__tls_forks __attribute__((tls_model("initial-exec")));
+_Thread_local struct weft__tls_hot weft__hot __attribute__((tls_model("initial-exec")));
+
+static void set_owner_token(void) {
+  weft__hot.owner = weft__tls_tid == 0 ? 0
+                                       : (uint32_t)weft__tls_tid | weft__tls_forks << WEFT__OWNER_TID_BITS;
+}
 
 #ifdef WEFT__TSAN
 _Bool weft__tsan_off;
@@ -39,7 +45,11 @@ static void tsan_before_fork(void) {}
 static void tsan_after_fork_child(void) {}
 #endif
 
-pid_t weft__tid_slow(void) { return weft__tls_tid = weft__os_gettid(); }
+pid_t weft__tid_slow(void) {
+  weft__tls_tid = weft__os_gettid();
+  set_owner_token();
+  return weft__tls_tid;
+}
 
 int weft__nocancel_begin(void) {
   int old = PTHREAD_CANCEL_ENABLE;
@@ -67,6 +77,7 @@ WEFT__HOT static void after_fork_child(void) {
   weft__pid = getpid();
   weft__tls_tid = 0;
   weft__tls_forks = 0;
+  set_owner_token();
   weft__process_after_fork_child();
   weft__thread_after_fork_child();
   weft__dd_after_fork_child();
@@ -105,6 +116,7 @@ static void before_fork(void) {
 static void after_fork_parent(void) {
   /* From now on this thread's acquisitions are not the child's. */
   weft__tls_forks = (weft__tls_forks + 1) & WEFT__OWNER_FORKS_MASK;
+  set_owner_token();
   weft__forkserver_after_fork_parent();
   weft__shared_after_fork_parent();
   weft__ref_after_fork();
