@@ -286,7 +286,7 @@ static void put_thread(struct out *o, const struct snap *s) {
 
 /* ---- the dump ---- */
 
-static struct snap snaps[MAX_THREADS];
+static struct snap snaps[MAX_THREADS] WEFT__COLD_BSS;
 static int nsnaps, nrecords;
 static int dumping; /* one dump at a time: the buffers above are shared */
 
@@ -377,14 +377,14 @@ static void match_child(void *arg, const char *name, pid_t pid, bool daemon) {
 /* A holder in another process: with what it waits for, if its wait is in
  * the wait table; else by its name if it is a child of this process. */
 static void put_other_holder(struct out *o, pid_t pid, pid_t tid) {
-  static struct weft__xw_wait w;
+  static struct weft__xw_wait w WEFT__COLD_BSS;
   put(o, "; held by ");
   if (tid != 0 && weft__xw_peek(pid, tid, &w)) {
     put_xthread(o, w.proc, pid, w.thread, tid);
     put_waits_for(o, w.label, w.site);
     return;
   }
-  static struct child_name c;
+  static struct child_name c WEFT__COLD_BSS;
   c.pid = pid;
   c.name[0] = '\0';
   weft__process_each_child(match_child, &c, MAX_CHILDREN);
@@ -497,7 +497,7 @@ static void put_held(struct out *o, const struct snap *s) {
   }
   const struct weft__dd_thread *t = s->dd;
   int depth = 0;
-  static struct weft__dd_held held[WEFT__DD_MAX_HELD];
+  static struct weft__dd_held held[WEFT__DD_MAX_HELD] WEFT__COLD_BSS;
   ssize_t got = t != NULL ? weft__os_peek(weft__pid, &depth, &t->depth, sizeof depth) : 0;
   if (got == -EPERM || got == -ENOSYS) {
     /* A sandbox (seccomp) that refuses process_vm_readv: say so rather
@@ -544,8 +544,8 @@ struct step {
   const struct weft__xw_wait *xw;
 };
 
-static struct step chain[MAX_THREADS + MAX_XSTEPS];
-static struct weft__xw_wait xws[MAX_XSTEPS];
+static struct step chain[MAX_THREADS + MAX_XSTEPS] WEFT__COLD_BSS;
+static struct weft__xw_wait xws[MAX_XSTEPS] WEFT__COLD_BSS;
 
 /* Follows the chain from start, a thread of this process waiting for a
  * lock: holder -> the lock it waits for -> its holder ..., through other
@@ -695,7 +695,7 @@ static void put_child(void *arg, const char *name, pid_t pid, bool daemon) {
 
 /* The dump itself; reason says what asked for it (may be empty). */
 int weft__dump_to(int fd, const char *reason) {
-  static struct out o;
+  static struct out o WEFT__COLD_BSS;
   int busy = 0;
   if (!__atomic_compare_exchange_n(&dumping, &busy, 1, false, __ATOMIC_ACQUIRE,
                                     __ATOMIC_RELAXED)) {

@@ -54,7 +54,7 @@ void weft__handle_each(const weft__handle_table *t, void (*fn)(void *obj, void *
 
 /* ---- the object registry ---- */
 
-weft__ref_slot *weft__ref_chunks[WEFT__REF_CHUNKS];
+weft__ref_slot *weft__ref_chunks[WEFT__REF_CHUNKS] WEFT__COLD_BSS;
 
 static pthread_mutex_t ref_mutex = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t ref_used;      /* slots ever handed out; under ref_mutex */

@@ -121,6 +121,20 @@ bool weft__deadline_passed(weft__deadline deadline);
  * code pages as possible: each one costs a start about a microsecond. */
 #define WEFT__HOT __attribute__((hot))
 
+/* Marks a large static array that only rare paths use (dumps, signal
+ * set-up, the object table's far chunks). x86-64's linker scripts place
+ * .lbss after .bss, so the small variables a start writes -- the locks the
+ * fork handlers hold, the registries' heads and counts -- stay together in
+ * a page or two instead of being spread between such arrays: a fork leaves
+ * every page shared, and each one written afterwards is copied, in the
+ * parent and in the child. Not under AddressSanitizer, which leaves
+ * variables in sections of their own unguarded. */
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define WEFT__COLD_BSS __attribute__((section(".lbss.weft")))
+#else
+#define WEFT__COLD_BSS
+#endif
+
 #define WEFT__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* process.c: a dup of a started child's pidfd (for process pools, which

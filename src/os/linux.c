@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../internal.h"
 #include "os.h"
 
 int64_t weft__os_now_ns(void) {
@@ -727,7 +728,7 @@ char weft__os_task_state(pid_t pid, pid_t tid) {
 }
 
 /* The actions weft__os_signal_handle replaced, by signal number. */
-static struct sigaction replaced[_NSIG];
+static struct sigaction replaced[_NSIG] WEFT__COLD_BSS;
 
 int weft__os_signal_handle(int sig, void (*handler)(int)) {
   if (sig <= 0 || sig >= _NSIG) return -EINVAL;
