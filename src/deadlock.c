@@ -449,7 +449,7 @@ void weft__dd_before_fork(void) { pthread_mutex_lock(&dd_mutex); }
 
 void weft__dd_after_fork_parent(void) { pthread_mutex_unlock(&dd_mutex); }
 
-void weft__dd_after_fork_child(void) {
+WEFT__HOT void weft__dd_after_fork_child(void) {
   pthread_mutex_unlock(&dd_mutex);
   /* Only the forking thread exists; the parent's orders are not the
    * child's (its other threads' held locks made some of them). */

@@ -101,7 +101,7 @@ void weft__wait_rec_give_back(void) {
   __atomic_store_n(&r->pid, 0, __ATOMIC_RELEASE);
 }
 
-void weft__wait_rec_forked(void) {
+WEFT__HOT void weft__wait_rec_forked(void) {
   struct weft__wait_rec *r = weft__wait_self;
   if (r == NULL) return;
   /* The other threads' records still name the parent: free here. */

@@ -129,7 +129,7 @@ int weft_dump_cancel(void) {
   return 0;
 }
 
-void weft__dump_after_fork_child(void) {
+WEFT__HOT void weft__dump_after_fork_child(void) {
   /* The watchdog thread stayed in the parent, maybe holding its mutex. */
   if (!watch_started) return;
   pthread_mutex_init(&watch_mu, NULL);

@@ -676,4 +676,4 @@ void weft__future_forget(struct future *f) {
 
 /* The registry's lock is held across fork (see pool.c's fork hooks). */
 void weft__future_before_fork(void) { pthread_mutex_lock(&futures_lock); }
-void weft__future_after_fork(void) { pthread_mutex_unlock(&futures_lock); }
+WEFT__HOT void weft__future_after_fork(void) { pthread_mutex_unlock(&futures_lock); }

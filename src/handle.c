@@ -47,7 +47,7 @@ void weft__handle_remove(weft__handle_table *t, uint64_t id) {
   t->free_head = index + 1;
 }
 
-void weft__handle_each(const weft__handle_table *t, void (*fn)(void *obj, void *ctx), void *ctx) {
+WEFT__HOT void weft__handle_each(const weft__handle_table *t, void (*fn)(void *obj, void *ctx), void *ctx) {
   for (uint32_t i = 0; i < t->used; i++)
     if (t->slots[i].obj != NULL) fn(t->slots[i].obj, ctx);
 }
@@ -224,4 +224,4 @@ void *weft__ref_remove(const void *handle, enum weft__ref_kind kind, const char 
 }
 
 void weft__ref_before_fork(void) { pthread_mutex_lock(&ref_mutex); }
-void weft__ref_after_fork(void) { pthread_mutex_unlock(&ref_mutex); }
+WEFT__HOT void weft__ref_after_fork(void) { pthread_mutex_unlock(&ref_mutex); }

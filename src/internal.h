@@ -116,10 +116,12 @@ static inline void weft__cpu_relax(void) {
  * WEFT__NEVER; at once for a timeout of 0 or less). */
 bool weft__deadline_passed(weft__deadline deadline);
 
-/* Marks code a forked child runs before and after its target. The compiler
- * places such functions together (.text.hot), so a child faults in as few
- * code pages as possible: each one costs a start about a microsecond. */
-#define WEFT__HOT __attribute__((hot))
+/* Marks code a forked child runs before and after its target. Such
+ * functions are placed together (.text.hot), so a child faults in as few
+ * code pages as possible: each one costs a start microseconds. The section
+ * is named, or a function that ends in _exit would be placed with the cold
+ * code. */
+#define WEFT__HOT __attribute__((hot, section(".text.hot.weft")))
 
 /* Marks a large static array that only rare paths use (dumps, signal
  * set-up, the object table's far chunks). x86-64's linker scripts place

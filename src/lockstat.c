@@ -804,7 +804,7 @@ void weft__ls_after_fork_parent(void) {
 
 /* The child's figures start at zero; its parent's threads do not exist
  * here, and their records, copied, are freed. */
-void weft__ls_after_fork_child(void) {
+WEFT__HOT void weft__ls_after_fork_child(void) {
   if (!held_for_fork) return;
   held_for_fork = false;
   pthread_mutex_unlock(&mu);
@@ -828,7 +828,7 @@ void weft__ls_after_fork_child(void) {
   ended = (struct rows){0};
 }
 
-void weft__ls_exit(void) {
+WEFT__HOT void weft__ls_exit(void) {
   if (root == 0) return;
   if (root != weft__pid) {
     if (tree != NULL) publish();

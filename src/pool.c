@@ -1008,7 +1008,7 @@ static void stop_at_exit(void *obj, void *unused) {
  * may still use a pool, as in Python, whose pools end after them) and
  * before the daemon children, the workers among them, are terminated: from
  * here on a worker that ends is not replaced. */
-void weft__pool_exit_rules(void) {
+WEFT__HOT void weft__pool_exit_rules(void) {
   pthread_mutex_lock(&pools_lock);
   weft__handle_each(&pools, stop_at_exit, NULL);
   pthread_mutex_unlock(&pools_lock);
@@ -1032,13 +1032,13 @@ void weft__pool_after_fork_parent(void) {
   pthread_mutex_unlock(&pools_lock);
 }
 
-static void pool_fork_child(void *obj, void *unused) {
+WEFT__HOT static void pool_fork_child(void *obj, void *unused) {
   (void)unused;
   struct pool *p = obj;
   p->ops->after_fork_child(p);
 }
 
-void weft__pool_after_fork_child(void) {
+WEFT__HOT void weft__pool_after_fork_child(void) {
   weft__handle_each(&pools, pool_fork_child, NULL);
   weft__future_after_fork(); /* the forking thread took it: it is the child's */
   pthread_mutex_unlock(&pools_lock);

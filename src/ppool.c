@@ -1192,7 +1192,7 @@ static void ppool_free(struct pool *p) {
 /* A forked child (a worker, or any other child) keeps none of the fds a
  * pool's process uses to watch its workers. Raw closes, no locks: the
  * thread that forked is the child's only one. */
-static void ppool_after_fork_child(struct pool *p) {
+WEFT__HOT static void ppool_after_fork_child(struct pool *p) {
   struct ppool *pp = p->proc;
   if (pp == NULL) return;
   for (int k = 0; k < 2; k++)

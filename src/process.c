@@ -612,7 +612,9 @@ _Noreturn void weft__process_run_spawned(const struct weft__spawned *s) {
   exit(s->target(s->arg));
 }
 
-WEFT__HOT static pid_t fork_child(const struct start_req *req) {
+/* Not inlined into weft_process_start: the child returns here from fork,
+ * and this code should sit with the rest of what a child runs. */
+WEFT__HOT __attribute__((noinline)) static pid_t fork_child(const struct start_req *req) {
   if (req->spawn != NULL) return weft__spawn_start(req->spawn);
   pid_t pid = weft__os_fork();
   if (pid == 0) child_main(req);

@@ -322,7 +322,7 @@ bool weft__region_block_free(void *block) {
 }
 
 void weft__region_before_fork(void) { pthread_mutex_lock(&mu); }
-void weft__region_after_fork(void) { pthread_mutex_unlock(&mu); }
+WEFT__HOT void weft__region_after_fork(void) { pthread_mutex_unlock(&mu); }
 
 /* ---- travel ---- */
 

@@ -28,7 +28,7 @@ struct weft__lineage weft__proc_lineage;
 _Thread_local uint32_t weft__tls_forks __attribute__((tls_model("initial-exec")));
 _Thread_local struct weft__tls_hot weft__hot __attribute__((tls_model("initial-exec")));
 
-static void set_owner_token(void) {
+WEFT__HOT static void set_owner_token(void) {
   weft__hot.owner = weft__tls_tid == 0 ? 0
                                        : (uint32_t)weft__tls_tid | weft__tls_forks << WEFT__OWNER_TID_BITS;
 }
@@ -37,7 +37,7 @@ static void set_owner_token(void) {
 _Bool weft__tsan_off;
 static int threads_at_fork; /* counted by the forking process for its child */
 static void tsan_before_fork(void) { threads_at_fork = weft__os_thread_count(); }
-static void tsan_after_fork_child(void) {
+WEFT__HOT static void tsan_after_fork_child(void) {
   if (threads_at_fork != 1) weft__tsan_off = 1;
 }
 #else

@@ -18,7 +18,7 @@
 
 void weft__shared_before_fork(void) { weft__region_before_fork(); }
 void weft__shared_after_fork_parent(void) { weft__region_after_fork(); }
-void weft__shared_after_fork_child(void) { weft__region_after_fork(); }
+WEFT__HOT void weft__shared_after_fork_child(void) { weft__region_after_fork(); }
 
 static void *shared_alloc(size_t size, const char *call) {
   int err = 0;

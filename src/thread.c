@@ -557,7 +557,7 @@ static struct thr *find_nondaemon_locked(void) {
 
 /* Joins every live non-daemon thread but the caller, one at a time; threads
  * they start meanwhile are found by the next search. */
-void weft__thread_exit_rules(void) {
+WEFT__HOT void weft__thread_exit_rules(void) {
   pthread_mutex_lock(&registry);
   for (;;) {
     struct thr *t = find_nondaemon_locked();
@@ -577,7 +577,7 @@ void weft__thread_before_fork(void) { pthread_mutex_lock(&registry); }
 
 void weft__thread_after_fork_parent(void) { pthread_mutex_unlock(&registry); }
 
-void weft__thread_after_fork_child(void) {
+WEFT__HOT void weft__thread_after_fork_child(void) {
   /* Only the forking thread exists in the child: the others are over. The
    * walk covers the live threads only; with none but the forking one it
    * writes nothing, which keeps the pages a plain start touches few. */

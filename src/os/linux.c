@@ -168,7 +168,7 @@ int weft__os_wait_readable(int fd, int64_t deadline_ns) {
   return weft__os_wait_fd(fd, true, false, deadline_ns);
 }
 
-pid_t weft__os_fork(void) {
+WEFT__HOT pid_t weft__os_fork(void) {
   pid_t pid = fork();
   return pid < 0 ? -errno : pid;
 }
@@ -182,13 +182,13 @@ void weft__os_kill_and_reap(pid_t pid) {
   pthread_setcancelstate(state, NULL);
 }
 
-pid_t weft__os_getppid(void) { return getppid(); }
+WEFT__HOT pid_t weft__os_getppid(void) { return getppid(); }
 
 /* A raw close: glibc's close() is a cancellation point and, in a forked
  * child, its cancellation bookkeeping writes (and so copies) a page.
  * ThreadSanitizer must see each close, or it takes the next fd to get the
  * same number in another thread for a race with the one closed. */
-void weft__os_close(int fd) {
+WEFT__HOT void weft__os_close(int fd) {
 #if defined(__SANITIZE_THREAD__)
   int state;
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
@@ -199,11 +199,11 @@ void weft__os_close(int fd) {
 #endif
 }
 
-int weft__os_set_parent_death_signal(int sig) {
+WEFT__HOT int weft__os_set_parent_death_signal(int sig) {
   return prctl(PR_SET_PDEATHSIG, sig) < 0 ? -errno : 0;
 }
 
-void weft__os_set_thread_name(const char *name) {
+WEFT__HOT void weft__os_set_thread_name(const char *name) {
   char short_name[16];
   size_t n = strlen(name);
   if (n > 15) {
@@ -459,7 +459,7 @@ ssize_t weft__os_recv_fds(int fd, void *buf, size_t len, int *fds, size_t max, s
   return r;
 }
 
-void weft__os_close_range(unsigned first, unsigned last) {
+WEFT__HOT void weft__os_close_range(unsigned first, unsigned last) {
   if (first > last) return;
 #ifdef SYS_close_range
   if (syscall(SYS_close_range, first, last, 0) == 0) return;
