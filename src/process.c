@@ -45,17 +45,24 @@ struct proc {
   enum method method;
   pid_t pid;
   pid_t parent_pid; /* the process that created the object; 0 for MainProcess */
-  int pidfd;        /* -1 when none; kept while threads poll it */
+  int pidfd;        /* -1 when none or given up (pidfs_id); kept while threads poll it */
+  /* For a running child whose pidfd was given up (see MAX_IDLE_PIDFDS):
+   * the number that names the process (weft__os_pidfd_id), checked when a
+   * pidfd is opened on its pid again. 0 when it holds its pidfd. */
+  uint64_t pidfs_id;
   int status_fd;    /* forkserver children: where the server reports the exit; else -1 */
   bool server_gone; /* the forkserver ended before reporting it: the status is lost */
   int pollers;      /* threads in ppoll on pidfd */
   bool reaping;     /* a thread is blocked in waitid on pidfd */
   bool in_running;  /* on the running list */
+  bool holding;     /* on the holders list */
+  bool unwaitable;  /* the exit rules failed to wait for it: they leave it */
   /* The process generation (proc_gen) that refs, pidfd, pollers, reaping
-   * and the running links belong to: an object with an older one was
+   * and the lists' links belong to: an object with an older one was
    * inherited across fork, and those fields are the parent's. */
   uint64_t gen;
   struct proc *run_prev, *run_next; /* the running list */
+  struct proc *hold_prev, *hold_next; /* the holders list */
   int exitcode;
   int reap_error;   /* 0, or why the status was lost (WEFT_ECHILD) */
   char identity[48]; /* Python's _identity joined by ':' ("1:2") */
@@ -87,6 +94,22 @@ static uint64_t *pidfd_bits;
 static size_t pidfd_words;
 static uint64_t pidfd_bits_gen;
 static int untracked_pidfds;
+/* Every descriptor open in a process is copied by each fork it makes (a
+ * reference taken, and dropped again when the child closes it or exits),
+ * so a program with hundreds of children alive would pay for all their
+ * pidfds in every start. A child's pidfd is kept only while it is among the
+ * MAX_IDLE_PIDFDS children started or used last, or while a thread waits
+ * on it; the others give theirs up and open a new one when they are next
+ * asked about, checking by its pidfs number that the pid still names the
+ * same process (weft__os_pidfd_id): a child someone else reaped may have
+ * left its pid to another. Where pidfds carry no such number, every child
+ * keeps its pidfd. Forkserver children keep theirs: their status socket is
+ * one descriptor anyway. */
+#define MAX_IDLE_PIDFDS 8
+/* The children holding a pidfd they could give up, most recent first. */
+static struct proc *holders_head, *holders_tail;
+static int n_holders;
+static bool pidfds_kept; /* no pidfs numbers here: never give one up */
 /* Closed objects kept for reuse: a start-join-close cycle then writes no
  * allocator page, which after a fork would be one more page to copy. */
 #define MAX_SPARES 8
@@ -132,6 +155,10 @@ static void refresh_locked(struct proc *p) {
   p->reaping = false;
   p->in_running = false;
   p->run_prev = p->run_next = NULL;
+  p->pidfs_id = 0;
+  p->holding = false;
+  p->unwaitable = false;
+  p->hold_prev = p->hold_next = NULL;
   p->refs = 1; /* the table's: objects reached through a handle are in it */
 }
 
@@ -174,11 +201,60 @@ static void close_tracked_locked(int *fd) {
   open_pidfds--;
 }
 
+static void holders_remove_locked(struct proc *p) {
+  if (!p->holding) return;
+  if (p->hold_prev != NULL)
+    p->hold_prev->hold_next = p->hold_next;
+  else
+    holders_head = p->hold_next;
+  if (p->hold_next != NULL)
+    p->hold_next->hold_prev = p->hold_prev;
+  else
+    holders_tail = p->hold_prev;
+  p->hold_prev = p->hold_next = NULL;
+  p->holding = false;
+  n_holders--;
+}
+
 /* Closes the fds that watch a child: its pidfd and, for a forkserver
  * child, its status socket. */
 static void close_pidfd_locked(struct proc *p) {
+  holders_remove_locked(p);
   close_tracked_locked(&p->pidfd);
   if (p->status_fd >= 0) close_tracked_locked(&p->status_fd);
+}
+
+/* Gives up p's pidfd, keeping the number that names its process. */
+static bool give_up_pidfd_locked(struct proc *p) {
+  uint64_t id = 0;
+  int r = weft__os_pidfd_id(p->pidfd, &id);
+  if (r == -EOPNOTSUPP) pidfds_kept = true;
+  if (r != 0) return false;
+  holders_remove_locked(p);
+  close_tracked_locked(&p->pidfd);
+  p->pidfs_id = id;
+  return true;
+}
+
+/* Puts p, which holds a pidfd it could give up, first among the holders,
+ * and makes the least recent ones beyond MAX_IDLE_PIDFDS give theirs up,
+ * except those a thread waits on. */
+static void holders_add_locked(struct proc *p) {
+  if (pidfds_kept) return;
+  p->holding = true;
+  p->hold_prev = NULL;
+  p->hold_next = holders_head;
+  if (holders_head != NULL)
+    holders_head->hold_prev = p;
+  else
+    holders_tail = p;
+  holders_head = p;
+  n_holders++;
+  for (struct proc *q = holders_tail, *prev; q != NULL && n_holders > MAX_IDLE_PIDFDS; q = prev) {
+    prev = q->hold_prev;
+    if (q != p && q->pollers == 0 && !q->reaping && !give_up_pidfd_locked(q) && pidfds_kept)
+      return;
+  }
 }
 
 static void running_add_locked(struct proc *p) {
@@ -286,18 +362,56 @@ static int reap_nohang_locked(struct proc *p, int *code) {
   return weft__os_wait_readable(p->pidfd, 0) == 1 ? WEFT_ECHILD : 0;
 }
 
-/* Reaps p if it exited, without blocking. Returns whether it has stopped.
- * While another thread is blocked reaping p, only that thread may call
- * waitid, or it would find the status gone. */
-static bool poll_locked(struct proc *p) {
-  if (p->state == ST_STOPPED) return true;
-  if (p->state != ST_STARTED || p->pidfd < 0 || p->reaping) return false;
+/* Makes sure p, a started child, has its pidfd open, opening one on its
+ * pid again if it gave its up. Returns 0, 1 if p turned out to have been
+ * reaped by someone else (recorded), or a negative code. */
+static int hold_pidfd_locked(struct proc *p) {
+  if (p->pidfd >= 0) return 0;
+  if (p->pidfs_id == 0) return WEFT_ESRCH; /* inherited across fork: never ours here */
+  int fd = weft__os_pidfd_open(p->pid);
+  uint64_t id = 0;
+  int r = fd < 0 ? fd : weft__os_pidfd_id(fd, &id);
+  if (fd >= 0 && (r != 0 || id != p->pidfs_id)) weft__os_close(fd);
+  /* No process has the pid, a thread has it, or another process does: the
+   * child was reaped by someone else, who let its pid be given again. */
+  if (fd == WEFT_ESRCH || fd == WEFT_EINVAL || (r == 0 && id != p->pidfs_id)) {
+    record_exit_locked(p, WEFT_ECHILD, 0);
+    return 1;
+  }
+  if (r < 0) return r == -ENFILE ? WEFT_EMFILE : r;
+  p->pidfd = fd;
+  p->pidfs_id = 0;
+  track_pidfd_locked(fd);
+  holders_add_locked(p);
+  return 0;
+}
+
+/* Reaps p if it exited, without blocking. Returns 1 if it has stopped, 0
+ * if it runs (or may: another thread is blocked reaping it, and only that
+ * thread may call waitid, or it would find the status gone), or a negative
+ * code if its pidfd could not be opened again. */
+static int poll_checked_locked(struct proc *p) {
+  if (p->state == ST_STOPPED) return 1;
+  if (p->state != ST_STARTED || p->reaping) return 0;
+  int r = hold_pidfd_locked(p);
+  if (r != 0) return r;
   int code = 0;
-  int r = reap_nohang_locked(p, &code);
-  if (r == 0) return false;
+  r = reap_nohang_locked(p, &code);
+  if (r == 0) return 0;
   record_exit_locked(p, r, code);
   drop_pidfd_locked(p);
-  return true;
+  return 1;
+}
+
+/* Whether p has stopped, reaping it if it exited; "no" when it cannot tell. */
+static bool poll_locked(struct proc *p) { return poll_checked_locked(p) == 1; }
+
+/* Sends sig to p, a started child, unless it has stopped. */
+static int signal_locked(struct proc *p, int sig) {
+  int r = poll_checked_locked(p);
+  if (r != 0) return r < 0 ? r : 0;
+  r = weft__os_pidfd_signal(p->pidfd, sig);
+  return r == WEFT_ESRCH ? 0 : r; /* it exited after the poll: nothing to do */
 }
 
 /* Waits for a started child until the deadline. Returns 0 once it stopped,
@@ -305,6 +419,9 @@ static bool poll_locked(struct proc *p) {
  * the caller holds a reference. */
 static int wait_child_locked(struct proc *p, weft__deadline deadline) {
   while (p->state != ST_STOPPED) {
+    int held = p->reaping ? 0 : hold_pidfd_locked(p);
+    if (held < 0) return held;
+    if (held > 0) break;
     int fd = wait_fd(p);
     if (deadline == WEFT__NEVER && !p->reaping && p->method != METHOD_FORKSERVER) {
       /* Waiting forever: block in waitid itself, one system call instead
@@ -814,6 +931,7 @@ int weft_process_start(weft_process h) {
     track_pidfd_locked(pidfd);
     if (status_fd >= 0) track_pidfd_locked(status_fd);
     running_add_locked(p);
+    if (status_fd < 0) holders_add_locked(p);
   }
   put_locked(p);
   pthread_mutex_unlock(&registry);
@@ -922,7 +1040,11 @@ int weft_process_exitcode(weft_process h, int *exitcode) {
   if (p == current || p == parent)
     err = weft__error(WEFT_ERUNNING, "weft_process_exitcode: %s is still running", p->name);
   else if ((err = check_child(p, __func__)) == 0) {
-    if (!poll_locked(p))
+    int stopped = poll_checked_locked(p);
+    if (stopped < 0)
+      err = weft__error(stopped, "weft_process_exitcode: cannot reach %s: %s", p->name,
+                        weft_strerror(stopped));
+    else if (stopped == 0)
       err = weft__error(WEFT_ERUNNING, "weft_process_exitcode: %s is still running", p->name);
     else if (p->reap_error != 0)
       err = weft__error(p->reap_error,
@@ -944,11 +1066,8 @@ static int send_signal(weft_process h, int sig, const char *fn) {
     return WEFT_ECLOSED;
   }
   int err = check_child(p, fn);
-  if (err == 0 && !poll_locked(p)) {
-    err = weft__os_pidfd_signal(p->pidfd, sig);
-    if (err == WEFT_ESRCH) err = 0; /* it exited after the poll: nothing to do */
-    if (err < 0) weft__error(err, "%s: %s: %s", fn, p->name, weft_strerror(err));
-  }
+  if (err == 0 && (err = signal_locked(p, sig)) < 0)
+    weft__error(err, "%s: %s: %s", fn, p->name, weft_strerror(err));
   put_locked(p);
   pthread_mutex_unlock(&registry);
   return err;
@@ -1151,7 +1270,7 @@ int weft_set_daemon_grace(double seconds) {
 static struct proc *find_running_child_locked(bool daemon) {
   for (struct proc *p = running_head, *next; p != NULL; p = next) {
     next = p->run_next;
-    if (p->daemon == daemon && !poll_locked(p)) return p;
+    if (p->daemon == daemon && !p->unwaitable && !poll_locked(p)) return p;
   }
   return NULL;
 }
@@ -1164,7 +1283,8 @@ int weft__process_dup_pidfd(weft_process h) {
   struct proc *p = get_locked(h, __func__);
   int fd = WEFT_ECLOSED;
   if (p != NULL) {
-    fd = p->pidfd >= 0 ? weft__os_dup(p->pidfd) : WEFT_ESRCH;
+    int held = is_child(p) && p->state == ST_STARTED ? hold_pidfd_locked(p) : 0;
+    fd = held < 0 ? held : p->pidfd >= 0 ? weft__os_dup(p->pidfd) : WEFT_ESRCH;
     put_locked(p);
   }
   pthread_mutex_unlock(&registry);
@@ -1178,10 +1298,10 @@ static void wait_children_locked(bool daemon, weft__deadline deadline) {
     struct proc *p = find_running_child_locked(daemon);
     if (p == NULL) return;
     p->refs++;
-    if (wait_child_locked(p, deadline) == WEFT_ETIMEDOUT) {
-      weft__os_pidfd_signal(p->pidfd, SIGKILL);
-      wait_child_locked(p, WEFT__NEVER);
-    }
+    int r = wait_child_locked(p, deadline);
+    if (r == WEFT_ETIMEDOUT && (r = signal_locked(p, SIGKILL)) == 0)
+      r = wait_child_locked(p, WEFT__NEVER);
+    if (r < 0) p->unwaitable = true; /* no descriptor left to wait with: not found again */
     put_locked(p);
   }
 }
@@ -1194,7 +1314,7 @@ WEFT__HOT void weft__process_exit_rules(void) {
   }
   for (struct proc *p = running_head, *next; p != NULL; p = next) {
     next = p->run_next;
-    if (p->daemon && !poll_locked(p)) weft__os_pidfd_signal(p->pidfd, SIGTERM);
+    if (p->daemon) signal_locked(p, SIGTERM);
   }
   weft__deadline deadline;
   weft__deadline_from(daemon_grace, &deadline); /* WEFT_FOREVER: never escalate */
@@ -1264,9 +1384,11 @@ WEFT__HOT void weft__process_after_fork_child(void) {
     weft__os_close(parent_pidfd);
     parent_pidfd = -1;
   }
-  proc_gen++; /* these three: a few words of static data, where the objects were many */
+  proc_gen++; /* these: a few words of static data, where the objects were many */
   running_children = 0;
   running_head = NULL;
+  holders_head = holders_tail = NULL;
+  n_holders = 0;
   /* Counted under the registry, which the fork handler holds: zero means
    * no thread was inside pthread_cond_wait on it. */
   if (reaped_waiters != 0) {

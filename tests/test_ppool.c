@@ -575,9 +575,23 @@ static int crash_task(const void *arg, size_t len, void *result, size_t *result_
 
 #define AROUND 100
 
-static void worker_death(int kind, const char *sig) {
+static int pause_forever(void *arg) {
+  (void)arg;
+  for (;;) pause();
+  return 0;
+}
+
+/* A worker dies; others processes started after the pool's (siblings)
+ * leave its workers among the oldest children. */
+static void worker_death_among(int kind, const char *sig, int siblings) {
   weft_pool pool = weft_process_pool_new(.workers = 2);
   ck_assert_uint_ne(pool.id, 0);
+  weft_process sib[16];
+  ck_assert_int_le(siblings, 16);
+  for (int i = 0; i < siblings; i++) {
+    sib[i] = weft_process_new(pause_forever);
+    ck_assert_int_eq(weft_process_start(sib[i]), 0);
+  }
   pid_t dead[3];
   for (int round = 0; round < 3; round++) {
     st(&S->crash_ready, 0);
@@ -631,9 +645,16 @@ static void worker_death(int kind, const char *sig) {
       for (int r = 0; r <= round; r++) ck_assert_int_ne(live[i], dead[r]);
   }
   finish_pool(pool);
+  for (int i = 0; i < siblings; i++) {
+    ck_assert_int_eq(weft_process_kill(sib[i]), 0);
+    ck_assert_int_eq(weft_process_join(sib[i], 30), 0);
+    ck_assert_int_eq(weft_process_close(sib[i]), 0);
+  }
   ck_assert_msg(wait_no_children(5), "%d children left after the pool was freed",
                 count_all_children());
 }
+
+static void worker_death(int kind, const char *sig) { worker_death_among(kind, sig, 0); }
 
 START_TEST(worker_dies_sigsegv) { worker_death(CRASH_SEGV, "SIGSEGV"); }
 END_TEST
@@ -648,6 +669,11 @@ START_TEST(worker_dies__exit) { worker_death(CRASH__EXIT, NULL); }
 END_TEST
 
 START_TEST(worker_dies_sigkill_from_outside) { worker_death(CRASH_WAIT_KILL, "SIGKILL"); }
+END_TEST
+
+START_TEST(worker_dies_among_many_processes) {
+  worker_death_among(CRASH_WAIT_KILL, "SIGKILL", 12);
+}
 END_TEST
 
 /* ---- time limits ---- */
@@ -1083,6 +1109,16 @@ START_TEST(map_squares_exact) {
   map_squares(pool, 1, 0);
   map_squares(pool, 3, 0);
   finish_pool(pool);
+}
+END_TEST
+
+/* More workers than weft keeps pidfds for. */
+START_TEST(map_with_many_workers) {
+  weft_pool pool = weft_process_pool_new(.workers = 12);
+  ck_assert_uint_ne(pool.id, 0);
+  map_squares(pool, 20000 / SLOW, 1);
+  finish_pool(pool);
+  ck_assert(wait_no_children(5));
 }
 END_TEST
 
@@ -2193,6 +2229,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, worker_dies_exit);
   tcase_add_test(tc, worker_dies__exit);
   tcase_add_test(tc, worker_dies_sigkill_from_outside);
+  tcase_add_test(tc, worker_dies_among_many_processes);
   tcase_add_test(tc, killed_parent_leaves_no_worker);
   tcase_add_test(tc, exit_with_open_pool_leaves_no_worker);
   suite_add_tcase(s, tc);
@@ -2211,6 +2248,7 @@ Suite *weft_test_suite(void) {
 
   tc = ppool_tcase("map", 60);
   tcase_add_test(tc, map_squares_exact);
+  tcase_add_test(tc, map_with_many_workers);
   tcase_add_test(tc, map_splits_chunks_past_max_message);
   tcase_add_test(tc, map_bad_arguments_and_empty);
   tcase_add_test(tc, map_errors_mark_failing_items);

@@ -8,8 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <linux/sched.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -444,6 +448,30 @@ START_TEST(daemon_child_gone_after_exit) {
   read_now(fd, out, sizeof out);
   pid_t d = parse_pid(out, "daemon pid=");
   ck_assert(pid_gone(d)); /* reaped by the helper's exit rules before it exited */
+  close(fd);
+}
+END_TEST
+
+/* Past the few children that keep a pidfd, the exit rules still wait for
+ * every non-daemon child and end every daemon. */
+START_TEST(exit_rules_reach_many_children) {
+  int fd;
+  pid_t pid = helper_spawn("many_children_at_exit", &fd);
+  ck_assert_int_eq(wait_status(pid), 0);
+  char out[8192];
+  read_now(fd, out, sizeof out);
+  const char *main_returns = strstr(out, "main returns");
+  ck_assert_msg(main_returns != NULL, "output: %s", out);
+  const char *at = out;
+  for (int i = 0; i < 12; i++) {
+    char line[32];
+    snprintf(line, sizeof line, "child %d done", i);
+    const char *c = strstr(out, line);
+    ck_assert_msg(c != NULL && c > main_returns, "no '%s' after 'main returns': %s", line, out);
+    pid_t d = parse_pid(at, "daemon pid=");
+    ck_assert_msg(pid_gone(d), "daemon %d outlived the helper", (int)d);
+    at = strstr(at, "daemon pid=") + 1;
+  }
   close(fd);
 }
 END_TEST
@@ -912,6 +940,48 @@ static struct probe_report run_probe(struct probe_arg *arg) {
 
 #define SIBLINGS 300
 
+/* How many pidfds the calling process holds. */
+static int count_pidfds(void) {
+  DIR *d = opendir("/proc/self/fdinfo");
+  ck_assert_ptr_nonnull(d);
+  int n = 0;
+  char path[300], line[128];
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    if (e->d_name[0] == '.') continue;
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%s", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) continue; /* the directory's own fd, or one closed meanwhile */
+    while (fgets(line, sizeof line, f) != NULL)
+      if (strncmp(line, "Pid:", 4) == 0) n++;
+    fclose(f);
+  }
+  closedir(d);
+  return n;
+}
+
+/* Whether pidfds carry a number of their own (pidfs, 64-bit), which lets
+ * weft give up the pidfds of the children it was not asked about lately. */
+static bool pidfds_numbered(void) {
+  int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+  ck_assert_int_ge(fd, 0);
+  struct statfs fs;
+  bool yes = sizeof(void *) >= 8 && fstatfs(fd, &fs) == 0 && fs.f_type == 0x50494446;
+  close(fd);
+  return yes;
+}
+
+/* At most this many children keep an idle pidfd where pidfds are
+ * numbered: process.c's MAX_IDLE_PIDFDS, with room to grow. */
+#define FEW_PIDFDS 16
+
+/* The pidfds held for n children started and left alone. */
+static void expect_pidfds_held(int held, int n) {
+  if (pidfds_numbered())
+    ck_assert_msg(held >= 1 && held <= FEW_PIDFDS, "%d pidfds held for %d children", held, n);
+  else
+    ck_assert_int_eq(held, n);
+}
+
 /* A start's child must not do work in proportion to its siblings: it
  * closes the parent's pidfds in runs, leaves alone the fds made between
  * them, and writes none of the siblings' objects (each object written is
@@ -930,7 +1000,9 @@ START_TEST(start_cost_does_not_grow_with_siblings) {
     sib[i] = weft_process_new(pause_forever);
     ck_assert_int_eq(weft_process_start(sib[i]), 0);
   }
-  ck_assert_int_eq(count_fds(), fds_before + SIBLINGS + 2);
+  /* The pipe, and the siblings' pidfds. */
+  ck_assert_int_eq(count_fds(), fds_before + count_pidfds() + 2);
+  expect_pidfds_held(count_pidfds(), SIBLINGS);
   ck_assert_int_eq(weft_active_children(NULL, 0), SIBLINGS);
   arg.between_fd = between[1];
   arg.sibling = sib[SIBLINGS / 3];
@@ -957,6 +1029,192 @@ START_TEST(start_cost_does_not_grow_with_siblings) {
   ck_assert_msg(r.faults - base.faults < SIBLINGS / 40,
                 "the child took %ld page faults with %d siblings alive, %ld without", r.faults,
                 SIBLINGS, base.faults);
+}
+END_TEST
+
+/* ---- many children: pidfds given up and opened again ---- */
+
+#define MANY 24
+
+/* Starts n children that each wait for a byte on a pipe of their own. */
+static void start_waiting(weft_process *p, int (*pipes)[2], int n) {
+  for (int i = 0; i < n; i++) {
+    ck_assert_int_eq(pipe2(pipes[i], O_CLOEXEC), 0);
+    p[i] = weft_process_new(wait_byte, .arg = &pipes[i][0]);
+    ck_assert_int_eq(weft_process_start(p[i]), 0);
+  }
+}
+
+static void release(int (*pipes)[2], int i, unsigned char code) {
+  ck_assert_int_eq(write(pipes[i][1], &code, 1), 1);
+}
+
+static void finish_waiting(weft_process *p, int (*pipes)[2], int n) {
+  for (int i = 0; i < n; i++) {
+    ck_assert_int_eq(weft_process_close(p[i]), 0);
+    close(pipes[i][0]);
+    close(pipes[i][1]);
+  }
+}
+
+static void start_pausing(weft_process *p, int n) {
+  for (int i = 0; i < n; i++) {
+    p[i] = weft_process_new(pause_forever);
+    ck_assert_int_eq(weft_process_start(p[i]), 0);
+  }
+}
+
+static void kill_pausing(weft_process *p, int n) {
+  for (int i = 0; i < n; i++) {
+    ck_assert_int_eq(weft_process_kill(p[i]), 0);
+    ck_assert_int_eq(weft_process_join(p[i], 30), 0);
+    ck_assert_int_eq(weft_process_close(p[i]), 0);
+  }
+}
+
+/* Children started long ago, whose pidfds were given up, answer every
+ * call as the ones started last do. */
+START_TEST(old_children_answer_every_call) {
+  int base = count_pidfds();
+  static weft_process p[MANY];
+  static int pipes[MANY][2];
+  start_waiting(p, pipes, MANY);
+  expect_pidfds_held(count_pidfds() - base, MANY);
+  for (int i = 0; i < MANY; i++) { /* the oldest first */
+    ck_assert(weft_process_is_alive(p[i]));
+    int code = -1;
+    ck_assert_int_eq(weft_process_exitcode(p[i], &code), WEFT_ERUNNING);
+    char buf[WEFT_PROCESS_REPR_MAX];
+    ck_assert_ptr_nonnull(strstr(weft_process_repr(p[i], buf, sizeof buf), " started"));
+    ck_assert_int_eq(weft_process_join(p[i], 0.01), WEFT_ETIMEDOUT);
+  }
+  ck_assert_int_eq(weft_active_children(NULL, 0), MANY);
+  expect_pidfds_held(count_pidfds() - base, MANY);
+  ck_assert_int_eq(weft_process_terminate(p[0]), 0);
+  ck_assert_int_eq(weft_process_kill(p[1]), 0);
+  for (int i = 2; i < MANY; i++) release(pipes, i, (unsigned char)i);
+  for (int i = 0; i < MANY; i++) {
+    ck_assert_int_eq(weft_process_join(p[i], i % 2 ? WEFT_FOREVER : 30), 0);
+    int code = 0;
+    ck_assert_int_eq(weft_process_exitcode(p[i], &code), 0);
+    ck_assert_int_eq(code, i == 0 ? -SIGTERM : i == 1 ? -SIGKILL : i);
+    ck_assert(!weft_process_is_alive(p[i]));
+  }
+  ck_assert_int_eq(weft_active_children(NULL, 0), 0);
+  ck_assert_int_eq(count_pidfds(), base);
+  finish_waiting(p, pipes, MANY);
+}
+END_TEST
+
+struct timed_join {
+  weft_process p;
+  double timeout;
+  int rc;
+};
+
+static void *timed_join_thread(void *arg) {
+  struct timed_join *j = arg;
+  j->rc = weft_process_join(j->p, j->timeout);
+  return NULL;
+}
+
+/* Threads waiting for old children keep their pidfds while new starts
+ * make others give theirs up. */
+START_TEST(waits_on_old_children_outlast_new_starts) {
+  static weft_process p[MANY], more[MANY];
+  static int pipes[MANY][2];
+  start_waiting(p, pipes, MANY);
+  struct timed_join j[4];
+  pthread_t t[4];
+  for (int i = 0; i < 4; i++) {
+    j[i] = (struct timed_join){.p = p[i], .timeout = i % 2 ? WEFT_FOREVER : 30, .rc = -1};
+    ck_assert_int_eq(pthread_create(&t[i], NULL, timed_join_thread, &j[i]), 0);
+  }
+  nap_ms(50); /* most likely all waiting by now; the test holds either way */
+  start_pausing(more, MANY);
+  for (int i = 0; i < MANY; i++) release(pipes, i, (unsigned char)(10 + i));
+  for (int i = 0; i < 4; i++) {
+    pthread_join(t[i], NULL);
+    ck_assert_int_eq(j[i].rc, 0);
+  }
+  for (int i = 0; i < MANY; i++) {
+    ck_assert_int_eq(weft_process_join(p[i], 30), 0);
+    int code = 0;
+    ck_assert_int_eq(weft_process_exitcode(p[i], &code), 0);
+    ck_assert_int_eq(code, 10 + i);
+  }
+  kill_pausing(more, MANY);
+  finish_waiting(p, pipes, MANY);
+}
+END_TEST
+
+/* A child of the test with the given pid, where the kernel lets the test
+ * choose it (clone3's set_tid needs CAP_SYS_ADMIN or
+ * CAP_CHECKPOINT_RESTORE), or -1. It waits to be killed, in raw system
+ * calls: nothing of the C library or the sanitizers runs in it. */
+static pid_t clone_with_pid(pid_t pid) {
+  struct clone_args ca;
+  memset(&ca, 0, sizeof ca);
+  ca.exit_signal = SIGCHLD;
+  ca.set_tid = (uint64_t)(uintptr_t)&pid;
+  ca.set_tid_size = 1;
+  long r = syscall(SYS_clone3, &ca, sizeof ca);
+  if (r == 0)
+    for (;;) syscall(SYS_pause);
+  return r > 0 ? (pid_t)r : -1;
+}
+
+/* A child someone else reaped, whose pidfd weft had given up: its pid may
+ * name another process by now, which weft must neither signal nor take for
+ * the child. The first child is asked whether it lives, the second joined
+ * first. */
+START_TEST(old_child_reaped_elsewhere_whose_pid_was_reused) {
+  static weft_process p[2], more[MANY];
+  static int pipes[2][2];
+  start_waiting(p, pipes, 2);
+  start_pausing(more, MANY);
+  pid_t impostor[2];
+  for (int i = 0; i < 2; i++) {
+    pid_t pid = weft_process_pid(p[i]);
+    release(pipes, i, 5);
+    ck_assert_int_eq(waitpid(pid, NULL, 0), pid); /* steals the status */
+    impostor[i] = clone_with_pid(pid);
+  }
+  ck_assert(!weft_process_is_alive(p[0]));
+  ck_assert_int_eq(weft_process_kill(p[0]), 0);
+  ck_assert_int_eq(weft_process_join(p[1], WEFT_FOREVER), 0);
+  ck_assert_int_eq(weft_process_terminate(p[1]), 0);
+  for (int i = 0; i < 2; i++) {
+    ck_assert_int_eq(weft_process_join(p[i], 5), 0);
+    int code = 0;
+    ck_assert_int_eq(weft_process_exitcode(p[i], &code), WEFT_ECHILD);
+    if (impostor[i] > 0) {
+      ck_assert_int_eq(waitpid(impostor[i], NULL, WNOHANG), 0); /* alive, unsignalled */
+      ck_assert_int_eq(kill(impostor[i], SIGKILL), 0);
+      ck_assert_int_eq(waitpid(impostor[i], NULL, 0), impostor[i]);
+    }
+  }
+  ck_assert_int_eq(weft_active_children(NULL, 0), MANY);
+  finish_waiting(p, pipes, 2);
+  kill_pausing(more, MANY);
+}
+END_TEST
+
+/* With SIGCHLD ignored the kernel reaps every child at once: an old child
+ * that ended is gone without a trace, and its status lost. */
+START_TEST(old_child_reaped_by_the_kernel) {
+  static weft_process p[1], more[MANY];
+  static int pipes[1][2];
+  signal(SIGCHLD, SIG_IGN);
+  start_waiting(p, pipes, 1);
+  start_pausing(more, MANY);
+  release(pipes, 0, 5);
+  ck_assert_int_eq(weft_process_join(p[0], WEFT_FOREVER), 0);
+  int code = 0;
+  ck_assert_int_eq(weft_process_exitcode(p[0], &code), WEFT_ECHILD);
+  signal(SIGCHLD, SIG_DFL);
+  finish_waiting(p, pipes, 1);
+  kill_pausing(more, MANY);
 }
 END_TEST
 
@@ -989,6 +1247,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, parent_atexit_never_runs_in_child);
   tcase_add_test(tc, main_return_waits_for_nondaemon_child);
   tcase_add_test(tc, daemon_child_gone_after_exit);
+  tcase_add_test(tc, exit_rules_reach_many_children);
   tcase_add_test(tc, daemon_ignoring_sigterm_is_killed_after_grace);
   tcase_add_test(tc, daemon_dies_when_parent_is_killed);
   tcase_add_test(tc, daemon_started_from_thread_survives_thread_dies_with_parent);
@@ -1010,6 +1269,13 @@ Suite *weft_test_suite(void) {
 
   tc = weft_tcase("sibling_costs", 120);
   tcase_add_test(tc, start_cost_does_not_grow_with_siblings);
+  suite_add_tcase(s, tc);
+
+  tc = weft_tcase("many_children", 60);
+  tcase_add_test(tc, old_children_answer_every_call);
+  tcase_add_test(tc, waits_on_old_children_outlast_new_starts);
+  tcase_add_test(tc, old_child_reaped_elsewhere_whose_pid_was_reused);
+  tcase_add_test(tc, old_child_reaped_by_the_kernel);
   suite_add_tcase(s, tc);
 
   tc = weft_tcase("stress", 120);

@@ -19,6 +19,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -146,6 +147,28 @@ pid_t weft__os_gettid(void) { return gettid(); }
 int weft__os_pidfd_open(pid_t pid) {
   int fd = pidfd_open(pid, 0);
   return fd < 0 ? -errno : fd;
+}
+
+#ifndef PID_FS_MAGIC
+#define PID_FS_MAGIC 0x50494446 /* linux/magic.h from 6.9 */
+#endif
+
+int weft__os_pidfd_id(int pidfd, uint64_t *id) {
+  /* Known once, from the first pidfd: 1 pidfs, -1 not (or not telling).
+   * A 32-bit kernel's pidfs numbers wrap, and only a 64-bit process knows
+   * its kernel is not one. */
+  static int pidfs;
+  int known = __atomic_load_n(&pidfs, __ATOMIC_RELAXED);
+  if (known == 0) {
+    struct statfs fs;
+    known = sizeof(void *) >= 8 && fstatfs(pidfd, &fs) == 0 && fs.f_type == PID_FS_MAGIC ? 1 : -1;
+    __atomic_store_n(&pidfs, known, __ATOMIC_RELAXED);
+  }
+  if (known < 0) return -EOPNOTSUPP;
+  struct stat st;
+  if (fstat(pidfd, &st) != 0) return -errno;
+  *id = (uint64_t)st.st_ino;
+  return 0;
 }
 
 int weft__os_pidfd_signal(int pidfd, int sig) {

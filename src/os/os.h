@@ -61,6 +61,12 @@ pid_t weft__os_gettid(void);
 /* Opens a pidfd (close-on-exec) for a child of the caller. */
 int weft__os_pidfd_open(pid_t pid);
 
+/* A number that names the process behind pidfd for as long as the system
+ * runs -- never given to another process, unlike its pid -- in *id:
+ * pidfs's inode number (Linux >= 6.9, 64-bit). -EOPNOTSUPP where pidfds
+ * carry no such number (before pidfs, every pidfd shares one inode). */
+int weft__os_pidfd_id(int pidfd, uint64_t *id);
+
 /* Sends sig to the process behind pidfd. */
 int weft__os_pidfd_signal(int pidfd, int sig);
 

@@ -74,6 +74,25 @@ static int main_returns_waits(void) {
   return 0;
 }
 
+/* More children than weft keeps pidfds for: main waits for every
+ * non-daemon one and ends every daemon, the oldest included. */
+#define MANY_AT_EXIT 12
+
+static int many_children_at_exit(void) {
+  static char lines[MANY_AT_EXIT][32];
+  for (int i = 0; i < MANY_AT_EXIT; i++) {
+    weft_process d = weft_process_new(pause_forever, .daemon = true);
+    if (weft_process_start(d) != 0) return fail("start daemon");
+    printf("daemon pid=%d\n", (int)weft_process_pid(d));
+    snprintf(lines[i], sizeof lines[i], "child %d done", i);
+    weft_process p = weft_process_new(sleep_then_print, .arg = lines[i]);
+    if (weft_process_start(p) != 0) return fail("start");
+  }
+  printf("main returns\n");
+  fflush(stdout);
+  return 0;
+}
+
 static int start_pausing_daemon(void) {
   weft_process d = weft_process_new(pause_forever, .daemon = true);
   if (weft_process_start(d) != 0) return fail("start");
@@ -454,6 +473,7 @@ int main(int argc, char **argv) {
   if (!strcmp(s, "atexit_rules")) return atexit_rules();
   if (!strcmp(s, "main_returns_waits")) return main_returns_waits();
   if (!strcmp(s, "daemon_gone_after_exit")) return daemon_gone_after_exit();
+  if (!strcmp(s, "many_children_at_exit")) return many_children_at_exit();
   if (!strcmp(s, "daemon_ignores_term")) return daemon_ignores_term();
   if (!strcmp(s, "parent_killed")) return parent_killed();
   if (!strcmp(s, "daemon_from_thread")) return daemon_from_thread();
