@@ -51,6 +51,12 @@
 
 _Thread_local struct weft__wait_rec *weft__wait_self __attribute__((tls_model("initial-exec")));
 static struct weft__wait_rec *records; /* pushed at the head, never unlinked */
+/* The first record, the main thread's, is static: a start's writes to it
+ * (a join recorded, the child's pid and tid) then fall on weft's page of
+ * small variables, which a start writes anyway, not on one more page of
+ * the heap to copy. */
+static struct weft__wait_rec first_record;
+static bool first_taken;
 
 static void store_identity(struct weft__wait_rec *r, const char *name, bool daemon) {
   uint32_t seq = __atomic_load_n(&r->seq, __ATOMIC_RELAXED);
@@ -83,7 +89,12 @@ void weft__wait_rec_take(const char *name, bool daemon) {
     }
   }
   if (r == NULL) {
-    if ((r = calloc(1, sizeof *r)) == NULL) return;
+    bool taken = false;
+    if (__atomic_compare_exchange_n(&first_taken, &taken, true, false, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED))
+      r = &first_record;
+    else if ((r = calloc(1, sizeof *r)) == NULL)
+      return;
     r->pid = weft__pid;
     r->next = __atomic_load_n(&records, __ATOMIC_RELAXED);
     while (!__atomic_compare_exchange_n(&records, &r->next, r, false, __ATOMIC_RELEASE,

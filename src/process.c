@@ -90,8 +90,9 @@ static struct proc *running_head;
  * them with a few close_range calls instead of one close per sibling. Valid
  * in the generation pidfd_bits_gen; a pidfd that found no room (out of
  * memory) is counted in untracked_pidfds and closed by a walk instead. */
-static uint64_t *pidfd_bits;
-static size_t pidfd_words;
+static uint64_t first_pidfd_bits[8]; /* fds below 512, with the other small variables */
+static uint64_t *pidfd_bits = first_pidfd_bits;
+static size_t pidfd_words = WEFT__ARRAY_SIZE(first_pidfd_bits);
 static uint64_t pidfd_bits_gen;
 static int untracked_pidfds;
 /* Every descriptor open in a process is copied by each fork it makes (a
@@ -179,11 +180,13 @@ static void track_pidfd_locked(int fd) {
   size_t w = (size_t)fd / 64;
   if (w >= pidfd_words) {
     size_t n = pidfd_words * 2 > w + 1 ? pidfd_words * 2 : w + 1;
-    uint64_t *bits = realloc(pidfd_bits, n * sizeof *bits);
+    uint64_t *bits = pidfd_bits == first_pidfd_bits ? malloc(n * sizeof *bits)
+                                                     : realloc(pidfd_bits, n * sizeof *bits);
     if (bits == NULL) {
       untracked_pidfds++;
       return;
     }
+    if (pidfd_bits == first_pidfd_bits) memcpy(bits, first_pidfd_bits, sizeof first_pidfd_bits);
     memset(bits + pidfd_words, 0, (n - pidfd_words) * sizeof *bits);
     pidfd_bits = bits;
     pidfd_words = n;
