@@ -47,7 +47,8 @@ void weft__handle_remove(weft__handle_table *t, uint64_t id) {
   t->free_head = index + 1;
 }
 
-WEFT__HOT void weft__handle_each(const weft__handle_table *t, void (*fn)(void *obj, void *ctx), void *ctx) {
+WEFT__HOT void weft__handle_each(const weft__handle_table *t, void (*fn)(void *obj, void *ctx),
+                                 void *ctx) {
   for (uint32_t i = 0; i < t->used; i++)
     if (t->slots[i].obj != NULL) fn(t->slots[i].obj, ctx);
 }

@@ -117,20 +117,21 @@ static inline void weft__cpu_relax(void) {
 bool weft__deadline_passed(weft__deadline deadline);
 
 /* Marks code a forked child runs before and after its target. Such
- * functions are placed together (.text.hot), so a child faults in as few
- * code pages as possible: each one costs a start microseconds. The section
- * is named, or a function that ends in _exit would be placed with the cold
- * code. */
+ * functions are placed together (.text.hot.weft, which the linker puts with
+ * .text.hot), so a child faults in as few code pages as possible: each one
+ * costs a start microseconds. The section is named, or a function that ends
+ * in _exit would be placed with the cold code. */
 #define WEFT__HOT __attribute__((hot, section(".text.hot.weft")))
 
-/* Marks a large static array that only rare paths use (dumps, signal
- * set-up, the object table's far chunks). x86-64's linker scripts place
- * .lbss after .bss, so the small variables a start writes -- the locks the
- * fork handlers hold, the registries' heads and counts -- stay together in
- * a page or two instead of being spread between such arrays: a fork leaves
- * every page shared, and each one written afterwards is copied, in the
- * parent and in the child. Not under AddressSanitizer, which leaves
- * variables in sections of their own unguarded. */
+/* Marks a large static array that a start never writes (the dump's
+ * buffers, the actions of replaced signal handlers, the object registry's
+ * table of chunks, of which lookups read the first few). x86-64's linker
+ * scripts place .lbss after .bss, so the small variables a start writes --
+ * the locks the fork handlers hold, the registries' heads and counts --
+ * stay together in a page or two instead of being spread between such
+ * arrays: a fork leaves every page shared, and each one written afterwards
+ * is copied, in the parent and in the child. Not under AddressSanitizer,
+ * which leaves variables in sections of their own unguarded. */
 #if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
 #define WEFT__COLD_BSS __attribute__((section(".lbss.weft")))
 #else
