@@ -375,9 +375,10 @@ static int hold_pidfd_locked(struct proc *p) {
   uint64_t id = 0;
   int r = fd < 0 ? fd : weft__os_pidfd_id(fd, &id);
   if (fd >= 0 && (r != 0 || id != p->pidfs_id)) weft__os_close(fd);
-  /* No process has the pid, a thread has it, or another process does: the
-   * child was reaped by someone else, who let its pid be given again. */
-  if (fd == WEFT_ESRCH || fd == WEFT_EINVAL || (r == 0 && id != p->pidfs_id)) {
+  /* No process has the pid (ESRCH), a thread has it (EINVAL, or ENOENT on
+   * newer kernels), or another process does: the child was reaped by
+   * someone else, who let its pid be given again. */
+  if (fd == WEFT_ESRCH || fd == WEFT_EINVAL || fd == -ENOENT || (r == 0 && id != p->pidfs_id)) {
     record_exit_locked(p, WEFT_ECHILD, 0);
     return 1;
   }

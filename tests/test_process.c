@@ -1200,6 +1200,90 @@ START_TEST(old_child_reaped_elsewhere_whose_pid_was_reused) {
 }
 END_TEST
 
+#if defined(__x86_64__)
+/* In a process forked for it: a thread whose tid is pid, made by clone3
+ * and pausing in raw system calls (signals blocked, so none runs on it). */
+static long clone_thread_pausing(struct clone_args *ca) {
+  long r;
+  __asm__ volatile("syscall\n\t"
+                   "test %%rax, %%rax\n\t"
+                   "jnz 1f\n\t"
+                   "2: mov %[pause], %%eax\n\t"
+                   "syscall\n\t"
+                   "jmp 2b\n\t"
+                   "1:"
+                   : "=a"(r)
+                   : "a"((long)SYS_clone3), "D"(ca), "S"(sizeof *ca), [pause] "i"(SYS_pause)
+                   : "rcx", "r11", "memory");
+  return r;
+}
+
+/* A process of the test's (not a weft child) with a thread whose tid is
+ * pid, where the kernel lets the test choose it; its pid, or -1. */
+static pid_t thread_with_tid(pid_t pid) {
+  int fds[2];
+  ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
+  pid_t helper = fork();
+  ck_assert_int_ge(helper, 0);
+  if (helper == 0) {
+    static char stack[16384] __attribute__((aligned(16)));
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    struct clone_args ca;
+    memset(&ca, 0, sizeof ca);
+    ca.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD;
+    ca.stack = (uint64_t)(uintptr_t)stack;
+    ca.stack_size = sizeof stack;
+    ca.set_tid = (uint64_t)(uintptr_t)&pid;
+    ca.set_tid_size = 1;
+    char ok = clone_thread_pausing(&ca) == pid;
+    if (write(fds[1], &ok, 1) != 1) _exit(1);
+    for (;;) pause();
+  }
+  close(fds[1]);
+  char ok = 0;
+  ck_assert_int_eq(read(fds[0], &ok, 1), 1);
+  close(fds[0]);
+  if (ok) return helper;
+  kill(helper, SIGKILL);
+  waitpid(helper, NULL, 0);
+  return -1;
+}
+#else
+static pid_t thread_with_tid(pid_t pid) {
+  (void)pid;
+  return -1;
+}
+#endif
+
+/* As above, with the pid now a thread's: no process has it, and the child
+ * counts as reaped by someone else. */
+START_TEST(old_child_whose_pid_is_now_a_thread) {
+  static weft_process p[1], more[MANY];
+  static int pipes[1][2];
+  start_waiting(p, pipes, 1);
+  start_pausing(more, MANY);
+  pid_t pid = weft_process_pid(p[0]);
+  release(pipes, 0, 5);
+  ck_assert_int_eq(waitpid(pid, NULL, 0), pid); /* steals the status */
+  pid_t helper = thread_with_tid(pid);
+  ck_assert(!weft_process_is_alive(p[0]));
+  ck_assert_int_eq(weft_process_kill(p[0]), 0);
+  ck_assert_int_eq(weft_process_join(p[0], 5), 0);
+  int code = 0;
+  ck_assert_int_eq(weft_process_exitcode(p[0], &code), WEFT_ECHILD);
+  if (helper > 0) {
+    ck_assert_int_eq(waitpid(helper, NULL, WNOHANG), 0); /* alive, unsignalled */
+    ck_assert_int_eq(kill(helper, SIGKILL), 0);
+    ck_assert_int_eq(waitpid(helper, NULL, 0), helper);
+  }
+  ck_assert_int_eq(weft_active_children(NULL, 0), MANY);
+  finish_waiting(p, pipes, 1);
+  kill_pausing(more, MANY);
+}
+END_TEST
+
 /* With SIGCHLD ignored the kernel reaps every child at once: an old child
  * that ended is gone without a trace, and its status lost. */
 START_TEST(old_child_reaped_by_the_kernel) {
@@ -1276,6 +1360,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, waits_on_old_children_outlast_new_starts);
   tcase_add_test(tc, old_child_reaped_elsewhere_whose_pid_was_reused);
   tcase_add_test(tc, old_child_reaped_by_the_kernel);
+  tcase_add_test(tc, old_child_whose_pid_is_now_a_thread);
   suite_add_tcase(s, tc);
 
   tc = weft_tcase("stress", 120);
