@@ -260,6 +260,14 @@ static void holders_add_locked(struct proc *p) {
   }
 }
 
+/* Makes the least recent holder other than p that no thread waits on give
+ * up its pidfd. Returns whether one did. */
+static bool give_up_idle_locked(struct proc *p) {
+  for (struct proc *q = holders_tail; q != NULL; q = q->hold_prev)
+    if (q != p && q->pollers == 0 && !q->reaping) return give_up_pidfd_locked(q);
+  return false;
+}
+
 static void running_add_locked(struct proc *p) {
   p->in_running = true;
   p->run_prev = NULL;
@@ -372,6 +380,10 @@ static int hold_pidfd_locked(struct proc *p) {
   if (p->pidfd >= 0) return 0;
   if (p->pidfs_id == 0) return WEFT_ESRCH; /* inherited across fork: never ours here */
   int fd = weft__os_pidfd_open(p->pid);
+  /* Out of descriptors: an idle pidfd of another child makes room, as the
+   * pidfd p gave up once held it. */
+  while ((fd == WEFT_EMFILE || fd == -ENFILE) && give_up_idle_locked(p))
+    fd = weft__os_pidfd_open(p->pid);
   uint64_t id = 0;
   int r = fd < 0 ? fd : weft__os_pidfd_id(fd, &id);
   if (fd >= 0 && (r != 0 || id != p->pidfs_id)) weft__os_close(fd);

@@ -1302,6 +1302,47 @@ START_TEST(old_child_reaped_by_the_kernel) {
 }
 END_TEST
 
+/* At the descriptor limit, children whose pidfds were given up are still
+ * reached: a pidfd is opened for one in the room an idle one makes, as the
+ * children started last hold theirs. */
+START_TEST(old_children_reached_at_the_descriptor_limit) {
+  static weft_process p[MANY];
+  static int pipes[MANY][2];
+  start_waiting(p, pipes, MANY);
+  int base = count_fds();
+  struct rlimit old, low;
+  ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+  /* Every fd below a limit a little above those open taken by dups. */
+  low = old;
+  low.rlim_cur = (rlim_t)base + 64;
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+  int filler[128], nfill = 0;
+  for (int fd; nfill < 128 && (fd = dup(pipes[0][1])) >= 0;) filler[nfill++] = fd;
+  ck_assert_int_lt(nfill, 128);
+  ck_assert_int_eq(dup(pipes[0][1]), -1); /* no fd left */
+  ck_assert(weft_process_is_alive(p[0]));
+  int code = -1;
+  ck_assert_int_eq(weft_process_exitcode(p[1], &code), WEFT_ERUNNING);
+  ck_assert_int_eq(weft_process_kill(p[2]), 0);
+  ck_assert_int_eq(weft_process_join(p[2], 30), 0);
+  ck_assert_int_eq(weft_process_exitcode(p[2], &code), 0);
+  ck_assert_int_eq(code, -SIGKILL);
+  for (int i = 3; i < MANY; i++) release(pipes, i, (unsigned char)i);
+  release(pipes, 0, 0);
+  release(pipes, 1, 1);
+  for (int i = 0; i < MANY; i++) {
+    ck_assert_int_eq(weft_process_join(p[i], i % 2 ? WEFT_FOREVER : 30), 0);
+    ck_assert_int_eq(weft_process_exitcode(p[i], &code), 0);
+    ck_assert_int_eq(code, i == 2 ? -SIGKILL : i);
+  }
+  ck_assert_int_eq(weft_active_children(NULL, 0), 0);
+  for (int i = 0; i < nfill; i++) close(filler[i]);
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+  finish_waiting(p, pipes, MANY);
+  ck_assert_int_eq(count_pidfds(), 0);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("process");
   TCase *tc = weft_tcase("lifecycle", 20);
@@ -1361,6 +1402,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, old_child_reaped_elsewhere_whose_pid_was_reused);
   tcase_add_test(tc, old_child_reaped_by_the_kernel);
   tcase_add_test(tc, old_child_whose_pid_is_now_a_thread);
+  tcase_add_test(tc, old_children_reached_at_the_descriptor_limit);
   suite_add_tcase(s, tc);
 
   tc = weft_tcase("stress", 120);
