@@ -1343,6 +1343,148 @@ START_TEST(old_children_reached_at_the_descriptor_limit) {
 }
 END_TEST
 
+/* The fd of a pidfd given up is free for the program: a child started
+ * afterwards keeps a pipe opened in its place, and holds no pidfd. */
+static int check_fd_and_pidfds(void *arg) {
+  int fd = *(int *)arg;
+  if (fcntl(fd, F_GETFD) < 0) return 1;
+  unsigned char c = 0;
+  if (read(fd, &c, 1) != 1 || c != 42) return 2;
+  return count_pidfds() == 0 ? 0 : 3;
+}
+
+START_TEST(fd_of_a_given_up_pidfd_survives_a_start) {
+  static weft_process more[MANY];
+  start_pausing(more, MANY);
+  int fds[2];
+  ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0); /* the lowest fds: likely old pidfds' */
+  ck_assert_int_eq(write(fds[1], "*", 1), 1);
+  weft_process c = weft_process_new(check_fd_and_pidfds, .arg = &fds[0]);
+  ck_assert_int_eq(weft_process_start(c), 0);
+  ck_assert_int_eq(weft_process_join(c, 30), 0);
+  int code = -1;
+  ck_assert_int_eq(weft_process_exitcode(c, &code), 0);
+  ck_assert_int_eq(code, 0);
+  ck_assert_int_eq(weft_process_close(c), 0);
+  ck_assert_int_ne(fcntl(fds[0], F_GETFD), -1);
+  close(fds[0]);
+  close(fds[1]);
+  kill_pausing(more, MANY);
+  ck_assert_int_eq(count_pidfds(), 0);
+}
+END_TEST
+
+/* A child with many children of its own, while its parent has many: the
+ * grandchildren answer every call, and the child ends holding no pidfd. */
+static int many_grandchildren(void *arg) {
+  (void)arg;
+  weft_process g[MANY];
+  int pipes[MANY][2];
+  if (count_pidfds() != 0) return 1;
+  for (int i = 0; i < MANY; i++) {
+    if (pipe2(pipes[i], O_CLOEXEC) != 0) return 2;
+    g[i] = weft_process_new(wait_byte, .arg = &pipes[i][0]);
+    if (weft_process_start(g[i]) != 0) return 3;
+  }
+  for (int i = 0; i < MANY; i++)
+    if (!weft_process_is_alive(g[i])) return 4;
+  if (weft_process_kill(g[0]) != 0) return 5;
+  for (int i = 1; i < MANY; i++)
+    if (write(pipes[i][1], &(unsigned char){(unsigned char)i}, 1) != 1) return 6;
+  for (int i = 0; i < MANY; i++) {
+    int code = -1;
+    if (weft_process_join(g[i], 30) != 0 || weft_process_exitcode(g[i], &code) != 0) return 7;
+    if (code != (i == 0 ? -SIGKILL : i)) return 8;
+    if (weft_process_close(g[i]) != 0) return 9;
+    close(pipes[i][0]);
+    close(pipes[i][1]);
+  }
+  return count_pidfds() == 0 ? 0 : 10;
+}
+
+START_TEST(grandchildren_past_the_pidfds_kept) {
+  static weft_process more[MANY];
+  start_pausing(more, MANY);
+  weft_process c = weft_process_new(many_grandchildren);
+  ck_assert_int_eq(weft_process_start(c), 0);
+  ck_assert_int_eq(weft_process_join(c, 60), 0);
+  int code = -1;
+  ck_assert_int_eq(weft_process_exitcode(c, &code), 0);
+  ck_assert_int_eq(code, 0);
+  ck_assert_int_eq(weft_process_close(c), 0);
+  kill_pausing(more, MANY);
+  ck_assert_int_eq(count_pidfds(), 0);
+}
+END_TEST
+
+/* Threads start, poll, signal and join children at once, each call making
+ * others' children give up or open pidfds: every child is reached, and no
+ * descriptor is left. */
+#define CHURN_THREADS 4
+#define CHURN_EACH 8
+
+struct churn {
+  int index;
+  int failed; /* 0, or the step that went wrong */
+};
+
+static void *churn_thread(void *arg) {
+  struct churn *c = arg;
+  weft_process p[CHURN_EACH];
+  int pipes[CHURN_EACH][2];
+  for (int round = 0; round < 3 && c->failed == 0; round++) {
+    for (int i = 0; i < CHURN_EACH; i++) {
+      if (pipe2(pipes[i], O_CLOEXEC) != 0) { c->failed = 1; return NULL; }
+      p[i] = weft_process_new(wait_byte, .arg = &pipes[i][0]);
+      if (weft_process_start(p[i]) != 0) { c->failed = 2; return NULL; }
+    }
+    for (int i = 0; i < CHURN_EACH; i++) {
+      int code;
+      if (!weft_process_is_alive(p[i])) c->failed = 3;
+      if (weft_process_exitcode(p[i], &code) != WEFT_ERUNNING) c->failed = 4;
+      if (weft_process_join(p[i], 0.001) != WEFT_ETIMEDOUT) c->failed = 5;
+    }
+    for (int i = 0; i < CHURN_EACH; i++) {
+      if (i % 3 == 0) {
+        if (weft_process_kill(p[i]) != 0) c->failed = 6;
+      } else if (write(pipes[i][1], &(unsigned char){(unsigned char)(c->index * 10 + i)}, 1) != 1) {
+        c->failed = 7;
+      }
+    }
+    for (int i = 0; i < CHURN_EACH; i++) {
+      int code = -1;
+      if (weft_process_join(p[i], i % 2 ? WEFT_FOREVER : 30) != 0) c->failed = 8;
+      if (weft_process_exitcode(p[i], &code) != 0) c->failed = 9;
+      if (code != (i % 3 == 0 ? -SIGKILL : c->index * 10 + i)) c->failed = 10;
+      if (weft_process_close(p[i]) != 0) c->failed = 11;
+      close(pipes[i][0]);
+      close(pipes[i][1]);
+    }
+  }
+  return NULL;
+}
+
+START_TEST(threads_churn_many_children) {
+  static weft_process more[MANY];
+  int base = count_fds();
+  start_pausing(more, MANY);
+  pthread_t t[CHURN_THREADS];
+  struct churn c[CHURN_THREADS];
+  for (int i = 0; i < CHURN_THREADS; i++) {
+    c[i] = (struct churn){.index = i + 1};
+    ck_assert_int_eq(pthread_create(&t[i], NULL, churn_thread, &c[i]), 0);
+  }
+  for (int i = 0; i < MANY; i++) ck_assert(weft_process_is_alive(more[i]));
+  for (int i = 0; i < CHURN_THREADS; i++) {
+    pthread_join(t[i], NULL);
+    ck_assert_msg(c[i].failed == 0, "thread %d failed at step %d", i, c[i].failed);
+  }
+  kill_pausing(more, MANY);
+  ck_assert_int_eq(count_pidfds(), 0);
+  ck_assert_int_eq(count_fds(), base);
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("process");
   TCase *tc = weft_tcase("lifecycle", 20);
@@ -1403,6 +1545,9 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, old_child_reaped_by_the_kernel);
   tcase_add_test(tc, old_child_whose_pid_is_now_a_thread);
   tcase_add_test(tc, old_children_reached_at_the_descriptor_limit);
+  tcase_add_test(tc, fd_of_a_given_up_pidfd_survives_a_start);
+  tcase_add_test(tc, grandchildren_past_the_pidfds_kept);
+  tcase_add_test(tc, threads_churn_many_children);
   suite_add_tcase(s, tc);
 
   tc = weft_tcase("stress", 120);
