@@ -377,7 +377,13 @@ static int reap_nohang_locked(struct proc *p, int *code) {
  * pid again if it gave its up. Returns 0, 1 if p turned out to have been
  * reaped by someone else (recorded), or a negative code. */
 static int hold_pidfd_locked(struct proc *p) {
-  if (p->pidfd >= 0) return 0;
+  if (p->pidfd >= 0) {
+    if (p->holding && p != holders_head && !pidfds_kept) { /* asked about: the most recent now */
+      holders_remove_locked(p);
+      holders_add_locked(p);
+    }
+    return 0;
+  }
   if (p->pidfs_id == 0) return WEFT_ESRCH; /* inherited across fork: never ours here */
   int fd = weft__os_pidfd_open(p->pid);
   /* Out of descriptors: an idle pidfd of another child makes room, as the

@@ -1118,6 +1118,45 @@ static void *timed_join_thread(void *arg) {
   return NULL;
 }
 
+/* Whether the calling process holds a pidfd on pid. */
+static bool holds_pidfd_on(pid_t pid) {
+  DIR *d = opendir("/proc/self/fdinfo");
+  ck_assert_ptr_nonnull(d);
+  bool found = false;
+  char path[300], line[128];
+  for (struct dirent *e; !found && (e = readdir(d)) != NULL;) {
+    if (e->d_name[0] == '.') continue;
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%s", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) continue;
+    while (fgets(line, sizeof line, f) != NULL)
+      if (strncmp(line, "Pid:", 4) == 0 && atoi(line + 4) == (int)pid) found = true;
+    fclose(f);
+  }
+  closedir(d);
+  return found;
+}
+
+/* A child asked about keeps its pidfd over children started before the
+ * question, however long ago it was started itself. */
+START_TEST(child_asked_about_keeps_its_pidfd) {
+  static weft_process first[1], more[MANY];
+  start_pausing(first, 1);
+  pid_t pid = weft_process_pid(first[0]);
+  start_pausing(more, 7); /* with first: as many as keep an idle pidfd */
+  ck_assert(holds_pidfd_on(pid));
+  ck_assert(weft_process_is_alive(first[0]));
+  start_pausing(more + 7, 1);
+  if (pidfds_numbered()) {
+    ck_assert(holds_pidfd_on(pid));
+    ck_assert(!holds_pidfd_on(weft_process_pid(more[0]))); /* the least recent now */
+  }
+  kill_pausing(first, 1);
+  kill_pausing(more, 8);
+  ck_assert_int_eq(count_pidfds(), 0);
+}
+END_TEST
+
 /* Threads waiting for old children keep their pidfds while new starts
  * make others give theirs up. */
 START_TEST(waits_on_old_children_outlast_new_starts) {
@@ -1540,6 +1579,7 @@ Suite *weft_test_suite(void) {
 
   tc = weft_tcase("many_children", 60);
   tcase_add_test(tc, old_children_answer_every_call);
+  tcase_add_test(tc, child_asked_about_keeps_its_pidfd);
   tcase_add_test(tc, waits_on_old_children_outlast_new_starts);
   tcase_add_test(tc, old_child_reaped_elsewhere_whose_pid_was_reused);
   tcase_add_test(tc, old_child_reaped_by_the_kernel);
