@@ -83,7 +83,6 @@ struct weft__ls_rec;
 struct weft__dd_thread;
 struct weft__tls_hot {
   uint32_t owner;                  /* the owner token (below); 0 until the tid is known */
-  uint32_t ls_timing;              /* lockstat.h: holds this thread is timing */
   struct weft__ls_rec *ls_last;    /* lockstat.h: the record used last */
   struct weft__dd_thread *dd_self; /* deadlock.h: the detector's state */
 };

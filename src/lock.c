@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Lock and RLock over a futex.
  *
- * The Lock's word holds the pid of the holding process (0 when free) and two
- * flags; a separate counter says how many threads are registered to sleep on
- * it. The pid costs nothing on the fast path and lets a waiter see that a
+ * The Lock's word holds the pid of the holding process (0 when free) and
+ * three flags (WOKEN and STARVING below, TIMED for the contention
+ * profile); a separate counter says how many threads are registered to
+ * sleep on it. The pid costs nothing on the fast path and lets a waiter see that a
  * holder *process* died: the kernel's robust-futex list would do that, but
  * glibc owns it (docs/design.md, Traps), and it works per thread while a Python
  * Lock may be released by any thread.
@@ -75,7 +76,12 @@
 
 #define STARVING 0x80000000u
 #define WOKEN 0x40000000u
-#define PID_MASK 0x3fffffffu
+/* The lock contention profile is timing this hold: its release takes the
+ * slow path, which tells the profile, so that every other release reads
+ * nothing but the word. Set only while the lock is held, cleared by the
+ * release with the pid. */
+#define TIMED 0x20000000u
+#define PID_MASK 0x1fffffffu /* pids stay below 2^22 (PID_MAX_LIMIT) */
 /* How long a waiter waits before it stops others from barging in. */
 #define STARVE_NS (1000 * 1000)
 /* How often a waiter checks that a holder in another process is alive. */
@@ -252,7 +258,7 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
       continue;
     }
     if (holder != weft__pid && weft__os_process_gone(holder)) {
-      if (cas(&l->word, v, (v & ~(PID_MASK | WOKEN)) | me)) {
+      if (cas(&l->word, v, (v & ~(PID_MASK | WOKEN | TIMED)) | me)) {
         weft__waiters_leave(WEFT__WAITER_SET_OF(l));
         return WEFT_EOWNERDEAD;
       }
@@ -419,7 +425,11 @@ static int acquire_counted(weft_lock *l, double timeout, const char *site, bool 
 
 __attribute__((noinline)) static int release_slow(weft_lock *l) {
   if (weft__lock_destroyed(l)) return WEFT_ECLOSED;
-  uint32_t old = __atomic_fetch_and(&l->word, ~PID_MASK, __ATOMIC_SEQ_CST);
+  /* Told while the owner is still set: the profile checks that the hold
+   * it timed is the one ending. */
+  if (__atomic_load_n(&l->word, __ATOMIC_RELAXED) & TIMED) weft__ls_timed_release(l);
+  __atomic_store_n(&l->owner, 0, __ATOMIC_RELAXED);
+  uint32_t old = __atomic_fetch_and(&l->word, ~(PID_MASK | TIMED), __ATOMIC_SEQ_CST);
   if ((old & PID_MASK) == 0) return WEFT_EPERM;
   if (!(old & WOKEN) && waiters(l) != 0) wake_one(l);
   return 0;
@@ -429,9 +439,9 @@ __attribute__((noinline)) static int release_slow(weft_lock *l) {
  * owner; a wake-up touches only the address, which the kernel tolerates
  * (Drepper, "Futexes Are Tricky"). */
 static inline int release(weft_lock *l) {
-  __atomic_store_n(&l->owner, 0, __ATOMIC_RELAXED);
   uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
-  if (__builtin_expect(v != 0 && (v & ~PID_MASK) == 0, 1) && cas(&l->word, v, 0)) {
+  if (__builtin_expect(v != 0 && (v & ~PID_MASK) == 0, 1) &&
+      (__atomic_store_n(&l->owner, 0, __ATOMIC_RELAXED), cas(&l->word, v, 0))) {
     if (__builtin_expect(waiters(l) == 0, 1)) return 0;
     wake_one(l);
     return 0;
@@ -509,8 +519,9 @@ __attribute__((noinline)) static int counted_free_slow(weft_lock *l, double time
   return 0;
 }
 
-__attribute__((noinline)) static int counted_time(struct weft__ls_rec *r, uint64_t n) {
-  weft__ls_time(r, n);
+__attribute__((noinline)) static int counted_time(weft_lock *l, struct weft__ls_rec *r,
+                                                  uint64_t n) {
+  weft__ls_time(l, r, n);
   return 0;
 }
 
@@ -524,7 +535,7 @@ static inline int counted_free(weft_lock *l, double timeout, const char *site) {
   set_owner_to(l, owner);
   uint64_t n = WEFT__LS_GET(r->acq) + 1;
   WEFT__LS_SET(r->acq, n);
-  if (__builtin_expect(n == WEFT__LS_GET(r->next), 0)) return counted_time(r, n);
+  if (__builtin_expect(n == WEFT__LS_GET(r->next), 0)) return counted_time(l, r, n);
   return 0;
 }
 
@@ -595,40 +606,17 @@ __attribute__((noinline)) static int release_error(weft_lock *l, int r) {
   return weft__error(WEFT_EPERM, "%s: release of an unlocked Lock", lock_label(l));
 }
 
-/* What the tools that are on see of a release, before it. */
-static inline void release_hooks(weft_lock *l, int h) {
-  if (weft__lock_destroyed(l)) return;
-  if (h & WEFT__HOOK_DD) weft__dd_released(l);
-  if (h & WEFT__HOOK_LS) weft__ls_released(l);
-}
-
+/* What the detector sees of a release, before it. The contention profile
+ * needs nothing here: a hold it times has TIMED set, which sends the
+ * release itself to the slow path that tells it. */
 void weft__lock_release_hooks(weft_lock *l) {
-  int h = hooks();
-  if (h != 0) release_hooks(l, h);
-}
-
-/* A release that tells the tools first. */
-__attribute__((noinline)) static int release_told(weft_lock *l, int h) {
-  release_hooks(l, h);
-  int err = release(l);
-  return __builtin_expect(err == 0, 1) ? 0 : release_error(l, err);
+  if (__builtin_expect(hooks() & WEFT__HOOK_DD, 0) && !weft__lock_destroyed(l))
+    weft__dd_released(l);
 }
 
 int weft_lock_release(weft_lock *l) {
   if (__builtin_expect(l == NULL, 0)) return release_error(l, WEFT_EINVAL);
-  int h = hooks();
-  if (__builtin_expect(h != 0, 0)) {
-    /* The usual cases inline -- detection alone, and the profile alone
-     * with no hold being timed: a call or a register saved on the stack
-     * before the compare-and-swap would slow it. */
-    if (h == WEFT__HOOK_LS) {
-      if (weft__hot.ls_timing != 0) return release_told(l, h);
-    } else if (h != WEFT__HOOK_DD) {
-      return release_told(l, h);
-    } else if (!weft__lock_destroyed(l)) {
-      weft__dd_released(l);
-    }
-  }
+  weft__lock_release_hooks(l);
   int r = release(l);
   if (__builtin_expect(r == 0, 1)) return 0;
   return release_error(l, r);
@@ -673,6 +661,16 @@ int weft_rlock_init_opts(weft_rlock *r, const char *expr, const char *site,
   r->count = 0;
   weft__tsan_mutex_create(r, RLOCK_TSAN_FLAGS | WEFT__TSAN_NOT_STATIC);
   return 0;
+}
+
+void weft__lock_mark_timed(weft_lock *l) {
+  uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
+  /* Only on a held word: a release by another thread in between leaves it
+   * free, and a free word must not carry the flag. */
+  while ((v & PID_MASK) != 0 && v != WEFT__LOCK_DESTROYED && !(v & TIMED) &&
+         !__atomic_compare_exchange_n(&l->word, &v, v | TIMED, false, __ATOMIC_RELAXED,
+                                      __ATOMIC_RELAXED)) {
+  }
 }
 
 pid_t weft__lock_holder_pid(const weft_lock *l) {

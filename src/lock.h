@@ -43,6 +43,10 @@ void weft__lock_hooks_set(int hook, bool on);
  * released: tells the tools that are on. */
 void weft__lock_release_hooks(weft_lock *lock);
 
+/* The contention profile times the hold of the lock, which the caller
+ * holds: its release is to tell the profile (weft__ls_timed_release). */
+void weft__lock_mark_timed(weft_lock *lock);
+
 /* Acquires a Lock: 0, WEFT_EOWNERDEAD, WEFT_ETIMEDOUT, WEFT_EINVAL, or
  * WEFT_ECLOSED for a destroyed one. */
 int weft__lock_acquire(weft_lock *lock, double timeout);

@@ -194,7 +194,7 @@ struct weft__ls_rec *weft__ls_rec_slow(const weft_lock *l, bool rlock) {
  * first `sample` all, so that a lock taken seldom has its holds exact, then
  * 1 in `sample` on average, at random so that no loop's period hides a
  * lock. */
-void weft__ls_time(struct weft__ls_rec *r, uint64_t n) {
+void weft__ls_time(weft_lock *l, struct weft__ls_rec *r, uint64_t n) {
   int s = __atomic_load_n(&sample, __ATOMIC_RELAXED);
   uint64_t gap = 1;
   if (s > 1 && n >= (uint64_t)s) {
@@ -207,8 +207,8 @@ void weft__ls_time(struct weft__ls_rec *r, uint64_t n) {
   WEFT__LS_SET(r->next, n + gap);
   r->since_acq = n;
   r->since_weight = gap;
-  if (r->since == 0) weft__hot.ls_timing++;
   r->since = weft__ls_ticks() | 1; /* never 0 */
+  weft__lock_mark_timed(l);
 }
 
 void weft__ls_waited(struct weft__ls_rec *r, uint64_t since, const char *site) {
@@ -243,10 +243,15 @@ void weft__ls_waited(struct weft__ls_rec *r, uint64_t since, const char *site) {
   if (w > WEFT__LS_GET(s->wait_max)) WEFT__LS_SET(s->wait_max, w);
 }
 
+void weft__ls_timed_release(const weft_lock *l) {
+  struct weft__ls_rec *r = weft__hot.ls_last;
+  if (!weft__ls_is(r, l)) r = weft__ls_find(l);
+  if (r != NULL && r->since != 0) weft__ls_held(r, l);
+}
+
 void weft__ls_held(struct weft__ls_rec *r, const weft_lock *l) {
   uint64_t now = weft__ls_ticks(), since = r->since;
   r->since = 0;
-  weft__hot.ls_timing--;
   /* Taken again by this thread, or by another, since the timed acquire (a
    * Lock may be released by any thread): not the hold that was timed. */
   if (r->since_acq != WEFT__LS_GET(r->acq) || weft__lock_owner(l) != weft__owner_token()) return;
@@ -379,7 +384,6 @@ static void forget_thread(void *p) {
   if (weft__ls_self == t) {
     weft__ls_self = NULL;
     weft__hot.ls_last = NULL;
-    weft__hot.ls_timing = 0;
   }
   free_thread(t);
 }
@@ -816,7 +820,6 @@ WEFT__HOT void weft__ls_after_fork_child(void) {
   threads = self;
   if (self != NULL) {
     self->next = NULL;
-    weft__hot.ls_timing = 0;
     for (struct weft__ls_chunk *c = self->chunks; c != NULL; c = c->next)
       for (uint32_t i = 0; i < c->n; i++) {
         zero_rec(&c->rec[i]);

@@ -76,10 +76,9 @@ extern _Thread_local struct weft__ls_thread *weft__ls_self
 
 
 /* The hot path reads weft__hot (internal.h): the record used last (a loop
- * around one lock finds it at once), and how many of the thread's records
- * are timing a hold, so that a release with none to end looks at no
- * record. A record whose hold another thread released stays counted until
- * this thread releases that lock, which only slows its releases. */
+ * around one lock finds it at once). A release reads nothing of the
+ * profile: an acquisition whose hold is timed marks the lock's word
+ * (weft__lock_mark_timed), which sends its release to the slow path. */
 
 /* The record of a lock for the calling thread, made the first time
  * (NULL if memory ran out). */
@@ -101,7 +100,7 @@ static inline struct weft__ls_rec *weft__ls_rec(const weft_lock *l, bool rlock) 
  * timed hold's end, and the start of one (which picks the next to time). */
 void weft__ls_waited(struct weft__ls_rec *r, uint64_t waited_since, const char *site);
 void weft__ls_held(struct weft__ls_rec *r, const weft_lock *l);
-void weft__ls_time(struct weft__ls_rec *r, uint64_t n);
+void weft__ls_time(weft_lock *l, struct weft__ls_rec *r, uint64_t n);
 
 #define WEFT__LS_GET(f) __atomic_load_n(&(f), __ATOMIC_RELAXED)
 #define WEFT__LS_SET(f, v) __atomic_store_n(&(f), (v), __ATOMIC_RELAXED)
@@ -109,24 +108,20 @@ void weft__ls_time(struct weft__ls_rec *r, uint64_t n);
 
 /* An acquisition (the caller now holds l). waited_since: the ticks when
  * it found the lock taken and began to wait, 0 if it did not. */
-static inline void weft__ls_acquired(const weft_lock *l, bool rlock, uint64_t waited_since,
+static inline void weft__ls_acquired(weft_lock *l, bool rlock, uint64_t waited_since,
                                      const char *site) {
   struct weft__ls_rec *r = weft__ls_rec(l, rlock);
   if (__builtin_expect(r == NULL, 0)) return;
   uint64_t n = WEFT__LS_GET(r->acq) + 1;
   WEFT__LS_SET(r->acq, n);
   if (__builtin_expect(waited_since != 0, 0)) weft__ls_waited(r, waited_since, site);
-  if (__builtin_expect(n == WEFT__LS_GET(r->next), 0)) weft__ls_time(r, n);
+  if (__builtin_expect(n == WEFT__LS_GET(r->next), 0)) weft__ls_time(l, r, n);
 }
 
-/* Before l is released by the calling thread (which may not be the one
- * that took it). */
-static inline void weft__ls_released(const weft_lock *l) {
-  if (__builtin_expect(weft__hot.ls_timing == 0, 1)) return;
-  struct weft__ls_rec *r = weft__hot.ls_last;
-  if (!weft__ls_is(r, l)) r = weft__ls_find(l);
-  if (r != NULL && r->since != 0) weft__ls_held(r, l);
-}
+/* Before a release of l whose word says a hold of it is being timed, by
+ * the releasing thread (which may not be the one that took it), while l's
+ * owner is still set. */
+void weft__ls_timed_release(const weft_lock *l);
 
 /* Reads WEFT_LOCKSTAT; from the library constructor. */
 void weft__ls_init(void);

@@ -205,6 +205,64 @@ START_TEST(nested_holds_and_a_hold_ended_elsewhere_are_timed) {
 }
 END_TEST
 
+/* A timed hold marks the lock's word until its release, which clears the
+ * mark with the pid whoever releases it: a release by another thread, with
+ * the profile turned off meanwhile, around a Condition's wait, and by the
+ * process that takes over from a holder that died. */
+static int hold_and_die(void *arg) {
+  weft_lock_acquire(arg, WEFT_FOREVER);
+  _exit(0);
+}
+
+START_TEST(a_timed_hold_leaves_no_mark_on_the_word) {
+  ck_assert_int_eq(weft_lockstat_enable(.quiet = true, .sample = 1), 0);
+  weft_lock l = WEFT_LOCK_INIT_NAMED("marked");
+  for (int i = 0; i < 100; i++) {
+    ck_assert_int_eq(weft_lock_acquire(&l, WEFT_FOREVER), 0);
+    ck_assert_uint_ne(l.word, (uint32_t)getpid()); /* marked */
+    if (i % 2 == 0) {
+      ck_assert_int_eq(weft_lock_release(&l), 0);
+    } else {
+      weft_thread t = weft_thread_new(release_it, .arg = &l);
+      ck_assert_int_eq(weft_thread_start(t), 0);
+      void *r = (void *)1;
+      ck_assert_int_eq(weft_thread_join(t, 10, &r), 0);
+      ck_assert_ptr_eq(r, NULL);
+      weft_thread_close(t);
+    }
+    ck_assert_uint_eq(l.word, 0);
+    ck_assert_int_eq(weft_lock_release(&l), WEFT_EPERM);
+  }
+  ck_assert_int_eq(weft_lock_acquire(&l, WEFT_FOREVER), 0);
+  ck_assert_int_eq(weft_lockstat_disable(), 0);
+  ck_assert_int_eq(weft_lock_release(&l), 0);
+  ck_assert_uint_eq(l.word, 0);
+  ck_assert_int_eq(weft_lockstat_enable(.quiet = true, .sample = 1), 0);
+
+  weft_cond c;
+  ck_assert_int_eq(weft_cond_init(&c, .lock = &l), 0);
+  ck_assert_int_eq(weft_lock_acquire(&l, WEFT_FOREVER), 0);
+  ck_assert_int_eq(weft_cond_wait(&c, 0.001), WEFT_ETIMEDOUT);
+  ck_assert_int_eq(weft_lock_release(&l), 0);
+  ck_assert_uint_eq(l.word, 0);
+  ck_assert_int_eq(weft_cond_destroy(&c), 0);
+
+  weft_lock *shared = weft_lock_new(.name = "orphaned");
+  ck_assert_ptr_nonnull(shared);
+  weft_process p = weft_process_new(hold_and_die, .arg = shared);
+  ck_assert_int_eq(weft_process_start(p), 0);
+  ck_assert_int_eq(weft_process_join(p, 10), 0);
+  weft_process_close(p);
+  ck_assert_uint_ne(shared->word & 0x3fffff, 0); /* still the dead child's */
+  ck_assert_int_eq(weft_lockstat_disable(), 0); /* so that this hold is not timed */
+  ck_assert_int_eq(weft_lock_acquire(shared, 10), WEFT_EOWNERDEAD);
+  ck_assert_uint_eq(shared->word, (uint32_t)getpid());
+  ck_assert_int_eq(weft_lock_release(shared), 0);
+  ck_assert_uint_eq(shared->word, 0);
+  weft_lock_free(shared);
+}
+END_TEST
+
 START_TEST(rlock_reentry_is_one_acquisition) {
   ck_assert_int_eq(weft_lockstat_enable(.quiet = true), 0);
   weft_rlock r;
@@ -434,6 +492,7 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, every_hold_timed_with_sample_1);
   tcase_add_test(tc, nested_holds_and_a_hold_ended_elsewhere_are_timed);
   tcase_add_test(tc, rlock_reentry_is_one_acquisition);
+  tcase_add_test(tc, a_timed_hold_leaves_no_mark_on_the_word);
   tcase_add_test(tc, bad_arguments);
   suite_add_tcase(s, tc);
 

@@ -58,7 +58,7 @@ WEFT_API int weft_shared_free(void *ptr);
  * Python). The word holds the pid of the holding process, which lets a
  * waiter notice that a holder process died. */
 typedef struct weft_lock {
-  uint32_t word;       /* holder pid (0: unlocked) | bit 30: a waiter was woken */
+  uint32_t word;       /* holder pid (0: unlocked) | flags in bits 29-31 */
   uint32_t owner;      /* last acquirer: kernel thread id | its fork count << 22; 0 if unlocked */
   WEFT__WAITER_SET;    /* threads asleep or about to sleep on seq */
   uint32_t seq;        /* futex the waiters sleep on: changed by each wake-up */
