@@ -609,14 +609,16 @@ __attribute__((noinline)) static int release_error(weft_lock *l, int r) {
 /* What the detector sees of a release, before it. The contention profile
  * needs nothing here: a hold it times has TIMED set, which sends the
  * release itself to the slow path that tells it. */
-void weft__lock_release_hooks(weft_lock *l) {
+static inline __attribute__((always_inline)) void release_hooks(weft_lock *l) {
   if (__builtin_expect(hooks() & WEFT__HOOK_DD, 0) && !weft__lock_destroyed(l))
     weft__dd_released(l);
 }
 
+void weft__lock_release_hooks(weft_lock *l) { release_hooks(l); }
+
 int weft_lock_release(weft_lock *l) {
   if (__builtin_expect(l == NULL, 0)) return release_error(l, WEFT_EINVAL);
-  weft__lock_release_hooks(l);
+  release_hooks(l); /* inline: a call before the compare-and-swap would slow it */
   int r = release(l);
   if (__builtin_expect(r == 0, 1)) return 0;
   return release_error(l, r);
