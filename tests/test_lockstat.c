@@ -317,8 +317,9 @@ START_TEST(a_waiter_is_counted_with_its_call_site) {
   ck_assert_int_eq(json_num(obj, "contended"), 1);
   ck_assert_int_ge(json_num(obj, "wait_total_ns"), 1000000);
   ck_assert_int_eq(json_num(obj, "wait_max_ns"), json_num(obj, "wait_total_ns"));
-  /* The main thread's hold lasted at least as long as the wait. */
-  ck_assert_int_ge(json_num(obj, "hold_max_ns"), json_num(obj, "wait_max_ns") / 2);
+  /* The main thread's hold (its first, so timed) spans its 2 ms nap. The
+   * wait may outlast it by any wake-up delay, so it bounds nothing. */
+  ck_assert_int_ge(json_num(obj, "hold_max_ns"), 2000000);
   char want[320];
   snprintf(want, sizeof want, "\"sites\": [{\"site\": \"%s\", \"contended\": 1, ", site);
   ck_assert_msg(strstr(obj, want) != NULL, "no %s in %s", want, obj);
