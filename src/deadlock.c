@@ -51,7 +51,8 @@ void weft__dd_unlock(void) { pthread_mutex_unlock(&dd_mutex); }
 static struct weft__dd_thread *threads;
 static pthread_key_t thread_key;
 /* The record lives on the heap (2 KiB would strain the static TLS a
- * dlopen()ed library may use); a pointer to it is all that is thread-local. */
+ * dlopen()ed library may use); a pointer to it, in weft__hot, is all that
+ * is thread-local. */
 #define self_p weft__dd_self
 
 static void unregister(void *rec) {

@@ -4,10 +4,10 @@
  * The Lock's word holds the pid of the holding process (0 when free) and
  * three flags (WOKEN and STARVING below, TIMED for the contention
  * profile); a separate counter says how many threads are registered to
- * sleep on it. The pid costs nothing on the fast path and lets a waiter see that a
- * holder *process* died: the kernel's robust-futex list would do that, but
- * glibc owns it (docs/design.md, Traps), and it works per thread while a Python
- * Lock may be released by any thread.
+ * sleep on it. The pid costs nothing on the fast path and lets a waiter see
+ * that a holder *process* died: the kernel's robust-futex list would do
+ * that, but glibc owns it (docs/design.md, Traps), and it works per thread
+ * while a Python Lock may be released by any thread.
  *
  * WOKEN (as in Go's sync.Mutex) means "a sleeper was woken and has not run
  * yet": while it is set a release makes no system call. Without it, two

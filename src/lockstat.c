@@ -126,7 +126,8 @@ static struct weft__ls_thread *me(void) {
   return t;
 }
 
-struct weft__ls_rec *weft__ls_find(const weft_lock *l) {
+/* The record, if the calling thread has one, without making it. */
+static struct weft__ls_rec *find_rec(const weft_lock *l) {
   struct weft__ls_thread *t = weft__ls_self;
   if (t == NULL || t->index == NULL) return NULL;
   for (size_t i = slot(l, t->mask);; i = (i + 1) & t->mask) {
@@ -161,7 +162,7 @@ static bool index_put(struct weft__ls_thread *t, struct weft__ls_rec *r) {
 struct weft__ls_rec *weft__ls_rec_slow(const weft_lock *l, bool rlock) {
   struct weft__ls_thread *t = me();
   if (t == NULL) return NULL;
-  struct weft__ls_rec *r = weft__ls_find(l);
+  struct weft__ls_rec *r = find_rec(l);
   if (r == NULL) {
     struct weft__ls_chunk *c = t->chunks;
     if (c == NULL || c->n == CHUNK) {
@@ -243,13 +244,8 @@ void weft__ls_waited(struct weft__ls_rec *r, uint64_t since, const char *site) {
   if (w > WEFT__LS_GET(s->wait_max)) WEFT__LS_SET(s->wait_max, w);
 }
 
-void weft__ls_timed_release(const weft_lock *l) {
-  struct weft__ls_rec *r = weft__hot.ls_last;
-  if (!weft__ls_is(r, l)) r = weft__ls_find(l);
-  if (r != NULL && r->since != 0) weft__ls_held(r, l);
-}
-
-void weft__ls_held(struct weft__ls_rec *r, const weft_lock *l) {
+/* Ends the timed hold of r. */
+static void held(struct weft__ls_rec *r, const weft_lock *l) {
   uint64_t now = weft__ls_ticks(), since = r->since;
   r->since = 0;
   /* Taken again by this thread, or by another, since the timed acquire (a
@@ -259,6 +255,12 @@ void weft__ls_held(struct weft__ls_rec *r, const weft_lock *l) {
   WEFT__LS_ADD(r->holds, 1);
   WEFT__LS_ADD(r->hold, h * r->since_weight);
   if (h > WEFT__LS_GET(r->hold_max)) WEFT__LS_SET(r->hold_max, h);
+}
+
+void weft__ls_timed_release(const weft_lock *l) {
+  struct weft__ls_rec *r = weft__hot.ls_last;
+  if (!weft__ls_is(r, l)) r = find_rec(l);
+  if (r != NULL && r->since != 0) held(r, l);
 }
 
 /* ---- adding up ---- */

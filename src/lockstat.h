@@ -74,7 +74,6 @@ struct weft__ls_thread {
 extern _Thread_local struct weft__ls_thread *weft__ls_self
     __attribute__((tls_model("initial-exec")));
 
-
 /* The hot path reads weft__hot (internal.h): the record used last (a loop
  * around one lock finds it at once). A release reads nothing of the
  * profile: an acquisition whose hold is timed marks the lock's word
@@ -83,8 +82,6 @@ extern _Thread_local struct weft__ls_thread *weft__ls_self
 /* The record of a lock for the calling thread, made the first time
  * (NULL if memory ran out). */
 struct weft__ls_rec *weft__ls_rec_slow(const weft_lock *l, bool rlock);
-/* The record, if the calling thread has one, without making it. */
-struct weft__ls_rec *weft__ls_find(const weft_lock *l);
 
 static inline bool weft__ls_is(const struct weft__ls_rec *r, const weft_lock *l) {
   return r != NULL && r->lock == l && r->key == __atomic_load_n(&l->site, __ATOMIC_RELAXED);
@@ -96,10 +93,9 @@ static inline struct weft__ls_rec *weft__ls_rec(const weft_lock *l, bool rlock) 
   return weft__ls_rec_slow(l, rlock);
 }
 
-/* The out-of-line parts (lockstat.c): a contended acquisition's wait, a
- * timed hold's end, and the start of one (which picks the next to time). */
+/* The out-of-line parts (lockstat.c): a contended acquisition's wait, and
+ * the start of a timed hold (which picks the next to time). */
 void weft__ls_waited(struct weft__ls_rec *r, uint64_t waited_since, const char *site);
-void weft__ls_held(struct weft__ls_rec *r, const weft_lock *l);
 void weft__ls_time(weft_lock *l, struct weft__ls_rec *r, uint64_t n);
 
 #define WEFT__LS_GET(f) __atomic_load_n(&(f), __ATOMIC_RELAXED)

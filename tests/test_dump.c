@@ -890,8 +890,9 @@ START_TEST(watchdog_fires_once_on_a_stall_and_not_while_waits_end) {
   weft_semaphore_init(&pong, 0);
   /* A thread that runs nowhere for this long ends no wait: longer under
    * the sanitizers, whose runs scale the tests' timeouts. */
-  const char *scale = getenv("CK_TIMEOUT_MULTIPLIER");
-  const double after = 0.5 * (scale != NULL && atof(scale) >= 1 ? atof(scale) : 1);
+  const char *env = getenv("CK_TIMEOUT_MULTIPLIER");
+  const double scale = env != NULL ? atof(env) : 1;
+  const double after = 0.5 * (scale >= 1 ? scale : 1);
   ck_assert_int_eq(weft_dump_later(after), 0);
   weft_thread s = weft_thread_new(stuck, .name = "stuck");
   weft_thread_start(s);
