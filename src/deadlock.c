@@ -11,7 +11,23 @@
  * cache of orders the graph already has, keyed by the two locks' serials
  * (the dd_node field of each lock): the common case -- an order seen
  * before -- takes no global lock and costs the same with 10 locks as with
- * 100,000. Only an order the thread has not used yet takes the mutex.
+ * 100,000. Only an order the thread has not used yet takes the mutex --
+ * unless it is one a thread that uses many orders logs instead (below).
+ *
+ * The order log. A thread that has added LOG_AFTER orders under the mutex
+ * logs each further new order "the one lock it holds -> the new one" in a
+ * ring of its own, without the mutex, when the graph's ranks already put
+ * the two locks in that order (weft__lg_ordered) and both are in private
+ * memory: such an edge closes no cycle and moves no rank, so the graph may
+ * take it in later. The thread takes its ring in itself when it is full,
+ * and whenever it holds the mutex. Anything that is about to move a rank or
+ * search (an edge against the order) first takes in every thread's ring,
+ * having made order_seq odd; a thread that logged while that happened sees
+ * order_seq change and adds its order under the mutex instead. The two
+ * sides are a Dekker handshake -- the logger writes its tail then reads
+ * order_seq, the other writes order_seq then reads the tails -- whose
+ * barrier is all on the rare side (membarrier), so that logging costs no
+ * fence. A cycle is thus still reported by the acquire that closes it.
  *
  * The global mutex (dd_mutex) guards the graph, the list of threads and the
  * reports given. It is a pthread mutex: detection must not recurse into
@@ -31,6 +47,8 @@
 #include "internal.h"
 #include "lock.h"
 #include "lockgraph.h"
+#include "os/os.h"
+#include "tsan.h"
 #include "weft/deadlock.h"
 #include "weft/thread.h"
 #include "xorder.h"
@@ -38,10 +56,21 @@
 #define MAX_HELD WEFT__DD_MAX_HELD
 #define CACHE_FIRST 64          /* entries of a thread's order cache at first */
 #define CACHE_MAX (1u << 18)    /* at most (2 MiB): then it starts again empty */
+#define LOG_SIZE 1024           /* orders a thread's log holds (32 KiB) */
+#define LOG_AFTER 64            /* orders a thread adds under the mutex before it logs */
 
 int weft__dd_on;
 static int mode = WEFT_DEADLOCK_WARN;
 static pthread_mutex_t dd_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+/* Odd while the graph may move ranks or gain an edge outside the order;
+ * rises by two each time. Read without the mutex by loggers. */
+static uint32_t order_seq;
+static bool prepared;  /* order_seq is odd and every ring taken in (mutex held) */
+static uint32_t loggers;  /* threads with a log (mutex held) */
+/* Loggers fence where membarrier is missing (or under ThreadSanitizer,
+ * which does not model it). Set before the first log is made. */
+static bool log_fence;
 
 void weft__dd_lock(void) { pthread_mutex_lock(&dd_mutex); }
 void weft__dd_unlock(void) { pthread_mutex_unlock(&dd_mutex); }
@@ -55,9 +84,16 @@ static pthread_key_t thread_key;
  * is thread-local. */
 #define self_p weft__dd_self
 
+static void drain_locked(struct weft__dd_thread *o, struct weft__dd_report *r);
+static void finish_locked(void);
+
 static void unregister(void *rec) {
   struct weft__dd_thread *t = rec;
+  struct weft__dd_report r = {0};
   pthread_mutex_lock(&dd_mutex);
+  drain_locked(t, &r); /* its orders outlive it */
+  finish_locked();
+  if (t->log != NULL) loggers--;
   for (struct weft__dd_thread **p = &threads; *p != NULL; p = &(*p)->next)
     if (*p == t) {
       *p = t->next;
@@ -69,8 +105,10 @@ static void unregister(void *rec) {
     self_p = NULL;
     weft__wait_rec_set_dd(NULL);
   }
+  weft__dd_deliver(&r);
   free(t->foreign);
   free(t->cache);
+  free(t->log);
   free(t);
 }
 
@@ -219,6 +257,124 @@ out:
   return h;
 }
 
+/* ---- the order log ---- */
+
+struct weft__dd_logged {
+  weft__lg_pair pair;
+  const char *from_site, *to_site;
+};
+
+static void prepare_locked(struct weft__dd_report *r);
+
+/* Adds an order the thread o logged; reports the cycle it closes if the
+ * ranks moved since it was logged. dd_mutex held. */
+static void take_locked(struct weft__dd_thread *o, const struct weft__dd_logged *e,
+                        struct weft__dd_report *r) {
+  uint32_t from = weft__lg_alive(e->pair.from, e->pair.from_lives);
+  uint32_t to = weft__lg_alive(e->pair.to, e->pair.to_lives);
+  if (from == 0 || to == 0) return; /* a lock of it is gone, and its orders with it */
+  weft__lg_edge ed = {.from_site = e->from_site, .to_site = e->to_site, .actor = o->actor};
+  int added = weft__lg_add_plain(from, to, &ed, !prepared);
+  if (added == 3) {
+    prepare_locked(r);
+    added = weft__lg_add(from, to, &ed);
+  }
+  if (added != 2) return;
+  const weft__lg_edge *path[WEFT_DEADLOCK_REPORT_MAX_CHAIN * 64];
+  int n = weft__lg_cycle(path, (int)(sizeof path / sizeof path[0]));
+  ed.from = from;
+  ed.to = to;
+  /* Named by the edge's actor. The locks the thread holds now are not
+   * listed: they may be other than when it logged, and the thread may be
+   * another, or ending, with entries no longer pruned. */
+  weft__dd_report_inversion_locked(r, NULL, &ed, path, n, table_hash(from, path, n));
+}
+
+/* Takes in the orders o has logged. dd_mutex held. */
+static void drain_locked(struct weft__dd_thread *o, struct weft__dd_report *r) {
+  if (o->log == NULL) return;
+  /* The head moves before each order is added: adding one may take in
+   * every ring, this one too and past this tail (prepare_locked). */
+  uint32_t head, tail = __atomic_load_n(&o->log_tail, __ATOMIC_ACQUIRE);
+  while ((int32_t)(tail - (head = o->log_head)) > 0) {
+    /* The nodes and map slots of orders a little ahead: each is a cache
+     * miss of its own in a large graph, and these overlap. */
+    if (tail - head > 16) {
+      const weft__lg_pair *p = &o->log[(head + 16) % LOG_SIZE].pair;
+      weft__lg_prefetch(p->from, p->to, false);
+    }
+    if (tail - head > 8) {
+      const weft__lg_pair *p = &o->log[(head + 8) % LOG_SIZE].pair;
+      weft__lg_prefetch(p->from, p->to, true);
+    }
+    struct weft__dd_logged e = o->log[head % LOG_SIZE];
+    __atomic_store_n(&o->log_head, head + 1, __ATOMIC_RELEASE);
+    take_locked(o, &e, r);
+  }
+}
+
+/* Before anything that may move a rank or search the graph: no order is
+ * logged meanwhile, and every one logged so far is in the graph. Lasts
+ * until finish_locked. dd_mutex held. */
+static void prepare_locked(struct weft__dd_report *r) {
+  if (prepared) return;
+  prepared = true;
+  __atomic_store_n(&order_seq, order_seq + 1, __ATOMIC_RELAXED);
+  /* The barrier is needed only if another thread may be logging: none is
+   * while an edge outside the order exists (it was added in an earlier
+   * window, and weft__lg_ordered refuses then). */
+  bool self_logs = self_p != NULL && self_p->log != NULL;
+  if (loggers > (uint32_t)self_logs && !weft__lg_has_back()) {
+    if (__atomic_load_n(&log_fence, __ATOMIC_RELAXED)) {
+      weft__fence();
+    } else if (weft__os_membarrier() != 0) {
+      /* Refused now (a seccomp filter, say): loggers fence from now on. */
+      __atomic_store_n(&log_fence, true, __ATOMIC_SEQ_CST);
+      weft__fence();
+    }
+  }
+  for (struct weft__dd_thread *o = threads; o != NULL; o = o->next) drain_locked(o, r);
+}
+
+static void finish_locked(void) {
+  if (!prepared) return;
+  prepared = false;
+  __atomic_store_n(&order_seq, order_seq + 1, __ATOMIC_RELEASE);
+}
+
+/* The thread has added LOG_AFTER orders: from now on it logs. dd_mutex held. */
+static void start_log_locked(struct weft__dd_thread *t) {
+  if (loggers == 0) {
+#ifdef WEFT__TSAN
+    bool fence = true;
+#else
+    bool fence = weft__os_membarrier() != 0;
+#endif
+    __atomic_store_n(&log_fence, fence, __ATOMIC_RELAXED);
+  }
+  if ((t->log = malloc(sizeof *t->log * LOG_SIZE)) != NULL) loggers++;
+}
+
+/* Logs "the lock t holds -> l" if the graph's ranks already agree with it;
+ * false (having logged nothing, or an order the mutex's side may have
+ * missed) otherwise. */
+static bool log_order(struct weft__dd_thread *t, weft_lock *l, const char *site) {
+  uint32_t seq = __atomic_load_n(&order_seq, __ATOMIC_ACQUIRE), tail = t->log_tail;
+  weft__lg_pair p;
+  /* The held entry may be stale (released while detection was off): only
+   * the mutex's side prunes, so an entry not held now goes there. */
+  if ((seq & 1) != 0 || tail - __atomic_load_n(&t->log_head, __ATOMIC_ACQUIRE) == LOG_SIZE ||
+      !holds(t, t->held[0].lock) || !weft__lg_ordered(t->held[0].lock, l, WEFT__XO_PRIVATE, &p))
+    return false;
+  t->log[tail % LOG_SIZE] = (struct weft__dd_logged){p, t->held[0].site, site};
+  __atomic_store_n(&t->log_tail, tail + 1, __ATOMIC_RELEASE);
+  if (__atomic_load_n(&log_fence, __ATOMIC_RELAXED))
+    weft__fence();
+  else
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); /* prepare_locked's membarrier is the fence */
+  return __atomic_load_n(&order_seq, __ATOMIC_ACQUIRE) == seq;
+}
+
 /* Records held -> l for every lock the caller holds; reports each cycle
  * this closes. An order between locks in shared memory also goes to the
  * order table, which reports a cycle through other processes' orders.
@@ -237,7 +393,11 @@ static void add_orders_locked(struct weft__dd_thread *t, weft_lock *l, const cha
     weft__lg_edge e = {.from_site = t->held[i].site, .to_site = site, .actor = t->actor};
     for (int j = 0; j < t->depth && e.ngates < WEFT__LG_MAX_GATES; j++)
       if (j != i && ids[j] != 0) e.gates[e.ngates++] = weft__lg_serial(ids[j]);
-    int added = weft__lg_add(ids[i], to, &e);
+    int added = weft__lg_add_plain(ids[i], to, &e, !prepared);
+    if (added == 3) {
+      prepare_locked(r);
+      added = weft__lg_add(ids[i], to, &e);
+    }
     const weft__lg_edge *path[WEFT_DEADLOCK_REPORT_MAX_CHAIN * 64];
     int n = added == 2 ? weft__lg_cycle(path, (int)(sizeof path / sizeof path[0])) : 0;
     /* The graph reports the cycles of this process's own orders; the table
@@ -250,6 +410,12 @@ static void add_orders_locked(struct weft__dd_thread *t, weft_lock *l, const cha
     }
     if (added >= 0) cache(t, order_key(t->held[i].lock, l));
   }
+  if (t->log == NULL && t->depth == 1 && ids[0] != 0 && ++t->orders_added == LOG_AFTER)
+    start_log_locked(t);
+  if (t->depth == 1 && ids[0] != 0) { /* what log_order will ask, once per lock */
+    if (weft__lg_xref(ids[0]) == 0) weft__xo_private_locked(t->held[0].lock, ids[0]);
+    if (weft__lg_xref(to) == 0) weft__xo_private_locked(l, to);
+  }
 }
 
 void weft__dd_check_order(struct weft__dd_thread *t, weft_lock *l, const char *site) {
@@ -261,6 +427,11 @@ void weft__dd_check_order(struct weft__dd_thread *t, weft_lock *l, const char *s
     uint64_t key = 0;
     for (int i = 0; i < t->depth && all_known; i++)
       all_known = t->held[i].lock == l || cached(t, key = order_key(t->held[i].lock, l));
+    if (!all_known && t->depth == 1 && t->log != NULL && t->held[0].lock != l &&
+        log_order(t, l, site)) {
+      cache(t, key);
+      all_known = t->cache_epoch == __atomic_load_n(&weft__lg_epoch, __ATOMIC_RELAXED);
+    }
     if (all_known) {
       if (t->depth == 1 && key != 0) /* cached() saw both serials set, in this epoch */
         __atomic_store_n(&l->dd_prev, weft__dd_prev((uint32_t)(key >> 32), t->cache_epoch),
@@ -270,7 +441,9 @@ void weft__dd_check_order(struct weft__dd_thread *t, weft_lock *l, const char *s
   }
   struct weft__dd_report r = {0};
   pthread_mutex_lock(&dd_mutex);
+  drain_locked(t, &r); /* its orders logged before come first */
   add_orders_locked(t, l, site, &r);
+  finish_locked();
   pthread_mutex_unlock(&dd_mutex);
   weft__dd_deliver(&r);
 }
@@ -463,5 +636,12 @@ WEFT__HOT void weft__dd_after_fork_child(void) {
     self_p->tid = weft__tid();
     self_p->waiting_for = NULL;
     self_p->actor = 0;
+    /* Its log held orders of the parent's graph, and named its actor
+     * there: it starts again as a thread that has added no order. */
+    free(self_p->log);
+    self_p->log = NULL;
+    self_p->log_head = self_p->log_tail = 0;
+    self_p->orders_added = 0;
   }
+  loggers = 0;
 }

@@ -46,6 +46,12 @@ struct weft__dd_thread {
    * them are dropped unread, as the lock may be destroyed and freed by now. */
   weft_lock **foreign;
   int nforeign, capforeign;
+  /* New orders of a single held lock that agree with the graph's order,
+   * logged without the mutex (deadlock.c): a ring the graph takes them in
+   * from, tail written by the thread, head under the mutex. */
+  struct weft__dd_logged *log;
+  uint32_t log_head, log_tail;
+  uint32_t orders_added; /* under the mutex, until the log is made */
 };
 
 /* The caller's record, made the first time. */

@@ -157,9 +157,11 @@ void weft__dd_report_inversion_locked(struct weft__dd_report *r, const struct we
   const char *at = closing->to_site != NULL ? closing->to_site : "?";
   const char *from_at = closing->from_site != NULL ? closing->from_site : "(site unknown)";
   put(r, "weft: possible deadlock: lock-order inversion between %d locks\n", n + 1);
-  put(r, "  %s (tid %d) acquires \"%s\" at %s while holding \"%s\" (acquired at %s)\n", t->name,
-      (int)t->tid, node_label(new_id, a, sizeof a), at, node_label(held_id, b, sizeof b),
-      from_at);
+  /* An order another thread logged names its thread only by the edge. */
+  const char *who = t != NULL ? t->name : weft__lg_actor_name(closing->actor);
+  int tid = t != NULL ? (int)t->tid : (int)weft__lg_actor_tid(closing->actor);
+  put(r, "  %s (tid %d) acquires \"%s\" at %s while holding \"%s\" (acquired at %s)\n", who, tid,
+      node_label(new_id, a, sizeof a), at, node_label(held_id, b, sizeof b), from_at);
   put(r, "  the locks:\n");
   /* From the new lock along the path; the held one last. */
   for (int i = 0; i <= n; i++) {
@@ -177,8 +179,7 @@ void weft__dd_report_inversion_locked(struct weft__dd_report *r, const struct we
   put(r, "  the cycle:\n");
   /* The new edge first, then the path back round: held -> new -> ... -> held. */
   put(r, "    \"%s\" -> \"%s\": %s (tid %d) took the second at %s while holding the first (taken at %s)\n",
-      node_label(held_id, a, sizeof a), node_label(new_id, b, sizeof b), t->name, (int)t->tid, at,
-      from_at);
+      node_label(held_id, a, sizeof a), node_label(new_id, b, sizeof b), who, tid, at, from_at);
   for (int i = 0; i < n; i++) {
     const weft__lg_edge *e = path[i];
     if (i + 1 >= WEFT_DEADLOCK_REPORT_MAX_CHAIN) {
@@ -190,7 +191,7 @@ void weft__dd_report_inversion_locked(struct weft__dd_report *r, const struct we
         weft__lg_actor_name(e->actor), (int)weft__lg_actor_tid(e->actor),
         e->to_site ? e->to_site : "?", e->from_site ? e->from_site : "(site unknown)");
   }
-  put_held(r, t);
+  if (t != NULL) put_held(r, t);
   put(r, "  possible scenario:\n");
   put(r, "    thread 1 holds \"%s\", wants \"%s\"\n", node_label(held_id, a, sizeof a),
       node_label(new_id, b, sizeof b));

@@ -17,9 +17,10 @@ struct weft__dd_report {
   size_t len, cap;
 };
 
-/* The cycle that the new edge closing (held -> new, made by thread t)
- * closes, with the path new -> ... -> held: written unless a gate lock
- * guards every edge of it or it was reported before. table_hash: the
+/* The cycle that the new edge closing (held -> new, made by thread t, or
+ * by the thread its actor names if t is NULL: the locks that thread holds
+ * are then not listed) closes, with the path new -> ... -> held: written
+ * unless a gate lock guards every edge of it or it was reported before. table_hash: the
  * cycle's weft__dd_xorder_hash if all its locks are in the order table
  * (else 0), so that one reported across processes is not reported again. */
 void weft__dd_report_inversion_locked(struct weft__dd_report *r, const struct weft__dd_thread *t,

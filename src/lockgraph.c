@@ -130,17 +130,29 @@ static void idmap_free(struct idmap *m) {
 typedef unsigned __int128 rank_t;
 
 struct node {
+  /* Read without the mutex by weft__lg_ordered, so written with atomics. */
+  uint32_t serial;          /* 0 while the node is free */
+  uint32_t lives;           /* lives of locks this node has had */
   weft_lock *lock;
+  uint64_t rank_hi, rank_lo; /* its rank_t; changed only while no order is being logged */
+  uint64_t xref;             /* weft__lg_xref */
+  /* The rest only under the mutex. */
   const char *name, *site; /* copied at creation: reports never read the lock itself */
-  uint32_t serial;         /* 0 while the node is free */
-  uint8_t gen;             /* lives of locks this node has had, mod 256 */
   uint32_t next_free;
-  rank_t rank;
   uint32_t mark, parent, parent_edge; /* search scratch */
   struct idmap out, in;
   int64_t fresh_at; /* weft__lg_fresh_at */
-  uint64_t xref;    /* weft__lg_xref */
 };
+
+static rank_t rank_of(const struct node *n) {
+  return (rank_t)__atomic_load_n(&n->rank_hi, __ATOMIC_RELAXED) << 64 |
+         __atomic_load_n(&n->rank_lo, __ATOMIC_RELAXED);
+}
+
+static void set_rank(struct node *n, rank_t r) {
+  __atomic_store_n(&n->rank_hi, (uint64_t)(r >> 64), __ATOMIC_RELAXED);
+  __atomic_store_n(&n->rank_lo, (uint64_t)r, __ATOMIC_RELAXED);
+}
 
 #define CHUNK 4096
 #define MAX_CHUNKS 4095 /* node ids fit in ID_BITS */
@@ -149,8 +161,11 @@ struct node {
  * weft's other globals onto pages every forked child then copies. */
 static struct node **nchunks;
 static weft__lg_edge **echunks;
-static uint32_t n_nodes, node_free, n_edges, edge_free; /* free lists: id, 0 ends */
-static uint32_t n_back;    /* back edges in the graph */
+static uint32_t n_nodes, node_free, n_edges; /* node_free: a list through next_free, 0 ends */
+/* Free edge ids, a stack: a list linked through the edges themselves
+ * would read a scattered edge at every add. */
+static uint32_t *edge_free, n_edge_free, cap_edge_free;
+static uint32_t n_back;    /* back edges in the graph; read without the mutex */
 static uint64_t nodes_made;
 static uint32_t salt; /* this process's serials: 0 until the first */
 static uint32_t search_mark;
@@ -161,11 +176,21 @@ static weft__lg_edge *edge_at(uint32_t id) { return &echunks[(id - 1) / CHUNK][(
 
 /* Grows a chunked array by one element; 0 if out of memory. */
 static uint32_t grow(void ***chunks, uint32_t *n, size_t size) {
-  if (*chunks == NULL && (*chunks = calloc(MAX_CHUNKS, sizeof(void *))) == NULL) return 0;
-  if (*n / CHUNK >= MAX_CHUNKS) return 0;
-  if ((*chunks)[*n / CHUNK] == NULL && ((*chunks)[*n / CHUNK] = calloc(CHUNK, size)) == NULL)
-    return 0;
-  return ++*n;
+  /* Published with atomics: weft__lg_ordered reads the nodes without the mutex. */
+  void **table = *chunks;
+  if (table == NULL) {
+    if ((table = calloc(MAX_CHUNKS, sizeof(void *))) == NULL) return 0;
+    __atomic_store_n(chunks, table, __ATOMIC_RELEASE);
+  }
+  uint32_t c = *n / CHUNK;
+  if (c >= MAX_CHUNKS) return 0;
+  if (table[c] == NULL) {
+    void *chunk = calloc(CHUNK, size);
+    if (chunk == NULL) return 0;
+    __atomic_store_n(&table[c], chunk, __ATOMIC_RELEASE);
+  }
+  __atomic_store_n(n, *n + 1, __ATOMIC_RELEASE);
+  return *n;
 }
 
 /* ---- actors: interned thread identities ---- */
@@ -279,13 +304,23 @@ static bool amap_put(weft_lock *l, uint32_t id) {
 
 /* ---- nodes ---- */
 
+static void push_free_edge(uint32_t e) {
+  edge_at(e)->from = edge_at(e)->to = 0;
+  if (n_edge_free == cap_edge_free) {
+    uint32_t cap = cap_edge_free ? cap_edge_free * 2 : 1024;
+    uint32_t *f = realloc(edge_free, cap * sizeof *f);
+    if (f == NULL) return; /* the edge is lost to reuse, not to correctness */
+    edge_free = f;
+    cap_edge_free = cap;
+  }
+  edge_free[n_edge_free++] = e;
+}
+
 static void free_edge(uint32_t e) {
   weft__lg_edge *ed = edge_at(e);
-  if (ed->back) n_back--;
+  if (ed->back) __atomic_store_n(&n_back, n_back - 1, __ATOMIC_RELAXED);
   weft__lg_actor_put(ed->actor);
-  ed->from = edge_free; /* a free edge links the free list through `from` */
-  ed->to = 0;
-  edge_free = e;
+  push_free_edge(e);
 }
 
 static void free_node(uint32_t id) {
@@ -302,8 +337,8 @@ static void free_node(uint32_t id) {
   idmap_free(&n->in);
   amap_del(n->lock);
   alive--;
-  n->lock = NULL;
-  n->serial = 0;
+  __atomic_store_n(&n->serial, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&n->lock, NULL, __ATOMIC_RELAXED);
   n->next_free = node_free;
   node_free = id;
 }
@@ -315,13 +350,15 @@ static void free_node(uint32_t id) {
  * seen -- until the generation wraps, which starts a new epoch. */
 static uint32_t new_serial(struct node *n, uint32_t id) {
   if (salt == 0) {
-    salt = (uint32_t)getpid() * 0x9e3779b1u | 1;
+    __atomic_store_n(&salt, (uint32_t)getpid() * 0x9e3779b1u | 1, __ATOMIC_RELAXED);
     __atomic_store_n(&weft__lg_epoch, weft__lg_epoch + 1, __ATOMIC_RELAXED);
   }
   uint32_t serial;
   do {
-    if (++n->gen == 0) __atomic_store_n(&weft__lg_epoch, weft__lg_epoch + 1, __ATOMIC_RELAXED);
-    serial = ((uint32_t)n->gen << ID_BITS | id) ^ salt;
+    uint32_t lives = n->lives + 1;
+    __atomic_store_n(&n->lives, lives, __ATOMIC_RELAXED);
+    if ((uint8_t)lives == 0) __atomic_store_n(&weft__lg_epoch, weft__lg_epoch + 1, __ATOMIC_RELAXED);
+    serial = ((uint32_t)(uint8_t)lives << ID_BITS | id) ^ salt;
   } while (serial == 0);
   return serial;
 }
@@ -370,15 +407,60 @@ uint32_t weft__lg_node(weft_lock *l) {
     return 0;
   }
   struct node *n = node_at(id);
-  n->lock = l;
+  /* Release: a reader that sees the new lock here also sees the serial
+   * the node's last life ended with (peek reads it again). */
+  __atomic_store_n(&n->lock, l, __ATOMIC_RELEASE);
   n->name = weft__layout_text(l->layout, l->name);
   n->site = weft__layout_text(l->layout, l->site);
-  n->serial = new_serial(n, id);
-  n->rank = (rank_t)(uintptr_t)l << 64 | ++nodes_made;
+  uint32_t serial = new_serial(n, id);
+  set_rank(n, (rank_t)(uintptr_t)l << 64 | ++nodes_made);
   n->fresh_at = looked;
-  n->xref = 0;
-  __atomic_store_n(&l->dd_node, n->serial, __ATOMIC_RELAXED);
+  __atomic_store_n(&n->xref, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&n->serial, serial, __ATOMIC_RELEASE); /* last: the node is whole */
+  __atomic_store_n(&l->dd_node, serial, __ATOMIC_RELAXED);
   return id;
+}
+
+/* A node's fields as the lock's dd_node names them, read without the
+ * mutex: the serial is read before and after the rest, so a node freed and
+ * made again for another lock in between is not taken for this one. */
+static bool peek(const weft_lock *l, uint32_t *id_out, uint32_t *lives, rank_t *rank,
+                 uint64_t *xref) {
+  uint32_t hint = __atomic_load_n(&l->dd_node, __ATOMIC_RELAXED);
+  uint32_t s = __atomic_load_n(&salt, __ATOMIC_RELAXED);
+  uint32_t id = (hint ^ s) & ((1u << ID_BITS) - 1);
+  if (hint == 0 || s == 0 || id == 0 || id > __atomic_load_n(&n_nodes, __ATOMIC_ACQUIRE))
+    return false;
+  struct node **table = __atomic_load_n(&nchunks, __ATOMIC_ACQUIRE);
+  struct node *chunk = table != NULL ? __atomic_load_n(&table[(id - 1) / CHUNK], __ATOMIC_ACQUIRE)
+                                     : NULL;
+  if (chunk == NULL) return false;
+  struct node *n = &chunk[(id - 1) % CHUNK];
+  if (__atomic_load_n(&n->serial, __ATOMIC_ACQUIRE) != hint) return false;
+  /* Acquire loads: none of them may be read after the serial's second look. */
+  const weft_lock *lock = __atomic_load_n(&n->lock, __ATOMIC_ACQUIRE);
+  *lives = __atomic_load_n(&n->lives, __ATOMIC_ACQUIRE);
+  *rank = (rank_t)__atomic_load_n(&n->rank_hi, __ATOMIC_ACQUIRE) << 64 |
+          __atomic_load_n(&n->rank_lo, __ATOMIC_ACQUIRE);
+  *xref = __atomic_load_n(&n->xref, __ATOMIC_ACQUIRE);
+  *id_out = id;
+  return lock == l && __atomic_load_n(&n->serial, __ATOMIC_RELAXED) == hint;
+}
+
+bool weft__lg_ordered(const weft_lock *from, const weft_lock *to, uint64_t xref,
+                      weft__lg_pair *p) {
+  rank_t rf, rt;
+  uint64_t xf, xt;
+  return __atomic_load_n(&n_back, __ATOMIC_RELAXED) == 0 &&
+         peek(from, &p->from, &p->from_lives, &rf, &xf) &&
+         peek(to, &p->to, &p->to_lives, &rt, &xt) && xf == xref && xt == xref && rf < rt;
+}
+
+bool weft__lg_has_back(void) { return n_back != 0; }
+
+uint32_t weft__lg_alive(uint32_t id, uint32_t lives) {
+  const struct node *n = node_at(id);
+  return n->serial != 0 && n->lives == lives ? id : 0;
 }
 
 void weft__lg_forget(weft_lock *l) {
@@ -398,7 +480,9 @@ uint32_t weft__lg_serial(uint32_t id) { return node_at(id)->serial; }
 
 int64_t weft__lg_fresh_at(uint32_t id) { return node_at(id)->fresh_at; }
 uint64_t weft__lg_xref(uint32_t id) { return node_at(id)->xref; }
-void weft__lg_set_xref(uint32_t id, uint64_t xref) { node_at(id)->xref = xref; }
+void weft__lg_set_xref(uint32_t id, uint64_t xref) {
+  __atomic_store_n(&node_at(id)->xref, xref, __ATOMIC_RELAXED);
+}
 
 /* ---- searches ---- */
 
@@ -455,7 +539,7 @@ static bool search_all(uint32_t from, uint32_t goal) {
  * if it reaches x (a cycle; the path is in parent links). The nodes met
  * are left in delta_f. */
 static bool forward(uint32_t y, uint32_t x, uint32_t *nf) {
-  rank_t ub = node_at(x)->rank;
+  rank_t ub = rank_of(node_at(x));
   uint32_t mark = new_mark(), top = 0, n = 0;
   node_at(y)->mark = mark;
   if (!push(&stack, &cap_stack, top++, y)) return false;
@@ -468,7 +552,7 @@ static bool forward(uint32_t y, uint32_t x, uint32_t *nf) {
       if (e & BACK) continue;
       uint32_t to = nd->out.s[i].key;
       struct node *t = node_at(to);
-      if (t->mark == mark || t->rank > ub) continue;
+      if (t->mark == mark || rank_of(t) > ub) continue;
       t->mark = mark;
       t->parent = id;
       t->parent_edge = e;
@@ -493,7 +577,7 @@ static bool backward(uint32_t x, rank_t lb, uint32_t *nb) {
     EACH(&nd->in, i) {
       if (nd->in.s[i].val & BACK) continue;
       struct node *f = node_at(nd->in.s[i].key);
-      if (f->mark == mark || f->rank < lb) continue;
+      if (f->mark == mark || rank_of(f) < lb) continue;
       f->mark = mark;
       if (!push(&stack, &cap_stack, top++, nd->in.s[i].key)) return false;
     }
@@ -503,7 +587,7 @@ static bool backward(uint32_t x, rank_t lb, uint32_t *nb) {
 }
 
 static int by_rank(const void *a, const void *b) {
-  rank_t x = node_at(*(const uint32_t *)a)->rank, y = node_at(*(const uint32_t *)b)->rank;
+  rank_t x = rank_of(node_at(*(const uint32_t *)a)), y = rank_of(node_at(*(const uint32_t *)b));
   return (x > y) - (x < y);
 }
 
@@ -522,7 +606,7 @@ static int reorder(uint32_t x, uint32_t y) {
     found_to = y;
     return 0;
   }
-  if (nf == 0 || !backward(x, node_at(y)->rank, &nb)) return -1;
+  if (nf == 0 || !backward(x, rank_of(node_at(y)), &nb)) return -1;
   uint32_t total = nf + nb;
   if (total > cap_ranks) {
     rank_t *r = realloc(ranks, total * sizeof *r);
@@ -532,21 +616,38 @@ static int reorder(uint32_t x, uint32_t y) {
   }
   qsort(delta_b, nb, sizeof *delta_b, by_rank);
   qsort(delta_f, nf, sizeof *delta_f, by_rank);
-  for (uint32_t i = 0; i < nb; i++) ranks[i] = node_at(delta_b[i])->rank;
-  for (uint32_t i = 0; i < nf; i++) ranks[nb + i] = node_at(delta_f[i])->rank;
+  for (uint32_t i = 0; i < nb; i++) ranks[i] = rank_of(node_at(delta_b[i]));
+  for (uint32_t i = 0; i < nf; i++) ranks[nb + i] = rank_of(node_at(delta_f[i]));
   qsort(ranks, total, sizeof *ranks, cmp_rank);
   /* Those that reach x take the lowest ranks, those y reaches the rest. */
-  for (uint32_t i = 0; i < nb; i++) node_at(delta_b[i])->rank = ranks[i];
-  for (uint32_t i = 0; i < nf; i++) node_at(delta_f[i])->rank = ranks[nb + i];
+  for (uint32_t i = 0; i < nb; i++) set_rank(node_at(delta_b[i]), ranks[i]);
+  for (uint32_t i = 0; i < nf; i++) set_rank(node_at(delta_f[i]), ranks[nb + i]);
   return 1;
 }
 
+void weft__lg_prefetch(uint32_t from, uint32_t to, bool maps) {
+  if (from == 0 || to == 0 || from > n_nodes || to > n_nodes) return;
+  const struct node *f = node_at(from), *t = node_at(to);
+  if (!maps) {
+    __builtin_prefetch(f);
+    __builtin_prefetch(t);
+  } else {
+    if (f->out.cap != 0) __builtin_prefetch(&f->out.s[idmap_home(to, f->out.cap)]);
+    if (t->in.cap != 0) __builtin_prefetch(&t->in.s[idmap_home(from, t->in.cap)]);
+  }
+}
+
 int weft__lg_add(uint32_t from, uint32_t to, const weft__lg_edge *details) {
+  return weft__lg_add_plain(from, to, details, false);
+}
+
+int weft__lg_add_plain(uint32_t from, uint32_t to, const weft__lg_edge *details, bool plain) {
   struct node *f = node_at(from), *t = node_at(to);
   if (idmap_get(&f->out, to) != 0) return 0;
-  uint32_t e = edge_free;
-  if (e != 0)
-    edge_free = edge_at(e)->from;
+  if (plain && (n_back != 0 || rank_of(f) > rank_of(t))) return 3;
+  uint32_t e = 0;
+  if (n_edge_free > 0)
+    e = edge_free[--n_edge_free];
   else if ((e = grow((void ***)&echunks, &n_edges, sizeof(weft__lg_edge))) == 0)
     return -1;
   weft__lg_edge *ed = edge_at(e);
@@ -565,25 +666,24 @@ int weft__lg_add(uint32_t from, uint32_t to, const weft__lg_edge *details) {
     found_from = from;
     found_to = to;
     cycle = true;
-  } else if (f->rank > t->rank && t->out.count == 0) {
-    t->rank = (rank_t)UINT64_MAX << 64 | ++nodes_made; /* nothing after it: move it last */
-  } else if (f->rank > t->rank && f->in.count == 0) {
-    f->rank = ++nodes_made; /* nothing before it: move it first */
-  } else if (f->rank > t->rank) {
+  } else if (rank_of(f) > rank_of(t) && t->out.count == 0) {
+    set_rank(t, (rank_t)UINT64_MAX << 64 | ++nodes_made); /* nothing after it: move it last */
+  } else if (rank_of(f) > rank_of(t) && f->in.count == 0) {
+    set_rank(f, ++nodes_made); /* nothing before it: move it first */
+  } else if (rank_of(f) > rank_of(t)) {
     int r = reorder(from, to);
     cycle = r == 0;
     back = r < 0; /* out of memory: unordered, but still searched */
   }
   if (cycle || back) {
     ed->back = true;
-    n_back++;
+    __atomic_store_n(&n_back, n_back + 1, __ATOMIC_RELAXED);
     idmap_mark_back(&f->out, to);
     idmap_mark_back(&t->in, from);
   }
   return cycle ? 2 : 1;
 oom:
-  ed->from = edge_free;
-  edge_free = e;
+  push_free_edge(e);
   return -1;
 }
 
@@ -607,7 +707,7 @@ void weft__lg_reset(void) {
     idmap_free(&n->in);
     memset(n, 0, sizeof *n); /* locks keep a stale dd_node: no node will match them */
   }
-  n_nodes = node_free = n_edges = edge_free = n_back = 0;
+  n_nodes = node_free = n_edges = n_edge_free = n_back = 0;
   if (amap != NULL) memset(amap, 0, acap * sizeof *amap);
   aused = alive = 0;
   n_actors = actor_free = 0;

@@ -6,8 +6,9 @@
  * agrees with it is added in constant time and only one against it is
  * searched, within the nodes between its two ends.
  *
- * Every function here except weft__lg_epoch's read is called with the
- * detector's mutex held (deadlock.c); the graph has no lock of its own. */
+ * Every function here except weft__lg_ordered and weft__lg_epoch's read is
+ * called with the detector's mutex held (deadlock.c); the graph has no
+ * lock of its own. */
 #ifndef WEFT_LOCKGRAPH_H
 #define WEFT_LOCKGRAPH_H
 
@@ -43,6 +44,27 @@ uint32_t weft__lg_find(weft_lock *lock);
  * seen: a node left at its address is dropped first. 0 if out of memory. */
 uint32_t weft__lg_node(weft_lock *lock);
 
+/* An order named by its nodes and their lives (weft__lg_alive), which a
+ * thread can log without the mutex and the graph take in later. */
+typedef struct weft__lg_pair {
+  uint32_t from, to, from_lives, to_lives;
+} weft__lg_pair;
+
+/* Without the mutex: whether both locks have nodes whose xref word is
+ * xref, the graph has no edge outside the order, and from ranks before to
+ * -- so that the edge from -> to, added to the graph as it is, would
+ * close no cycle and move no rank. *p names the order if so. The caller
+ * must learn of any rank moved meanwhile (deadlock.c: the order log). */
+bool weft__lg_ordered(const weft_lock *from, const weft_lock *to, uint64_t xref,
+                      weft__lg_pair *p);
+
+/* Whether the graph has an edge outside the order (then weft__lg_ordered
+ * refuses every order). */
+bool weft__lg_has_back(void);
+
+/* id if the node still has the life `lives`, else 0 (its lock is gone). */
+uint32_t weft__lg_alive(uint32_t id, uint32_t lives);
+
 /* Drops the lock's node and every edge to or from it. */
 void weft__lg_forget(weft_lock *lock);
 
@@ -52,6 +74,16 @@ void weft__lg_forget(weft_lock *lock);
  * weft__lg_cycle() lists the path to -> ... -> from. Negative if out of
  * memory. */
 int weft__lg_add(uint32_t from, uint32_t to, const weft__lg_edge *details);
+
+/* The same, but if plain and the edge is new and would move a rank or need
+ * a search (it goes against the order, or an edge outside the order
+ * exists), returns 3 having done nothing. */
+int weft__lg_add_plain(uint32_t from, uint32_t to, const weft__lg_edge *details, bool plain);
+
+/* Starts loading what adding from -> to will read: the two nodes, or
+ * (maps, once the nodes are in) the slots of their maps. For a batch of
+ * adds, issued a few adds ahead. */
+void weft__lg_prefetch(uint32_t from, uint32_t to, bool maps);
 
 /* After weft__lg_add returned 2: fills edges[] with the path from `to` back
  * to `from` in order and returns its length (at most max). */

@@ -55,9 +55,10 @@
  * in the whole tree; past that, once per process. */
 #define REPORTED 256
 
-/* The node word (lockgraph.h: weft__lg_xref) of a lock not in shared
- * memory; otherwise generation << 32 | slot + 1, or 0: not looked at. */
-#define PRIVATE 1u
+/* The node word (lockgraph.h: weft__lg_xref): WEFT__XO_PRIVATE for a lock
+ * not in shared memory; otherwise generation << 32 | slot + 1, or 0: not
+ * looked at. */
+#define PRIVATE WEFT__XO_PRIVATE
 
 struct key {
   uint64_t dev, ino, off;
@@ -359,6 +360,11 @@ static bool shared_key(weft_lock *l, uint32_t id, struct key *k) {
   if (weft__region_identify(l, &k->dev, &k->ino, &k->off)) return true;
   weft__lg_set_xref(id, PRIVATE);
   return false;
+}
+
+bool weft__xo_private_locked(weft_lock *l, uint32_t id) {
+  struct key k;
+  return !shared_key(l, id, &k);
 }
 
 static void say_full(struct table *t) {

@@ -37,6 +37,14 @@ void weft__xo_add_locked(struct weft__dd_thread *t, int i, const uint32_t *ids, 
                          uint32_t to, const char *site, bool own_cycle,
                          struct weft__dd_report *r);
 
+/* The graph's xref word (weft__lg_xref) of a lock in private memory: its
+ * orders never reach the table. */
+#define WEFT__XO_PRIVATE 1u
+
+/* Whether lock l of graph node id lives in private memory (looked up once
+ * per node, then remembered in its xref word). Mutex held. */
+bool weft__xo_private_locked(weft_lock *l, uint32_t id);
+
 /* What names the lock of graph node id in the table (for the set of
  * reports: weft__dd_xorder_hash), 0 if it is not there. Mutex held. */
 uint64_t weft__xo_id_locked(uint32_t id);

@@ -895,6 +895,176 @@ START_TEST(mode_api_and_bad_mode) {
 }
 END_TEST
 
+/* ---- orders a thread logs without the detector's mutex ----
+ * A thread that has used many orders logs a new one that agrees with the
+ * graph's order instead of adding it at once; these make such a thread
+ * (hub -> each lock: more orders than it adds before logging, and every
+ * lock gets its node) and check that what it logs counts at once. */
+
+enum { LOG_LOCKS = 601 }; /* the hub, then pairs of neighbours */
+static weft_lock *log_lk;
+static weft_event logged, may_exit;
+
+static void log_locks_new(void) {
+  log_lk = calloc(LOG_LOCKS, sizeof *log_lk);
+  ck_assert_ptr_nonnull(log_lk);
+  for (int i = 0; i < LOG_LOCKS; i++) weft_lock_init(&log_lk[i]); /* ascending addresses */
+  weft_event_init(&logged);
+  weft_event_init(&may_exit);
+}
+
+static void log_locks_free(void) {
+  for (int i = 0; i < LOG_LOCKS; i++) weft_lock_destroy(&log_lk[i]);
+  free(log_lk);
+}
+
+static void warm_up(void) {
+  for (int i = 1; i < LOG_LOCKS; i++) lock2(&log_lk[0], &log_lk[i]);
+}
+
+/* Warms up, takes 5 -> 7 (logged), then stays alive until told. */
+static void *logger(void *arg) {
+  bool stay = arg != NULL;
+  warm_up();
+  lock2(&log_lk[5], &log_lk[7]);
+  weft_event_set(&logged);
+  if (stay) weft_event_wait(&may_exit, 30);
+  return NULL;
+}
+
+static void logged_order_then_inversion(bool logger_stays) {
+  setup(WEFT_DEADLOCK_WARN);
+  log_locks_new();
+  weft_thread t = weft_thread_new(logger, .arg = logger_stays ? &logged : NULL);
+  ck_assert_int_eq(weft_thread_start(t), 0);
+  ck_assert_int_eq(weft_event_wait(&logged, 30), 0);
+  if (!logger_stays) ck_assert_int_eq(weft_thread_join(t, 30, NULL), 0);
+  ck_assert_int_eq(count_reports(), 0);
+  lock2(&log_lk[7], &log_lk[5]);
+  ck_assert_int_eq(count_reports(), 1); /* by this acquire, not later */
+  ck_assert_ptr_nonnull(strstr(captured, "lock-order inversion between 2 locks"));
+  ck_assert_ptr_nonnull(strstr(captured, "(logger) (tid"));
+  ck_assert_ptr_nonnull(strstr(captured, "MainThread"));
+  weft_event_set(&may_exit);
+  if (logger_stays) ck_assert_int_eq(weft_thread_join(t, 30, NULL), 0);
+  weft_thread_close(t);
+  lock2(&log_lk[7], &log_lk[5]);
+  ck_assert_int_eq(count_reports(), 1);
+  log_locks_free();
+}
+
+START_TEST(an_order_another_thread_logged_counts_at_once) { logged_order_then_inversion(true); }
+END_TEST
+
+START_TEST(orders_a_thread_logged_outlive_it) { logged_order_then_inversion(false); }
+END_TEST
+
+/* Locks freed without weft_lock_destroy while their order sits in a log:
+ * taking the log in reads nothing of them (ASan would see it), and locks
+ * made later in the same memory start with no orders. */
+static weft_lock *heap_pair;
+
+static void *logger_of_freed(void *arg) {
+  (void)arg;
+  warm_up();
+  for (int round = 0; round < 50; round++) {
+    heap_pair = malloc(2 * sizeof *heap_pair);
+    weft_lock_init(&heap_pair[0]);
+    weft_lock_init(&heap_pair[1]);
+    lock2(&log_lk[0], &heap_pair[0]); /* nodes for both */
+    lock2(&log_lk[0], &heap_pair[1]);
+    lock2(&heap_pair[0], &heap_pair[1]); /* logged */
+    free(heap_pair);                     /* never destroyed */
+  }
+  return NULL;
+}
+
+START_TEST(a_logged_order_of_freed_locks_is_never_read) {
+  setup(WEFT_DEADLOCK_WARN);
+  log_locks_new();
+  weft_thread t = weft_thread_new(logger_of_freed);
+  ck_assert_int_eq(weft_thread_start(t), 0);
+  ck_assert_int_eq(weft_thread_join(t, 30, NULL), 0); /* its log is taken in as it ends */
+  weft_thread_close(t);
+  for (int round = 0; round < 50; round++) {
+    weft_lock *p = malloc(2 * sizeof *p); /* likely the same memory */
+    weft_lock_init(&p[0]);
+    weft_lock_init(&p[1]);
+    lock2(&p[1], &p[0]);
+    weft_lock_destroy(&p[0]);
+    weft_lock_destroy(&p[1]);
+    free(p);
+  }
+  ck_assert_int_eq(count_reports(), 0);
+  log_locks_free();
+}
+END_TEST
+
+/* Two threads take each pair in opposite orders at the same moment, one
+ * logging its order and the other searching: whichever closes the cycle
+ * reports it before its acquire returns. Error mode breaks the live hangs. */
+enum { RACE_PAIRS = (LOG_LOCKS - 1) / 2 };
+static weft_barrier race_start = WEFT_BARRIER_INIT(2), race_end = WEFT_BARRIER_INIT(2);
+static int inversions, missed;
+
+static void count_inversions(const char *report, void *arg) {
+  (void)arg;
+  if (strstr(report, "lock-order inversion") != NULL)
+    __atomic_add_fetch(&inversions, 1, __ATOMIC_SEQ_CST);
+}
+
+static void race_pair(weft_lock *first, weft_lock *second) {
+  ck_assert_int_eq(weft_lock_acquire(first, WEFT_FOREVER), 0);
+  int r = weft_lock_acquire(second, WEFT_FOREVER);
+  ck_assert(r == 0 || r == WEFT_EDEADLK);
+  if (r == 0) weft_lock_release(second);
+  weft_lock_release(first);
+}
+
+static void *racer(void *arg) {
+  bool forward = arg != NULL;
+  if (forward) warm_up();
+  for (int i = 0; i < RACE_PAIRS; i++) {
+    weft_lock *a = &log_lk[1 + 2 * i], *b = &log_lk[2 + 2 * i];
+    if (weft_barrier_wait(&race_start, 30) < 0) return NULL;
+    if (forward)
+      race_pair(a, b);
+    else
+      race_pair(b, a);
+    if (weft_barrier_wait(&race_end, 30) < 0) return NULL;
+    if (!forward) continue;
+    /* Both acquires have returned: the cycle must be reported by now. */
+    if (__atomic_load_n(&inversions, __ATOMIC_SEQ_CST) != i + 1)
+      __atomic_add_fetch(&missed, 1, __ATOMIC_SEQ_CST);
+    /* The pair's end takes its cycle's edge out of the graph, so that the
+     * next pair's order is logged again (none is while a cycle's edge is
+     * in the graph). */
+    weft_lock_destroy(a);
+    weft_lock_destroy(b);
+    weft_lock_init(a);
+    weft_lock_init(b);
+  }
+  return NULL;
+}
+
+START_TEST(logging_and_searching_at_once_miss_no_cycle) {
+  setup(WEFT_DEADLOCK_ERROR);
+  weft_deadlock_set_hook(count_inversions, NULL);
+  inversions = missed = 0;
+  log_locks_new();
+  weft_thread t1 = weft_thread_new(racer, .arg = &inversions), t2 = weft_thread_new(racer);
+  ck_assert_int_eq(weft_thread_start(t1), 0);
+  ck_assert_int_eq(weft_thread_start(t2), 0);
+  ck_assert_int_eq(weft_thread_join(t1, 60, NULL), 0);
+  ck_assert_int_eq(weft_thread_join(t2, 60, NULL), 0);
+  weft_thread_close(t1);
+  weft_thread_close(t2);
+  ck_assert_int_eq(__atomic_load_n(&missed, __ATOMIC_SEQ_CST), 0);
+  ck_assert_int_eq(__atomic_load_n(&inversions, __ATOMIC_SEQ_CST), RACE_PAIRS);
+  log_locks_free();
+}
+END_TEST
+
 Suite *weft_test_suite(void) {
   Suite *s = suite_create("deadlock");
   TCase *tc = weft_tcase("inversions", 60);
@@ -934,6 +1104,12 @@ Suite *weft_test_suite(void) {
   tcase_add_test(tc, semaphore_event_barrier_waits_are_not_reported);
   tcase_add_test(tc, mode_api_and_bad_mode);
   tcase_add_test(tc, zeroed_and_initialised_lock_memory_has_no_old_edges);
+  suite_add_tcase(s, tc);
+  tc = weft_tcase("order_log", 120);
+  tcase_add_test(tc, an_order_another_thread_logged_counts_at_once);
+  tcase_add_test(tc, orders_a_thread_logged_outlive_it);
+  tcase_add_test(tc, a_logged_order_of_freed_locks_is_never_read);
+  tcase_add_test(tc, logging_and_searching_at_once_miss_no_cycle);
   suite_add_tcase(s, tc);
   tc = weft_tcase("scale", 120);
   tcase_add_test(tc, many_locks_in_one_order_stay_fast);
