@@ -243,12 +243,13 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
       asked_other |= other;
       asked_within |= !other;
       *xchecked = true;
-      if (weft__xw_before_sleep(l, deadline == WEFT__NEVER, track && deadline == WEFT__NEVER,
-                                site) == WEFT_EDEADLK) {
+      int x = weft__xw_before_sleep(l, deadline == WEFT__NEVER, track && deadline == WEFT__NEVER,
+                                    site);
+      if (x == WEFT_EDEADLK) {
         leave(l);
         return WEFT_EDEADLK;
       }
-      continue;
+      if (x > 0) continue; /* the holder may have let go meanwhile */
     }
     slept_on = __atomic_load_n(&l->last, __ATOMIC_RELAXED);
     if (*xchecked) weft__xw_resleep(l);

@@ -132,6 +132,27 @@ static bool same_process_alive(pid_t pid, uint64_t start) {
   return !weft__os_process_gone(pid) && weft__os_process_start_time(pid, &now) == 0 && now == start;
 }
 
+/* How many threads of this process have a slot now, as pid << 32 | count
+ * (a forked child, whose pid differs, starts from none). Raised before the
+ * claim and lowered after the release, sequentially consistent, so that a
+ * thread that reads 0 here would not have seen a slot of this process in
+ * the table either: may_join then scans none. */
+static uint64_t own_slots;
+
+static void own_slots_add(int d) {
+  uint64_t v = __atomic_load_n(&own_slots, __ATOMIC_RELAXED), n;
+  do {
+    uint32_t c = (pid_t)(v >> 32) == weft__pid ? (uint32_t)v : 0;
+    n = (uint64_t)(uint32_t)weft__pid << 32 | (uint32_t)((int)c + d);
+  } while (!__atomic_compare_exchange_n(&own_slots, &v, n, false, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_RELAXED));
+}
+
+static bool own_slots_any(void) {
+  uint64_t v = __atomic_load_n(&own_slots, __ATOMIC_SEQ_CST);
+  return (pid_t)(v >> 32) == weft__pid && (uint32_t)v != 0;
+}
+
 static int claim(struct table *t, uint64_t key) {
   uint32_t home = (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 40) & (WEFT__XW_SLOTS - 1);
   for (uint32_t i = 0; i < WEFT__XW_SLOTS; i++) {
@@ -204,7 +225,8 @@ static bool may_join(struct table *t, const weft_lock *l) {
   for (int i = 0; me != NULL && i < me->depth; i++)
     if (weft__region_holds(me->held[i].lock)) return true;
   uint64_t key = holder_key(l);
-  for (uint32_t at = 0; key != 0 && at < WEFT__XW_SLOTS; at++)
+  if (key == 0 || !own_slots_any()) return false; /* the usual: no scan */
+  for (uint32_t at = 0; at < WEFT__XW_SLOTS; at++)
     if (__atomic_load_n(&t->keys[at], __ATOMIC_SEQ_CST) == key) return true;
   return false;
 }
@@ -220,12 +242,19 @@ int weft__xw_before_sleep(weft_lock *l, bool forever, bool may_refuse, const cha
   /* Only a lock in shared memory has the same address in another process,
    * and only such addresses are read below when another process wrote
    * them: any other could be unmapped here, or be something else. */
-  bool shared = weft__region_holds(l);
-  if (weft__lock_holder_pid(l) != weft__pid ? !shared : !may_join(t, l)) return 0;
+  bool other = weft__lock_holder_pid(l) != weft__pid;
+  /* may_join first: the usual wait within the process then looks up no
+   * region (a global mutex, which the waiters would contend for). */
+  if (other ? !weft__region_holds(l) : !may_join(t, l)) return 0;
+  bool shared = other || weft__region_holds(l);
   struct weft__dd_thread *me = weft__dd_me();
   pid_t tid = weft__tid();
+  own_slots_add(1);
   int at = claim(t, key_of(weft__pid, tid));
-  if (at < 0) return 0; /* full: this wait goes unseen by the others */
+  if (at < 0) { /* full: this wait goes unseen by the others */
+    own_slots_add(-1);
+    return 0;
+  }
   my_slot = at;
   struct slot *sl = &t->slots[at];
   const char *proc = process_name();
@@ -250,7 +279,7 @@ int weft__xw_before_sleep(weft_lock *l, bool forever, bool may_refuse, const cha
   /* On the heap: 32 KiB would strain a small thread stack, and this path
    * is about to sleep anyway. Without memory the wait goes unchecked. */
   struct weft__dd_xstep *steps = malloc(sizeof *steps * MAX_STEPS);
-  if (steps == NULL) return 0;
+  if (steps == NULL) return 1;
   int n = 0;
   /* The lock at hand and its holder: read from the lock where this process
    * can read it, else as that lock's waiter recorded it. */
@@ -315,7 +344,7 @@ int weft__xw_before_sleep(weft_lock *l, bool forever, bool may_refuse, const cha
     if (steps[i].seq > my_seq) act = false; /* a later member acts */
   if (!act) {
     free(steps);
-    return 0;
+    return 1;
   }
   struct weft__dd_report r = {0};
   weft__dd_lock();
@@ -323,7 +352,7 @@ int weft__xw_before_sleep(weft_lock *l, bool forever, bool may_refuse, const cha
   weft__dd_unlock();
   free(steps);
   weft__dd_deliver(&r);
-  return may_refuse && weft__dd_error_mode() ? WEFT_EDEADLK : 0;
+  return may_refuse && weft__dd_error_mode() ? WEFT_EDEADLK : 1;
 }
 
 void weft__xw_resleep(const weft_lock *l) {
@@ -343,4 +372,5 @@ void weft__xw_after(void) {
   my_slot = -1;
   __atomic_store_n(&t->slots[at].seq, 0, __ATOMIC_SEQ_CST);
   __atomic_store_n(&t->keys[at], 0, __ATOMIC_RELEASE);
+  own_slots_add(-1);
 }
