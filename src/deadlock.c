@@ -464,30 +464,43 @@ static int follow_chain_locked(struct weft__dd_thread *t, weft_lock *l, weft_loc
     owners[n] = o;
     n++;
     if (o == t) return n;
-    l = __atomic_load_n(&o->waiting_for, __ATOMIC_RELAXED);
+    l = __atomic_load_n(&o->waiting_for, __ATOMIC_ACQUIRE);
     if (l == NULL) return 0;
   }
   return 0;
 }
 
+/* Threads of this process that have published a wait (waiting_for). */
+static uint32_t n_waiting;
+
 static int live_check(weft_lock *l, const char *site) {
   struct weft__dd_thread *t = me();
+  /* The wait is published before the count is raised, and the chain is
+   * followed after: of two threads about to close a cycle, the one that
+   * raises the count second sees the other's wait. A thread that finds no
+   * other waiting, and does not hold l itself, can be in no cycle now --
+   * the usual case, which takes no mutex. Threads that do look follow the
+   * chain one at a time, under the mutex, and one that refuses its acquire
+   * withdraws its wait before letting go of it: so of a cycle's members
+   * exactly one refuses. */
+  __atomic_store_n(&t->waiting_site, site, __ATOMIC_RELAXED);
+  __atomic_store_n(&t->waiting_for, l, __ATOMIC_RELEASE);
+  if (__atomic_fetch_add(&n_waiting, 1, __ATOMIC_SEQ_CST) == 0 &&
+      !(weft__lock_holder_pid(l) == weft__pid && WEFT__OWNER_TID(weft__lock_owner(l)) == t->tid))
+    return 0;
   weft_lock *locks[256];
   struct weft__dd_thread *owners[256];
   struct weft__dd_report r = {0};
   pthread_mutex_lock(&dd_mutex);
   prune_locked(t);
   int n = follow_chain_locked(t, l, locks, owners, 256);
-  if (n > 0)
-    weft__dd_report_live_locked(&r, t, l, site, locks, owners, n);
-  else {
-    __atomic_store_n(&t->waiting_for, l, __ATOMIC_RELAXED);
-    t->waiting_site = site;
-  }
+  bool refuse = n > 0 && __atomic_load_n(&mode, __ATOMIC_RELAXED) == WEFT_DEADLOCK_ERROR;
+  if (n > 0) weft__dd_report_live_locked(&r, t, l, site, locks, owners, n);
+  if (refuse) weft__dd_after_block();
   pthread_mutex_unlock(&dd_mutex);
   if (n == 0) return 0;
   weft__dd_deliver(&r); /* nothing to deliver if this chain was reported before */
-  return __atomic_load_n(&mode, __ATOMIC_RELAXED) == WEFT_DEADLOCK_ERROR ? WEFT_EDEADLK : 0;
+  return refuse ? WEFT_EDEADLK : 0;
 }
 
 /* ---- hooks ---- */
@@ -547,19 +560,21 @@ int weft__dd_before_block(weft_lock *l) {
 }
 
 void weft__dd_after_block(void) {
-  if (self_p == NULL) return;
+  if (self_p == NULL || __atomic_load_n(&self_p->waiting_for, __ATOMIC_RELAXED) == NULL) return;
   __atomic_store_n(&self_p->waiting_for, NULL, __ATOMIC_RELAXED);
+  __atomic_fetch_sub(&n_waiting, 1, __ATOMIC_SEQ_CST);
 }
 
 bool weft__dd_thread_awaits(pid_t tid, weft_lock **l, char *name, size_t name_size,
                             char *site, size_t site_size) {
   pthread_mutex_lock(&dd_mutex);
   struct weft__dd_thread *o = thread_of_locked(tid);
-  weft_lock *w = o != NULL ? __atomic_load_n(&o->waiting_for, __ATOMIC_RELAXED) : NULL;
+  weft_lock *w = o != NULL ? __atomic_load_n(&o->waiting_for, __ATOMIC_ACQUIRE) : NULL;
   if (w != NULL) {
     *l = w;
     snprintf(name, name_size, "%s", o->name);
-    snprintf(site, site_size, "%s", o->waiting_site != NULL ? o->waiting_site : "");
+    const char *at = __atomic_load_n(&o->waiting_site, __ATOMIC_RELAXED);
+    snprintf(site, site_size, "%s", at != NULL ? at : "");
   }
   pthread_mutex_unlock(&dd_mutex);
   return w != NULL;
@@ -631,6 +646,7 @@ WEFT__HOT void weft__dd_after_fork_child(void) {
   weft__lg_reset();
   weft__dd_reports_reset_locked();
   threads = self_p;
+  n_waiting = 0; /* the other threads, waiting or not, are not the child's */
   if (self_p != NULL) {
     self_p->next = NULL;
     self_p->tid = weft__tid();

@@ -41,7 +41,7 @@ struct weft__dd_thread {
   uint32_t actor; /* its identity in the graph's edges, made at its first order */
   char name[WEFT_NAME_MAX + 1];
   weft_lock *waiting_for; /* a lock it sleeps on with no timeout */
-  const char *waiting_site; /* where it called the acquire; under the mutex */
+  const char *waiting_site; /* where it called the acquire, set before waiting_for */
   /* Locks this thread took that other threads released: its entries for
    * them are dropped unread, as the lock may be destroyed and freed by now. */
   weft_lock **foreign;

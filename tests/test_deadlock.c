@@ -136,6 +136,58 @@ START_TEST(live_abba_in_error_mode_both_threads_survive) {
 }
 END_TEST
 
+/* Rings of 2 and 3 threads, each holding its lock and then wanting the
+ * next one's, many rounds: in every round exactly one thread refuses (the
+ * others wait for it to back off), whichever of them looked first. */
+enum { RING_MAX = 3, RING_ROUNDS = 150 };
+static weft_lock ring_lk[RING_MAX];
+static weft_barrier ring_hold, ring_done;
+static int ring_size, ring_refused[RING_ROUNDS];
+
+static void *ring_member(void *arg) {
+  int me = (int)(intptr_t)arg;
+  for (int round = 0; round < RING_ROUNDS; round++) {
+    weft_lock *mine = &ring_lk[me], *next = &ring_lk[(me + 1) % ring_size];
+    if (weft_lock_acquire(mine, 10) != 0) return NULL;
+    if (weft_barrier_wait(&ring_hold, 10) < 0) return NULL;
+    int r = weft_lock_acquire(next, WEFT_FOREVER);
+    if (r == WEFT_EDEADLK)
+      __atomic_add_fetch(&ring_refused[round], 1, __ATOMIC_SEQ_CST);
+    else if (r == 0)
+      weft_lock_release(next);
+    weft_lock_release(mine);
+    if (weft_barrier_wait(&ring_done, 10) < 0) return NULL;
+  }
+  return NULL;
+}
+
+static void ring_rounds(int size) {
+  setup(WEFT_DEADLOCK_ERROR);
+  ring_size = size;
+  memset(ring_refused, 0, sizeof ring_refused);
+  weft_barrier_init(&ring_hold, size);
+  weft_barrier_init(&ring_done, size);
+  weft_thread t[RING_MAX];
+  for (int i = 0; i < size; i++) {
+    weft_lock_init(&ring_lk[i]);
+    t[i] = weft_thread_new(ring_member, .arg = (void *)(intptr_t)i);
+    ck_assert_int_eq(weft_thread_start(t[i]), 0);
+  }
+  for (int i = 0; i < size; i++) {
+    ck_assert_int_eq(weft_thread_join(t[i], 60, NULL), 0);
+    weft_thread_close(t[i]);
+  }
+  for (int round = 0; round < RING_ROUNDS; round++)
+    ck_assert_msg(ring_refused[round] == 1, "round %d: %d refused", round, ring_refused[round]);
+  for (int i = 0; i < size; i++) weft_lock_destroy(&ring_lk[i]);
+}
+
+START_TEST(live_rings_each_round_exactly_one_refuses) {
+  ring_rounds(2);
+  ring_rounds(3);
+}
+END_TEST
+
 START_TEST(aa_on_a_lock_is_a_deadlock) {
   setup(WEFT_DEADLOCK_ERROR);
   static weft_lock a = WEFT_LOCK_INIT_NAMED("solo");
@@ -1088,6 +1140,7 @@ Suite *weft_test_suite(void) {
   tc = weft_tcase("live", 60);
   tcase_add_test(tc, live_abba_in_error_mode_both_threads_survive);
   tcase_add_test(tc, aa_on_a_lock_is_a_deadlock);
+  tcase_add_test(tc, live_rings_each_round_exactly_one_refuses);
   tcase_add_test(tc, environment_error_mode_returns_edeadlk);
   tcase_add_test(tc, environment_abort_mode_aborts_after_the_report);
   suite_add_tcase(s, tc);
