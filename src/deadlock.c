@@ -470,8 +470,12 @@ static int follow_chain_locked(struct weft__dd_thread *t, weft_lock *l, weft_loc
   return 0;
 }
 
-/* Threads of this process that have published a wait (waiting_for). */
-static uint32_t n_waiting;
+/* Threads of this process that have published a wait (waiting_for). On a
+ * line of its own: every wait writes it twice. */
+static struct {
+  uint32_t n;
+} __attribute__((aligned(64))) waiting;
+#define n_waiting (waiting.n)
 
 static int live_check(weft_lock *l, const char *site) {
   struct weft__dd_thread *t = me();
@@ -484,8 +488,13 @@ static int live_check(weft_lock *l, const char *site) {
    * withdraws its wait before letting go of it: so of a cycle's members
    * exactly one refuses. */
   __atomic_store_n(&t->waiting_site, site, __ATOMIC_RELAXED);
-  __atomic_store_n(&t->waiting_for, l, __ATOMIC_RELEASE);
+  /* Sequentially consistent: the wait table's readers (weft__dd_thread_awaits)
+   * pair with it without this mutex. */
+  __atomic_store_n(&t->waiting_for, l, __ATOMIC_SEQ_CST);
+  /* A thread with entries released elsewhere goes the slow way, which
+   * prunes them: a report across processes lists the locks it holds. */
   if (__atomic_fetch_add(&n_waiting, 1, __ATOMIC_SEQ_CST) == 0 &&
+      !__atomic_load_n(&t->has_foreign, __ATOMIC_RELAXED) &&
       !(weft__lock_holder_pid(l) == weft__pid && WEFT__OWNER_TID(weft__lock_owner(l)) == t->tid))
     return 0;
   weft_lock *locks[256];
@@ -569,7 +578,7 @@ bool weft__dd_thread_awaits(pid_t tid, weft_lock **l, char *name, size_t name_si
                             char *site, size_t site_size) {
   pthread_mutex_lock(&dd_mutex);
   struct weft__dd_thread *o = thread_of_locked(tid);
-  weft_lock *w = o != NULL ? __atomic_load_n(&o->waiting_for, __ATOMIC_ACQUIRE) : NULL;
+  weft_lock *w = o != NULL ? __atomic_load_n(&o->waiting_for, __ATOMIC_SEQ_CST) : NULL;
   if (w != NULL) {
     *l = w;
     snprintf(name, name_size, "%s", o->name);

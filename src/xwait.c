@@ -243,8 +243,8 @@ int weft__xw_before_sleep(weft_lock *l, bool forever, bool may_refuse, const cha
    * and only such addresses are read below when another process wrote
    * them: any other could be unmapped here, or be something else. */
   bool other = weft__lock_holder_pid(l) != weft__pid;
-  /* may_join first: the usual wait within the process then looks up no
-   * region (a global mutex, which the waiters would contend for). */
+  /* may_join first: a wait within the process by a thread holding no lock
+   * then looks up no region (a global mutex the waiters would contend for). */
   if (other ? !weft__region_holds(l) : !may_join(t, l)) return 0;
   bool shared = other || weft__region_holds(l);
   struct weft__dd_thread *me = weft__dd_me();

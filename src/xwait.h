@@ -32,8 +32,8 @@ void *weft__xw_get_table(void);
  * chain comes back to the caller through another process and the caller's
  * wait is the last of the cycle's to start, reports it once; returns
  * WEFT_EDEADLK if may_refuse (a blocking acquire, which may fail) and the
- * mode is error; else 1 if the wait was registered (time has passed: the
- * caller looks at the lock again), 0 if not. forever: the wait has no
+ * mode is error; else 1 if it registered the wait now (time has passed:
+ * the caller looks at the lock again), 0 if not. forever: the wait has no
  * timeout. The wait stays
  * registered until weft__xw_after. site: the acquire's. */
 int weft__xw_before_sleep(weft_lock *l, bool forever, bool may_refuse, const char *site);
