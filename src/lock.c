@@ -259,7 +259,11 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
       continue;
     }
     if (holder != weft__pid && weft__os_process_gone(holder)) {
-      if (cas(&l->word, v, (v & ~(PID_MASK | WOKEN | TIMED)) | me)) {
+      uint32_t taken = (v & ~(PID_MASK | WOKEN | TIMED)) | me;
+      /* As a taker of a free lock does: the starving flag goes with this
+       * waiter's wait, unless others still wait. */
+      if ((taken & STARVING) && (!starving || waiters(l) == 1)) taken &= ~STARVING;
+      if (cas(&l->word, v, taken)) {
         weft__waiters_leave(WEFT__WAITER_SET_OF(l));
         return WEFT_EOWNERDEAD;
       }
