@@ -153,6 +153,14 @@ static void leave(weft_lock *l) {
   wake_one(l);
 }
 
+/* The word a waiter takes the lock with (next: the lock's word with the
+ * waiter as holder): the starving flag goes with the wait of the waiter
+ * that takes it, unless others still wait and it was not starving itself. */
+static uint32_t taken_word(weft_lock *l, uint32_t next, bool starving) {
+  if ((next & STARVING) && (!starving || waiters(l) == 1)) next &= ~STARVING;
+  return next;
+}
+
 /* The contended path. Returns 0, WEFT_EOWNERDEAD, WEFT_ETIMEDOUT or (with
  * track, in the detector's error mode) WEFT_EDEADLK; records no error
  * message (callers word it for their own type). *checked tells whether the
@@ -201,9 +209,7 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
       continue;
     }
     if ((v & PID_MASK) == 0) {
-      uint32_t next = (v & ~WOKEN) | me;
-      if ((v & STARVING) && (!starving || waiters(l) == 1)) next &= ~STARVING;
-      if (cas(&l->word, v, next)) {
+      if (cas(&l->word, v, taken_word(l, (v & ~WOKEN) | me, starving))) {
         weft__waiters_leave(WEFT__WAITER_SET_OF(l));
         return 0;
       }
@@ -259,11 +265,7 @@ static int wait_loop(weft_lock *l, weft__deadline deadline, int spins, bool trac
       continue;
     }
     if (holder != weft__pid && weft__os_process_gone(holder)) {
-      uint32_t taken = (v & ~(PID_MASK | WOKEN | TIMED)) | me;
-      /* As a taker of a free lock does: the starving flag goes with this
-       * waiter's wait, unless others still wait. */
-      if ((taken & STARVING) && (!starving || waiters(l) == 1)) taken &= ~STARVING;
-      if (cas(&l->word, v, taken)) {
+      if (cas(&l->word, v, taken_word(l, (v & ~(PID_MASK | WOKEN | TIMED)) | me, starving))) {
         weft__waiters_leave(WEFT__WAITER_SET_OF(l));
         return WEFT_EOWNERDEAD;
       }
