@@ -266,6 +266,16 @@ struct weft__dd_logged {
 
 static void prepare_locked(struct weft__dd_report *r);
 
+/* weft__lg_add, having taken in every ring first if the edge may move a
+ * rank or need a search. dd_mutex held. */
+static int add_edge_locked(uint32_t from, uint32_t to, const weft__lg_edge *e,
+                           struct weft__dd_report *r) {
+  int added = weft__lg_add_plain(from, to, e, !prepared);
+  if (added != 3) return added;
+  prepare_locked(r);
+  return weft__lg_add(from, to, e);
+}
+
 /* Adds an order the thread o logged; reports the cycle it closes if the
  * ranks moved since it was logged. dd_mutex held. */
 static void take_locked(struct weft__dd_thread *o, const struct weft__dd_logged *e,
@@ -274,12 +284,7 @@ static void take_locked(struct weft__dd_thread *o, const struct weft__dd_logged 
   uint32_t to = weft__lg_alive(e->pair.to, e->pair.to_lives);
   if (from == 0 || to == 0) return; /* a lock of it is gone, and its orders with it */
   weft__lg_edge ed = {.from_site = e->from_site, .to_site = e->to_site, .actor = o->actor};
-  int added = weft__lg_add_plain(from, to, &ed, !prepared);
-  if (added == 3) {
-    prepare_locked(r);
-    added = weft__lg_add(from, to, &ed);
-  }
-  if (added != 2) return;
+  if (add_edge_locked(from, to, &ed, r) != 2) return;
   const weft__lg_edge *path[WEFT_DEADLOCK_REPORT_MAX_CHAIN * 64];
   int n = weft__lg_cycle(path, (int)(sizeof path / sizeof path[0]));
   ed.from = from;
@@ -393,11 +398,7 @@ static void add_orders_locked(struct weft__dd_thread *t, weft_lock *l, const cha
     weft__lg_edge e = {.from_site = t->held[i].site, .to_site = site, .actor = t->actor};
     for (int j = 0; j < t->depth && e.ngates < WEFT__LG_MAX_GATES; j++)
       if (j != i && ids[j] != 0) e.gates[e.ngates++] = weft__lg_serial(ids[j]);
-    int added = weft__lg_add_plain(ids[i], to, &e, !prepared);
-    if (added == 3) {
-      prepare_locked(r);
-      added = weft__lg_add(ids[i], to, &e);
-    }
+    int added = add_edge_locked(ids[i], to, &e, r);
     const weft__lg_edge *path[WEFT_DEADLOCK_REPORT_MAX_CHAIN * 64];
     int n = added == 2 ? weft__lg_cycle(path, (int)(sizeof path / sizeof path[0])) : 0;
     /* The graph reports the cycles of this process's own orders; the table
@@ -475,7 +476,6 @@ static int follow_chain_locked(struct weft__dd_thread *t, weft_lock *l, weft_loc
 static struct {
   uint32_t n;
 } __attribute__((aligned(64))) waiting;
-#define n_waiting (waiting.n)
 
 static int live_check(weft_lock *l, const char *site) {
   struct weft__dd_thread *t = me();
@@ -493,9 +493,9 @@ static int live_check(weft_lock *l, const char *site) {
   __atomic_store_n(&t->waiting_for, l, __ATOMIC_SEQ_CST);
   /* A thread with entries released elsewhere goes the slow way, which
    * prunes them: a report across processes lists the locks it holds. */
-  if (__atomic_fetch_add(&n_waiting, 1, __ATOMIC_SEQ_CST) == 0 &&
+  if (__atomic_fetch_add(&waiting.n, 1, __ATOMIC_SEQ_CST) == 0 &&
       !__atomic_load_n(&t->has_foreign, __ATOMIC_RELAXED) &&
-      !(weft__lock_holder_pid(l) == weft__pid && WEFT__OWNER_TID(weft__lock_owner(l)) == t->tid))
+      !holds(t, l))
     return 0;
   weft_lock *locks[256];
   struct weft__dd_thread *owners[256];
@@ -571,7 +571,7 @@ int weft__dd_before_block(weft_lock *l) {
 void weft__dd_after_block(void) {
   if (self_p == NULL || __atomic_load_n(&self_p->waiting_for, __ATOMIC_RELAXED) == NULL) return;
   __atomic_store_n(&self_p->waiting_for, NULL, __ATOMIC_RELAXED);
-  __atomic_fetch_sub(&n_waiting, 1, __ATOMIC_SEQ_CST);
+  __atomic_fetch_sub(&waiting.n, 1, __ATOMIC_SEQ_CST);
 }
 
 bool weft__dd_thread_awaits(pid_t tid, weft_lock **l, char *name, size_t name_size,
@@ -655,7 +655,7 @@ WEFT__HOT void weft__dd_after_fork_child(void) {
   weft__lg_reset();
   weft__dd_reports_reset_locked();
   threads = self_p;
-  n_waiting = 0; /* the other threads, waiting or not, are not the child's */
+  waiting.n = 0; /* the other threads, waiting or not, are not the child's */
   if (self_p != NULL) {
     self_p->next = NULL;
     self_p->tid = weft__tid();

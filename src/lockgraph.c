@@ -364,10 +364,16 @@ static uint32_t new_serial(struct node *n, uint32_t id) {
 }
 
 /* The node the lock's dd_node names, if it is this lock's. */
+/* The node id a serial names under salt s, if it could name one now; else 0. */
+static uint32_t serial_id(uint32_t serial, uint32_t s) {
+  uint32_t id = (serial ^ s) & ((1u << ID_BITS) - 1);
+  return serial == 0 || s == 0 || id > __atomic_load_n(&n_nodes, __ATOMIC_ACQUIRE) ? 0 : id;
+}
+
 static uint32_t hinted(const weft_lock *l) {
   uint32_t hint = __atomic_load_n(&l->dd_node, __ATOMIC_RELAXED);
-  uint32_t id = (hint ^ salt) & ((1u << ID_BITS) - 1);
-  if (hint == 0 || salt == 0 || id == 0 || id > n_nodes) return 0;
+  uint32_t id = serial_id(hint, salt);
+  if (id == 0) return 0;
   const struct node *n = node_at(id);
   return n->serial == hint && n->lock == l ? id : 0;
 }
@@ -427,10 +433,8 @@ uint32_t weft__lg_node(weft_lock *l) {
 static bool peek(const weft_lock *l, uint32_t *id_out, uint32_t *lives, rank_t *rank,
                  uint64_t *xref) {
   uint32_t hint = __atomic_load_n(&l->dd_node, __ATOMIC_RELAXED);
-  uint32_t s = __atomic_load_n(&salt, __ATOMIC_RELAXED);
-  uint32_t id = (hint ^ s) & ((1u << ID_BITS) - 1);
-  if (hint == 0 || s == 0 || id == 0 || id > __atomic_load_n(&n_nodes, __ATOMIC_ACQUIRE))
-    return false;
+  uint32_t id = serial_id(hint, __atomic_load_n(&salt, __ATOMIC_RELAXED));
+  if (id == 0) return false;
   struct node **table = __atomic_load_n(&nchunks, __ATOMIC_ACQUIRE);
   struct node *chunk = table != NULL ? __atomic_load_n(&table[(id - 1) / CHUNK], __ATOMIC_ACQUIRE)
                                      : NULL;
